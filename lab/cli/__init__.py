@@ -1,0 +1,1 @@
+"""The ``lab`` command: one module per command group, wired together in ``app``."""

@@ -1,0 +1,23 @@
+"""The ``lab`` Typer application."""
+
+from __future__ import annotations
+
+import typer
+
+from lab.cli import topology
+
+app = typer.Typer(
+    name="lab",
+    no_args_is_help=True,
+    help="Failover Lab: a local replica of a production topology, and chaos scenarios against it.",
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command()(topology.up)
+app.command()(topology.status)
+app.command()(topology.down)
+app.add_typer(topology.images_app, name="images")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,198 @@
+"""The lab's configuration: the deployment checklist's numbers as validated, typed defaults.
+
+Every number a check compares against comes from here (through the rendered configuration),
+never from a constant inside a check. A ``lab.toml`` overrides any field::
+
+    [nginx]
+    max_fails = 3
+    fail_timeout_s = 10
+
+    [pgbouncer]
+    default_pool_size = 30
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lab.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "lab.toml"
+LAB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+NextUpstream = Literal[
+    "error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504",
+    "http_403", "http_404", "http_429", "non_idempotent", "off",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RateLimitZone(_Frozen):
+    """One ``limit_req_zone`` and the location prefix it guards."""
+
+    name: str
+    location: str
+    rate_per_s: Annotated[int, Field(gt=0, le=100_000)]
+    burst: Annotated[int, Field(ge=0, le=100_000)] = 0
+    nodelay: bool = True
+
+
+def _default_zones() -> tuple[RateLimitZone, ...]:
+    return (
+        RateLimitZone(name="auth", location="/api/auth/", rate_per_s=10, burst=5),
+        RateLimitZone(name="api", location="/api/", rate_per_s=100, burst=0),
+        RateLimitZone(name="webhook", location="/webhooks/", rate_per_s=50, burst=0),
+    )
+
+
+class NginxConfig(_Frozen):
+    """The load balancer: passive health checks, timeouts, rate limits, TLS host name."""
+
+    max_fails: Annotated[int, Field(ge=0, le=100)] = 3
+    fail_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 10
+    connect_timeout_s: Annotated[float, Field(gt=0, le=75)] = 1.0
+    read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    next_upstream: tuple[NextUpstream, ...] = ("error", "timeout", "http_502", "http_503", "http_504")
+    # A shared zone makes the failure counters global instead of per worker process.
+    zone: bool = True
+    worker_processes: Annotated[int, Field(ge=1, le=64)] = 2
+    rate_limits: tuple[RateLimitZone, ...] = Field(default_factory=_default_zones)
+    rate_limit_status: Annotated[int, Field(ge=400, le=599)] = 429
+    server_name: str = "lab.local"
+    hsts_max_age_s: Annotated[int, Field(ge=0)] = 31_536_000
+    security_headers: bool = True
+
+
+class PgBouncerConfig(_Frozen):
+    """The connection pooler between the backends and PostgreSQL."""
+
+    pool_mode: Literal["session", "transaction", "statement"] = "transaction"
+    default_pool_size: Annotated[int, Field(ge=1, le=10_000)] = 30
+    reserve_pool_size: Annotated[int, Field(ge=0, le=10_000)] = 0
+    max_client_conn: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    query_wait_timeout_s: Annotated[int, Field(ge=0)] = 120
+
+
+class PostgresConfig(_Frozen):
+    """The database; ``max_connections`` bounds what PgBouncer may open."""
+
+    database: str = "app"
+    user: str = "app"
+    max_connections: Annotated[int, Field(ge=10, le=10_000)] = 100
+
+
+class RedisConfig(_Frozen):
+    """The lock service's store; persistence off by default, as in the checklist."""
+
+    persistence: bool = False
+
+
+class BackendConfig(_Frozen):
+    """The reference service replicas and their scheduled jobs."""
+
+    replicas: Annotated[int, Field(ge=1, le=9)] = 3
+    job_interval_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    lock_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    job_duration_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    dependency_timeout_s: Annotated[float, Field(gt=0, le=10)] = 1.0
+    # Negative controls only: a backend without locks or fencing must make checks fail.
+    locking: bool = True
+    fencing: bool = True
+    stop_timeout_s: Annotated[int, Field(ge=1, le=300)] = 10
+
+
+class PublishConfig(_Frozen):
+    """Host ports, always on 127.0.0.1; 0 means an ephemeral port chosen by Docker."""
+
+    nginx_http: Annotated[int, Field(ge=0, le=65535)] = 0
+    nginx_https: Annotated[int, Field(ge=0, le=65535)] = 0
+    pgbouncer: Annotated[int, Field(ge=0, le=65535)] = 0
+    postgres: Annotated[int, Field(ge=0, le=65535)] = 0
+    redis: Annotated[int, Field(ge=0, le=65535)] = 0
+
+
+class BuildConfig(_Frozen):
+    """How images are built: the base image and the CA bundle trusted for HTTPS fetches."""
+
+    base_image: str = "debian:bookworm"
+    # None: the host's system bundle when it exists. "" disables the option.
+    ca_bundle: str | None = None
+    # Debian mirror used when the base must be bootstrapped (no registry reachable).
+    debian_mirror: str = "http://deb.debian.org/debian"
+
+
+class LabConfig(_Frozen):
+    """Everything that defines one lab; two labs differ only in ``name`` and what follows."""
+
+    name: str = "default"
+    nginx: NginxConfig = NginxConfig()
+    pgbouncer: PgBouncerConfig = PgBouncerConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    redis: RedisConfig = RedisConfig()
+    backend: BackendConfig = BackendConfig()
+    publish: PublishConfig = PublishConfig()
+    build: BuildConfig = BuildConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not LAB_NAME_RE.match(value):
+            raise ValueError("must be 1-31 lowercase letters, digits or '-', starting alphanumeric")
+        return value
+
+    def with_name(self, name: str | None) -> LabConfig:
+        """This configuration under another lab name (validated)."""
+        if name is None or name == self.name:
+            return self
+        return parse_config({**self.model_dump(), "name": name}, source="--name")
+
+    def with_overrides(self, section: str, **values: object) -> LabConfig:
+        """A copy with fields of one section replaced, validated like a file."""
+        data = self.model_dump()
+        data[section] = {**data[section], **values}
+        return parse_config(data, source=f"override of [{section}]")
+
+    @property
+    def backend_names(self) -> tuple[str, ...]:
+        return tuple(f"backend-{i}" for i in range(1, self.backend.replicas + 1))
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {field}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, *, source: str = "configuration") -> LabConfig:
+    """Validate a mapping into a ``LabConfig``; errors name the field and the problem."""
+    try:
+        return LabConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source), hint="fix the field named above") from None
+
+
+def load_config(path: Path | None = None, *, name: str | None = None) -> LabConfig:
+    """Read ``lab.toml`` (explicit path, or ./lab.toml when present, else the defaults)."""
+    if path is None:
+        candidate = Path(DEFAULT_CONFIG_FILE)
+        path = candidate if candidate.is_file() else None
+    data: dict = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config = parse_config(data, source=str(path or "defaults"))
+    return config.with_name(name)

@@ -1,0 +1,474 @@
+"""The one module that speaks to the Docker SDK.
+
+Everything else in the lab works with the typed records below (``ContainerSpec``,
+``ContainerInfo``, ``ExecResult``) and the ``LabError`` tree; Docker's own exceptions are
+translated here, once, at the boundary. Every resource the lab creates carries the
+``LABEL_LAB`` label so that leftovers of a crashed run can be found and removed.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import docker
+import docker.errors
+from docker.types import IPAMConfig, IPAMPool
+
+from lab.errors import DockerUnavailable, ImageBuildError, LabError, PortConflict
+
+LABEL_PREFIX = "io.failover-lab"
+LABEL_LAB = f"{LABEL_PREFIX}.lab"            # the lab's name, on every resource
+LABEL_ROLE = f"{LABEL_PREFIX}.role"          # node role (postgres, backend, ...)
+LABEL_NODE = f"{LABEL_PREFIX}.node"          # node name (backend-2, ...)
+LABEL_KIND = f"{LABEL_PREFIX}.kind"          # node | sidecar | network | volume
+LABEL_IMAGE = f"{LABEL_PREFIX}.image"        # on images: the role they serve
+LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"      # on images: content hash of the build inputs
+LABEL_CONFIG = f"{LABEL_PREFIX}.config"      # on a lab's network: its configuration (JSON)
+
+# Subnets the lab picks its networks from: static addresses survive a container restart,
+# which NGINX needs because it resolves upstream names only once, at start.
+_SUBNET_POOL = ipaddress.ip_network("172.29.0.0/16")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file copied into a container before it starts."""
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to create: the lab's typed form of ``docker create`` arguments."""
+
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    network: str | None = None
+    ipv4_address: str | None = None
+    aliases: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] | None = None
+    # container port ("80/tcp") -> host port on 127.0.0.1 (0 = ephemeral)
+    publish: Mapping[str, int] = field(default_factory=dict)
+    files: tuple[FileSpec, ...] = ()
+    stop_timeout_s: int = 10
+    network_mode: str | None = None
+    cap_add: tuple[str, ...] = ()
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    mem_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What Docker says about one container, reduced to what the lab reads."""
+
+    id: str
+    name: str
+    status: str                      # created, running, paused, exited, dead, ...
+    labels: Mapping[str, str]
+    started_at: datetime | None
+    ip_address: str | None
+    published: Mapping[str, tuple[str, int]]   # "80/tcp" -> ("127.0.0.1", 49153)
+    env: Mapping[str, str]
+    exit_code: int | None
+
+    @property
+    def node(self) -> str:
+        return self.labels.get(LABEL_NODE, self.name)
+
+    @property
+    def role(self) -> str:
+        return self.labels.get(LABEL_ROLE, "")
+
+
+class ExecResult(NamedTuple):
+    """A command's exit code and combined output (unpacks as ``code, output``)."""
+
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What a cleanup removed, by kind."""
+
+    containers: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.containers or self.networks or self.volumes)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 UTC time (nanoseconds, ``Z``); None for the zero time."""
+    if not value or value.startswith("0001-"):
+        return None
+    whole, _, fraction = value.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{whole}.{(fraction[:6] or '0').ljust(6, '0')}").replace(tzinfo=UTC)
+
+
+def _tar(files: Iterable[FileSpec]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for spec in files:
+            info = tarfile.TarInfo(spec.path.lstrip("/"))
+            info.size = len(spec.content)
+            info.mode = spec.mode
+            archive.addfile(info, io.BytesIO(spec.content))
+    return buffer.getvalue()
+
+
+class Engine:
+    """A Docker engine, seen through the operations the lab needs."""
+
+    def __init__(self, client: docker.DockerClient):
+        self._client = client
+
+    @classmethod
+    def connect(cls, timeout_s: float = 10) -> Engine:
+        """Connect to the engine named by the environment (DOCKER_HOST) or the default socket."""
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        try:
+            client = docker.from_env(timeout=int(timeout_s))
+            client.ping()
+        except (docker.errors.DockerException, OSError) as exc:
+            raise DockerUnavailable(
+                f"no Docker engine answers at {where} ({type(exc).__name__})",
+                hint="start one (`sudo systemctl start docker`, or `dockerd &` as root), "
+                "or point DOCKER_HOST at a running engine",
+            ) from None
+        return cls(client)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- images ---------------------------------------------------------------------------
+
+    def image_labels(self, reference: str) -> Mapping[str, str] | None:
+        """The labels of a local image, or None when it does not exist."""
+        try:
+            image = self._client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return None
+        return image.labels or {}
+
+    def image_id(self, reference: str) -> str | None:
+        try:
+            return self._client.images.get(reference).id
+        except docker.errors.ImageNotFound:
+            return None
+
+    def image_size(self, reference: str) -> int:
+        return int(self._client.images.get(reference).attrs.get("Size", 0))
+
+    def pull(self, reference: str) -> bool:
+        """Pull an image; False when no registry answers (air-gapped machines)."""
+        repository, _, tag = reference.partition(":")
+        try:
+            self._client.images.pull(repository, tag=tag or "latest")
+            return True
+        except docker.errors.APIError:
+            return False
+
+    def import_rootfs(self, chunks: Iterator[bytes], reference: str, labels: Mapping[str, str]) -> str:
+        """``docker import`` a root filesystem tar stream as an image; returns its id."""
+        repository, _, tag = reference.partition(":")
+        changes = ['CMD ["/bin/bash"]'] + [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
+        try:
+            self._client.api.import_image_from_data(
+                b"".join(chunks), repository=repository, tag=tag, changes=changes
+            )
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"docker import of {reference} failed: {exc.explanation}") from None
+        return self.image_id(reference) or ""
+
+    def build(
+        self,
+        context_tar: bytes,
+        tag: str,
+        *,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        on_line: Callable[[str], None] = lambda line: None,
+    ) -> str:
+        """Build an image from an in-memory context; the failing step's log is in the error."""
+        log: list[str] = []
+        step = ""
+        try:
+            stream = self._client.api.build(
+                fileobj=io.BytesIO(context_tar), custom_context=True, tag=tag, rm=True,
+                forcerm=True, buildargs=dict(buildargs), labels=dict(labels), decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    raise ImageBuildError(
+                        f"building {tag} failed at {step or 'the first step'}: {chunk['error'].strip()}",
+                        details="\n".join(log[-30:]),
+                        hint="the step's output is above; fix the Dockerfile or the network",
+                    )
+                line = chunk.get("stream", "").rstrip()
+                if not line:
+                    continue
+                if line.startswith("Step "):
+                    step = line
+                    log.clear()
+                log.append(line)
+                on_line(line)
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"building {tag} failed: {exc.explanation}") from None
+        image_id = self.image_id(tag)
+        if image_id is None:
+            raise ImageBuildError(f"building {tag} produced no image", details="\n".join(log[-30:]))
+        return image_id
+
+    def tag(self, reference: str, new_reference: str) -> None:
+        repository, _, tag = new_reference.partition(":")
+        self._client.images.get(reference).tag(repository, tag or "latest")
+
+    def remove_image(self, reference: str) -> None:
+        try:
+            self._client.images.remove(reference, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+    def list_images(self, label: str) -> list[tuple[str, tuple[str, ...], Mapping[str, str]]]:
+        """(id, tags, labels) of local images that carry a label."""
+        return [(i.id, tuple(i.tags), i.labels or {}) for i in self._client.images.list(filters={"label": label})]
+
+    # -- networks -------------------------------------------------------------------------
+
+    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
+        used = []
+        for network in self._client.networks.list():
+            for pool in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                subnet = pool.get("Subnet")
+                if subnet and ":" not in subnet:
+                    used.append(ipaddress.ip_network(subnet, strict=False))
+        return used
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> ipaddress.IPv4Network:
+        """A private bridge network with a subnet no other Docker network uses."""
+        used = self._used_subnets()
+        for candidate in _SUBNET_POOL.subnets(new_prefix=24):
+            if any(candidate.overlaps(other) for other in used):
+                continue
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(candidate), gateway=str(candidate[1]))])
+            try:
+                self._client.networks.create(name, driver="bridge", ipam=ipam, labels=dict(labels))
+            except docker.errors.APIError as exc:
+                if "overlap" in str(exc).lower():
+                    continue  # another lab took it between our listing and our create
+                raise LabError(f"cannot create network {name}: {exc.explanation}") from None
+            return candidate
+        raise LabError(f"no free /24 left in {_SUBNET_POOL} for network {name}",
+                       hint="remove unused Docker networks (`docker network prune`)")
+
+    def network_labels(self, name: str) -> Mapping[str, str] | None:
+        try:
+            return self._client.networks.get(name).attrs.get("Labels") or {}
+        except docker.errors.NotFound:
+            return None
+
+    def network_exists(self, name: str) -> bool:
+        return self.network_labels(name) is not None
+
+    # -- containers -----------------------------------------------------------------------
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container and copy its files in; returns its id."""
+        api = self._client.api
+        host_config = api.create_host_config(
+            port_bindings={port: ("127.0.0.1", host or None) for port, host in spec.publish.items()},
+            cap_add=list(spec.cap_add) or None, tmpfs=dict(spec.tmpfs) or None,
+            mem_limit=spec.mem_limit, network_mode=spec.network_mode or spec.network,
+        )
+        networking = None
+        if spec.network and not spec.network_mode:
+            networking = api.create_networking_config({spec.network: api.create_endpoint_config(
+                ipv4_address=spec.ipv4_address, aliases=list(spec.aliases) or None)})
+        try:
+            container_id = api.create_container(
+                spec.image, name=spec.name, labels=dict(spec.labels), environment=dict(spec.env),
+                command=list(spec.command) if spec.command is not None else None, detach=True,
+                stop_signal="SIGTERM", stop_timeout=spec.stop_timeout_s,
+                ports=list(spec.publish) or None, host_config=host_config, networking_config=networking,
+            )["Id"]
+            if spec.files:
+                api.put_archive(container_id, "/", _tar(spec.files))
+        except docker.errors.ImageNotFound:
+            raise LabError(f"image {spec.image} is missing", hint="run `lab images build`") from None
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot create container {spec.name}: {exc.explanation}") from None
+        return container_id
+
+    def start(self, name: str) -> None:
+        try:
+            self._client.api.start(name)
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if "port is already allocated" in text or "address already in use" in text:
+                raise PortConflict(
+                    f"{name}: a fixed published port is already in use ({text})",
+                    hint="choose another port in [publish] of lab.toml, or 0 for an ephemeral one",
+                ) from None
+            raise LabError(f"cannot start {name}: {text}") from None
+
+    def _call(self, action: str, name: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except docker.errors.NotFound:
+            raise LabError(f"cannot {action} {name}: no such container") from None
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot {action} {name}: {exc.explanation}") from None
+
+    def kill(self, name: str, signal: str = "SIGKILL") -> None:
+        self._call("kill", name, lambda: self._client.api.kill(name, signal=signal))
+
+    def stop(self, name: str, timeout_s: int | None = None) -> None:
+        self._call("stop", name, lambda: self._client.api.stop(name, timeout=timeout_s))
+
+    def pause(self, name: str) -> None:
+        self._call("pause", name, lambda: self._client.api.pause(name))
+
+    def unpause(self, name: str) -> None:
+        self._call("unpause", name, lambda: self._client.api.unpause(name))
+
+    def restart(self, name: str, timeout_s: int | None = None) -> None:
+        self._call("restart", name, lambda: self._client.api.restart(name, timeout=timeout_s))
+
+    def exec(self, name: str, command: list[str], *, user: str = "") -> ExecResult:
+        """Run a command inside a running container (through the Docker API, not the network)."""
+        try:
+            exec_id = self._client.api.exec_create(name, command, user=user)["Id"]
+            output = self._client.api.exec_start(exec_id)
+            exit_code = self._client.api.exec_inspect(exec_id)["ExitCode"]
+        except docker.errors.APIError as exc:
+            return ExecResult(exit_code=126, output=str(exc.explanation or exc))
+        return ExecResult(exit_code=int(exit_code if exit_code is not None else 125),
+                          output=output.decode(errors="replace"))
+
+    def logs(self, name: str, *, tail: int | str = "all", since: float | None = None,
+             stdout: bool = True, stderr: bool = True) -> str:
+        try:
+            data = self._client.api.logs(name, stdout=stdout, stderr=stderr, tail=tail,
+                                         since=since, timestamps=False)
+        except docker.errors.APIError:
+            return ""
+        return data.decode(errors="replace")
+
+    def inspect(self, name: str) -> ContainerInfo | None:
+        try:
+            attrs = self._client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return None
+        return self._info(attrs)
+
+    @staticmethod
+    def _info(attrs: Mapping) -> ContainerInfo:
+        state = attrs.get("State") or {}
+        settings = attrs.get("NetworkSettings") or {}
+        ip = None
+        for endpoint in (settings.get("Networks") or {}).values():
+            ip = endpoint.get("IPAddress") or ip
+        published: dict[str, tuple[str, int]] = {}
+        for port, bindings in (settings.get("Ports") or {}).items():
+            for binding in bindings or []:
+                if binding.get("HostPort"):
+                    published[port] = (binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"]))
+        env = {}
+        for item in (attrs.get("Config") or {}).get("Env") or []:
+            key, _, value = item.partition("=")
+            env[key] = value
+        return ContainerInfo(
+            id=attrs["Id"], name=attrs["Name"].lstrip("/"),
+            status=state.get("Status", "unknown"),
+            labels=(attrs.get("Config") or {}).get("Labels") or {},
+            started_at=_parse_time(state.get("StartedAt")) if state.get("Running") else None,
+            ip_address=ip or None, published=published, env=env,
+            exit_code=state.get("ExitCode"),
+        )
+
+    def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        """Containers (any state) carrying every given label (value None: any value)."""
+        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        try:
+            summaries = self._client.api.containers(all=True, filters={"label": filters})
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot list containers: {exc.explanation}") from None
+        infos = []
+        for summary in summaries:
+            info = self.inspect(summary["Id"])
+            if info is not None:
+                infos.append(info)
+        return infos
+
+    def run_sidecar(self, spec: ContainerSpec, *, timeout_s: float = 30) -> ExecResult:
+        """Run a short-lived helper container to completion and remove it, whatever happens."""
+        container_id = self.create_container(spec)
+        try:
+            self.start(container_id)
+            result = self._client.api.wait(container_id, timeout=timeout_s)
+            output = self.logs(container_id)
+            return ExecResult(exit_code=int(result.get("StatusCode", 1)), output=output)
+        except Exception as exc:  # noqa: BLE001 - reported as a failed run; removal below
+            return ExecResult(exit_code=125, output=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.remove_container(container_id)
+
+    def remove_container(self, name: str) -> bool:
+        try:
+            self._client.api.remove_container(name, force=True, v=True)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if "already in progress" in str(exc):
+                return True
+            raise LabError(f"cannot remove {name}: {exc.explanation}") from None
+
+    # -- cleanup by label -----------------------------------------------------------------
+
+    def remove_labelled(self, labels: Mapping[str, str | None]) -> Removed:
+        """Remove every container, network and volume with these labels (idempotent)."""
+        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        containers = []
+        for summary in self._client.api.containers(all=True, filters={"label": filters}):
+            if self.remove_container(summary["Id"]):
+                containers.append(summary["Names"][0].lstrip("/"))
+        networks = []
+        for network in self._client.networks.list(filters={"label": filters}):
+            try:
+                network.remove()
+                networks.append(network.name)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                raise LabError(f"cannot remove network {network.name}: {exc.explanation}") from None
+        volumes = []
+        for volume in self._client.volumes.list(filters={"label": filters}):
+            try:
+                volume.remove(force=True)
+                volumes.append(volume.name)
+            except docker.errors.NotFound:
+                pass
+        return Removed(tuple(containers), tuple(networks), tuple(volumes))
+
+    def lab_names(self) -> set[str]:
+        """Names of every lab that has any container or network on this engine."""
+        names = {c["Labels"].get(LABEL_LAB) for c in
+                 self._client.api.containers(all=True, filters={"label": LABEL_LAB})}
+        names |= {n.attrs.get("Labels", {}).get(LABEL_LAB) for n in
+                  self._client.networks.list(filters={"label": LABEL_LAB})}
+        return {n for n in names if n}

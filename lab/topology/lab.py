@@ -1,0 +1,399 @@
+"""A lab: the eight-node topology as one object that starts, reports, breaks and removes itself.
+
+Everything a lab creates carries ``io.failover-lab.lab=<name>``; ``down`` removes by that
+label, so it also removes what a crashed run left. The lab's configuration and generated
+secrets travel as labels of its network, so any later process can attach to a running lab
+by name without a state file that could outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from lab.config import LabConfig, parse_config
+from lab.engine import (
+    LABEL_CONFIG,
+    LABEL_KIND,
+    LABEL_LAB,
+    ContainerInfo,
+    Engine,
+    ExecResult,
+    Removed,
+)
+from lab.errors import LabError, LabNotFound, NodeStartError, UnknownNode
+from lab.topology import images as image_builder
+from lab.topology.plan import (
+    STAGES,
+    NodePlan,
+    container_name,
+    network_name,
+    node_roles,
+    plan,
+)
+from lab.topology.readiness import (
+    ExecProbe,
+    Probe,
+    ProbeResult,
+    RedisProbe,
+    SqlProbe,
+    ThroughNginxProbe,
+    wait_until_ready,
+)
+from lab.topology.render import PGBOUNCER_ADMIN_USER, PGBOUNCER_PORT, LabSecrets
+from lab.topology.tls import make_tls
+
+LABEL_SECRETS = "io.failover-lab.secrets"
+LABEL_OWNER = "io.failover-lab.owner"
+LABEL_EPHEMERAL = "io.failover-lab.ephemeral"
+READY_TIMEOUT_S = 90.0
+
+
+def owner_id() -> str:
+    """Who created a resource: host and process, so orphans of dead processes can be told apart."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's lab: never ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The only addresses the lab process talks to: published ports on 127.0.0.1."""
+
+    nginx_http: str
+    nginx_https: str
+    postgres_dsn: str
+    pgbouncer_dsn: str
+    pgbouncer_admin_dsn: str
+    redis_url: str
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    role: str
+    state: str                       # running, paused, exited, missing, ...
+    ready: bool
+    detail: str
+    published: tuple[str, ...]       # "127.0.0.1:49153->80/tcp"
+    uptime_s: float | None
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    name: str
+    nodes: tuple[NodeStatus, ...]
+    endpoints: Endpoints | None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.nodes) and all(n.ready for n in self.nodes)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    already_running: bool
+    seconds: float
+    images_built: tuple[str, ...]
+    leftovers_removed: Removed
+
+
+class Lab:
+    """One named lab on one Docker engine."""
+
+    def __init__(self, engine: Engine, config: LabConfig, secrets: LabSecrets | None = None,
+                 *, nginx_conf: str | None = None):
+        self.engine = engine
+        self.config = config
+        self.name = config.name
+        self.secrets = secrets or LabSecrets.generate()
+        self._nginx_conf = nginx_conf
+        self.roles = node_roles(config)
+
+    # -- attaching ------------------------------------------------------------------------
+
+    @classmethod
+    def attach(cls, engine: Engine, name: str) -> Lab:
+        """The running lab with this name, its configuration and secrets read from Docker."""
+        labels = engine.network_labels(network_name(name))
+        if labels is None or LABEL_CONFIG not in labels:
+            raise LabNotFound(f"no lab named {name!r} is running", hint=f"start it with `lab up --name {name}`")
+        config = parse_config(json.loads(labels[LABEL_CONFIG]), source=f"lab {name} labels")
+        secrets = LabSecrets(**json.loads(labels[LABEL_SECRETS]))
+        return cls(engine, config, secrets)
+
+    def exists(self) -> bool:
+        return self.engine.network_exists(network_name(self.name)) or bool(self._containers())
+
+    def _containers(self) -> list[ContainerInfo]:
+        return self.engine.list_containers({LABEL_LAB: self.name, LABEL_KIND: "node"})
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    def container(self, node: str) -> str:
+        """The container name of a node; unknown names are a user error, said once."""
+        if node not in self.roles:
+            raise UnknownNode(f"no node named {node!r} in lab {self.name!r}",
+                              hint=f"nodes: {', '.join(self.roles)}")
+        return container_name(self.name, node)
+
+    def exec(self, node: str, command: list[str]) -> ExecResult:
+        return self.engine.exec(self.container(node), command)
+
+    def logs(self, node: str, tail: int | str = 50, since: float | None = None) -> str:
+        return self.engine.logs(self.container(node), tail=tail, since=since)
+
+    def inspect(self, node: str) -> ContainerInfo | None:
+        return self.engine.inspect(self.container(node))
+
+    def kill(self, node: str) -> None:
+        self.engine.kill(self.container(node))
+
+    def stop(self, node: str, timeout_s: int | None = None) -> None:
+        self.engine.stop(self.container(node), timeout_s)
+
+    def pause(self, node: str) -> None:
+        self.engine.pause(self.container(node))
+
+    def unpause(self, node: str) -> None:
+        self.engine.unpause(self.container(node))
+
+    def start(self, node: str, *, wait: bool = True, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult | None:
+        """Start a stopped node; by default wait until it is ready again."""
+        self.engine.start(self.container(node))
+        return self.wait_ready(node, timeout_s) if wait else None
+
+    def restart(self, node: str, *, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
+        self.engine.restart(self.container(node))
+        return self.wait_ready(node, timeout_s)
+
+    def nginx_conf(self) -> str:
+        """The nginx.conf NGINX actually runs, read from its container."""
+        result = self.exec("nginx", ["cat", "/etc/lab/nginx.conf"])
+        if result.exit_code != 0:
+            raise LabError(f"cannot read nginx.conf from lab {self.name}: {result.output.strip()}")
+        return result.output
+
+    def addresses(self) -> dict[str, str]:
+        """Container address -> node name, to read NGINX's $upstream_addr (never a target)."""
+        out = {}
+        for info in self._containers():
+            if info.ip_address:
+                out[info.ip_address] = info.node
+        return out
+
+    # -- endpoints and readiness ----------------------------------------------------------
+
+    @property
+    def endpoints(self) -> Endpoints:
+        ports: dict[tuple[str, str], int] = {}
+        for info in self._containers():
+            for port, (_, host_port) in info.published.items():
+                ports[(info.node, port)] = host_port
+
+        def port(node: str, container_port: str) -> int:
+            if (node, container_port) not in ports:
+                raise LabError(f"{node} publishes no port {container_port} (is lab {self.name} running?)")
+            return ports[(node, container_port)]
+
+        pg, s = self.config.postgres, self.secrets
+        pgb = port("pgbouncer", f"{PGBOUNCER_PORT}/tcp")
+        return Endpoints(
+            nginx_http=f"http://127.0.0.1:{port('nginx', '80/tcp')}",
+            nginx_https=f"https://127.0.0.1:{port('nginx', '443/tcp')}",
+            postgres_dsn=f"postgresql://{pg.user}:{s.db_password}@127.0.0.1:{port('postgres', '5432/tcp')}/{pg.database}",
+            pgbouncer_dsn=f"postgresql://{pg.user}:{s.db_password}@127.0.0.1:{pgb}/{pg.database}",
+            pgbouncer_admin_dsn=f"postgresql://{PGBOUNCER_ADMIN_USER}:{s.pgbouncer_admin_password}@127.0.0.1:{pgb}/pgbouncer",
+            redis_url=f"redis://127.0.0.1:{port('redis', '6379/tcp')}/0",
+        )
+
+    def probe(self, node: str) -> Probe:
+        """The readiness question for a node."""
+        role = self.roles.get(node)
+        if role is None:
+            self.container(node)  # raises UnknownNode
+        endpoints = self.endpoints
+        if role == "postgres":
+            return SqlProbe(endpoints.postgres_dsn)
+        if role == "pgbouncer":
+            return SqlProbe(endpoints.pgbouncer_dsn)
+        if role == "redis":
+            return RedisProbe(endpoints.redis_url)
+        if role == "backend":
+            return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), ("lab-probe", "/health/ready"))
+        return ThroughNginxProbe(endpoints.nginx_http, self.config.backend_names)
+
+    def wait_ready(self, node: str, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
+        """Wait for one node; a node that does not get ready is a ``NodeStartError``."""
+        result = wait_until_ready(self.probe(node), timeout_s)
+        if not result.ok:
+            raise self._start_error(node, result.detail)
+        return result
+
+    def _start_error(self, node: str, detail: str) -> NodeStartError:
+        info = self.inspect(node)
+        state = info.status if info else "missing"
+        return NodeStartError(
+            f"{node} did not become ready ({state}): {detail}",
+            details=f"last log lines of {node}:\n" + self.logs(node, tail=20),
+            hint=f"`docker logs {container_name(self.name, node)}` shows the whole log",
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _complete_and_running(self) -> bool:
+        states = {info.node: info.status for info in self._containers()}
+        return set(states) == set(self.roles) and all(s == "running" for s in states.values())
+
+    def up(
+        self,
+        *,
+        say: Callable[[str], None] = lambda text: None,
+        on_build: Callable[[str, str], None] = lambda role, line: None,
+        ephemeral: bool = False,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+    ) -> UpResult:
+        """Start the lab and return when every node is ready; a running lab is left as it is."""
+        started = time.monotonic()
+        leftovers = remove_orphans(self.engine)
+        if self.exists():
+            if self._complete_and_running():
+                attached = Lab.attach(self.engine, self.name)
+                self.config, self.secrets = attached.config, attached.secrets
+                return UpResult(True, time.monotonic() - started, (), leftovers)
+            say(f"lab {self.name!r} is incomplete (a crashed run?): removing its leftovers")
+            removed = self.down()
+            leftovers = Removed(leftovers.containers + removed.containers,
+                                leftovers.networks + removed.networks, leftovers.volumes + removed.volumes)
+        refs = image_builder.ensure_images(self.engine, self.config.build, say=say, on_progress=on_build)
+        images = {role: ref.reference for role, ref in refs.items()}
+        built = tuple(role for role, ref in refs.items() if ref.built)
+        try:
+            self._create_and_start(images, say=say, ephemeral=ephemeral)
+            say("waiting for every node to be ready")
+            self._wait_all_ready(ready_timeout_s)
+        except BaseException:
+            # Nothing half-started survives a failure or Ctrl-C.
+            self.down()
+            raise
+        return UpResult(False, time.monotonic() - started, built, leftovers)
+
+    def _create_and_start(self, images: dict[str, str], *, say: Callable[[str], None], ephemeral: bool) -> None:
+        owner = owner_id()
+        labels = {LABEL_LAB: self.name, LABEL_KIND: "network", LABEL_OWNER: owner,
+                  LABEL_CONFIG: self.config.model_dump_json(),
+                  LABEL_SECRETS: json.dumps(self.secrets.__dict__)}
+        if ephemeral:
+            labels[LABEL_EPHEMERAL] = "1"
+        subnet = self.engine.create_network(network_name(self.name), labels)
+        tls = make_tls(self.name, self.config.nginx.server_name)
+        nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
+                     extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
+        by_role: dict[str, list[NodePlan]] = {}
+        for node in nodes:
+            by_role.setdefault(node.role, []).append(node)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for stage in STAGES:
+                batch = [n for role in stage for n in by_role.get(role, [])]
+                say(f"starting {', '.join(n.name for n in batch)}")
+                list(pool.map(self._create_start, batch))
+
+    def _create_start(self, node: NodePlan) -> None:
+        self.engine.create_container(node.spec)
+        self.engine.start(node.spec.name)
+
+    def _wait_all_ready(self, timeout_s: float) -> None:
+        order = list(self.roles)
+        with ThreadPoolExecutor(max_workers=len(order)) as pool:
+            results = dict(zip(order, pool.map(lambda n: wait_until_ready(self.probe(n), timeout_s), order)))
+        failed = [node for node, result in results.items() if not result.ok]
+        if failed:
+            # Name the first failure in dependency order: a dead database explains the rest.
+            node = failed[0]
+            raise self._start_error(node, results[node].detail)
+
+    def down(self) -> Removed:
+        """Remove every container, network and volume of this lab (by label; idempotent)."""
+        return self.engine.remove_labelled({LABEL_LAB: self.name})
+
+    def status(self) -> LabStatus:
+        """Per node: role, state, readiness, published addresses, uptime."""
+        infos = {info.node: info for info in self._containers()}
+        if not infos and not self.engine.network_exists(network_name(self.name)):
+            raise LabNotFound(f"no lab named {self.name!r} is running",
+                              hint=f"start it with `lab up --name {self.name}`")
+        try:
+            endpoints: Endpoints | None = self.endpoints
+        except LabError:
+            endpoints = None
+        now = datetime.now(UTC)
+
+        def one(node: str) -> NodeStatus:
+            info = infos.get(node)
+            if info is None:
+                return NodeStatus(node, self.roles[node], "missing", False, "no container", (), None)
+            published = tuple(f"{ip}:{port}->{cport}" for cport, (ip, port) in sorted(info.published.items()))
+            if info.status != "running" or endpoints is None:
+                return NodeStatus(node, info.role, info.status, False, info.status, published, None)
+            result = self.probe(node).check()
+            uptime = (now - info.started_at).total_seconds() if info.started_at else None
+            return NodeStatus(node, info.role, info.status, result.ok, result.detail, published, uptime)
+
+        with ThreadPoolExecutor(max_workers=len(self.roles)) as pool:
+            nodes = tuple(pool.map(one, self.roles))
+        return LabStatus(self.name, nodes, endpoints)
+
+
+def remove_orphans(engine: Engine) -> Removed:
+    """Remove what dead processes left: their sidecars, their ephemeral labs, and labs they
+    left half-started. A complete lab started by `lab up` is never an orphan."""
+    removed = Removed()
+    containers = engine.list_containers({LABEL_LAB: None})
+    by_lab: dict[str, list[ContainerInfo]] = {}
+    for info in containers:
+        by_lab.setdefault(info.labels.get(LABEL_LAB, ""), []).append(info)
+    for info in containers:
+        if info.labels.get(LABEL_KIND) == "sidecar" and not _owner_alive(info.labels.get(LABEL_OWNER, "")):
+            engine.remove_container(info.id)
+            removed = Removed(removed.containers + (info.name,), removed.networks, removed.volumes)
+    for name in engine.lab_names():
+        labels = engine.network_labels(network_name(name)) or {}
+        members = by_lab.get(name, [])
+        owner = labels.get(LABEL_OWNER) or next((m.labels.get(LABEL_OWNER, "") for m in members), "")
+        if _owner_alive(owner):
+            continue
+        ephemeral = labels.get(LABEL_EPHEMERAL) == "1" or any(m.labels.get(LABEL_EPHEMERAL) == "1" for m in members)
+        complete = LABEL_CONFIG in labels and _complete(labels, members)
+        if ephemeral or not complete:
+            result = engine.remove_labelled({LABEL_LAB: name})
+            removed = Removed(removed.containers + result.containers, removed.networks + result.networks,
+                              removed.volumes + result.volumes)
+    return removed
+
+
+def _complete(network_labels: dict, members: Iterable[ContainerInfo]) -> bool:
+    config = parse_config(json.loads(network_labels[LABEL_CONFIG]), source="lab labels")
+    nodes = {m.node for m in members if m.labels.get(LABEL_KIND) == "node"}
+    return nodes == set(node_roles(config))
+
+
+def down_all(engine: Engine) -> Removed:
+    """Remove every lab on this engine, and every sidecar."""
+    return engine.remove_labelled({LABEL_LAB: None})

@@ -1,0 +1,136 @@
+"""The topology as data: which nodes run, with which image, address, files and ports.
+
+Pure: given a configuration, secrets, images and a subnet it returns ``NodePlan`` records;
+``lab.topology.lab`` turns them into containers. The compose file in ``compose/`` describes
+the same nodes and is kept consistent with this plan by a test.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from lab.config import LabConfig
+from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, LABEL_ROLE, ContainerSpec, FileSpec
+from lab.topology.render import (
+    BACKEND_PORT,
+    PGBOUNCER_PORT,
+    LabSecrets,
+    render_nginx,
+    render_pgbouncer_ini,
+    render_postgres_env,
+    render_postgresql_conf,
+    render_redis_conf,
+    render_userlist,
+)
+from lab.topology.tls import TlsMaterial
+
+# Start order: nodes of one stage start together; NGINX resolves its upstream names once at
+# start, so it must come after the backends exist. Readiness is awaited for all at the end.
+STAGES: tuple[tuple[str, ...], ...] = (("postgres", "redis", "pgbouncer", "backend"), ("nginx",))
+HOST_OFFSETS = {"postgres": 10, "pgbouncer": 11, "redis": 12, "nginx": 30}
+BACKEND_OFFSET = 20
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node: its name in the topology, its role and the container that runs it."""
+
+    name: str
+    role: str
+    spec: ContainerSpec
+
+
+def network_name(lab: str) -> str:
+    return f"lab-{lab}"
+
+
+def container_name(lab: str, node: str) -> str:
+    return f"lab-{lab}-{node}"
+
+
+def node_roles(config: LabConfig) -> dict[str, str]:
+    """Node name -> role, in start order."""
+    roles = {"postgres": "postgres", "redis": "redis", "pgbouncer": "pgbouncer"}
+    roles.update({name: "backend" for name in config.backend_names})
+    roles["nginx"] = "nginx"
+    return roles
+
+
+def node_address(config: LabConfig, subnet: ipaddress.IPv4Network, node: str) -> str:
+    if node.startswith("backend-"):
+        return str(subnet[BACKEND_OFFSET + int(node.split("-")[1])])
+    return str(subnet[HOST_OFFSETS[node]])
+
+
+def backend_env(config: LabConfig, secrets: LabSecrets, node: str) -> dict[str, str]:
+    """The reference backend's documented environment (images/backend/README.md)."""
+    b, pg = config.backend, config.postgres
+    return {
+        "LAB_NODE_ID": node,
+        "LAB_PORT": str(BACKEND_PORT),
+        "LAB_DATABASE_URL": f"postgresql://{pg.user}:{secrets.db_password}@pgbouncer:{PGBOUNCER_PORT}/{pg.database}",
+        "LAB_REDIS_URL": "redis://redis:6379/0",
+        "LAB_TOKEN_SECRET": secrets.token_secret,
+        "LAB_ADMIN_TOKEN": secrets.admin_token,
+        "LAB_WEBHOOK_SECRET": secrets.webhook_secret,
+        "LAB_SEED_PASSWORD": secrets.seed_password,
+        "LAB_JOB_INTERVAL_S": str(b.job_interval_s),
+        "LAB_LOCK_TTL_S": str(b.lock_ttl_s),
+        "LAB_JOB_DURATION_S": str(b.job_duration_s),
+        "LAB_DEPENDENCY_TIMEOUT_S": str(b.dependency_timeout_s),
+        "LAB_LOCKING": "1" if b.locking else "0",
+        "LAB_FENCING": "1" if b.fencing else "0",
+        "LAB_STOP_TIMEOUT_S": str(b.stop_timeout_s),
+    }
+
+
+def plan(
+    config: LabConfig,
+    secrets: LabSecrets,
+    tls: TlsMaterial,
+    images: dict[str, str],
+    subnet: ipaddress.IPv4Network,
+    *,
+    extra_labels: dict[str, str] | None = None,
+    nginx_conf: str | None = None,
+) -> list[NodePlan]:
+    """Every node of the lab, in start order. ``nginx_conf`` replaces the rendered one
+    (negative controls run a deliberately broken load balancer)."""
+    network = network_name(config.name)
+    publish = config.publish
+    nodes: list[NodePlan] = []
+    for node, role in node_roles(config).items():
+        labels = {LABEL_LAB: config.name, LABEL_ROLE: role, LABEL_NODE: node, LABEL_KIND: "node",
+                  **(extra_labels or {})}
+        env: dict[str, str] = {}
+        files: tuple[FileSpec, ...] = ()
+        ports: dict[str, int] = {}
+        stop_timeout = 10
+        if role == "postgres":
+            files = (FileSpec("/etc/lab/postgres.env", render_postgres_env(config, secrets).encode(), 0o644),
+                     FileSpec("/etc/lab/postgresql.conf", render_postgresql_conf(config).encode()))
+            ports = {"5432/tcp": publish.postgres}
+        elif role == "pgbouncer":
+            files = (FileSpec("/etc/lab/pgbouncer.ini", render_pgbouncer_ini(config).encode()),
+                     FileSpec("/etc/lab/userlist.txt", render_userlist(config, secrets).encode(), 0o600))
+            ports = {f"{PGBOUNCER_PORT}/tcp": publish.pgbouncer}
+        elif role == "redis":
+            files = (FileSpec("/etc/lab/redis.conf", render_redis_conf(config).encode()),)
+            ports = {"6379/tcp": publish.redis}
+        elif role == "backend":
+            env = backend_env(config, secrets, node)
+            stop_timeout = config.backend.stop_timeout_s
+        elif role == "nginx":
+            files = (FileSpec("/etc/lab/nginx.conf", (nginx_conf or render_nginx(config)).encode()),
+                     FileSpec("/etc/lab/tls/server.crt", tls.cert_pem),
+                     FileSpec("/etc/lab/tls/server.key", tls.key_pem, 0o600),
+                     FileSpec("/etc/lab/tls/ca.crt", tls.ca_pem))
+            ports = {"80/tcp": publish.nginx_http, "443/tcp": publish.nginx_https}
+        spec = ContainerSpec(
+            name=container_name(config.name, node), image=images[role], labels=labels,
+            network=network, ipv4_address=node_address(config, subnet, node), aliases=(node,),
+            env=env, publish=ports, files=files, stop_timeout_s=stop_timeout,
+        )
+        nodes.append(NodePlan(node, role, spec))
+    return nodes
