@@ -1,20 +1,15 @@
 #!/bin/sh
-# First start: initdb with the lab's generated password, then create the application role
-# and database. Later starts (restart scenarios) reuse the data directory as it is.
+# First start of a lab: set its generated passwords and create the application role and
+# database (single-user mode, no network). Later starts (restart scenarios) reuse the data.
 set -eu
 . /etc/lab/postgres.env
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-    pwfile=$(mktemp)
-    printf '%s\n' "$LAB_SUPERUSER_PASSWORD" > "$pwfile"
-    initdb -D "$PGDATA" -U postgres --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 \
-        --encoding=UTF8 --locale=C.UTF-8 >/dev/null
-    rm -f "$pwfile"
-    echo "host all all 0.0.0.0/0 scram-sha-256" >> "$PGDATA/pg_hba.conf"
-    cat /etc/lab/postgresql.conf >> "$PGDATA/postgresql.conf"
+if [ ! -e "$PGDATA/lab-initialised" ]; then
     postgres --single -D "$PGDATA" postgres >/dev/null <<SQL
+ALTER ROLE postgres PASSWORD '$LAB_SUPERUSER_PASSWORD';
 CREATE ROLE "$LAB_DB_USER" LOGIN PASSWORD '$LAB_DB_PASSWORD';
 CREATE DATABASE "$LAB_DB_NAME" OWNER "$LAB_DB_USER";
 SQL
-    echo "lab-postgres: initialised database $LAB_DB_NAME for $LAB_DB_USER"
+    touch "$PGDATA/lab-initialised"
+    echo "lab-postgres: created database $LAB_DB_NAME for $LAB_DB_USER"
 fi
 exec postgres -D "$PGDATA"

@@ -30,6 +30,7 @@ from lab.engine import (
 from lab.errors import LabError, LabNotFound, NodeStartError, UnknownNode
 from lab.topology import images as image_builder
 from lab.topology.plan import (
+    READY_BEFORE_NEXT_STAGE,
     STAGES,
     NodePlan,
     container_name,
@@ -201,44 +202,44 @@ class Lab:
 
     # -- endpoints and readiness ----------------------------------------------------------
 
+    def _port(self, node: str, container_port: str) -> int:
+        info = self.inspect(node)
+        if info is None or container_port not in info.published:
+            raise LabError(f"{node} publishes no port {container_port} (is lab {self.name} running?)")
+        return info.published[container_port][1]
+
+    def _dsn(self, node: str, container_port: str, user: str, password: str, database: str) -> str:
+        return f"postgresql://{user}:{password}@127.0.0.1:{self._port(node, container_port)}/{database}"
+
     @property
     def endpoints(self) -> Endpoints:
-        ports: dict[tuple[str, str], int] = {}
-        for info in self._containers():
-            for port, (_, host_port) in info.published.items():
-                ports[(info.node, port)] = host_port
-
-        def port(node: str, container_port: str) -> int:
-            if (node, container_port) not in ports:
-                raise LabError(f"{node} publishes no port {container_port} (is lab {self.name} running?)")
-            return ports[(node, container_port)]
-
         pg, s = self.config.postgres, self.secrets
-        pgb = port("pgbouncer", f"{PGBOUNCER_PORT}/tcp")
+        pgbouncer_port = f"{PGBOUNCER_PORT}/tcp"
         return Endpoints(
-            nginx_http=f"http://127.0.0.1:{port('nginx', '80/tcp')}",
-            nginx_https=f"https://127.0.0.1:{port('nginx', '443/tcp')}",
-            postgres_dsn=f"postgresql://{pg.user}:{s.db_password}@127.0.0.1:{port('postgres', '5432/tcp')}/{pg.database}",
-            pgbouncer_dsn=f"postgresql://{pg.user}:{s.db_password}@127.0.0.1:{pgb}/{pg.database}",
-            pgbouncer_admin_dsn=f"postgresql://{PGBOUNCER_ADMIN_USER}:{s.pgbouncer_admin_password}@127.0.0.1:{pgb}/pgbouncer",
-            redis_url=f"redis://127.0.0.1:{port('redis', '6379/tcp')}/0",
+            nginx_http=f"http://127.0.0.1:{self._port('nginx', '80/tcp')}",
+            nginx_https=f"https://127.0.0.1:{self._port('nginx', '443/tcp')}",
+            postgres_dsn=self._dsn("postgres", "5432/tcp", pg.user, s.db_password, pg.database),
+            pgbouncer_dsn=self._dsn("pgbouncer", pgbouncer_port, pg.user, s.db_password, pg.database),
+            pgbouncer_admin_dsn=self._dsn("pgbouncer", pgbouncer_port, PGBOUNCER_ADMIN_USER,
+                                          s.pgbouncer_admin_password, "pgbouncer"),
+            redis_url=f"redis://127.0.0.1:{self._port('redis', '6379/tcp')}/0",
         )
 
     def probe(self, node: str) -> Probe:
-        """The readiness question for a node."""
+        """The readiness question for a node; it needs only that node's published port."""
         role = self.roles.get(node)
         if role is None:
             self.container(node)  # raises UnknownNode
-        endpoints = self.endpoints
+        pg, s = self.config.postgres, self.secrets
         if role == "postgres":
-            return SqlProbe(endpoints.postgres_dsn)
+            return SqlProbe(self._dsn("postgres", "5432/tcp", pg.user, s.db_password, pg.database))
         if role == "pgbouncer":
-            return SqlProbe(endpoints.pgbouncer_dsn)
+            return SqlProbe(self._dsn("pgbouncer", f"{PGBOUNCER_PORT}/tcp", pg.user, s.db_password, pg.database))
         if role == "redis":
-            return RedisProbe(endpoints.redis_url)
+            return RedisProbe(f"redis://127.0.0.1:{self._port('redis', '6379/tcp')}/0")
         if role == "backend":
             return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), ("lab-probe", "/health/ready"))
-        return ThroughNginxProbe(endpoints.nginx_http, self.config.backend_names)
+        return ThroughNginxProbe(f"http://127.0.0.1:{self._port('nginx', '80/tcp')}", self.config.backend_names)
 
     def wait_ready(self, node: str, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
         """Wait for one node; a node that does not get ready is a ``NodeStartError``."""
@@ -314,20 +315,25 @@ class Lab:
                 batch = [n for role in stage for n in by_role.get(role, [])]
                 say(f"starting {', '.join(n.name for n in batch)}")
                 list(pool.map(self._create_start, batch))
+                for node in (n for n in batch if n.name in READY_BEFORE_NEXT_STAGE):
+                    self.wait_ready(node.name)
 
     def _create_start(self, node: NodePlan) -> None:
         self.engine.create_container(node.spec)
         self.engine.start(node.spec.name)
 
     def _wait_all_ready(self, timeout_s: float) -> None:
-        order = list(self.roles)
-        with ThreadPoolExecutor(max_workers=len(order)) as pool:
-            results = dict(zip(order, pool.map(lambda n: wait_until_ready(self.probe(n), timeout_s), order)))
-        failed = [node for node, result in results.items() if not result.ok]
-        if failed:
-            # Name the first failure in dependency order: a dead database explains the rest.
-            node = failed[0]
-            raise self._start_error(node, results[node].detail)
+        # Traffic through NGINX before the backends listen would be refused, counted by the
+        # passive checks, and eject every backend for fail_timeout: probe NGINX last.
+        first = [node for node, role in self.roles.items() if role != "nginx"]
+        last = [node for node, role in self.roles.items() if role == "nginx"]
+        for group in (first, last):
+            with ThreadPoolExecutor(max_workers=len(group)) as pool:
+                results = dict(zip(group, pool.map(lambda n: wait_until_ready(self.probe(n), timeout_s), group)))
+            failed = [node for node, result in results.items() if not result.ok]
+            if failed:
+                # Name the first failure in dependency order: a dead database explains the rest.
+                raise self._start_error(failed[0], results[failed[0]].detail)
 
     def down(self) -> Removed:
         """Remove every container, network and volume of this lab (by label; idempotent)."""

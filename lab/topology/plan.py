@@ -25,9 +25,12 @@ from lab.topology.render import (
 )
 from lab.topology.tls import TlsMaterial
 
-# Start order: nodes of one stage start together; NGINX resolves its upstream names once at
-# start, so it must come after the backends exist. Readiness is awaited for all at the end.
-STAGES: tuple[tuple[str, ...], ...] = (("postgres", "redis", "pgbouncer", "backend"), ("nginx",))
+# Start order. Nodes of one stage start together; a stage in ``READY_BEFORE`` is awaited
+# before the next starts. PgBouncer waits for PostgreSQL: a failed server login makes it refuse
+# every new client for server_login_retry (15 s), which is what a too-early start costs.
+# NGINX resolves its upstream names once, at start, so it comes after the backends exist.
+STAGES: tuple[tuple[str, ...], ...] = (("postgres", "redis", "backend"), ("pgbouncer", "nginx"))
+READY_BEFORE_NEXT_STAGE: tuple[str, ...] = ("postgres",)
 HOST_OFFSETS = {"postgres": 10, "pgbouncer": 11, "redis": 12, "nginx": 30}
 BACKEND_OFFSET = 20
 
