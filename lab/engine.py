@@ -348,10 +348,14 @@ class Engine:
     def restart(self, name: str, timeout_s: int | None = None) -> None:
         self._call("restart", name, lambda: self._client.api.restart(name, timeout=timeout_s))
 
-    def exec(self, name: str, command: list[str], *, user: str = "") -> ExecResult:
-        """Run a command inside a running container (through the Docker API, not the network)."""
+    def exec(self, name: str, command: list[str], *, user: str = "", detach: bool = False) -> ExecResult:
+        """Run a command inside a running container (through the Docker API, not the network);
+        ``detach`` leaves it running in the background and returns at once."""
         try:
             exec_id = self._client.api.exec_create(name, command, user=user)["Id"]
+            if detach:
+                self._client.api.exec_start(exec_id, detach=True)
+                return ExecResult(0, "")
             output = self._client.api.exec_start(exec_id)
             exit_code = self._client.api.exec_inspect(exec_id)["ExitCode"]
         except docker.errors.APIError as exc:
