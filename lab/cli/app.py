@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import topology
+from lab.cli import scenarios, topology
 
 app = typer.Typer(
     name="lab",
@@ -16,6 +16,9 @@ app = typer.Typer(
 app.command()(topology.up)
 app.command()(topology.status)
 app.command()(topology.down)
+app.command("list")(scenarios.list_scenarios)
+app.command()(scenarios.explain)
+app.command()(scenarios.run)
 app.add_typer(topology.images_app, name="images")
 
 

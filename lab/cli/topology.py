@@ -10,7 +10,16 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from lab.cli.common import CaOption, ConfigOption, NameOption, config_for, console, engine, lab_errors, out
+from lab.cli.common import (
+    CaOption,
+    ConfigOption,
+    NameOption,
+    config_for,
+    console,
+    engine,
+    lab_errors,
+    out,
+)
 from lab.engine import Removed
 from lab.topology import images as image_builder
 from lab.topology.lab import Lab, LabStatus, down_all, remove_orphans

@@ -6,7 +6,7 @@ network namespace). Every fault is built from a ``FaultSpec`` by ``make_fault``;
 idempotent, and ``heal_leftovers`` repairs what a killed run left broken.
 """
 
-from lab.faults.base import Fault, FaultSpec, NoFault, make_fault, FAULT_KINDS
+from lab.faults.base import FAULT_KINDS, Fault, FaultSpec, NoFault, make_fault
 from lab.faults.network import heal_leftovers
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultSpec", "NoFault", "heal_leftovers", "make_fault"]

@@ -49,7 +49,7 @@ class NoFault:
         return "nothing to heal"
 
 
-def make_fault(spec: FaultSpec, lab) -> Fault:  # noqa: ANN001 - a Lab; imported lazily below
+def make_fault(spec: FaultSpec, lab) -> Fault:
     """The fault object for a spec, bound to a running lab."""
     from lab.faults import lifecycle, network
 

@@ -89,7 +89,7 @@ class Sidecar:
         self.engine.remove_container(self.name)
 
 
-def _sidecar_image(lab) -> str:  # noqa: ANN001 - a Lab
+def _sidecar_image(lab) -> str:
     refs = image_builder.ensure_images(lab.engine, lab.config.build, roles=("sidecar",))
     return refs["sidecar"].reference
 
@@ -222,7 +222,7 @@ class Latency(_NetworkFault):
         return f"userspace proxy delay {s.delay_ms:g}±{s.jitter_ms:g} ms on new {where} (no sch_netem)"
 
 
-def heal_leftovers(lab) -> list[str]:  # noqa: ANN001 - a Lab
+def heal_leftovers(lab) -> list[str]:
     """Heal what a dead run left in this lab: network rules (through its sidecars), frozen or
     stopped nodes. Returns what was repaired."""
     repaired = []

@@ -99,7 +99,7 @@ def _context(role: str, ca_bundle: bytes) -> bytes:
 def _debootstrap_stream(mirror: str, workdir: Path) -> Iterator[bytes]:
     root = workdir / "rootfs"
     command = ["debootstrap", "--variant=minbase", "bookworm", str(root), mirror]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode != 0:
         raise ImageBuildError(
             "debootstrap of the Debian bookworm base failed",

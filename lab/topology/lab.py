@@ -289,7 +289,7 @@ class Lab:
         try:
             self._create_and_start(images, say=say, ephemeral=ephemeral)
             say("waiting for every node to be ready")
-            self._wait_all_ready(ready_timeout_s)
+            self.wait_all_ready(ready_timeout_s)
         except BaseException:
             # Nothing half-started survives a failure or Ctrl-C.
             self.down()
@@ -322,7 +322,8 @@ class Lab:
         self.engine.create_container(node.spec)
         self.engine.start(node.spec.name)
 
-    def _wait_all_ready(self, timeout_s: float) -> None:
+    def wait_all_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Wait for every node; NGINX last. A node that does not get ready raises NodeStartError."""
         # Traffic through NGINX before the backends listen would be refused, counted by the
         # passive checks, and eject every backend for fail_timeout: probe NGINX last.
         first = [node for node, role in self.roles.items() if role != "nginx"]

@@ -170,7 +170,8 @@ def test_unreachable_daemon_is_one_clear_line(tmp_path) -> None:
     """With DOCKER_HOST at a dead socket, every command says so and exits 2."""
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/dead.sock"}
     for command in (["up"], ["status"], ["down"]):
-        done = subprocess.run([sys.executable, "-m", "lab", *command], env=env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "lab", *command], check=False, env=env,
+                              capture_output=True, text=True)
         assert done.returncode == 2, done
         assert "DockerUnavailable: no Docker engine answers" in done.stderr
         assert "Traceback" not in done.stderr

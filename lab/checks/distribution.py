@@ -1,0 +1,51 @@
+"""Load distribution: each backend's share of successful answers, against an even split.
+
+The tolerance is binomial (each answer lands on a given backend with probability 1/n).
+Round robin spreads more evenly than independent draws, so the band is conservative: a share
+outside it means the balancing is really off, not noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from lab.checks.base import CheckResult, Verdict, never_crashes
+from lab.history import History, Outcome
+
+NAME = "distribution"
+
+
+@never_crashes(NAME)
+def check_distribution(history: History, servers: tuple[str, ...],
+                       window: tuple[float, float] | None = None, sigmas: float = 4.0,
+                       min_requests: int = 100) -> CheckResult:
+    """Whether every server got about 1/n of the ok answers (X-Backend-Id) in the window."""
+    if not servers:
+        return CheckResult(NAME, Verdict.UNKNOWN, "no servers given", "-", "-")
+    answered = [r for r in history.requests
+                if r.outcome is Outcome.OK and r.backend is not None
+                and (window is None or window[0] <= r.sent_at < window[1])]
+    counts = Counter(r.backend for r in answered)
+    total = len(answered)
+    n = len(servers)
+    p = 1 / n
+    tolerance = sigmas * math.sqrt(p * (1 - p) / total) if total else math.inf
+    derivation = (f"p = 1/{n} = {p:.4f} per server; tolerance = sigmas * sqrt(p(1-p)/N) = "
+                  f"{sigmas:g} * sqrt({p:.4f} * {1 - p:.4f} / {total}) = {tolerance:.4f}")
+    expected = f"each share {p:.4f} +/- {tolerance:.4f}, every server answering"
+    shares = {s: counts.get(s, 0) / total if total else 0.0 for s in servers}
+    measured = ", ".join(f"{s} {shares[s]:.4f} ({counts.get(s, 0)})" for s in servers)
+    values = (("requests", float(total)),
+              *((f"share:{s}", shares[s]) for s in servers), ("tolerance", tolerance))
+    strangers = sorted(set(counts) - set(servers))
+    details = tuple(f"answers from {s}, which is not a listed server: {counts[s]}"
+                    for s in strangers)
+    if total < min_requests:
+        return CheckResult(NAME, Verdict.UNKNOWN, f"only {total} ok answers (< {min_requests})",
+                           expected, derivation, details, values)
+    off = [s for s in servers if counts.get(s, 0) == 0 or abs(shares[s] - p) > tolerance]
+    details += tuple(f"{s}: share {shares[s]:.4f} outside {p - tolerance:.4f}-{p + tolerance:.4f}"
+                     + (" (no answers at all)" if counts.get(s, 0) == 0 else "") for s in off)
+    return CheckResult(NAME, Verdict.FAIL if off else Verdict.PASS, measured, expected,
+                       derivation, details, values)

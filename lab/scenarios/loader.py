@@ -1,0 +1,121 @@
+"""Finding and loading scenario files, with errors that name the file, the line and the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from lab.config import LabConfig
+from lab.errors import ConfigError
+from lab.scenarios.model import FaultRef, HealStep, InjectStep, Scenario, WaitUntilServedStep
+from lab.topology.plan import node_roles
+
+
+def scenarios_dir() -> Path:
+    """The ``scenarios/`` folder shipped beside the package."""
+    return Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def available() -> dict[str, Path]:
+    """Scenario name -> file, for every shipped scenario."""
+    folder = scenarios_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def resolve(name_or_path: str) -> Path:
+    """A scenario by shipped name, or by path to a file."""
+    shipped = available()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    raise ConfigError(f"no scenario named {name_or_path!r}",
+                      hint=f"scenarios: {', '.join(shipped) or '(none)'}; or give a path to a .yaml file")
+
+
+def _line_of(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
+    """The 1-based line of the YAML node at a validation error's location (best effort)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for item in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == item), None)
+            if match is None and len(node.value) == 1:
+                # A step or check written as `{name: {...}}`: the location skips the wrapper.
+                inner = node.value[0][1]
+                if isinstance(inner, yaml.MappingNode):
+                    match = next((v for k, v in inner.value if getattr(k, "value", None) == item), None)
+            if match is None:
+                continue  # a tag or synthetic key; stay at this node
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
+            node = node.value[item]
+        else:
+            continue
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_scenario(text: str, source: str) -> Scenario:
+    """Validate a scenario's YAML text; every problem is reported with its line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a scenario is a mapping with name, description, steps and checks")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            line = _line_of(root, error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}:{line}: {field}: {message}" if line else f"{source}: {field}: {message}")
+        raise ConfigError("invalid scenario\n" + "\n".join(lines), hint="see `lab explain failover` for a valid example") from None
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Find, read and validate a scenario (format only; see ``check_nodes`` for the topology)."""
+    path = resolve(name_or_path)
+    return parse_scenario(path.read_text(), str(path))
+
+
+def _targets(scenario: Scenario) -> Iterable[tuple[str, str]]:
+    for index, step in enumerate(scenario.steps):
+        ref: FaultRef | None = None
+        if isinstance(step, InjectStep):
+            ref = step.inject
+        elif isinstance(step, HealStep) and isinstance(step.heal, FaultRef):
+            ref = step.heal
+        elif isinstance(step, WaitUntilServedStep):
+            yield f"steps.{index}.wait_until_served.node", step.wait_until_served.node
+        if ref is not None:
+            yield f"steps.{index}.target", ref.target
+            for peer in ref.peers:
+                yield f"steps.{index}.peers", peer
+    for index, check in enumerate(scenario.checks):
+        if check.target:
+            yield f"checks.{index}.{check.name}.target", check.target
+
+
+def check_nodes(scenario: Scenario, config: LabConfig, source: str) -> None:
+    """Every node a scenario names exists in this lab's topology (or is a seeded random pick)."""
+    roles = node_roles(config)
+    problems = []
+    for field, node in _targets(scenario):
+        if node == "random" or (node.startswith("random:") and node.split(":", 1)[1] in roles.values()):
+            continue
+        if node not in roles:
+            problems.append(f"{source}: {field}: unknown node {node!r} (nodes: {', '.join(roles)})")
+    if problems:
+        raise ConfigError("invalid scenario\n" + "\n".join(problems))

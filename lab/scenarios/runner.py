@@ -1,0 +1,343 @@
+"""Running a scenario: steady state, traffic and timed faults, heal, steady state, checks.
+
+Healing runs in every case (a failed check, an exception, Ctrl-C, SIGTERM): every injected
+fault is healed in ``finally``, and a run killed with SIGKILL is repaired by the next run's
+``heal_leftovers``. Checks run on the recorded history only; they never touch Docker.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import psycopg
+
+from lab.checks import (
+    CheckResult,
+    FailureMode,
+    Verdict,
+    check_availability,
+    check_distribution,
+    check_ejection,
+    check_latency,
+    check_readmission,
+    combine,
+    ready_mark,
+)
+from lab.errors import LabError
+from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
+from lab.history import FaultEvent, FaultPhase, History, Outcome
+from lab.scenarios.model import (
+    CheckSpec,
+    FaultRef,
+    HealStep,
+    InjectStep,
+    Scenario,
+    WaitStep,
+    WaitUntilServedStep,
+    evaluate_duration,
+)
+from lab.topology.lab import Lab
+from lab.topology.nginx_conf import UpstreamPolicy, parse_nginx_policy
+from lab.topology.render import BACKEND_PORT
+from lab.workload import TrafficRun, TrafficSpec, parse_access_log
+
+WRITE_MARKER = "lab-write"
+FAILURE_MODES = {"kill": FailureMode.UNREACHABLE, "stop": FailureMode.UNREACHABLE,
+                 "restart": FailureMode.UNREACHABLE, "partition": FailureMode.UNREACHABLE,
+                 "freeze": FailureMode.FROZEN}
+LIFECYCLE = ("kill", "stop", "freeze", "restart")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One live progress line: where the run is and what the traffic saw so far."""
+
+    phase: str
+    elapsed_s: float
+    sent: int
+    ok: int
+    failed: int
+    unknown: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run produced: the verdict, each check, and the full history."""
+
+    scenario: str
+    description: str
+    lab: str
+    seed: int
+    started_at: float
+    finished_at: float
+    verdict: Verdict
+    checks: tuple[CheckResult, ...]
+    history: History
+    faults: tuple[FaultSpec, ...]
+    notes: tuple[str, ...] = ()
+    durations: tuple[tuple[str, float], ...] = ()   # the duration names and their values
+
+
+@dataclass
+class _State:
+    history: History = field(default_factory=History)
+    active: dict[tuple[str, str], Fault] = field(default_factory=dict)
+    faults: list[FaultSpec] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    phase: str = "starting"
+
+
+class Runner:
+    """Runs one scenario against one running lab."""
+
+    def __init__(self, lab: Lab, scenario: Scenario, *, seed: int | None = None,
+                 on_progress: Callable[[Progress], None] = lambda progress: None,
+                 ready_timeout_s: float = 60.0):
+        self.lab = lab
+        self.scenario = scenario
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.rng = random.Random(self.seed)
+        self.on_progress = on_progress
+        self.ready_timeout_s = ready_timeout_s
+        self._traffic: TrafficRun | None = None
+        self._t0 = time.monotonic()
+        self._state = _State()
+
+    # -- derived values -------------------------------------------------------------------
+
+    def _durations(self, policy: UpstreamPolicy) -> dict[str, float]:
+        rate = sum(stream.rate for stream in self.scenario.traffic) or 1.0
+        return {"fail_timeout": policy.fail_timeout_s, "connect_timeout": policy.connect_timeout_s,
+                "read_timeout": policy.read_timeout_s, "max_fails": float(policy.max_fails),
+                "rate": rate, "interval": len(policy.servers) / rate}
+
+    def _resolve_target(self, target: str) -> str:
+        """A node name, or a seeded random pick (``random`` or ``random:<role>``)."""
+        if target == "random":
+            return self.rng.choice(sorted(n for n, r in self.lab.roles.items() if r != "nginx"))
+        if target.startswith("random:"):
+            role = target.split(":", 1)[1]
+            return self.rng.choice(sorted(n for n, r in self.lab.roles.items() if r == role))
+        self.lab.container(target)  # UnknownNode for a typo
+        return target
+
+    def _fault_spec(self, ref: FaultRef) -> FaultSpec:
+        return FaultSpec(kind=ref.fault, target=self._resolve_target(ref.target), peers=ref.peers,
+                         direction=ref.direction, percent=ref.percent, rate=ref.rate,
+                         delay_ms=ref.delay_ms, jitter_ms=ref.jitter_ms, ports=ref.ports, seed=self.seed)
+
+    # -- progress -------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        sent = ok = failed = unknown = 0
+        if self._traffic is not None:
+            sent, ok, failed, unknown = self._traffic.counts
+        self.on_progress(Progress(self._state.phase, time.monotonic() - self._t0, sent, ok, failed, unknown))
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + max(0.0, seconds)
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(0.2, left))
+            self._tick()
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _inject(self, ref: FaultRef) -> None:
+        spec = self._fault_spec(ref)
+        fault = make_fault(spec, self.lab)
+        self._state.phase = f"inject {spec.kind} {spec.target}"
+        self._tick()
+        started = time.time()
+        detail = fault.inject()
+        self._state.history.faults.append(FaultEvent(spec.kind, spec.target, FaultPhase.INJECT,
+                                                     time.time(), started, detail))
+        self._state.active[(spec.kind, spec.target)] = fault
+        self._state.faults.append(spec)
+
+    def _heal(self, key: tuple[str, str]) -> None:
+        fault = self._state.active.pop(key, None)
+        if fault is None:
+            raise LabError(f"heal of {key[0]} on {key[1]}: no such fault is active")
+        kind, target = key
+        self._state.phase = f"heal {kind} {target}"
+        self._tick()
+        started = time.time()
+        detail = fault.heal()
+        self._state.history.faults.append(FaultEvent(kind, target, FaultPhase.HEAL, time.time(), started, detail))
+        if kind in LIFECYCLE:
+            self.lab.wait_ready(target, self.ready_timeout_s)
+            self._state.history.mark(ready_mark(target), time.time())
+
+    def _heal_ref(self, ref: FaultRef) -> None:
+        target = ref.target
+        if target.startswith("random"):
+            # A random target was resolved at inject: heal the active fault of that kind.
+            matches = [key for key in self._state.active if key[0] == ref.fault]
+            if not matches:
+                raise LabError(f"heal of {ref.fault}: no such fault is active")
+            target = matches[-1][1]
+        self._heal((ref.fault, target))
+
+    def _wait_until_served(self, node: str, timeout_s: float) -> None:
+        self._state.phase = f"waiting for {node} to serve"
+        since = time.time()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = self._traffic.records if self._traffic else []
+            if any(r.backend == node and r.outcome is Outcome.OK and r.sent_at >= since for r in records):
+                return
+            self._sleep(0.2)
+        self._state.notes.append(f"{node} did not serve within {timeout_s:.1f} s")
+
+    # -- the run --------------------------------------------------------------------------
+
+    def _traffic_specs(self, planned_s: float) -> list[TrafficSpec]:
+        specs = []
+        for stream in self.scenario.traffic:
+            headers: tuple[tuple[str, str], ...] = ()
+            body = None
+            if stream.writes:
+                headers = (("Authorization", f"Bearer {self._login()}"), ("Content-Type", "application/json"))
+                body = ('{"conversation_id": 1, "body": "' + WRITE_MARKER + ' {request_id}"}').encode()
+            specs.append(TrafficSpec(rate_per_s=stream.rate, duration_s=planned_s, method=stream.method,
+                                     path=stream.path, timeout_s=stream.timeout_s, client=stream.client,
+                                     headers=headers, body=body))
+        return specs
+
+    def _login(self) -> str:
+        with httpx.Client(base_url=self.lab.endpoints.nginx_http, timeout=5) as client:
+            response = client.post("/api/auth/login", json={"email": "user1@lab.test",
+                                                            "password": self.lab.secrets.seed_password})
+        if response.status_code != 200:
+            raise LabError(f"login for the write stream failed: {response.status_code} {response.text[:200]}")
+        return response.json()["token"]
+
+    def _planned_duration(self, names: dict[str, float]) -> float:
+        total = 0.0
+        for step in self.scenario.steps:
+            if isinstance(step, WaitStep):
+                total += evaluate_duration(step.wait, names)
+            elif isinstance(step, WaitUntilServedStep):
+                total += evaluate_duration(step.wait_until_served.timeout, names)
+            else:
+                total += self.ready_timeout_s / 4  # heals wait for readiness
+        return total
+
+    def run(self) -> RunResult:
+        """Run the scenario; faults are healed whatever happens."""
+        state = self._state
+        started_at = time.time()
+        state.phase = "steady state before"
+        self._tick()
+        state.notes.extend(heal_leftovers(self.lab))
+        self.lab.wait_all_ready(self.ready_timeout_s)
+        conf = self.lab.nginx_conf()
+        policy = parse_nginx_policy(conf).upstream
+        names = self._durations(policy)
+        # NGINX logs upstreams as ip:port; the checks want node names.
+        addresses = {f"{ip}:{BACKEND_PORT}": node for ip, node in self.lab.addresses().items()}
+        state.history.mark("start", time.time())
+        try:
+            if self.scenario.traffic:
+                # The traffic outlasts the planned steps; it is finished when they end.
+                planned = self._planned_duration(names) + 30
+                self._traffic = TrafficRun(self.lab.endpoints.nginx_http, self._traffic_specs(planned), self.seed)
+                self._traffic.start()
+            for step in self.scenario.steps:
+                if isinstance(step, InjectStep):
+                    self._inject(step.inject)
+                elif isinstance(step, HealStep):
+                    keys = list(state.active) if step.heal == "all" else None
+                    for key in keys or []:
+                        self._heal(key)
+                    if keys is None:
+                        self._heal_ref(step.heal)  # type: ignore[arg-type]
+                elif isinstance(step, WaitStep):
+                    state.phase = f"wait {step.wait}"
+                    self._sleep(evaluate_duration(step.wait, names))
+                elif isinstance(step, WaitUntilServedStep):
+                    node = self._resolve_target(step.wait_until_served.node)
+                    self._wait_until_served(node, evaluate_duration(step.wait_until_served.timeout, names))
+        finally:
+            for key in list(state.active):
+                try:
+                    self._heal(key)
+                except Exception as exc:  # noqa: BLE001 - keep healing the others
+                    state.notes.append(f"heal of {key[0]} on {key[1]} failed: {exc}")
+            if self._traffic is not None:
+                state.phase = "draining traffic"
+                self._tick()
+                self._traffic.finish()
+        state.history.mark("end", time.time())
+        state.phase = "steady state after"
+        self._tick()
+        self.lab.wait_all_ready(self.ready_timeout_s)
+        state.history.requests.extend(self._traffic.records if self._traffic else [])
+        log = self.lab.logs("nginx", tail="all", since=started_at - 1)
+        state.history.access_log.extend(e for e in parse_access_log(log, addresses) if e.msec >= started_at)
+        state.phase = "checking"
+        self._tick()
+        checks = tuple(self._check(spec, policy) for spec in self.scenario.checks)
+        return RunResult(
+            scenario=self.scenario.name, description=self.scenario.description, lab=self.lab.name,
+            seed=self.seed, started_at=started_at, finished_at=time.time(),
+            verdict=combine(c.verdict for c in checks), checks=checks, history=state.history,
+            faults=tuple(state.faults), notes=tuple(state.notes), durations=tuple(names.items()),
+        )
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def _history_for(self, client: str | None) -> History:
+        history = self._state.history
+        if client is None:
+            return history
+        return History(requests=[r for r in history.requests if r.client == client], faults=history.faults,
+                       access_log=history.access_log, marks=history.marks)
+
+    def _mode_for(self, target: str | None) -> FailureMode | None:
+        kinds = [f.kind for f in self._state.faults if target is None or f.target == target]
+        return FAILURE_MODES.get(kinds[0]) if kinds else None
+
+    def _stored_writes(self) -> frozenset[str]:
+        """Request ids of the write-stream messages present in PostgreSQL (read directly)."""
+        with psycopg.connect(self.lab.endpoints.postgres_dsn, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute("SELECT body FROM messages WHERE body LIKE %s", (f"{WRITE_MARKER} %",)).fetchall()
+        return frozenset(body.split(" ", 1)[1] for (body,) in rows)
+
+    def _check(self, spec: CheckSpec, policy: UpstreamPolicy) -> CheckResult:
+        history = self._history_for(spec.client)
+        rate = sum(s.rate for s in self.scenario.traffic) or 1.0
+        tolerance = {} if spec.tolerance_s is None else {"tolerance_s": spec.tolerance_s}
+        target = self._resolved(spec.target)
+        if spec.name == "ejection":
+            mode = self._mode_for(target) or FailureMode.UNREACHABLE
+            return check_ejection(history, policy, target, mode, rate, **tolerance)
+        if spec.name == "readmission":
+            return check_readmission(history, policy, target, rate, **tolerance)
+        if spec.name == "distribution":
+            window = None
+            if spec.during == "steady":
+                first = min((f.at for f in history.faults), default=None)
+                window = (history.mark_at("start") or 0.0, first or time.time())
+            return check_distribution(history, policy.servers, window, sigmas=spec.sigmas,
+                                      min_requests=spec.min_requests)
+        if spec.name == "availability":
+            return check_availability(history, spec.slo)
+        if spec.name == "durability":
+            acknowledged = frozenset(r.request_id for r in history.requests
+                                     if r.outcome is Outcome.OK and r.status == 201 and r.request_id)
+            result = check_availability(history, spec.slo, acknowledged_write_ids=acknowledged,
+                                        stored_write_ids=self._stored_writes())
+            return CheckResult("durability", result.verdict, result.measured, result.expected,
+                               result.derivation, result.details, result.values)
+        return check_latency(history, policy, self._mode_for(None), outside_p99_bound_s=spec.outside_p99_bound_s,
+                             **tolerance)
+
+    def _resolved(self, target: str | None) -> str:
+        if target is None or not target.startswith("random"):
+            return target or ""
+        return self._state.faults[0].target if self._state.faults else target

@@ -1,0 +1,535 @@
+"""The policy NGINX really runs, read back from a rendered nginx.conf text.
+
+Checks derive their expectations from this, not from ``LabConfig``: a hand-edited or
+deliberately broken nginx.conf then yields the expectations of what NGINX actually loads.
+Where a directive is absent, NGINX's own default applies (nginx 1.22, see
+``/work/shared/reference/infra-facts.md`` section 1)::
+
+    max_fails 1, fail_timeout 10s, proxy_connect_timeout 60s, proxy_read_timeout 60s,
+    proxy_next_upstream "error timeout", worker_processes 1, limit_req_status 503
+
+Only what the checks need is interpreted; the rest of the file is tokenized (so that an
+unbalanced brace or an unterminated quote is still an error) and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from lab.errors import ConfigError
+
+DEFAULT_MAX_FAILS = 1
+DEFAULT_FAIL_TIMEOUT_S = 10.0
+DEFAULT_CONNECT_TIMEOUT_S = 60.0
+DEFAULT_READ_TIMEOUT_S = 60.0
+DEFAULT_NEXT_UPSTREAM = ("error", "timeout")
+DEFAULT_WORKER_PROCESSES = 1
+DEFAULT_LIMIT_REQ_STATUS = 503
+
+_HINT = "render nginx.conf from lab.toml again, or fix the directive named above"
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """The upstream group the lab's locations proxy to, with its passive-check settings."""
+
+    name: str
+    servers: tuple[str, ...]            # node names (backend-1, ...) of the primary servers
+    max_fails: int
+    fail_timeout_s: float
+    connect_timeout_s: float
+    read_timeout_s: float
+    next_upstream: tuple[str, ...]      # () when "off"
+    zone: bool
+    worker_processes: int
+    balancing: str                      # round_robin, least_conn, ip_hash, hash, random
+    next_upstream_tries: int = 0        # 0: as many tries as live servers
+    backup_servers: tuple[str, ...] = ()
+
+    @property
+    def shared_counters(self) -> bool:
+        """Whether failure counts are global (a zone, or one worker) rather than per worker."""
+        return self.zone or self.worker_processes == 1
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    """One ``limit_req`` in force for a location, with its zone's rate resolved."""
+
+    zone: str
+    location: str
+    rate_per_s: float                   # as nginx stores it: r/m is rate * 1000 // 60 milli
+    burst: int
+    nodelay: bool
+    delay: int
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    """One ``server`` block: where it listens and which headers it adds."""
+
+    listen: tuple[str, ...]
+    tls: bool
+    server_names: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]     # add_header name/value in force at server level
+    always_headers: tuple[str, ...]          # names of those added with "always"
+
+
+@dataclass(frozen=True)
+class NginxPolicy:
+    """Everything the checks read from nginx.conf."""
+
+    upstream: UpstreamPolicy
+    rate_limits: tuple[RateLimitRule, ...]
+    rate_limit_status: int
+    servers: tuple[ServerPolicy, ...]
+
+    def rate_limit_for(self, location: str) -> tuple[RateLimitRule, ...]:
+        """The limit_req rules of one location prefix (empty when it is not limited)."""
+        return tuple(rule for rule in self.rate_limits if rule.location == location)
+
+
+# --- tokenizer and block tree -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    line: int
+    quoted: bool = False
+
+
+@dataclass(frozen=True)
+class _Directive:
+    name: str
+    args: tuple[str, ...]
+    line: int
+    block: tuple[_Directive, ...] | None = None
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def _tokens(text: str) -> Iterator[_Token]:
+    i, line, n = 0, 1, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+            i += 1
+        elif ch.isspace():
+            i += 1
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in ";{}":
+            yield _Token(ch, line)
+            i += 1
+        elif ch in "'\"":
+            start_line, quote, i = line, ch, i + 1
+            out: list[str] = []
+            while True:
+                if i >= n:
+                    raise ConfigError(f"nginx.conf line {start_line}: unterminated {quote} string",
+                                      hint=_HINT)
+                c = text[i]
+                if c == "\\" and i + 1 < n:
+                    nxt = text[i + 1]
+                    # nginx keeps unknown escapes verbatim; only \" \' \\ \n \t \r are special.
+                    if nxt in _ESCAPES:
+                        out.append(_ESCAPES[nxt])
+                    elif nxt in "'\"\\":
+                        out.append(nxt)
+                    else:
+                        out.append(c + nxt)
+                    i += 2
+                    continue
+                if c == quote:
+                    i += 1
+                    break
+                if c == "\n":
+                    line += 1
+                out.append(c)
+                i += 1
+            yield _Token("".join(out), start_line, quoted=True)
+        else:
+            start = i
+            while i < n and not text[i].isspace() and text[i] not in ";{}'\"":
+                i += 1
+            yield _Token(text[start:i], line)
+
+
+def _parse_block(tokens: Iterator[_Token], *, top: bool) -> tuple[_Directive, ...]:
+    directives: list[_Directive] = []
+    words: list[_Token] = []
+    for token in tokens:
+        if token.quoted or token.text not in ";{}":
+            words.append(token)
+        elif token.text == ";":
+            if not words:
+                raise ConfigError(f"nginx.conf line {token.line}: unexpected ';'", hint=_HINT)
+            directives.append(_Directive(words[0].text, tuple(w.text for w in words[1:]),
+                                         words[0].line))
+            words = []
+        elif token.text == "{":
+            if not words:
+                raise ConfigError(f"nginx.conf line {token.line}: block without a name", hint=_HINT)
+            block = _parse_block(tokens, top=False)
+            directives.append(_Directive(words[0].text, tuple(w.text for w in words[1:]),
+                                         words[0].line, block))
+            words = []
+        else:  # "}"
+            if top:
+                raise ConfigError(f"nginx.conf line {token.line}: unexpected '}}'", hint=_HINT)
+            if words:
+                raise ConfigError(f"nginx.conf line {words[0].line}: directive "
+                                  f"{words[0].text!r} has no terminating ';'", hint=_HINT)
+            return tuple(directives)
+    if words:
+        raise ConfigError(f"nginx.conf line {words[0].line}: directive {words[0].text!r} "
+                          "has no terminating ';'", hint=_HINT)
+    if not top:
+        raise ConfigError("nginx.conf: unexpected end of file, a '{' is never closed", hint=_HINT)
+    return tuple(directives)
+
+
+def _children(block: Sequence[_Directive] | None, name: str) -> list[_Directive]:
+    return [d for d in (block or ()) if d.name == name]
+
+
+def _last(block: Sequence[_Directive] | None, name: str) -> _Directive | None:
+    found = _children(block, name)
+    return found[-1] if found else None
+
+
+# --- values -------------------------------------------------------------------------------
+
+# nginx's ngx_parse_time units; a bare number is seconds.
+_TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+               "M": 2592000.0, "y": 31536000.0}
+_TIME_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|M|y)?")
+
+
+def parse_time_s(value: str, *, where: str = "time") -> float:
+    """An nginx time value ("500ms", "10s", "1m30s", "5") in seconds; ConfigError otherwise."""
+    pos, total = 0, 0.0
+    if not value:
+        raise ConfigError(f"nginx.conf: {where}: empty time value", hint=_HINT)
+    while pos < len(value):
+        match = _TIME_PART.match(value, pos)
+        if match is None:
+            raise ConfigError(f"nginx.conf: {where}: invalid time value {value!r}", hint=_HINT)
+        number, unit = match.groups()
+        if unit is None and match.end() != len(value):
+            raise ConfigError(f"nginx.conf: {where}: invalid time value {value!r}", hint=_HINT)
+        total += int(number) * _TIME_UNITS[unit or "s"]
+        pos = match.end()
+    return total
+
+
+def _int(value: str, where: str, *, minimum: int = 0) -> int:
+    if not value.isdigit() or int(value) < minimum:
+        raise ConfigError(f"nginx.conf: {where}: expected an integer >= {minimum}, got {value!r}",
+                          hint=_HINT)
+    return int(value)
+
+
+def _rate_per_s(value: str, where: str) -> float:
+    match = re.fullmatch(r"(\d+)r/([sm])", value)
+    if match is None:
+        raise ConfigError(f"nginx.conf: {where}: invalid rate {value!r} (want N r/s or N r/m)",
+                          hint=_HINT)
+    milli = int(match.group(1)) * 1000
+    if match.group(2) == "m":
+        # nginx stores milli-requests per second as an integer: the remainder is lost.
+        milli //= 60
+    if milli <= 0:
+        raise ConfigError(f"nginx.conf: {where}: rate {value!r} is zero", hint=_HINT)
+    return milli / 1000
+
+
+# --- policy extraction --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Server:
+    host: str
+    max_fails: int
+    fail_timeout_s: float
+    backup: bool
+    down: bool
+
+
+def _upstream_server(directive: _Directive) -> _Server:
+    where = f"line {directive.line}: server"
+    if not directive.args:
+        raise ConfigError(f"nginx.conf {where}: missing address", hint=_HINT)
+    address = directive.args[0]
+    host = address.rsplit(":", 1)[0] if ":" in address and not address.startswith("unix:") \
+        else address
+    max_fails, fail_timeout, backup, down = DEFAULT_MAX_FAILS, DEFAULT_FAIL_TIMEOUT_S, False, False
+    for param in directive.args[1:]:
+        key, _, value = param.partition("=")
+        if key == "max_fails":
+            max_fails = _int(value, f"{where} max_fails")
+        elif key == "fail_timeout":
+            fail_timeout = parse_time_s(value, where=f"{where} fail_timeout")
+        elif key in ("weight", "max_conns"):
+            _int(value, f"{where} {key}", minimum=1 if key == "weight" else 0)
+        elif key == "slow_start":
+            parse_time_s(value, where=f"{where} slow_start")
+        elif param == "backup":
+            backup = True
+        elif param == "down":
+            down = True
+        elif param in ("resolve",) or key in ("route", "service"):
+            pass
+        else:
+            raise ConfigError(f"nginx.conf {where}: unknown parameter {param!r}", hint=_HINT)
+    return _Server(host, max_fails, fail_timeout, backup, down)
+
+
+_BALANCERS = {"least_conn": "least_conn", "ip_hash": "ip_hash", "hash": "hash",
+              "random": "random", "least_time": "least_time"}
+
+
+def _upstream_policy(name: str, block: Sequence[_Directive], *, connect_timeout_s: float,
+                     read_timeout_s: float, next_upstream: tuple[str, ...], tries: int,
+                     worker_processes: int) -> UpstreamPolicy:
+    servers = [_upstream_server(d) for d in _children(block, "server")]
+    if not servers:
+        raise ConfigError(f"nginx.conf: upstream {name!r} has no server", hint=_HINT)
+    primary = [s for s in servers if not s.backup and not s.down]
+    settings = {(s.max_fails, s.fail_timeout_s) for s in servers if not s.down}
+    if len(settings) > 1:
+        # The checks model one ejection policy for the whole group.
+        raise ConfigError(f"nginx.conf: upstream {name!r}: servers differ in max_fails/"
+                          "fail_timeout; the checks need one policy for the group", hint=_HINT)
+    max_fails, fail_timeout = settings.pop() if settings else (DEFAULT_MAX_FAILS,
+                                                               DEFAULT_FAIL_TIMEOUT_S)
+    balancing = "round_robin"
+    for directive in block:
+        if directive.name in _BALANCERS:
+            balancing = _BALANCERS[directive.name]
+    return UpstreamPolicy(
+        name=name,
+        servers=tuple(s.host for s in primary),
+        max_fails=max_fails,
+        fail_timeout_s=fail_timeout,
+        connect_timeout_s=connect_timeout_s,
+        read_timeout_s=read_timeout_s,
+        next_upstream=next_upstream,
+        zone=_last(block, "zone") is not None,
+        worker_processes=worker_processes,
+        balancing=balancing,
+        next_upstream_tries=tries,
+        backup_servers=tuple(s.host for s in servers if s.backup and not s.down),
+    )
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Directive values inherited from http -> server -> location (nginx's merge rule)."""
+
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    next_upstream: tuple[str, ...] = DEFAULT_NEXT_UPSTREAM
+    tries: int = 0
+    limit_req: tuple[_Directive, ...] = ()
+    headers: tuple[_Directive, ...] = ()
+
+    def enter(self, block: Sequence[_Directive]) -> _Scope:
+        connect, read = self.connect_timeout_s, self.read_timeout_s
+        if (d := _last(block, "proxy_connect_timeout")) is not None:
+            connect = parse_time_s(_one_arg(d), where=f"line {d.line}: proxy_connect_timeout")
+        if (d := _last(block, "proxy_read_timeout")) is not None:
+            read = parse_time_s(_one_arg(d), where=f"line {d.line}: proxy_read_timeout")
+        next_upstream = self.next_upstream
+        if (d := _last(block, "proxy_next_upstream")) is not None:
+            if not d.args:
+                raise ConfigError(f"nginx.conf line {d.line}: proxy_next_upstream needs a value",
+                                  hint=_HINT)
+            next_upstream = () if d.args == ("off",) else d.args
+        tries = self.tries
+        if (d := _last(block, "proxy_next_upstream_tries")) is not None:
+            tries = _int(_one_arg(d), f"line {d.line}: proxy_next_upstream_tries")
+        # limit_req and add_header are inherited only when the level defines none of its own.
+        limit_req = tuple(_children(block, "limit_req")) or self.limit_req
+        headers = tuple(_children(block, "add_header")) or self.headers
+        return _Scope(connect, read, next_upstream, tries, limit_req, headers)
+
+
+def _one_arg(directive: _Directive) -> str:
+    if len(directive.args) != 1:
+        raise ConfigError(f"nginx.conf line {directive.line}: {directive.name} takes one value",
+                          hint=_HINT)
+    return directive.args[0]
+
+
+@dataclass(frozen=True)
+class _Location:
+    prefix: str
+    scope: _Scope
+    proxy_pass: str | None
+    regex: bool = False
+
+
+def _locations(block: Sequence[_Directive], scope: _Scope) -> Iterator[_Location]:
+    for directive in block:
+        if directive.name != "location" or directive.block is None:
+            continue
+        if not directive.args:
+            raise ConfigError(f"nginx.conf line {directive.line}: location without a path",
+                              hint=_HINT)
+        inner = scope.enter(directive.block)
+        proxy = _last(directive.block, "proxy_pass")
+        # Modifiers (=, ^~, ~, ~*) precede the path; regex locations keep their pattern.
+        prefix = directive.args[-1]
+        regex = directive.args[0] in ("~", "~*")
+        yield _Location(prefix, inner, _one_arg(proxy) if proxy is not None else None, regex)
+        yield from _locations(directive.block, inner)
+
+
+def _headers(
+    directives: Sequence[_Directive],
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    pairs: list[tuple[str, str]] = []
+    always: list[str] = []
+    for d in directives:
+        if len(d.args) not in (2, 3) or (len(d.args) == 3 and d.args[2] != "always"):
+            raise ConfigError(f"nginx.conf line {d.line}: add_header takes a name, a value and "
+                              "an optional 'always'", hint=_HINT)
+        pairs.append((d.args[0], d.args[1]))
+        if len(d.args) == 3:
+            always.append(d.args[0])
+    return tuple(pairs), tuple(always)
+
+
+def _limit_rules(location: _Location, zones: dict[str, tuple[float, str]]) -> list[RateLimitRule]:
+    rules = []
+    for d in location.scope.limit_req:
+        zone, burst, nodelay, delay = None, 0, False, 0
+        for arg in d.args:
+            key, _, value = arg.partition("=")
+            if key == "zone":
+                zone = value
+            elif key == "burst":
+                burst = _int(value, f"line {d.line}: limit_req burst")
+            elif key == "delay":
+                delay = _int(value, f"line {d.line}: limit_req delay")
+            elif arg == "nodelay":
+                nodelay = True
+            else:
+                raise ConfigError(f"nginx.conf line {d.line}: limit_req: unknown parameter {arg!r}",
+                                  hint=_HINT)
+        if zone is None:
+            raise ConfigError(f"nginx.conf line {d.line}: limit_req without zone=", hint=_HINT)
+        if zone not in zones:
+            raise ConfigError(f"nginx.conf line {d.line}: limit_req zone {zone!r} is not defined "
+                              "by any limit_req_zone", hint=_HINT)
+        rate, key = zones[zone]
+        rules.append(RateLimitRule(zone, location.prefix, rate, burst, nodelay, delay, key))
+    return rules
+
+
+def _limit_zones(http: Sequence[_Directive]) -> dict[str, tuple[float, str]]:
+    zones: dict[str, tuple[float, str]] = {}
+    for d in _children(http, "limit_req_zone"):
+        name, rate = None, None
+        key = d.args[0] if d.args else ""
+        for arg in d.args[1:]:
+            k, _, value = arg.partition("=")
+            if k == "zone":
+                name = value.split(":", 1)[0]
+            elif k == "rate":
+                rate = _rate_per_s(value, f"line {d.line}: limit_req_zone rate")
+        if not key or name is None or rate is None:
+            raise ConfigError(f"nginx.conf line {d.line}: limit_req_zone needs a key, zone= "
+                              "and rate=", hint=_HINT)
+        zones[name] = (rate, key)
+    return zones
+
+
+def _worker_processes(main: Sequence[_Directive]) -> int:
+    d = _last(main, "worker_processes")
+    if d is None:
+        return DEFAULT_WORKER_PROCESSES
+    value = _one_arg(d)
+    if value == "auto":
+        # nginx starts one worker per CPU it can see; containers see the host's CPUs.
+        return os.cpu_count() or 1
+    return _int(value, f"line {d.line}: worker_processes", minimum=1)
+
+
+def _best_location(locations: Sequence[_Location], path: str) -> _Location | None:
+    # Longest matching prefix wins (regex and named locations are not needed by the lab).
+    best = None
+    for location in locations:
+        if (location.regex or location.prefix.startswith("@")
+                or not path.startswith(location.prefix)):
+            continue
+        if best is None or len(location.prefix) > len(best.prefix):
+            best = location
+    return best
+
+
+def parse_nginx_policy(text: str, *, path: str = "/") -> NginxPolicy:
+    """Parse a rendered nginx.conf into typed policy; timeouts are those in force for ``path``."""
+    main = _parse_block(_tokens(text), top=True)
+    http_blocks = [d for d in _children(main, "http") if d.block is not None]
+    if len(http_blocks) != 1:
+        raise ConfigError("nginx.conf: expected exactly one http { } block", hint=_HINT)
+    http = http_blocks[0].block or ()
+    http_scope = _Scope().enter(http)
+    zones = _limit_zones(http)
+    upstreams = {d.args[0]: d.block for d in _children(http, "upstream")
+                 if d.args and d.block is not None}
+    if not upstreams:
+        raise ConfigError("nginx.conf: no upstream block", hint=_HINT)
+
+    servers: list[ServerPolicy] = []
+    rules: list[RateLimitRule] = []
+    chosen: tuple[str, _Scope] | None = None
+    for server in _children(http, "server"):
+        block = server.block or ()
+        scope = http_scope.enter(block)
+        pairs, always = _headers(scope.headers)
+        listen = tuple(" ".join(d.args) for d in _children(block, "listen"))
+        names = tuple(a for d in _children(block, "server_name") for a in d.args)
+        tls = any("ssl" in d.args for d in _children(block, "listen"))
+        servers.append(ServerPolicy(listen, tls, names, pairs, always))
+        locations = list(_locations(block, scope))
+        for location in locations:
+            for rule in _limit_rules(location, zones):
+                if rule not in rules:
+                    rules.append(rule)
+        if chosen is None:
+            best = _best_location(locations, path)
+            if best is not None and best.proxy_pass is not None:
+                target = re.sub(r"^https?://", "", best.proxy_pass).split("/", 1)[0]
+                chosen = (target, best.scope)
+    if chosen is None:
+        if len(upstreams) != 1:
+            raise ConfigError(f"nginx.conf: no location proxies {path!r} and there are several "
+                              "upstreams to choose from", hint=_HINT)
+        chosen = (next(iter(upstreams)), http_scope)
+    name, scope = chosen
+    if name not in upstreams:
+        raise ConfigError(f"nginx.conf: proxy_pass names {name!r}, which is no upstream block",
+                          hint=_HINT)
+    upstream = _upstream_policy(
+        name, upstreams[name], connect_timeout_s=scope.connect_timeout_s,
+        read_timeout_s=scope.read_timeout_s, next_upstream=scope.next_upstream,
+        tries=scope.tries, worker_processes=_worker_processes(main))
+
+    status = DEFAULT_LIMIT_REQ_STATUS
+    if (d := _last(http, "limit_req_status")) is not None:
+        status = _int(_one_arg(d), f"line {d.line}: limit_req_status")
+        if not 400 <= status <= 599:
+            raise ConfigError(f"nginx.conf line {d.line}: limit_req_status must be 400-599",
+                              hint=_HINT)
+    return NginxPolicy(upstream, tuple(rules), status, tuple(servers))

@@ -1,0 +1,12 @@
+"""Workload: the probe client that drives traffic through NGINX and records every request.
+
+- ``traffic``: ``TrafficSpec`` (what to send, at which rate) and ``TrafficRun`` (an open-model
+  aiohttp client in a background thread that records one ``RequestRecord`` per request).
+- ``access_log``: NGINX's own view of the same requests (``AccessLogEntry``), joined to the
+  client's records through the ``X-Request-Id`` header.
+"""
+
+from lab.workload.access_log import parse_access_log
+from lab.workload.traffic import TrafficRun, TrafficSpec
+
+__all__ = ["TrafficRun", "TrafficSpec", "parse_access_log"]
