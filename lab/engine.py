@@ -202,14 +202,16 @@ class Engine:
         buildargs: Mapping[str, str],
         labels: Mapping[str, str],
         on_line: Callable[[str], None] = lambda line: None,
+        nocache: bool = False,
     ) -> str:
-        """Build an image from an in-memory context; the failing step's log is in the error."""
+        """Build an image from an in-memory context (``nocache``: cold); errors carry the log."""
         log: list[str] = []
         step = ""
         try:
             stream = self._client.api.build(
                 fileobj=io.BytesIO(context_tar), custom_context=True, tag=tag, rm=True,
                 forcerm=True, buildargs=dict(buildargs), labels=dict(labels), decode=True,
+                nocache=nocache,
             )
             for chunk in stream:
                 if "error" in chunk:

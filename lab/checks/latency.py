@@ -2,7 +2,9 @@
 
 Outside faults the p99 must stay under a stated bound. Inside, a request that first tried the
 failed backend pays one failed attempt ``c`` before NGINX retries it elsewhere, so the p99
-may grow by ``c`` and no more.
+may grow by ``c`` and no more. A latency fault adds ``added`` (the injected round trip) to the
+requests it slows: the inside p99 must then reach at least half of it (else the fault never
+took effect) and stay within ``c + added + outside p99 + tolerance``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 @never_crashes(NAME)
 def check_latency(history: History, policy: UpstreamPolicy, mode: FailureMode | None,
-                  outside_p99_bound_s: float = 0.5, tolerance_s: float = 0.5) -> CheckResult:
+                  outside_p99_bound_s: float = 0.5, tolerance_s: float = 0.5,
+                  added_latency_s: float = 0.0) -> CheckResult:
     """Whether ok-request p99 stays bounded outside faults and within one failed try inside."""
     end = max((r.sent_at for r in history.requests), default=0.0) + 1.0
     windows = [(inject.at, heal.at if heal is not None else end)
@@ -46,13 +49,16 @@ def check_latency(history: History, policy: UpstreamPolicy, mode: FailureMode | 
                            f"outside p99 <= {outside_p99_bound_s:g} s",
                            "the inside bound is relative to the outside p99")
     out50, out99 = percentile(outside, 0.5), percentile(outside, 0.99)
-    inside_bound = c + out99 + tolerance_s
+    inside_bound = c + added_latency_s + out99 + tolerance_s
     values += [("outside_p50_s", out50), ("outside_p99_s", out99), ("inside_bound_s", inside_bound)]
     derivation = (f"outside p99 bound {outside_p99_bound_s:g} s (stated); "
-                  f"{cost_derivation(policy, mode)}; inside p99 <= c + outside p99 + tolerance = "
-                  f"{c:g} + {out99:.3f} + {tolerance_s:g} = {inside_bound:.3f} s "
+                  f"{cost_derivation(policy, mode)}; added = {added_latency_s:g} s injected round trip; "
+                  f"inside p99 <= c + added + outside p99 + tolerance = "
+                  f"{c:g} + {added_latency_s:g} + {out99:.3f} + {tolerance_s:g} = {inside_bound:.3f} s "
                   "(one failed attempt before the retry)")
     expected = f"outside p99 <= {outside_p99_bound_s:g} s; inside p99 <= {inside_bound:.3f} s"
+    if added_latency_s:
+        expected += f" and >= {added_latency_s / 2:.3f} s (the injected latency shows)"
     measured = f"outside p50 {out50:.3f} s p99 {out99:.3f} s (n={len(outside)})"
     details: list[str] = []
     verdict = Verdict.PASS
@@ -66,6 +72,10 @@ def check_latency(history: History, policy: UpstreamPolicy, mode: FailureMode | 
         if in99 > inside_bound:
             verdict = Verdict.FAIL
             details.append(f"inside p99 {in99:.3f} s > {inside_bound:.3f} s")
+        if added_latency_s and in99 < added_latency_s / 2:
+            verdict = Verdict.FAIL
+            details.append(f"inside p99 {in99:.3f} s < {added_latency_s / 2:.3f} s: "
+                           "the injected latency did not reach the clients")
     elif windows:
         measured += "; no ok request inside the fault windows"
         if verdict is Verdict.PASS:

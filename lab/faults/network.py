@@ -1,9 +1,10 @@
 """Network faults, applied from a sidecar that joins the target's network namespace.
 
 The sidecar (image ``sidecar``: iproute2, iptables, the latency proxy) runs with NET_ADMIN in
-``network_mode=container:<target>``, so node images need neither tools nor privileges. All
-rules live in the lab's own chains (``LABFAULT*``) and the root qdisc of eth0, so healing is
-one idempotent script; the sidecar is labelled, and a run that dies mid-fault leaves a
+``network_mode=container:<target>``, so node images need neither tools nor privileges. Each
+fault keeps its rules in chains of its own (``LF_<KIND>_IN``/``_OUT``) or the root qdisc of
+eth0, so healing one fault leaves another on the same node alone, and healing is idempotent;
+``HEAL_SCRIPT`` removes every chain the lab may have added. The sidecar is labelled, and a run that dies mid-fault leaves a
 sidecar that the next run finds, uses to heal the target, and removes.
 
 Latency: this kernel family may lack ``sch_netem``. The lab probes for it once; without it,
@@ -14,6 +15,7 @@ the target's port (or from the target to a peer) through a proxy that delays eve
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,14 +30,14 @@ LABEL_OWNER = "io.failover-lab.owner"
 PROXY_PORT = 15001
 PROXY_MARK = "0x1ab"
 
-# Idempotent: removes every hook, chain, qdisc and proxy the lab may have added.
+# Idempotent: removes every hook and chain the lab may have added (LF_*), and the root qdisc.
 HEAL_SCRIPT = r"""
 for table in filter nat; do
-  for chain in LABFAULT_IN LABFAULT_OUT; do
+  for chain in $(iptables -t $table -S | sed -n 's/^-N \(LF_[A-Z_]*\)$/\1/p'); do
     for hook in INPUT OUTPUT PREROUTING; do
       while iptables -t $table -D $hook -j $chain 2>/dev/null; do :; done
     done
-    iptables -t $table -F $chain 2>/dev/null; iptables -t $table -X $chain 2>/dev/null
+    iptables -t $table -F $chain; iptables -t $table -X $chain
   done
 done
 tc qdisc del dev eth0 root 2>/dev/null
@@ -43,10 +45,23 @@ true
 """
 
 
-def _chains(table: str) -> str:
+def _chains(table: str, kind: str) -> str:
+    """Create this fault's IN and OUT chains and hook them in first."""
     hooks = {"filter": ("INPUT", "OUTPUT"), "nat": ("PREROUTING", "OUTPUT")}[table]
-    return (f"iptables -t {table} -N LABFAULT_IN && iptables -t {table} -I {hooks[0]} -j LABFAULT_IN && "
-            f"iptables -t {table} -N LABFAULT_OUT && iptables -t {table} -I {hooks[1]} -j LABFAULT_OUT")
+    prefix = f"LF_{kind.upper()}"
+    return (f"iptables -t {table} -N {prefix}_IN && iptables -t {table} -I {hooks[0]} -j {prefix}_IN && "
+            f"iptables -t {table} -N {prefix}_OUT && iptables -t {table} -I {hooks[1]} -j {prefix}_OUT")
+
+
+def _unchain(table: str, kind: str) -> str:
+    """Remove this fault's chains (idempotent)."""
+    hooks = {"filter": ("INPUT", "OUTPUT"), "nat": ("PREROUTING", "OUTPUT")}[table]
+    prefix = f"LF_{kind.upper()}"
+    return "; ".join(
+        f"while iptables -t {table} -D {hook} -j {prefix}_{d} 2>/dev/null; do :; done; "
+        f"iptables -t {table} -F {prefix}_{d} 2>/dev/null; iptables -t {table} -X {prefix}_{d} 2>/dev/null"
+        for hook, d in zip(hooks, ("IN", "OUT"), strict=True)
+    ) + "; true"
 
 
 @dataclass
@@ -117,8 +132,12 @@ class _NetworkFault:
         if self.spec.target not in lab.roles:  # type: ignore[attr-defined]
             lab.container(self.spec.target)  # type: ignore[attr-defined] - raises UnknownNode
         self.sidecar = Sidecar(lab.engine, lab.name, _sidecar_image(lab), self.spec.target)  # type: ignore[attr-defined]
-        self.sidecar.sh(HEAL_SCRIPT, check=False)  # start from a clean namespace
+        self.sidecar.sh(self._cleanup(), check=False)  # a clean start for this fault's own rules
         return self.sidecar
+
+    def _cleanup(self) -> str:
+        """The script that removes exactly what this fault adds."""
+        return _unchain("filter", self.spec.kind)
 
     def _peer_addresses(self) -> list[str]:
         """The peers' addresses, or the whole lab subnet when the fault cuts every link."""
@@ -134,19 +153,26 @@ class _NetworkFault:
         return [by_node[p] for p in self.spec.peers]
 
     def _filter_rules(self, action: str) -> str:
-        lines = [_chains("filter")]
+        prefix = f"LF_{self.spec.kind.upper()}"
+        lines = [_chains("filter", self.spec.kind)]
         for address in self._peer_addresses():
             if self.spec.direction in ("both", "in"):
-                lines.append(f"iptables -A LABFAULT_IN -s {address} {action}")
+                lines.append(f"iptables -A {prefix}_IN -s {address} {action}")
             if self.spec.direction in ("both", "out"):
-                lines.append(f"iptables -A LABFAULT_OUT -d {address} {action}")
+                lines.append(f"iptables -A {prefix}_OUT -d {address} {action}")
         return " && ".join(lines)
+
+    def _drain_s(self) -> float:
+        """How long connections set up during the fault may still need the sidecar."""
+        return 0.0
 
     def heal(self) -> str:
         if self.sidecar is None:
             return "nothing to heal"
         try:
-            self.sidecar.sh(HEAL_SCRIPT, check=False)
+            self.sidecar.sh(self._cleanup(), check=False)
+            # New connections now go direct; let those already inside finish.
+            time.sleep(self._drain_s())
         finally:
             self.sidecar.close()
             self.sidecar = None
@@ -184,19 +210,41 @@ class Loss(_NetworkFault):
 class Throttle(_NetworkFault):
     """Limit the target's egress bandwidth with a token bucket (tc tbf)."""
 
+    def _cleanup(self) -> str:
+        return "tc qdisc del dev eth0 root 2>/dev/null; true"
+
     def inject(self) -> str:
         script = f"tc qdisc add dev eth0 root tbf rate {self.spec.rate} burst 32kbit latency 400ms"
         return self._inject(script, f"egress limited to {self.spec.rate} (tbf)")
 
 
 class Latency(_NetworkFault):
-    """Delay the target's traffic: netem where the kernel has it, else the userspace proxy."""
+    """Delay the target's traffic: netem where the kernel has it, else the userspace proxy.
+
+    ``round_trip_s`` is what one request through the slowed link gains: netem delays egress
+    (the answer) once; the proxy delays the request and the answer."""
+
+    round_trip_s: float = 0.0
+    _netem: bool = False
+
+    def _cleanup(self) -> str:
+        if self._netem:
+            return "tc qdisc del dev eth0 root 2>/dev/null; true"
+        return _unchain("nat", self.spec.kind)
+
+    def _drain_s(self) -> float:
+        # Removing the proxy would reset the connections it carries, and NGINX would count
+        # those resets as failures of the target: wait out one slowed round trip first.
+        return 0.0 if self._netem else self.round_trip_s + 2 * self.spec.jitter_ms / 1000 + 0.5
 
     def inject(self) -> str:
         s = self.spec
         if _netem_available(self.lab.engine, _sidecar_image(self.lab)):  # type: ignore[attr-defined]
+            self.round_trip_s = s.delay_ms / 1000
+            self._netem = True
             script = f"tc qdisc add dev eth0 root netem delay {s.delay_ms:g}ms {s.jitter_ms:g}ms"
             return self._inject(script, f"netem delay {s.delay_ms:g}±{s.jitter_ms:g} ms on egress")
+        self.round_trip_s = 2 * s.delay_ms / 1000
         sidecar = self._open()
         try:
             sidecar.background(["python3", "/usr/local/bin/lab-faultproxy", "--listen", str(PROXY_PORT),
@@ -204,16 +252,16 @@ class Latency(_NetworkFault):
                                 "--mark", PROXY_MARK, "--seed", str(s.seed)])
             # Wait until the proxy listens, or connections would be redirected into nothing.
             sidecar.sh(f"for i in $(seq 50); do ss -ltn | grep -q ':{PROXY_PORT} ' && exit 0; sleep 0.1; done; exit 1")
-            rules = [_chains("nat")]
+            rules = [_chains("nat", s.kind)]
             if s.peers:
                 for address in self._peer_addresses():
-                    rules.append(f"iptables -t nat -A LABFAULT_OUT -p tcp -d {address} -m mark ! --mark {PROXY_MARK} "
+                    rules.append(f"iptables -t nat -A LF_LATENCY_OUT -p tcp -d {address} -m mark ! --mark {PROXY_MARK} "
                                  f"-j REDIRECT --to-ports {PROXY_PORT}")
                 where = f"connections to {', '.join(s.peers)}"
             else:
                 ports = s.ports or (8000,)
                 for port in ports:
-                    rules.append(f"iptables -t nat -A LABFAULT_IN -p tcp --dport {port} -j REDIRECT --to-ports {PROXY_PORT}")
+                    rules.append(f"iptables -t nat -A LF_LATENCY_IN -p tcp --dport {port} -j REDIRECT --to-ports {PROXY_PORT}")
                 where = f"connections into port {', '.join(map(str, ports))}"
             sidecar.sh(" && ".join(rules))
         except BaseException:

@@ -87,6 +87,7 @@ class _State:
     history: History = field(default_factory=History)
     active: dict[tuple[str, str], Fault] = field(default_factory=dict)
     faults: list[FaultSpec] = field(default_factory=list)
+    added_latency_s: float = 0.0      # the largest round trip a latency fault injected
     notes: list[str] = field(default_factory=list)
     phase: str = "starting"
 
@@ -96,13 +97,17 @@ class Runner:
 
     def __init__(self, lab: Lab, scenario: Scenario, *, seed: int | None = None,
                  on_progress: Callable[[Progress], None] = lambda progress: None,
-                 ready_timeout_s: float = 60.0):
+                 ready_timeout_s: float = 60.0, expected_policy: UpstreamPolicy | None = None):
         self.lab = lab
         self.scenario = scenario
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.rng = random.Random(self.seed)
         self.on_progress = on_progress
         self.ready_timeout_s = ready_timeout_s
+        # Normally the checks expect what the running nginx.conf says. A claimed policy
+        # (the checklist's) can be given instead: negative controls run a broken NGINX and
+        # judge it against what it should have been.
+        self._expected_policy = expected_policy
         self._traffic: TrafficRun | None = None
         self._t0 = time.monotonic()
         self._state = _State()
@@ -157,6 +162,7 @@ class Runner:
                                                      time.time(), started, detail))
         self._state.active[(spec.kind, spec.target)] = fault
         self._state.faults.append(spec)
+        self._state.added_latency_s = max(self._state.added_latency_s, getattr(fault, "round_trip_s", 0.0))
 
     def _heal(self, key: tuple[str, str]) -> None:
         fault = self._state.active.pop(key, None)
@@ -227,6 +233,26 @@ class Runner:
                 total += self.ready_timeout_s / 4  # heals wait for readiness
         return total
 
+    def _quiesce(self, policy: UpstreamPolicy, addresses: dict[str, str]) -> None:
+        """Wait until NGINX has forgotten earlier failures, so this run starts from zero.
+
+        A failure counts against a backend until fail_timeout has passed *and* a request to
+        it succeeded (a success within fail_timeout does not reset the count), so a run right
+        after another (or after a hand-made fault) would see a backend ejected early. The
+        readiness probe through NGINX that follows supplies the resetting successes."""
+        failing = {"502", "504", *(c.removeprefix("http_") for c in policy.next_upstream if c.startswith("http_"))}
+        since = time.time() - policy.fail_timeout_s - 2
+        entries = parse_access_log(self.lab.logs("nginx", tail="all", since=since), addresses)
+        last = max((e.msec for e in entries if failing & set(e.upstream_statuses)), default=None)
+        if last is not None:
+            # NGINX keeps failure times in whole seconds: one more second covers the rounding.
+            wait = last + policy.fail_timeout_s + 1 - time.time()
+            if wait > 0:
+                self._state.phase = "waiting for NGINX to forget earlier failures"
+                self._state.notes.append(f"waited {wait:.1f} s for failures from before the run "
+                                         "to leave NGINX's fail_timeout window")
+                self._sleep(wait)
+
     def run(self) -> RunResult:
         """Run the scenario; faults are healed whatever happens."""
         state = self._state
@@ -234,12 +260,12 @@ class Runner:
         state.phase = "steady state before"
         self._tick()
         state.notes.extend(heal_leftovers(self.lab))
-        self.lab.wait_all_ready(self.ready_timeout_s)
-        conf = self.lab.nginx_conf()
-        policy = parse_nginx_policy(conf).upstream
+        policy = self._expected_policy or parse_nginx_policy(self.lab.nginx_conf()).upstream
         names = self._durations(policy)
         # NGINX logs upstreams as ip:port; the checks want node names.
         addresses = {f"{ip}:{BACKEND_PORT}": node for ip, node in self.lab.addresses().items()}
+        self._quiesce(policy, addresses)
+        self.lab.wait_all_ready(self.ready_timeout_s)
         state.history.mark("start", time.time())
         try:
             if self.scenario.traffic:
@@ -335,7 +361,7 @@ class Runner:
             return CheckResult("durability", result.verdict, result.measured, result.expected,
                                result.derivation, result.details, result.values)
         return check_latency(history, policy, self._mode_for(None), outside_p99_bound_s=spec.outside_p99_bound_s,
-                             **tolerance)
+                             added_latency_s=self._state.added_latency_s, **tolerance)
 
     def _resolved(self, target: str | None) -> str:
         if target is None or not target.startswith("random"):

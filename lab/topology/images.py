@@ -158,7 +158,7 @@ def ensure_images(
     say: Callable[[str], None] = lambda text: None,
     on_progress: Callable[[str, str], None] = lambda role, line: None,
 ) -> dict[str, ImageRef]:
-    """Build what is missing (or everything, with ``force``); returns each role's image."""
+    """Build what is missing (or everything, cold, with ``force``); returns each role's image."""
     import time
 
     base = ensure_base(engine, config, say)
@@ -178,6 +178,7 @@ def ensure_images(
             buildargs={"BASE": base},
             labels={LABEL_IMAGE: role, LABEL_INPUTS: wanted[role].rsplit(":", 1)[1]},
             on_line=lambda line: on_progress(role, line),
+            nocache=force,
         )
         # A stable name for people exploring with `docker compose` (compose/).
         engine.tag(wanted[role], f"{REPOSITORY}/{role}:latest")
