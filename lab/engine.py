@@ -304,7 +304,7 @@ class Engine:
             container_id = api.create_container(
                 spec.image, name=spec.name, labels=dict(spec.labels), environment=dict(spec.env),
                 command=list(spec.command) if spec.command is not None else None, detach=True,
-                stop_signal="SIGTERM", stop_timeout=spec.stop_timeout_s,
+                stop_timeout=spec.stop_timeout_s,  # the image's own STOPSIGNAL (SIGINT for postgres)
                 ports=list(spec.publish) or None, host_config=host_config, networking_config=networking,
             )["Id"]
             if spec.files:
