@@ -87,6 +87,10 @@ class PostgresConfig(_Frozen):
     database: str = "app"
     user: str = "app"
     max_connections: Annotated[int, Field(ge=10, le=10_000)] = 100
+    # Off trades durability for speed: a commit is acknowledged before its WAL is written.
+    # Negative controls use it to lose acknowledged writes on a crash.
+    synchronous_commit: bool = True
+    wal_writer_delay_ms: Annotated[int, Field(ge=1, le=10_000)] = 200
 
 
 class RedisConfig(_Frozen):

@@ -7,11 +7,11 @@ was derived from the configuration, so a reader can redo the arithmetic.
   cost of one failed attempt);
 - ``readmission``: how soon a healed backend served clients again;
 - ``distribution``: each backend's share of answers;
-- ``availability``: success ratio against an SLO, and acknowledged writes that were lost;
+- ``availability``: success ratio against an SLO; ``durability``: acknowledged writes lost;
 - ``latency``: p50/p99 inside and outside fault windows.
 """
 
-from lab.checks.availability import check_availability
+from lab.checks.availability import check_availability, check_durability
 from lab.checks.base import CheckResult, Verdict, combine, never_crashes
 from lab.checks.distribution import check_distribution
 from lab.checks.ejection import FailureMode, check_ejection, failed_attempt_cost, upstream_attempts
@@ -24,6 +24,7 @@ __all__ = [
     "Verdict",
     "check_availability",
     "check_distribution",
+    "check_durability",
     "check_ejection",
     "check_latency",
     "check_readmission",

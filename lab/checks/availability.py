@@ -13,6 +13,7 @@ from lab.checks.base import CheckResult, Verdict, combine, never_crashes
 from lab.history import History, Outcome
 
 NAME = "availability"
+DURABILITY = "durability"
 # Keeps 1000 * (1 - 0.999) = 1.0000000000000009 from flooring the wrong way.
 _EPS = 1e-9
 
@@ -46,19 +47,35 @@ def check_availability(history: History, slo: float = 0.999,
         measured = f"{ok}/{total} ok = {ratio:.5f} ({failed} fail, {unknown} unknown)"
         verdicts.append(Verdict.PASS if total - ok <= allowed else Verdict.FAIL)
     if acknowledged_write_ids is not None or stored_write_ids is not None:
-        expected += "; every acknowledged write stored"
-        if acknowledged_write_ids is None or stored_write_ids is None:
-            details.append("write check needs both acknowledged and stored ids")
-            verdicts.append(Verdict.UNKNOWN)
-        else:
-            missing = sorted(acknowledged_write_ids - stored_write_ids)
-            values += [("acknowledged_writes", float(len(acknowledged_write_ids))),
-                       ("lost_writes", float(len(missing)))]
-            measured += (f"; {len(missing)} of {len(acknowledged_write_ids)} acknowledged "
-                         "writes lost")
-            if missing:
-                shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
-                details.append(f"lost acknowledged writes: {shown}")
-            verdicts.append(Verdict.FAIL if missing else Verdict.PASS)
+        writes = check_durability(acknowledged_write_ids, stored_write_ids)
+        expected += f"; {writes.expected}"
+        measured += f"; {writes.measured}"
+        values += list(writes.values)
+        details += list(writes.details)
+        verdicts.append(writes.verdict)
     return CheckResult(NAME, combine(verdicts), measured, expected, derivation, tuple(details),
                        tuple(values))
+
+
+@never_crashes(DURABILITY)
+def check_durability(acknowledged_write_ids: frozenset[str] | None,
+                     stored_write_ids: frozenset[str] | None) -> CheckResult:
+    """Whether every write the client saw acknowledged is stored (unacknowledged ones may be)."""
+    expected = "every acknowledged write stored"
+    derivation = ("a write answered 201 was committed before the answer; it must be in "
+                  "PostgreSQL afterwards, whatever failed in between")
+    if acknowledged_write_ids is None or stored_write_ids is None:
+        return CheckResult(DURABILITY, Verdict.UNKNOWN, "write check needs both acknowledged and stored ids",
+                           expected, derivation)
+    if not acknowledged_write_ids:
+        return CheckResult(DURABILITY, Verdict.UNKNOWN, "no write was acknowledged", expected, derivation)
+    missing = sorted(acknowledged_write_ids - stored_write_ids)
+    values = (("acknowledged_writes", float(len(acknowledged_write_ids))),
+              ("lost_writes", float(len(missing))))
+    measured = f"{len(missing)} of {len(acknowledged_write_ids)} acknowledged writes lost"
+    details: tuple[str, ...] = ()
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        details = (f"lost acknowledged writes: {shown}",)
+    return CheckResult(DURABILITY, Verdict.FAIL if missing else Verdict.PASS, measured, expected,
+                       derivation, details, values)

@@ -21,6 +21,7 @@ from lab.checks import (
     Verdict,
     check_availability,
     check_distribution,
+    check_durability,
     check_ejection,
     check_latency,
     check_readmission,
@@ -356,10 +357,7 @@ class Runner:
         if spec.name == "durability":
             acknowledged = frozenset(r.request_id for r in history.requests
                                      if r.outcome is Outcome.OK and r.status == 201 and r.request_id)
-            result = check_availability(history, spec.slo, acknowledged_write_ids=acknowledged,
-                                        stored_write_ids=self._stored_writes())
-            return CheckResult("durability", result.verdict, result.measured, result.expected,
-                               result.derivation, result.details, result.values)
+            return check_durability(acknowledged, self._stored_writes())
         return check_latency(history, policy, self._mode_for(None), outside_p99_bound_s=spec.outside_p99_bound_s,
                              added_latency_s=self._state.added_latency_s, **tolerance)
 

@@ -189,7 +189,8 @@ def render_postgresql_conf(config: LabConfig) -> str:
 listen_addresses = '*'
 max_connections = {config.postgres.max_connections}
 fsync = on
-synchronous_commit = on
+synchronous_commit = {"on" if config.postgres.synchronous_commit else "off"}
+wal_writer_delay = {config.postgres.wal_writer_delay_ms}ms
 """
 
 

@@ -1,0 +1,255 @@
+"""Scenarios for real: every shipped scenario passes on a healthy lab, every check fails on a
+deliberately broken one (judged against the configuration it should have had), and faults are
+healed after an error, SIGTERM or SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from lab.checks import CheckResult, Verdict
+from lab.cli.app import app
+from lab.config import LabConfig
+from lab.engine import LABEL_KIND, LABEL_LAB, Engine
+from lab.errors import LabError
+from lab.scenarios.loader import available, load_scenario, parse_scenario
+from lab.scenarios.runner import Runner, RunResult
+from lab.topology.lab import Lab
+from lab.topology.nginx_conf import parse_nginx_policy
+from lab.topology.render import render_nginx
+from tests.conftest import session_lab_name
+
+runner = CliRunner()
+# What the deployment checklist claims: the default configuration's NGINX policy.
+CLAIMED = parse_nginx_policy(render_nginx(LabConfig())).upstream
+
+
+def by_name(result: RunResult) -> dict[str, CheckResult]:
+    return {check.name: check for check in result.checks}
+
+
+def sidecars(engine: Engine, lab: Lab) -> list[str]:
+    return [c.name for c in engine.list_containers({LABEL_LAB: lab.name, LABEL_KIND: "sidecar"})]
+
+
+@pytest.fixture(scope="module")
+def broken_balancer(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
+    """NGINX that never ejects (max_fails=0), waits 3 s to connect, and weights backend-1 x4."""
+    broken = LabConfig().with_overrides("nginx", max_fails=0, connect_timeout_s=3.0)
+    conf = render_nginx(broken).replace("server backend-1:8000 ", "server backend-1:8000 weight=4 ")
+    lab = Lab(engine, LabConfig(name=session_lab_name("broken-lb")), nginx_conf=conf)
+    try:
+        lab.up(ephemeral=True)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
+def no_retries(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
+    """NGINX that never retries another backend and ejects for 30 s instead of 10."""
+    broken = LabConfig().with_overrides("nginx", next_upstream=("off",), fail_timeout_s=30)
+    lab = Lab(engine, LabConfig(name=session_lab_name("no-retry")), nginx_conf=render_nginx(broken))
+    try:
+        lab.up(ephemeral=True)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_shipped_scenario_passes_on_a_healthy_lab(running_lab: Lab, name: str) -> None:
+    """Each shipped scenario's checks all pass against the lab as configured."""
+    result = Runner(running_lab, load_scenario(name), seed=7).run()
+    failed = [f"{c.name}: {c.verdict.value}: {c.measured} (expected {c.expected}; {c.derivation})"
+              for c in result.checks if c.verdict is not Verdict.PASS]
+    assert not failed, "\n".join(failed)
+    assert result.history.faults or name == "distribution"
+    assert not sidecars(running_lab.engine, running_lab)
+
+
+def test_ejection_latency_and_distribution_fail_on_a_broken_balancer(broken_balancer: Lab) -> None:
+    """A balancer that never ejects, connects slowly and is lopsided fails the checklist's checks."""
+    failover = by_name(Runner(broken_balancer, load_scenario("failover"), seed=1, expected_policy=CLAIMED).run())
+    assert failover["ejection"].verdict is Verdict.FAIL, failover["ejection"]
+    assert "not ejected" in failover["ejection"].measured
+    assert failover["latency"].verdict is Verdict.FAIL, failover["latency"]
+    assert any("p99 3." in d for d in failover["latency"].details), failover["latency"]  # the 3 s connect
+    distribution = by_name(Runner(broken_balancer, load_scenario("distribution"), seed=1,
+                                  expected_policy=CLAIMED).run())["distribution"]
+    assert distribution.verdict is Verdict.FAIL, distribution
+    assert "backend-1" in distribution.measured
+
+
+def test_availability_and_readmission_fail_without_retries(no_retries: Lab) -> None:
+    """Without proxy_next_upstream clients see the kill, and a 30 s fail_timeout misses the 10 s bound."""
+    result = by_name(Runner(no_retries, load_scenario("failover"), seed=2, expected_policy=CLAIMED).run())
+    assert result["availability"].verdict is Verdict.FAIL, result["availability"]
+    assert result["readmission"].verdict is Verdict.FAIL, result["readmission"]
+    assert result["ejection"].verdict is Verdict.FAIL, result["ejection"]  # client errors where 0 expected
+
+
+DURABILITY_PROBE = """\
+name: durability-probe
+description: Kill PostgreSQL (SIGKILL) while clients write, then start it again.
+traffic:
+  - {client: writes, rate: 20, method: POST, path: /api/messages, writes: true}
+steps:
+  - wait: 3
+  - inject: {fault: kill, target: postgres}
+  - heal: {fault: kill, target: postgres}
+  - wait: 1
+checks:
+  - durability: {client: writes}
+"""
+
+
+def test_durability_holds_with_synchronous_commit(running_lab: Lab) -> None:
+    """Acknowledged writes survive a PostgreSQL SIGKILL when commits are synchronous (the default)."""
+    result = by_name(Runner(running_lab, parse_scenario(DURABILITY_PROBE, "probe"), seed=3).run())
+    assert result["durability"].verdict is Verdict.PASS, result["durability"]
+
+
+def test_durability_fails_with_asynchronous_commit(engine: Engine, lab_images: dict[str, str]) -> None:
+    """With synchronous_commit=off a PostgreSQL SIGKILL loses acknowledged writes, and the check says so."""
+    config = LabConfig(name=session_lab_name("async-commit")).with_overrides(
+        "postgres", synchronous_commit=False, wal_writer_delay_ms=10_000)
+    lab = Lab(engine, config)
+    try:
+        lab.up(ephemeral=True)
+        result = by_name(Runner(lab, parse_scenario(DURABILITY_PROBE, "probe"), seed=3).run())
+    finally:
+        lab.down()
+    assert result["durability"].verdict is Verdict.FAIL, result["durability"]
+    assert result["durability"].details[0].startswith("lost acknowledged writes:")
+
+
+def test_faults_are_healed_when_a_step_fails(running_lab: Lab) -> None:
+    """A run that errors mid-way unfreezes, heals the partition and removes its sidecar."""
+    scenario = parse_scenario("""\
+name: broken-step
+description: Inject two faults, then heal one that was never injected.
+traffic:
+  - {client: reads, rate: 10}
+steps:
+  - inject: {fault: partition, target: backend-2}
+  - inject: {fault: freeze, target: backend-3}
+  - heal: {fault: kill, target: backend-1}
+checks:
+  - availability
+""", "broken-step")
+    with pytest.raises(LabError, match="no such fault is active"):
+        Runner(running_lab, scenario, seed=4).run()
+    assert running_lab.inspect("backend-3").status == "running"
+    assert not sidecars(running_lab.engine, running_lab)
+    running_lab.wait_all_ready(60)
+
+
+def _start_run(lab: Lab, scenario_file: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario_file), "--name", lab.name,
+                             "--report-dir", str(scenario_file.parent)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_paused(lab: Lab, node: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if lab.inspect(node).status == "paused" and sidecars(lab.engine, lab):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{node} was never frozen with a partition in place")
+
+
+HANGING = """\
+name: hanging
+description: Freeze backend-2 and partition backend-3, then wait a long time.
+steps:
+  - inject: {fault: partition, target: backend-3}
+  - inject: {fault: freeze, target: backend-2}
+  - wait: 120
+checks:
+  - availability
+"""
+
+
+def test_sigterm_heals_every_fault(running_lab: Lab, tmp_path: Path) -> None:
+    """SIGTERM to `lab run` heals the freeze and the partition before the process exits."""
+    scenario = tmp_path / "hanging.yaml"
+    scenario.write_text(HANGING)
+    process = _start_run(running_lab, scenario)
+    try:
+        _wait_paused(running_lab, "backend-2", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 130
+    finally:
+        process.kill()
+    assert running_lab.inspect("backend-2").status == "running"
+    assert not sidecars(running_lab.engine, running_lab)
+    running_lab.wait_all_ready(60)
+
+
+def test_next_run_heals_what_a_sigkilled_run_left(running_lab: Lab, tmp_path: Path) -> None:
+    """After SIGKILL mid-fault the node stays frozen; the next run unfreezes it and removes the sidecar."""
+    scenario = tmp_path / "hanging.yaml"
+    scenario.write_text(HANGING)
+    process = _start_run(running_lab, scenario)
+    try:
+        _wait_paused(running_lab, "backend-2", process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        process.kill()
+    assert running_lab.inspect("backend-2").status == "paused"
+    result = Runner(running_lab, load_scenario("distribution"), seed=5).run()
+    assert "unfroze backend-2" in result.notes
+    assert any(note.startswith("removed fault sidecar") for note in result.notes)
+    assert result.verdict is Verdict.PASS, result.checks
+    assert not sidecars(running_lab.engine, running_lab)
+
+
+def test_run_cli_writes_json_and_exits_by_verdict(running_lab: Lab, tmp_path: Path) -> None:
+    """`lab run --json` prints the result and writes result.json; a check that cannot decide exits 1."""
+    ok = runner.invoke(app, ["run", "distribution", "--name", running_lab.name, "--json", "--seed", "11",
+                             "--report-dir", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    document = json.loads(ok.stdout)[0]
+    assert document["schema"] == 1 and document["verdict"] == "pass" and document["seed"] == 11
+    assert {"name", "verdict", "measured", "expected", "derivation", "values"} <= set(document["checks"][0])
+    assert document["history"]["requests"] and document["history"]["access_log"]
+    assert list(tmp_path.glob("*-distribution-11/result.json"))
+    undecidable = tmp_path / "too-few.yaml"
+    shipped = (Path(__file__).parents[2] / "scenarios" / "distribution.yaml").read_text()
+    undecidable.write_text(shipped.replace("min_requests: 100}", "min_requests: 100000}"))
+    result = runner.invoke(app, ["run", str(undecidable), "--name", running_lab.name, "--report-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+
+
+def test_bad_scenario_starts_nothing(engine: Engine, tmp_path: Path) -> None:
+    """A scenario naming an unknown node exits 2 with its name, before any container exists."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(HANGING.replace("target: backend-3", "target: backend-7"))
+    name = session_lab_name("never")
+    result = runner.invoke(app, ["run", str(bad), "--name", name])
+    assert result.exit_code == 2
+    assert "unknown node 'backend-7'" in result.stderr
+    assert not engine.list_containers({LABEL_LAB: name}) and not engine.network_exists(f"lab-{name}")
+
+
+def test_traffic_never_leaves_loopback(running_lab: Lab) -> None:
+    """Every endpoint the lab hands its clients is a 127.0.0.1 address."""
+    endpoints = running_lab.endpoints
+    for value in (endpoints.nginx_http, endpoints.nginx_https, endpoints.redis_url,
+                  endpoints.postgres_dsn, endpoints.pgbouncer_dsn, endpoints.pgbouncer_admin_dsn):
+        assert "@127.0.0.1:" in value or "//127.0.0.1:" in value, value
+    assert httpx.get(f"{endpoints.nginx_http}/health").status_code == 200
+    assert os.environ.get("TESTCONTAINERS_RYUK_DISABLED") == "true"

@@ -1,0 +1,81 @@
+"""Scenario files: validation errors name the file, the line and the field; durations evaluate."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.config import LabConfig
+from lab.errors import ConfigError
+from lab.scenarios.loader import available, check_nodes, load_scenario, parse_scenario
+from lab.scenarios.model import evaluate_duration
+
+VALID = """\
+name: t
+description: d
+traffic:
+  - {client: reads, rate: 10}
+steps:
+  - wait: 1
+  - inject: {fault: kill, target: backend-1}
+  - heal: {fault: kill, target: backend-1}
+checks:
+  - availability
+  - ejection: {target: backend-1}
+"""
+
+
+def test_every_shipped_scenario_is_valid_for_the_default_topology() -> None:
+    """Each file in scenarios/ parses and names only nodes of the default lab."""
+    assert {"failover", "failover-freeze", "graceful-restart", "distribution", "network-throttle"} <= set(available())
+    for name, path in available().items():
+        scenario = load_scenario(name)
+        check_nodes(scenario, LabConfig(), str(path))
+        assert scenario.name == name
+
+
+def test_valid_scenario_parses() -> None:
+    """A small valid scenario gives typed steps and checks."""
+    scenario = parse_scenario(VALID, "t.yaml")
+    assert [type(s).__name__ for s in scenario.steps] == ["WaitStep", "InjectStep", "HealStep"]
+    assert [c.name for c in scenario.checks] == ["availability", "ejection"]
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    (VALID.replace("fault: kill, target: backend-1}\n  - heal", "fault: nuke, target: backend-1}\n  - heal"),
+     "t.yaml:7: steps.1.inject.inject.fault: unknown fault 'nuke'"),
+    (VALID.replace("  - wait: 1", "  - sleep: 1"), "t.yaml:6: steps.0: each step is a mapping with one key"),
+    (VALID.replace("  - wait: 1", "  - wait: fail_timeot + 1"), "t.yaml:6: steps.0.wait.wait: unknown name 'fail_timeot'"),
+    (VALID.replace("  - availability", "  - availabilty"), "t.yaml:10: checks.0: unknown check 'availabilty'"),
+    (VALID.replace("rate: 10", "rate: -1"), "t.yaml:4: traffic.0.rate: Input should be greater than 0"),
+    (VALID.replace("  - ejection: {target: backend-1}", "  - ejection: {}"), "t.yaml:11: checks.1: check ejection needs a target node"),
+    ("name: t\ndescription: [unclosed\n", "t.yaml:3: not valid YAML"),
+])
+def test_malformed_scenario_names_line_and_field(text: str, fragment: str) -> None:
+    """Each kind of mistake is reported with the file, the line and what is wrong."""
+    with pytest.raises(ConfigError) as error:
+        parse_scenario(text, "t.yaml")
+    assert fragment in error.value.render()
+
+
+def test_unknown_node_is_named() -> None:
+    """A target the topology does not have is rejected before anything starts."""
+    scenario = parse_scenario(VALID.replace("target: backend-1}\n  - heal", "target: backend-9}\n  - heal"), "t.yaml")
+    with pytest.raises(ConfigError, match="unknown node 'backend-9'"):
+        check_nodes(scenario, LabConfig(), "t.yaml")
+
+
+def test_unknown_scenario_lists_the_shipped_ones() -> None:
+    """Asking for a scenario that does not exist says which ones do."""
+    with pytest.raises(ConfigError) as error:
+        load_scenario("no-such-scenario")
+    assert "no scenario named 'no-such-scenario'" in error.value.render()
+    assert "failover" in error.value.render()
+
+
+def test_duration_expressions_use_configuration_names() -> None:
+    """Durations are numbers or arithmetic over the configuration's names, nothing else."""
+    names = {"fail_timeout": 10.0, "interval": 0.15, "max_fails": 3.0}
+    assert evaluate_duration("fail_timeout + max_fails * interval", names) == pytest.approx(10.45)
+    assert evaluate_duration(2, names) == 2.0
+    with pytest.raises(ValueError, match="not a duration expression"):
+        evaluate_duration("__import__('os')", names)
