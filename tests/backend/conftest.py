@@ -29,19 +29,41 @@ def run(coro: Coroutine[Any, Any, T], timeout_s: float = 30) -> T:
 
 
 @pytest.fixture(scope="session")
-def lab_redis_url(running_lab: Any) -> str:
-    """The lab's Redis, published on 127.0.0.1."""
-    return running_lab.endpoints.redis_url
+def lock_redis_url(engine: Any, lab_images: dict[str, str]) -> Iterator[str]:
+    """A Redis of its own for the lock service's tests, from the lab's image, via testcontainers.
+
+    The lab's Redis is shared with three backends taking job locks; the lock tests expire,
+    delete and re-seed keys, so they get an instance nobody else writes to. It carries the
+    lab's labels, so a killed test run's container is removed by the next run (no Ryuk)."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    from lab.engine import LABEL_KIND, LABEL_LAB
+    from lab.topology.lab import LABEL_EPHEMERAL, LABEL_OWNER, owner_id
+    from tests.conftest import session_lab_name
+
+    container = (
+        DockerContainer(lab_images["redis"], labels={
+            LABEL_LAB: session_lab_name("lock-redis"), LABEL_KIND: "node",
+            LABEL_OWNER: owner_id(), LABEL_EPHEMERAL: "1"})
+        .with_command("redis-server --save '' --appendonly no --protected-mode no --bind 0.0.0.0")
+        .waiting_for(LogMessageWaitStrategy("Ready to accept connections").with_startup_timeout(30))
+    )
+    # Loopback only, like every port the lab publishes; with_bind_ports takes no host address,
+    # but its ports mapping goes to docker-py as it is, which accepts (address, port).
+    container.ports["6379/tcp"] = ("127.0.0.1", None)
+    with container:
+        yield f"redis://127.0.0.1:{container.get_exposed_port(6379)}/0"
 
 
 @pytest.fixture
-def job_name(lab_redis_url: str) -> Iterator[str]:
+def job_name(lock_redis_url: str) -> Iterator[str]:
     """A job name no backend uses, whose lock, fence and tick keys are deleted afterwards."""
     import redis
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(lab_redis_url, socket_timeout=2)
+    client = redis.Redis.from_url(lock_redis_url, socket_timeout=2)
     try:
         client.delete(f"lab:lock:{name}", f"lab:fence:{name}", f"lab:tick:{name}")
     finally:

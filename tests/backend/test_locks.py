@@ -24,11 +24,11 @@ async def _two_services(url: str) -> tuple[Redis, LockService, LockService]:
     return redis, LockService(redis, "node-a"), LockService(redis, "node-b")
 
 
-def test_second_holder_is_refused_while_first_holds(lab_redis_url, job_name):
+def test_second_holder_is_refused_while_first_holds(lock_redis_url, job_name):
     """While node-a holds a job lock, node-b cannot acquire it."""
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         try:
             first = await a.acquire_job_lock(job_name, 5000)
             second = await b.acquire_job_lock(job_name, 5000)
@@ -43,11 +43,11 @@ def test_second_holder_is_refused_while_first_holds(lab_redis_url, job_name):
     assert held is True
 
 
-def test_lock_expires_after_ttl_and_old_holder_cannot_release(lab_redis_url, job_name):
+def test_lock_expires_after_ttl_and_old_holder_cannot_release(lock_redis_url, job_name):
     """After the TTL a new holder acquires; the old holder's release is refused."""
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         try:
             old = await a.acquire_job_lock(job_name, 200)
             await asyncio.sleep(0.4)
@@ -64,11 +64,11 @@ def test_lock_expires_after_ttl_and_old_holder_cannot_release(lab_redis_url, job
     assert still_held.decode() == new.value
 
 
-def test_extend_keeps_the_lock_past_its_original_ttl(lab_redis_url, job_name):
+def test_extend_keeps_the_lock_past_its_original_ttl(lock_redis_url, job_name):
     """Extending the lease keeps the holder past the first TTL; others still cannot acquire."""
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         try:
             handle = await a.acquire_job_lock(job_name, 300)
             extended = await a.extend(handle, 2000)
@@ -84,11 +84,11 @@ def test_extend_keeps_the_lock_past_its_original_ttl(lab_redis_url, job_name):
     assert 0 < ttl <= 1600
 
 
-def test_non_holder_cannot_release_or_extend(lab_redis_url, job_name):
+def test_non_holder_cannot_release_or_extend(lock_redis_url, job_name):
     """A handle with another node's value neither deletes nor extends the lock."""
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         try:
             handle = await a.acquire_job_lock(job_name, 5000)
             forged = dataclasses.replace(handle, node="node-b", value="node-b|forged|1")
@@ -106,11 +106,11 @@ def test_non_holder_cannot_release_or_extend(lab_redis_url, job_name):
     assert ttl <= 5000
 
 
-def test_fencing_tokens_strictly_increase_across_holders_and_counter_loss(lab_redis_url, job_name):
+def test_fencing_tokens_strictly_increase_across_holders_and_counter_loss(lock_redis_url, job_name):
     """Successive acquisitions get increasing tokens, even after the counter key is lost."""
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         tokens = []
         try:
             for index in range(6):
@@ -129,12 +129,12 @@ def test_fencing_tokens_strictly_increase_across_holders_and_counter_loss(lab_re
     assert all(later > earlier for earlier, later in itertools.pairwise(tokens))
 
 
-def test_with_job_lock_skips_when_another_node_holds_it(lab_redis_url, job_name):
+def test_with_job_lock_skips_when_another_node_holds_it(lock_redis_url, job_name):
     """with_job_lock returns "skipped" and never runs the job while another node holds it."""
     calls = []
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         try:
             await a.acquire_job_lock(job_name, 5000)
 
@@ -150,11 +150,11 @@ def test_with_job_lock_skips_when_another_node_holds_it(lab_redis_url, job_name)
     assert calls == []
 
 
-def test_with_job_lock_extends_while_running_then_releases(lab_redis_url, job_name):
+def test_with_job_lock_extends_while_running_then_releases(lock_redis_url, job_name):
     """A job running three TTLs long keeps its lock throughout and releases it at the end."""
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         intruders = []
         try:
             async def job(handle):
@@ -175,12 +175,12 @@ def test_with_job_lock_extends_while_running_then_releases(lab_redis_url, job_na
     assert held_after is False
 
 
-def test_with_job_lock_reports_a_lost_lease_and_leaves_the_new_holder_alone(lab_redis_url,
+def test_with_job_lock_reports_a_lost_lease_and_leaves_the_new_holder_alone(lock_redis_url,
                                                                              job_name):
     """When the lease is taken over mid-run, the run is reported lost and not released."""
 
     async def scenario():
-        redis, a, b = await _two_services(lab_redis_url)
+        redis, a, b = await _two_services(lock_redis_url)
         try:
             taken = {}
 
@@ -201,11 +201,11 @@ def test_with_job_lock_reports_a_lost_lease_and_leaves_the_new_holder_alone(lab_
     assert value.decode() == newer.value
 
 
-def test_active_locks_list_holder_token_and_ttl(lab_redis_url, job_name):
+def test_active_locks_list_holder_token_and_ttl(lock_redis_url, job_name):
     """get_active_job_locks shows the holder node, fencing token and remaining TTL."""
 
     async def scenario():
-        redis, a, _ = await _two_services(lab_redis_url)
+        redis, a, _ = await _two_services(lock_redis_url)
         try:
             handle = await a.acquire_job_lock(job_name, 5000)
             return handle, await a.get_active_job_locks()
