@@ -88,6 +88,107 @@ class Mark:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class PoolSample:
+    """One row of PgBouncer's ``SHOW POOLS`` for one (database, user) pool, read at ``at``."""
+
+    at: float
+    cl_active: int
+    cl_waiting: int             # sent a query, no server connection yet
+    sv_active: int
+    sv_idle: int
+    sv_used: int
+    sv_tested: int
+    sv_login: int
+    maxwait_s: float            # maxwait + maxwait_us / 1e6: the oldest waiting client's wait
+    database: str = ""
+    user: str = ""
+    pool_mode: str = ""         # as SHOW POOLS reports it ("" when not read)
+
+    @property
+    def sv_total(self) -> int:
+        """Server connections the pool holds (infra-facts section 3)."""
+        return self.sv_active + self.sv_idle + self.sv_used + self.sv_tested + self.sv_login
+
+
+@dataclass(frozen=True, slots=True)
+class ServerActivitySample:
+    """PostgreSQL's own count of connections from PgBouncer (``pg_stat_activity``) at ``at``."""
+
+    at: float
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """PgBouncer's ``SHOW STATS`` counters (totals since PgBouncer started) for the app database."""
+
+    at: float
+    total_xact_count: int
+    total_query_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSample:
+    """One response's status and headers, as a client received them."""
+
+    url: str
+    status: int
+    headers: tuple[tuple[str, str], ...]    # (name, value) as received; names in any case
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, matched case-insensitively; None when absent."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsObservation:
+    """The certificate NGINX served on HTTPS, as a client read it, judged against the lab's CA."""
+
+    host: str                   # the name the client connected with (SNI)
+    issuer: str                 # RFC 4514 strings
+    subject: str
+    san: tuple[str, ...]        # DNS names and IP addresses of subjectAltName
+    self_signed: bool
+    verified_with_lab_ca: bool  # signed by the lab CA's key (not merely naming it as issuer)
+    not_after_epoch: float
+    not_before_epoch: float = 0.0
+    observed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """One row of the backends' ``job_runs`` table: a scheduled job executed by one node.
+
+    ``finished_at`` is None while the run lasts, and forever when its node died mid-run:
+    such a run's outcome is unknown (``outcome`` stays ``running``).
+    """
+
+    id: int
+    job: str
+    node: str
+    fencing_token: int | None   # None when the backend runs without locks
+    tick: int                   # floor(scheduled time / job interval)
+    started_at: float
+    finished_at: float | None
+    outcome: str                # running, ok, fenced, database_unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class FencingRejection:
+    """One row of ``fencing_rejections``: a side effect refused for a stale fencing token."""
+
+    job: str
+    node: str
+    token: int
+    last_token: int             # the token the resource had already accepted
+    at: float
+
+
 @dataclass
 class History:
     """Everything recorded during one scenario run; append-only while the run lasts."""
@@ -96,6 +197,15 @@ class History:
     faults: list[FaultEvent] = field(default_factory=list)
     access_log: list[AccessLogEntry] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
+    job_runs: list[JobRun] = field(default_factory=list)
+    fencing_rejections: list[FencingRejection] = field(default_factory=list)
+    # Rate limits, the connection pool and security headers (lab.checks.rate_limit, pool,
+    # security); empty in scenarios that do not sample them.
+    pool_samples: list[PoolSample] = field(default_factory=list)
+    server_activity: list[ServerActivitySample] = field(default_factory=list)
+    pool_stats: list[PoolStats] = field(default_factory=list)
+    header_samples: list[HeaderSample] = field(default_factory=list)
+    tls: list[TlsObservation] = field(default_factory=list)
 
     def mark(self, name: str, at: float) -> None:
         self.marks.append(Mark(name, at))

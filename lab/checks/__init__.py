@@ -8,7 +8,12 @@ was derived from the configuration, so a reader can redo the arithmetic.
 - ``readmission``: how soon a healed backend served clients again;
 - ``distribution``: each backend's share of answers;
 - ``availability``: success ratio against an SLO; ``durability``: acknowledged writes lost;
-- ``latency``: p50/p99 inside and outside fault windows.
+- ``latency``: p50/p99 inside and outside fault windows;
+- ``locks``: job-lock exclusivity, fencing, takeover after a holder dies, jobs paused while
+  Redis is down;
+- ``rate_limit``: NGINX's limit_req leaky bucket, evaluated on NGINX's own timestamps;
+- ``pool``: PgBouncer's server connections against the pool bound;
+- ``security``: TLS certificate and security headers.
 """
 
 from lab.checks.availability import check_availability, check_durability

@@ -37,8 +37,10 @@ from pydantic import (
 
 from lab.faults.base import FAULT_KINDS
 
-DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate")
-CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency")
+DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate",
+                  "job_interval", "lock_ttl", "job_duration")
+CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
+               "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -104,7 +106,8 @@ class TrafficStream(_Strict):
 
 
 class FaultRef(_Strict):
-    """A fault and its target: a node name, ``random`` or ``random:<role>`` (seeded)."""
+    """A fault and its target: a node name, ``random`` or ``random:<role>`` (seeded), or
+    ``holder:<job>``: the backend holding that job's lock when the step runs."""
 
     fault: str
     target: str
@@ -174,7 +177,7 @@ class CheckSpec(_Strict):
     """One check and its parameters; which parameters are allowed depends on the check."""
 
     name: str
-    target: str | None = None          # ejection, readmission
+    target: str | None = None          # ejection, readmission, lock_takeover
     client: str | None = None          # availability, durability, latency, distribution: one stream
     slo: Annotated[float, Field(gt=0, le=1)] = 0.999
     tolerance_s: Annotated[float | None, Field(ge=0)] = None
@@ -187,7 +190,7 @@ class CheckSpec(_Strict):
     def _params_fit(self) -> CheckSpec:
         if self.name not in CHECK_NAMES:
             raise ValueError(f"unknown check {self.name!r} (checks: {', '.join(CHECK_NAMES)})")
-        if self.name in ("ejection", "readmission") and not self.target:
+        if self.name in ("ejection", "readmission", "lock_takeover") and not self.target:
             raise ValueError(f"check {self.name} needs a target node")
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 import psycopg
@@ -27,6 +27,12 @@ from lab.checks import (
     check_readmission,
     combine,
     ready_mark,
+)
+from lab.checks.locks import (
+    check_fencing,
+    check_jobs_paused_while_redis_down,
+    check_lock_exclusivity,
+    check_lock_takeover,
 )
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
@@ -45,12 +51,14 @@ from lab.topology.lab import Lab
 from lab.topology.nginx_conf import UpstreamPolicy, parse_nginx_policy
 from lab.topology.render import BACKEND_PORT
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
+from lab.workload.jobs import read_fencing_rejections, read_job_runs
 
 WRITE_MARKER = "lab-write"
 FAILURE_MODES = {"kill": FailureMode.UNREACHABLE, "stop": FailureMode.UNREACHABLE,
                  "restart": FailureMode.UNREACHABLE, "partition": FailureMode.UNREACHABLE,
                  "freeze": FailureMode.FROZEN}
 LIFECYCLE = ("kill", "stop", "freeze", "restart")
+LOCK_CHECKS = ("lock_exclusivity", "fencing", "lock_takeover", "jobs_paused")
 
 
 @dataclass(frozen=True)
@@ -117,12 +125,36 @@ class Runner:
 
     def _durations(self, policy: UpstreamPolicy) -> dict[str, float]:
         rate = sum(stream.rate for stream in self.scenario.traffic) or 1.0
+        backend = self.lab.config.backend
         return {"fail_timeout": policy.fail_timeout_s, "connect_timeout": policy.connect_timeout_s,
                 "read_timeout": policy.read_timeout_s, "max_fails": float(policy.max_fails),
-                "rate": rate, "interval": len(policy.servers) / rate}
+                "rate": rate, "interval": len(policy.servers) / rate,
+                "job_interval": backend.job_interval_s, "lock_ttl": backend.lock_ttl_s,
+                "job_duration": backend.job_duration_s}
+
+    def _lock_holder(self, job: str, timeout_s: float) -> str:
+        """The backend holding ``job``'s lock, read from /admin/locks through NGINX."""
+        deadline = time.monotonic() + timeout_s
+        headers = {"Authorization": f"Bearer {self.lab.secrets.admin_token}"}
+        with httpx.Client(base_url=self.lab.endpoints.nginx_http, timeout=2, headers=headers) as client:
+            while time.monotonic() < deadline:
+                try:
+                    response = client.get("/admin/locks")
+                    if response.status_code == 200:
+                        for lock in response.json()["locks"]:
+                            if lock["job"] == job and lock["holder"] in self.lab.roles:
+                                return lock["holder"]
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        raise LabError(f"no backend held the lock of job {job!r} within {timeout_s:.0f} s",
+                       hint="is locking on, and does the job run (LAB_JOB_INTERVAL_S)?")
 
     def _resolve_target(self, target: str) -> str:
-        """A node name, or a seeded random pick (``random`` or ``random:<role>``)."""
+        """A node name, a seeded random pick (``random``, ``random:<role>``) or the current
+        holder of a job's lock (``holder:<job>``)."""
+        if target.startswith("holder:"):
+            return self._lock_holder(target.split(":", 1)[1], 3 * self.lab.config.backend.job_interval_s + 5)
         if target == "random":
             return self.rng.choice(sorted(n for n, r in self.lab.roles.items() if r != "nginx"))
         if target.startswith("random:"):
@@ -181,8 +213,8 @@ class Runner:
 
     def _heal_ref(self, ref: FaultRef) -> None:
         target = ref.target
-        if target.startswith("random"):
-            # A random target was resolved at inject: heal the active fault of that kind.
+        if target.startswith(("random", "holder:")):
+            # A dynamic target was resolved at inject: heal the active fault of that kind.
             matches = [key for key in self._state.active if key[0] == ref.fault]
             if not matches:
                 raise LabError(f"heal of {ref.fault}: no such fault is active")
@@ -306,6 +338,8 @@ class Runner:
         state.history.requests.extend(self._traffic.records if self._traffic else [])
         log = self.lab.logs("nginx", tail="all", since=started_at - 1)
         state.history.access_log.extend(e for e in parse_access_log(log, addresses) if e.msec >= started_at)
+        if any(spec.name in LOCK_CHECKS for spec in self.scenario.checks):
+            self._read_job_records(state.history)
         state.phase = "checking"
         self._tick()
         checks = tuple(self._check(spec, policy) for spec in self.scenario.checks)
@@ -316,14 +350,27 @@ class Runner:
             faults=tuple(state.faults), notes=tuple(state.notes), durations=tuple(names.items()),
         )
 
+    def _max_run_s(self) -> float:
+        """The longest a job run can last: its work plus a bounded wait for each database call."""
+        backend = self.lab.config.backend
+        return backend.job_duration_s + 4 * backend.dependency_timeout_s + 1
+
+    def _read_job_records(self, history: History) -> None:
+        """Job runs and fencing rejections since the run started, read from PostgreSQL."""
+        self._state.phase = "reading job records"
+        # Runs in progress at the end record their finish within max_run_s.
+        self._sleep(self._max_run_s())
+        since = history.mark_at("start") or 0.0
+        history.job_runs.extend(read_job_runs(self.lab.endpoints.postgres_dsn, since))
+        history.fencing_rejections.extend(read_fencing_rejections(self.lab.endpoints.postgres_dsn, since))
+
     # -- checks ---------------------------------------------------------------------------
 
     def _history_for(self, client: str | None) -> History:
         history = self._state.history
         if client is None:
             return history
-        return History(requests=[r for r in history.requests if r.client == client], faults=history.faults,
-                       access_log=history.access_log, marks=history.marks)
+        return replace(history, requests=[r for r in history.requests if r.client == client])
 
     def _mode_for(self, target: str | None) -> FailureMode | None:
         kinds = [f.kind for f in self._state.faults if target is None or f.target == target]
@@ -358,10 +405,22 @@ class Runner:
             acknowledged = frozenset(r.request_id for r in history.requests
                                      if r.outcome is Outcome.OK and r.status == 201 and r.request_id)
             return check_durability(acknowledged, self._stored_writes())
+        backend = self.lab.config.backend
+        if spec.name == "lock_exclusivity":
+            return check_lock_exclusivity(history, job_interval_s=backend.job_interval_s,
+                                          lock_ttl_s=backend.lock_ttl_s, max_run_s=self._max_run_s())
+        if spec.name == "fencing":
+            return check_fencing(history, fencing_expected=True, max_run_s=self._max_run_s())
+        if spec.name == "lock_takeover":
+            return check_lock_takeover(history, target_node=target, lock_ttl_s=backend.lock_ttl_s,
+                                       job_interval_s=backend.job_interval_s, **tolerance)
+        if spec.name == "jobs_paused":
+            return check_jobs_paused_while_redis_down(history, backend.job_interval_s)
         return check_latency(history, policy, self._mode_for(None), outside_p99_bound_s=spec.outside_p99_bound_s,
                              added_latency_s=self._state.added_latency_s, **tolerance)
 
     def _resolved(self, target: str | None) -> str:
-        if target is None or not target.startswith("random"):
+        """A check's target: the node a dynamic fault target resolved to at inject."""
+        if target is None or not target.startswith(("random", "holder:")):
             return target or ""
         return self._state.faults[0].target if self._state.faults else target

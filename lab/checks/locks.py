@@ -1,0 +1,438 @@
+"""Job locks: were the scheduled jobs mutually exclusive, live, fenced, and paused without Redis?
+
+The records are the backends' own (``JobRun``, ``FencingRejection``, read from PostgreSQL by
+``lab.workload.jobs``) and the fault events. The model, from ``images/backend``: every node
+wakes at the start of tick ``k`` (scheduled time ``k * job_interval``); the one that takes
+the job's Redis lock (``SET NX PX lock_ttl``, extended every TTL/3 while the run lasts)
+claims the tick, records the run, works, and writes the fenced side effect. A lease is not
+mutual exclusion: a holder frozen past the TTL resumes and writes anyway, and only the
+fencing token keeps that stale write out (infra-facts section 4).
+
+An unfinished run (``finished_at`` NULL) has an unknown outcome. As in Jepsen it is never
+taken as "ended": it may have been running until the latest moment the history allows —
+its node's death (kill, stop, restart: a run cannot outlast its process; the lock may live
+on until its TTL, but nothing executes under it), and without a death, no bound at all (a
+frozen run resumes when unfrozen). ``max_run_s`` can add the bound a live process gives.
+
+Times in the details are seconds after the run's ``start`` mark (or the first run).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from lab.checks.base import CheckResult, Verdict, never_crashes
+from lab.history import FaultEvent, FaultPhase, History, JobRun
+
+EXCLUSIVITY = "lock-exclusivity"
+FENCING = "fencing"
+TAKEOVER = "lock-takeover"
+PAUSED = "jobs-paused-while-redis-down"
+
+JOBS = ("recurring-messages", "phone-linking-recovery")
+REDIS = "redis"
+# Faults that end the node's process: a run there cannot last past the action's completion.
+DEATHS = ("kill", "stop", "restart")
+FREEZE = "freeze"
+# Faults that leave Redis unable to answer at all (latency, throttle or loss leave it slow).
+REDIS_OUTAGES = ("kill", "stop", "freeze", "partition")
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """A run and the latest it may have ended: ``finished_at``, or a bound for an unknown one."""
+
+    run: JobRun
+    end: float                          # math.inf when nothing bounds an unfinished run
+    death: FaultEvent | None = None     # the kill/stop/restart that bounds an unknown run
+    max_run_s: float | None = None      # set when the live-process bound was the tighter one
+
+    @property
+    def known(self) -> bool:
+        return self.run.finished_at is not None
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Two runs of one job that (possibly) executed at the same time; ``first`` started first."""
+
+    first: RunSpan
+    second: RunSpan
+
+    @property
+    def certain(self) -> bool:
+        """Both ran at once for sure: the first one's end is recorded (the second's start is)."""
+        return self.first.known
+
+
+def run_span(run: JobRun, faults: Iterable[FaultEvent], max_run_s: float | None = None) -> RunSpan:
+    """The run with the latest time it may have ended (see the module docstring)."""
+    if run.finished_at is not None:
+        return RunSpan(run, run.finished_at)
+    faults = list(faults)
+    death = min((e for e in faults if e.target == run.node and e.phase is FaultPhase.INJECT
+                 and e.fault in DEATHS and e.at >= run.started_at),
+                key=lambda e: e.at, default=None)
+    end = math.inf if death is None else death.at
+    if max_run_s is not None:
+        live_end = run.started_at + max_run_s + _frozen_s(run, faults, run.started_at + max_run_s)
+        if live_end < end:
+            return RunSpan(run, live_end, None, max_run_s)
+    return RunSpan(run, end, death)
+
+
+def _frozen_s(run: JobRun, faults: Iterable[FaultEvent], until: float) -> float:
+    """How long ``run``'s node was frozen after it started, counting freezes before ``until``."""
+    history = History(faults=[e for e in faults if e.target == run.node and e.fault == FREEZE])
+    frozen = 0.0
+    for inject, heal in history.fault_windows():
+        if inject.started_at >= until + frozen:
+            break
+        resumed = math.inf if heal is None else heal.at
+        frozen += max(0.0, resumed - max(inject.started_at, run.started_at))
+    return frozen
+
+
+def find_overlaps(history: History, jobs: tuple[str, ...] = JOBS,
+                  max_run_s: float | None = None) -> list[Overlap]:
+    """Every pair of runs of the same job whose (possible) execution intervals intersect."""
+    by_job: dict[str, list[RunSpan]] = defaultdict(list)
+    for run in history.job_runs:
+        if run.job in jobs:
+            by_job[run.job].append(run_span(run, history.faults, max_run_s))
+    overlaps: list[Overlap] = []
+    for job in jobs:
+        spans = sorted(by_job[job], key=lambda s: (s.run.started_at, s.run.id))
+        for i, first in enumerate(spans):
+            for second in spans[i + 1:]:
+                if second.run.started_at >= first.end:
+                    break
+                overlaps.append(Overlap(first, second))
+    return overlaps
+
+
+class _Clock:
+    """Formats epoch seconds relative to the run's start, so details stay readable."""
+
+    def __init__(self, history: History):
+        starts = [r.started_at for r in history.job_runs]
+        self.origin = history.mark_at("start") or (min(starts) if starts else 0.0)
+
+    def __call__(self, at: float) -> str:
+        if math.isinf(at):
+            return "(no bound)"
+        return f"{at - self.origin:+.3f} s"
+
+
+def _describe(span: RunSpan, t: _Clock) -> str:
+    run = span.run
+    head = (f"{run.node} (run {run.id}, tick {run.tick}, token {run.fencing_token}) "
+            f"from {t(run.started_at)}")
+    if span.known:
+        return f"{head} to {t(span.end)} [{run.outcome}]"
+    if span.death is not None:
+        why = f"{span.death.fault} of {run.node} done: the run cannot outlast its process"
+    elif span.max_run_s is not None:
+        why = f"max_run_s = {span.max_run_s:g} s plus time frozen"
+    else:
+        why = f"{run.node} was not killed or stopped after it started: no bound"
+    return f"{head}, outcome unknown, may have run until {t(span.end)} ({why})"
+
+
+def _describe_overlap(overlap: Overlap, t: _Clock) -> str:
+    kind = "overlap" if overlap.certain else "possible overlap"
+    return (f"{overlap.first.run.job}: {kind}: {_describe(overlap.first, t)} and "
+            f"{_describe(overlap.second, t)}")
+
+
+def _windows(history: History, targets: Iterable[str],
+             kinds: tuple[str, ...] | None = None) -> list[tuple[FaultEvent, FaultEvent | None]]:
+    windows = [w for target in targets for w in history.fault_windows(target)
+               if kinds is None or w[0].fault in kinds]
+    return sorted(windows, key=lambda w: w[0].at)
+
+
+@never_crashes(EXCLUSIVITY)
+def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_s: float,
+                           jobs: tuple[str, ...] = JOBS, liveness_slack_ticks: int = 2,
+                           window: tuple[float, float] | None = None,
+                           outage_targets: tuple[str, ...] = (REDIS,),
+                           max_run_s: float | None = None) -> CheckResult:
+    """No two runs of a job overlap, no tick runs twice, and every tick with Redis up runs."""
+    t = _Clock(history)
+    runs = [r for r in history.job_runs if r.job in jobs]
+    unknown = [r for r in runs if r.finished_at is None]
+    overlaps = find_overlaps(history, jobs, max_run_s)
+    per_tick: dict[tuple[str, int], list[JobRun]] = defaultdict(list)
+    for run in runs:
+        per_tick[(run.job, run.tick)].append(run)
+    duplicates = {key: group for key, group in sorted(per_tick.items()) if len(group) > 1}
+
+    ws, we = window or _observation(history, runs)
+    judged, liveness_derivation = _judged_ticks(history, runs, jobs, job_interval_s, lock_ttl_s,
+                                                liveness_slack_ticks, (ws, we), outage_targets,
+                                                max_run_s)
+    missed = [(job, k) for job in jobs for k in judged[job] if (job, k) not in per_tick]
+
+    derivation = (
+        "exclusivity: a run occupies [started_at, finished_at]; an unfinished run (outcome "
+        "unknown) may have run until its node's kill/stop completed, and without one, with no "
+        "bound"
+        + ("" if max_run_s is None else f" beyond max_run_s = {max_run_s:g} s plus frozen time")
+        + "; two runs of one job overlap when the later one started before the earlier one "
+        "(possibly) ended. ticks: the lock winner claims its tick in Redis, so one run per "
+        "(job, tick). " + liveness_derivation)
+    expected = ("no overlapping runs of a job, each tick run at most once, every judged tick "
+                f"run at least once ({', '.join(jobs)})")
+    details = [_describe_overlap(o, t) for o in overlaps]
+    details += [f"{job}: tick {tick} ran {len(group)} times: "
+                + "; ".join(_describe(run_span(r, history.faults, max_run_s), t) for r in group)
+                for (job, tick), group in duplicates.items()]
+    details += [f"{job}: tick {k} (scheduled {t(k * job_interval_s)}) did not run"
+                for job, k in missed]
+    possible = sum(not o.certain for o in overlaps)
+    judged_count = sum(len(ticks) for ticks in judged.values())
+    values = (("runs", float(len(runs))), ("overlaps", float(len(overlaps))),
+              ("possible_overlaps", float(possible)), ("duplicate_ticks", float(len(duplicates))),
+              ("missed_ticks", float(len(missed))), ("unknown_runs", float(len(unknown))),
+              ("judged_ticks", float(judged_count)))
+    if not runs:
+        return CheckResult(EXCLUSIVITY, Verdict.UNKNOWN, "no job runs recorded", expected,
+                           derivation, values=values)
+    measured = (f"{len(runs)} runs ({len(unknown)} unknown): {len(overlaps)} overlaps "
+                f"({possible} possible), {len(duplicates)} ticks run twice, {len(missed)} of "
+                f"{judged_count} judged ticks missed")
+    failed = overlaps or duplicates or missed
+    return CheckResult(EXCLUSIVITY, Verdict.FAIL if failed else Verdict.PASS, measured, expected,
+                       derivation, tuple(details), values)
+
+
+def _observation(history: History, runs: list[JobRun]) -> tuple[float, float]:
+    """The observed stretch: the run's start and end marks, else the first and last run."""
+    starts = [r.started_at for r in runs] or [0.0]
+    start = history.mark_at("start")
+    end = history.mark_at("end")
+    return (min(starts) if start is None else start, max(starts) if end is None else end)
+
+
+def _judged_ticks(history: History, runs: list[JobRun], jobs: tuple[str, ...],
+                  interval: float, ttl: float, slack: int, window: tuple[float, float],
+                  outage_targets: tuple[str, ...],
+                  max_run_s: float | None) -> tuple[dict[str, list[int]], str]:
+    """Per job, the ticks that must have run; and how they were chosen."""
+    ws, we = window
+    first, last = math.ceil(ws / interval), math.floor(we / interval)
+    outages = [(inject.started_at, math.inf if heal is None else heal.at)
+               for inject, heal in _windows(history, outage_targets)]
+
+    def down(k: int) -> bool:
+        return any(lo <= k * interval <= hi for lo, hi in outages)
+
+    # Stretches of consecutive ticks with the lock store up; each loses `slack` at both ends.
+    stretches: list[list[int]] = [[]]
+    for k in range(first, last + 1):
+        if down(k):
+            if stretches[-1]:
+                stretches.append([])
+        else:
+            stretches[-1].append(k)
+    reachable = [k for s in stretches for k in (s[slack:len(s) - slack] if slack else s)]
+
+    ticks_after_fault = math.ceil(ttl / interval)
+    nodes = {r.node for r in runs}
+    spans = [run_span(r, history.faults, max_run_s) for r in runs]
+    ran_ticks = {(r.job, r.tick) for r in runs}
+    judged: dict[str, list[int]] = {}
+    for job in jobs:
+        excused: set[int] = set()
+        for fault in history.faults:
+            if fault.phase is not FaultPhase.INJECT or fault.target not in nodes:
+                continue
+            k0 = math.floor(fault.started_at / interval)
+            held = any(s.run.job == job and s.run.node == fault.target
+                       and s.run.started_at <= fault.at and s.end >= fault.started_at
+                       for s in spans)
+            # A holder hit between taking the lock and recording its run leaves its tick empty.
+            if held or (job, k0) not in ran_ticks:
+                excused.update(k for k in range(k0, last + 1)
+                               if k * interval < fault.at + ttl)
+        judged[job] = [k for k in reachable if k not in excused]
+    derivation = (
+        f"liveness: ticks k with k * job_interval inside the {we - ws:.3f} s observed (start "
+        f"to end mark; job_interval = {interval:g} s: ticks {first}..{last}, "
+        f"{max(0, last - first + 1)}), "
+        f"minus those in an outage of {', '.join(outage_targets)} [inject issued, heal done] "
+        f"(no lock can be taken), minus the first and last {slack} of each stretch in between "
+        "(startup, reconnecting, a fault taking effect), minus, per job, the ticks from the one "
+        f"during which a node holding that job's lock was faulted until fault + lock_ttl "
+        f"(= {ttl:g} s, up to ceil({ttl:g} / {interval:g}) = {ticks_after_fault} ticks after it: "
+        "a dead, frozen or cut-off holder neither releases nor extends, so others wait for the "
+        "lease to run out); a node counts as the holder when its run was in progress, or when "
+        "the fault's tick has no run at all (hit before recording it)")
+    return judged, derivation
+
+
+@never_crashes(FENCING)
+def check_fencing(history: History, *, fencing_expected: bool = True,
+                  jobs: tuple[str, ...] = JOBS, max_run_s: float | None = None) -> CheckResult:
+    """Every overlap was contained: the later run had the higher token, the stale write was rejected."""
+    t = _Clock(history)
+    overlaps = find_overlaps(history, jobs, max_run_s)
+    rejected = {(r.job, r.node, r.token) for r in history.fencing_rejections}
+    expected = "every overlap contained: the later-started run has the higher token and the " \
+               "earlier (stale) run's write is rejected"
+    derivation = (
+        "fencing on (LAB_FENCING=1): each lock acquisition INCRs the job's token, and the "
+        "resource rejects a token not above the last it accepted, recording the refusal in "
+        "fencing_rejections; so when a stale holder overlaps the next one, its write must "
+        "appear there with its job, node and token"
+        if fencing_expected else
+        "fencing off (LAB_FENCING=0, a negative control): the resource believes whoever writes "
+        "last, so no write is rejected and any overlap this scenario creates stays uncontained")
+    if not overlaps:
+        return CheckResult(FENCING, Verdict.UNKNOWN, "no overlapping runs: the scenario did not "
+                           "create the race fencing guards against", expected, derivation,
+                           values=(("overlaps", 0.0), ("contained", 0.0), ("uncontained", 0.0)))
+    contained: list[str] = []
+    uncontained: list[str] = []
+    for overlap in overlaps:
+        stale, later = overlap.first.run, overlap.second.run
+        what = _describe_overlap(overlap, t)
+        if stale.fencing_token is None or later.fencing_token is None:
+            uncontained.append(f"{what}: not fenced: a run without a fencing token (no lock)")
+        elif later.fencing_token <= stale.fencing_token:
+            uncontained.append(f"{what}: not fenced: the later-started run has the lower token "
+                               "(did Redis lose its counter?)")
+        elif (stale.job, stale.node, stale.fencing_token) in rejected:
+            contained.append(f"{what}: overlap contained by fencing: {stale.node}'s write with "
+                             f"token {stale.fencing_token} was rejected")
+        elif not overlap.first.known:
+            uncontained.append(f"{what}: not fenced: the stale run's outcome is unknown and no "
+                               f"rejection of token {stale.fencing_token} was recorded, so its "
+                               "write may have been applied")
+        else:
+            uncontained.append(f"{what}: not fenced: the stale write with token "
+                               f"{stale.fencing_token} was not rejected ({stale.outcome})")
+    if not fencing_expected and history.fencing_rejections:
+        uncontained.append(f"{len(history.fencing_rejections)} fencing rejections recorded "
+                           "although fencing was expected off")
+    values = (("overlaps", float(len(overlaps))), ("contained", float(len(contained))),
+              ("uncontained", float(len(overlaps) - len(contained))),
+              ("rejections", float(len(history.fencing_rejections))))
+    measured = f"{len(contained)} of {len(overlaps)} overlaps contained by fencing"
+    verdict = Verdict.FAIL if uncontained else Verdict.PASS
+    return CheckResult(FENCING, verdict, measured, expected, derivation,
+                       tuple(uncontained + contained), values)
+
+
+@never_crashes(TAKEOVER)
+def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float,
+                        job_interval_s: float, tolerance_s: float = 1.0,
+                        jobs: tuple[str, ...] = JOBS) -> CheckResult:
+    """After ``target_node`` is killed mid-run, the job's next run comes within the bound, without overlap."""
+    t = _Clock(history)
+    bound = lock_ttl_s + job_interval_s + tolerance_s
+    derivation = (
+        f"the killed holder's last lease extension was before its death, so its lock expires by "
+        f"kill + lock_ttl; the other nodes try at every tick, so the next run starts by kill + "
+        f"lock_ttl + job_interval + tolerance = {lock_ttl_s:g} + {job_interval_s:g} + "
+        f"{tolerance_s:g} = {bound:g} s (tolerance: recording the run); the killed run may have "
+        "run until the kill completed, so the next run must start after that")
+    expected = f"next run of each job {target_node} held within {bound:g} s of the kill, no overlap"
+    kills = sorted((e for e in history.faults if e.phase is FaultPhase.INJECT
+                    and e.fault == "kill" and e.target == target_node), key=lambda e: e.at)
+    if not kills:
+        return CheckResult(TAKEOVER, Verdict.UNKNOWN, f"{target_node} was not killed", expected,
+                           derivation, values=(("bound_s", bound),))
+    runs = sorted((r for r in history.job_runs if r.job in jobs), key=lambda r: (r.started_at, r.id))
+    kill, hit = kills[0], []
+    for kill in kills:
+        hit = [span for span in (run_span(r, history.faults) for r in runs)
+               if span.run.node == target_node and span.run.started_at <= kill.at
+               and span.end >= kill.started_at]
+        if hit:
+            break
+    if not hit:
+        return CheckResult(TAKEOVER, Verdict.UNKNOWN, f"no kill of {target_node} hit one of its "
+                           "runs: it held no lock to take over", expected, derivation,
+                           values=(("bound_s", bound),))
+    starts = [r.started_at for r in runs]
+    horizon = history.mark_at("end") or max(starts + [f.at for f in history.faults])
+    details: list[str] = []
+    verdicts: list[Verdict] = []
+    worst = 0.0
+    for span in hit:
+        killed = span.run
+        after = next((r for r in runs if r.job == killed.job and r.id != killed.id
+                      and r.started_at >= killed.started_at), None)
+        if after is None:
+            if horizon - kill.at < bound:
+                verdicts.append(Verdict.UNKNOWN)
+                details.append(f"{killed.job}: no run after the kill, but the history ends "
+                               f"{horizon - kill.at:.3f} s after it, before the bound")
+            else:
+                verdicts.append(Verdict.FAIL)
+                details.append(f"{killed.job}: no run in the {horizon - kill.at:.3f} s after "
+                               f"{target_node} was killed at {t(kill.at)}")
+            continue
+        delay = after.started_at - kill.at
+        worst = max(worst, delay)
+        overlap = after.started_at < span.end
+        late = delay > bound
+        verdicts.append(Verdict.FAIL if overlap or late else Verdict.PASS)
+        by = "the restarted holder itself" if after.node == target_node else after.node
+        details.append(
+            f"{killed.job}: killed run {_describe(span, t)}; next run by {by} (run {after.id}, "
+            f"tick {after.tick}, token {after.fencing_token}) at {t(after.started_at)}, "
+            f"{delay:.3f} s after the kill" + (" (too late)" if late else "")
+            + (": possible overlap with the killed run" if overlap else ""))
+    verdict = (Verdict.FAIL if Verdict.FAIL in verdicts else
+               Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.PASS)
+    measured = (f"next run {worst:.3f} s after the kill at {t(kill.at)} (the worst of the "
+                f"{len(hit)} job(s) {target_node} held)")
+    values = (("measured_s", worst), ("bound_s", bound), ("jobs_held", float(len(hit))))
+    return CheckResult(TAKEOVER, verdict, measured, expected, derivation, tuple(details), values)
+
+
+@never_crashes(PAUSED)
+def check_jobs_paused_while_redis_down(history: History, job_interval_s: float, *,
+                                       grace_s: float = 0.5, jobs: tuple[str, ...] = JOBS,
+                                       redis: str = REDIS) -> CheckResult:
+    """No run started while Redis could not be reached: such a run would hold no lock."""
+    t = _Clock(history)
+    derivation = (
+        f"a run starts only after SET NX on Redis succeeded, so none may start from a "
+        f"{'/'.join(REDIS_OUTAGES)} of {redis} (inject done + grace {grace_s:g} s: a run that "
+        "took its lock just before records its start just after) until its heal is issued; "
+        f"a tick every job_interval = {job_interval_s:g} s, so an outage of d s holds about "
+        f"d / {job_interval_s:g} ticks that must be skipped")
+    expected = f"no job run started during an outage of {redis}"
+    windows = _windows(history, (redis,), REDIS_OUTAGES)
+    if not windows:
+        return CheckResult(PAUSED, Verdict.UNKNOWN, f"no outage of {redis} in the history",
+                           expected, derivation)
+    end = history.mark_at("end") or max([r.started_at for r in history.job_runs]
+                                        + [f.at for f in history.faults])
+    runs = [r for r in history.job_runs if r.job in jobs]
+    during: list[str] = []
+    ticks = 0
+    for inject, heal in windows:
+        lo, hi = inject.at + grace_s, (end if heal is None else heal.started_at)
+        ticks += max(0, math.ceil(hi / job_interval_s) - math.floor(lo / job_interval_s) - 1)
+        during += [f"{r.job}: {r.node} (run {r.id}, tick {r.tick}, token {r.fencing_token}) "
+                   f"started at {t(r.started_at)} while {redis} was down ({inject.fault} from "
+                   f"{t(inject.at)} to {t(hi)}): a run without the lock"
+                   for r in runs if lo < r.started_at < hi]
+    values = (("outages", float(len(windows))), ("ticks_in_outages", float(ticks)),
+              ("runs_during_outage", float(len(during))))
+    if during:
+        return CheckResult(PAUSED, Verdict.FAIL, f"{len(during)} runs started while {redis} "
+                           "was down", expected, derivation, tuple(during), values)
+    if ticks == 0:
+        return CheckResult(PAUSED, Verdict.UNKNOWN, f"no tick fell inside the outage of {redis}",
+                           expected, derivation, values=values)
+    return CheckResult(PAUSED, Verdict.PASS, f"no run started during {len(windows)} outage(s) "
+                       f"of {redis} ({ticks} ticks skipped)", expected, derivation, values=values)

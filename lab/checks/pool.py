@@ -1,0 +1,292 @@
+"""The connection pool: PgBouncer never holds more server connections than it may, and drains.
+
+PgBouncer's own view (``SHOW POOLS``, infra-facts section 3): a pool's server connections are
+``sv_active + sv_idle + sv_used + sv_tested + sv_login`` and must stay within
+``default_pool_size + reserve_pool_size``. PostgreSQL's view (``pg_stat_activity``, counted
+by the sampler) must agree, so a pooler that lies about its pool, or a backend that bypasses
+it, is caught too. Clients waiting for a server connection (``cl_waiting``) must be gone by
+the end of the run, and no client may have seen an error.
+
+The reuse ratio, transactions per server connection, is reported, not judged: it is what
+transaction pooling buys (``SHOW STATS`` totals count from PgBouncer's start, so only the
+difference between two readings means anything).
+
+The expected sizes come from the rendered ``pgbouncer.ini`` (``parse_pgbouncer_ini``), with
+PgBouncer 1.18's defaults where a setting is absent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import shlex
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lab.checks.base import CheckResult, Verdict, combine, never_crashes
+from lab.errors import ConfigError
+from lab.history import PoolSample, PoolStats, ServerActivitySample
+
+__all__ = [
+    "PgBouncerPolicy",
+    "PoolSample",
+    "PoolStats",
+    "ServerActivitySample",
+    "check_pool_bound",
+    "parse_pgbouncer_ini",
+]
+
+NAME = "pool-bound"
+ADMIN_DATABASE = "pgbouncer"        # the admin console's pseudo-pool: no server connections
+# One server connection may open or close between reading SHOW POOLS and pg_stat_activity.
+CHANGE_SLACK = 1
+_SHOWN = 10
+
+# PgBouncer 1.18 defaults (infra-facts section 3, doc/config.md).
+DEFAULT_POOL_MODE = "session"
+DEFAULT_POOL_SIZE = 20
+DEFAULT_RESERVE_POOL_SIZE = 0
+DEFAULT_MAX_CLIENT_CONN = 100
+POOL_MODES = ("session", "transaction", "statement")
+_HINT = "render pgbouncer.ini from lab.toml again, or fix the setting named above"
+
+
+@dataclass(frozen=True)
+class PgBouncerPolicy:
+    """The pool settings PgBouncer runs with, for one database (or globally)."""
+
+    pool_mode: str
+    default_pool_size: int
+    reserve_pool_size: int
+    max_client_conn: int
+
+    @property
+    def server_bound(self) -> int:
+        """Most server connections one pool may hold."""
+        return self.default_pool_size + self.reserve_pool_size
+
+
+def _int(value: str, where: str, *, minimum: int = 0) -> int:
+    if not value.isdigit() or int(value) < minimum:
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}", hint=_HINT)
+    return int(value)
+
+
+def _mode(value: str, where: str) -> str:
+    if value not in POOL_MODES:
+        raise ConfigError(f"{where}: pool_mode must be one of {', '.join(POOL_MODES)}, got "
+                          f"{value!r}", hint=_HINT)
+    return value
+
+
+def parse_pgbouncer_ini(text: str, *, database: str | None = None) -> PgBouncerPolicy:
+    """The pool settings of a rendered pgbouncer.ini; with ``database``, its own overrides apply."""
+    section = ""
+    seen: set[str] = set()
+    settings: dict[str, tuple[str, int]] = {}
+    databases: dict[str, tuple[str, int]] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in ";#":
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise ConfigError(f"pgbouncer.ini line {number}: unterminated section header",
+                                  hint=_HINT)
+            section = line[1:-1].strip().lower()
+            seen.add(section)
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"pgbouncer.ini line {number}: expected 'name = value'", hint=_HINT)
+        name, value = name.strip(), value.strip()
+        if section == "pgbouncer":
+            settings[name.lower()] = (value, number)
+        elif section == "databases":
+            databases[name] = (value, number)
+    if "pgbouncer" not in seen:
+        raise ConfigError("pgbouncer.ini: no [pgbouncer] section", hint=_HINT)
+
+    def setting(name: str, default: int, *, minimum: int = 0) -> int:
+        if name not in settings:
+            return default
+        value, number = settings[name]
+        return _int(value, f"pgbouncer.ini line {number}: {name}", minimum=minimum)
+
+    pool_mode = DEFAULT_POOL_MODE
+    if "pool_mode" in settings:
+        value, number = settings["pool_mode"]
+        pool_mode = _mode(value, f"pgbouncer.ini line {number}")
+    pool_size = setting("default_pool_size", DEFAULT_POOL_SIZE)
+    reserve = setting("reserve_pool_size", DEFAULT_RESERVE_POOL_SIZE)
+    max_client = setting("max_client_conn", DEFAULT_MAX_CLIENT_CONN, minimum=1)
+
+    if database is not None:
+        entry = databases.get(database) or databases.get("*")
+        if entry is None:
+            raise ConfigError(f"pgbouncer.ini: database {database!r} is not in [databases]",
+                              hint=_HINT)
+        value, number = entry
+        where = f"pgbouncer.ini line {number}"
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}", hint=_HINT) from None
+        for word in words:
+            key, _, item = word.partition("=")
+            if key == "pool_size":
+                pool_size = _int(item, f"{where} pool_size")
+            elif key == "reserve_pool":
+                reserve = _int(item, f"{where} reserve_pool")
+            elif key == "pool_mode":
+                pool_mode = _mode(item, where)
+    return PgBouncerPolicy(pool_mode, pool_size, reserve, max_client)
+
+
+# --- the check -----------------------------------------------------------------------------
+
+
+def _bracket(times: Sequence[float], totals: Sequence[int], at: float) -> tuple[int, int]:
+    """The server totals of the SHOW POOLS readings just before and after ``at``."""
+    i = bisect.bisect_left(times, at)
+    around = [totals[j] for j in (i - 1, i) if 0 <= j < len(totals)]
+    if i < len(times) and times[i] == at:
+        around = [totals[i]]
+    return min(around), max(around)
+
+
+@never_crashes(NAME)
+def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerActivitySample],
+                     default_pool_size: int, reserve_pool_size: int,
+                     stats_before: PoolStats | None, stats_after: PoolStats | None,
+                     client_errors: int, *, own_connections: int = 1,
+                     pool_mode: str | None = None) -> CheckResult:
+    """Whether every pool stayed within its bound, PostgreSQL agreed, waiters drained, no client erred.
+
+    ``own_connections``: connections the sampler holds that ``pg_stat_activity`` counts but
+    PgBouncer does not (its direct PostgreSQL session, when it logs in as the app's user).
+    ``pool_mode``: the mode the configuration asks for, compared with what SHOW POOLS reports.
+    """
+    bound = default_pool_size + reserve_pool_size
+    expected = (f"each pool <= {bound} server connections, pg_stat_activity within "
+                f"{own_connections} (+{CHANGE_SLACK}) of PgBouncer's count, no client waiting at "
+                "the end, no client error" + (f", pool_mode {pool_mode}" if pool_mode else ""))
+    derivation = (f"default_pool_size {default_pool_size} + reserve_pool_size {reserve_pool_size} "
+                  f"= {bound} (pgbouncer.ini); server connections = sv_active + sv_idle + "
+                  "sv_used + sv_tested + sv_login (infra-facts section 3); the sampler's own "
+                  f"{own_connections} connection(s) show in pg_stat_activity only, and one may "
+                  "open or close between the two readings")
+    pools: dict[tuple[str, str], list[PoolSample]] = defaultdict(list)
+    for sample in samples:
+        if sample.database != ADMIN_DATABASE:
+            pools[(sample.database, sample.user)].append(sample)
+    if not pools:
+        return CheckResult(NAME, Verdict.UNKNOWN, "no SHOW POOLS sample of an app pool", expected,
+                           derivation)
+    for readings in pools.values():
+        readings.sort(key=lambda s: s.at)
+    t0 = min(s.at for readings in pools.values() for s in readings)
+
+    verdicts: list[Verdict] = []
+    details: list[str] = []
+    values: list[tuple[str, float]] = [("bound", float(bound))]
+
+    # 1. The bound, per pool.
+    over = [s for readings in pools.values() for s in readings if s.sv_total > bound]
+    peak_pool = max(s.sv_total for readings in pools.values() for s in readings)
+    values.append(("peak_server_connections", float(peak_pool)))
+    if over:
+        verdicts.append(Verdict.FAIL)
+        details.append(f"over the bound of {bound} in {len(over)} sample(s):")
+        details += [f"  +{s.at - t0:.2f} s {s.database}/{s.user}: {s.sv_total} server connections "
+                    f"(active {s.sv_active}, idle {s.sv_idle}, used {s.sv_used}, tested "
+                    f"{s.sv_tested}, login {s.sv_login})" for s in over[:_SHOWN]]
+    else:
+        verdicts.append(Verdict.PASS)
+    peak_waiting = max(s.cl_waiting for readings in pools.values() for s in readings)
+    peak_wait_s = max(s.maxwait_s for readings in pools.values() for s in readings)
+    values += [("peak_cl_waiting", float(peak_waiting)), ("peak_maxwait_s", peak_wait_s)]
+    if peak_pool < bound and peak_waiting == 0:
+        details.append(f"the pool never filled (peak {peak_pool} of {bound}, nobody waited): the "
+                       "bound was not exercised")
+
+    # 2. PostgreSQL's count against PgBouncer's, at each pg_stat_activity reading.
+    per_instant: dict[float, int] = defaultdict(int)
+    for readings in pools.values():
+        for s in readings:
+            per_instant[s.at] += s.sv_total
+    times = sorted(per_instant)
+    totals = [per_instant[t] for t in times]
+    if not pg_samples:
+        verdicts.append(Verdict.UNKNOWN)
+        details.append("no pg_stat_activity sample: PostgreSQL's side was not compared")
+    else:
+        disagreements: list[str] = []
+        worst = 0
+        for pg in sorted(pg_samples, key=lambda p: p.at):
+            lo, hi = _bracket(times, totals, pg.at)
+            low, high = lo - CHANGE_SLACK, hi + own_connections + CHANGE_SLACK
+            if not low <= pg.connections <= high:
+                off = pg.connections - high if pg.connections > high else low - pg.connections
+                worst = max(worst, off)
+                disagreements.append(f"  +{pg.at - t0:.2f} s pg_stat_activity {pg.connections}, "
+                                     f"PgBouncer {lo}..{hi} (allowed {low}..{high})")
+        pg_peak = max(p.connections for p in pg_samples)
+        pg_bound = bound * len(pools) + own_connections + CHANGE_SLACK
+        values += [("peak_pg_connections", float(pg_peak)), ("pg_disagreements",
+                                                               float(len(disagreements)))]
+        if pg_peak > pg_bound:
+            details.append(f"PostgreSQL saw {pg_peak} connections, more than {len(pools)} pool(s) "
+                           f"x {bound} + {own_connections} own + {CHANGE_SLACK} closing = "
+                           f"{pg_bound}")
+        if disagreements:
+            details.append(f"PostgreSQL and PgBouncer disagree in {len(disagreements)} "
+                           f"reading(s) (worst by {worst}):")
+            details += disagreements[:_SHOWN]
+        verdicts.append(Verdict.FAIL if disagreements or pg_peak > pg_bound else Verdict.PASS)
+
+    # 3. Waiting clients drained by the end.
+    stuck = [readings[-1] for readings in pools.values()
+             if readings[-1].cl_waiting or readings[-1].maxwait_s > 0]
+    if stuck:
+        verdicts.append(Verdict.FAIL)
+        details += [f"still waiting at the last sample (+{s.at - t0:.2f} s) in {s.database}/"
+                    f"{s.user}: {s.cl_waiting} client(s), oldest {s.maxwait_s:.3f} s"
+                    for s in stuck]
+    last_waiting = sum(readings[-1].cl_waiting for readings in pools.values())
+    values.append(("final_cl_waiting", float(last_waiting)))
+
+    # 4. Client errors and the pool mode.
+    values.append(("client_errors", float(client_errors)))
+    if client_errors:
+        verdicts.append(Verdict.FAIL)
+        details.append(f"{client_errors} client error(s)")
+    if pool_mode is not None:
+        modes = {s.pool_mode for readings in pools.values() for s in readings if s.pool_mode}
+        wrong = sorted(modes - {pool_mode})
+        if wrong:
+            verdicts.append(Verdict.FAIL)
+            details.append(f"PgBouncer runs pool_mode {', '.join(wrong)}; the configuration says "
+                           f"{pool_mode}")
+
+    # 5. Reuse: transactions per server connection (reported, not judged).
+    reuse = ""
+    if stats_before is not None and stats_after is not None:
+        xacts = stats_after.total_xact_count - stats_before.total_xact_count
+        queries = stats_after.total_query_count - stats_before.total_query_count
+        if xacts < 0 or queries < 0:
+            verdicts.append(Verdict.UNKNOWN)
+            details.append("SHOW STATS totals went backwards: PgBouncer restarted between readings")
+        else:
+            values += [("transactions", float(xacts)), ("queries", float(queries))]
+            peak_total = max(totals)
+            if peak_total:
+                ratio = xacts / peak_total
+                values.append(("reuse_ratio", ratio))
+                reuse = (f"; {xacts} transactions over at most {peak_total} server connections "
+                         f"= {ratio:.1f} per connection")
+    measured = (f"peak {peak_pool} server connections per pool (bound {bound}), peak "
+                f"{peak_waiting} waiting, {last_waiting} waiting at the end, {client_errors} "
+                f"client error(s){reuse}")
+    return CheckResult(NAME, combine(verdicts), measured, expected, derivation, tuple(details),
+                       tuple(values))

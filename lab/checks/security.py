@@ -1,0 +1,259 @@
+"""Security: the HTTPS certificate and the headers every answer must carry.
+
+TLS: the certificate NGINX serves names the lab's host (subjectAltName; clients ignore the
+CN when a SAN is present), is signed by the lab's CA rather than by itself, and is within its
+validity period; every HTTPS answer carries ``Strict-Transport-Security`` with the configured
+max-age.
+
+Headers: NGINX adds a header to 4xx and 5xx answers (429 and its own 502/504 included) only
+with ``always``; without it the header silently disappears from exactly the answers an
+attacker can provoke. The required set is read from the parsed nginx.conf
+(``required_headers``), so a configuration that drops one fails and names it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtensionOID
+
+from lab.checks.base import CheckResult, Verdict, combine, never_crashes
+from lab.history import HeaderSample, TlsObservation
+from lab.topology.nginx_conf import NginxPolicy
+
+__all__ = [
+    "HeaderSample",
+    "TlsObservation",
+    "check_security_headers",
+    "check_tls",
+    "hsts_max_age",
+    "observe_certificate",
+    "required_headers",
+]
+
+TLS = "tls"
+HEADERS = "security-headers"
+HSTS = "Strict-Transport-Security"
+_MAX_AGE = re.compile(r"(?:^|;)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:;|$)", re.IGNORECASE)
+_SHOWN = 10
+
+
+# --- expectations from the parsed nginx.conf ------------------------------------------------
+
+
+def required_headers(policy: NginxPolicy, *, tls: bool | None = None) -> dict[str, str | None]:
+    """Headers every answer of the chosen servers must carry: those added ``always`` with a fixed value.
+
+    ``tls`` None: the headers common to every server (same value); True/False: those of the
+    first HTTPS / HTTP server. A value with a variable (``$limit_req_status``) is skipped:
+    NGINX omits a header whose value is empty, so it is not on every answer.
+    """
+    servers = [s for s in policy.servers if tls is None or s.tls == tls]
+    if tls is not None:
+        servers = servers[:1]
+    if not servers:
+        return {}
+    per_server: list[dict[str, str]] = []
+    for server in servers:
+        always = {name.lower() for name in server.always_headers}
+        per_server.append({name: value for name, value in server.headers
+                           if name.lower() in always and "$" not in value})
+    common = per_server[0]
+    for other in per_server[1:]:
+        lowered = {k.lower(): v for k, v in other.items()}
+        common = {k: v for k, v in common.items() if lowered.get(k.lower()) == v}
+    return dict(common)
+
+
+def hsts_max_age(policy: NginxPolicy) -> int | None:
+    """The max-age the HTTPS server's Strict-Transport-Security header sets, None without one."""
+    for server in policy.servers:
+        if not server.tls:
+            continue
+        for name, value in server.headers:
+            if name.lower() == HSTS.lower() and (match := _MAX_AGE.search(value)):
+                return int(match.group(1))
+    return None
+
+
+# --- the certificate, read into a record (pure: bytes in, record out) -----------------------
+
+
+def _load(data: bytes) -> x509.Certificate:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def observe_certificate(host: str, served: bytes, lab_ca_pem: bytes,
+                        observed_at: float) -> TlsObservation:
+    """The served certificate (DER or PEM) as a ``TlsObservation``, judged against the lab's CA."""
+    cert = _load(served)
+    ca = _load(lab_ca_pem)
+    try:
+        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = (*ext.get_values_for_type(x509.DNSName),
+               *(str(ip) for ip in ext.get_values_for_type(x509.IPAddress)))
+    except x509.ExtensionNotFound:
+        san = ()
+    return TlsObservation(
+        host=host,
+        issuer=cert.issuer.rfc4514_string(),
+        subject=cert.subject.rfc4514_string(),
+        san=san,
+        self_signed=cert.issuer == cert.subject,
+        verified_with_lab_ca=cert.issuer == ca.subject and _signed_by(cert, ca),
+        not_after_epoch=cert.not_valid_after_utc.timestamp(),
+        not_before_epoch=cert.not_valid_before_utc.timestamp(),
+        observed_at=observed_at,
+    )
+
+
+def _name_matches(pattern: str, host: str) -> bool:
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        # A wildcard covers exactly one leftmost label (RFC 6125).
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == host
+
+
+def _statuses(samples: Sequence[HeaderSample]) -> str:
+    counts = Counter(s.status for s in samples)
+    return ", ".join(f"{status} x{n}" for status, n in sorted(counts.items()))
+
+
+# --- the checks ------------------------------------------------------------------------------
+
+
+@never_crashes(TLS)
+def check_tls(obs: TlsObservation | None, server_name: str, hsts_samples: Sequence[HeaderSample],
+              *, hsts_max_age_s: int | None) -> CheckResult:
+    """Whether HTTPS serves a lab-CA certificate for ``server_name`` and HSTS on every HTTPS answer.
+
+    ``hsts_max_age_s`` comes from the configuration (``hsts_max_age``); None means none is
+    configured, and then none is required.
+    """
+    expected = (f"certificate for {server_name} signed by the lab CA, not self-signed, valid now"
+                + (f"; every HTTPS answer has {HSTS} max-age={hsts_max_age_s}"
+                   if hsts_max_age_s is not None else ""))
+    derivation = (f"server_name {server_name} (nginx.conf); the lab's CA signs the server "
+                  "certificate (lab.topology.tls); "
+                  + (f"add_header {HSTS} max-age={hsts_max_age_s} always on the HTTPS server"
+                     if hsts_max_age_s is not None else "no HSTS header configured"))
+    if obs is None:
+        return CheckResult(TLS, Verdict.UNKNOWN, "no TLS handshake was observed", expected,
+                           derivation)
+    verdicts: list[Verdict] = []
+    details: list[str] = []
+    problems: list[str] = []
+    if not any(_name_matches(name, server_name) for name in obs.san):
+        problems.append(f"{server_name} is not among the certificate's names "
+                        f"({', '.join(obs.san) or 'no subjectAltName'})")
+    if obs.self_signed:
+        problems.append(f"the certificate is self-signed ({obs.subject})")
+    if not obs.verified_with_lab_ca:
+        problems.append(f"the certificate is not signed by the lab's CA (issuer {obs.issuer})")
+    if obs.observed_at is None:
+        details.append("no observation time: the validity period was not checked")
+    elif not obs.not_before_epoch <= obs.observed_at <= obs.not_after_epoch:
+        problems.append(f"outside its validity period at the handshake (valid "
+                        f"{obs.not_before_epoch:.0f}..{obs.not_after_epoch:.0f}, observed "
+                        f"{obs.observed_at:.0f})")
+    verdicts.append(Verdict.FAIL if problems else Verdict.PASS)
+    details = problems + details
+
+    https = [s for s in hsts_samples if s.url.lower().startswith("https://")]
+    values: list[tuple[str, float]] = [("https_samples", float(len(https)))]
+    if obs.observed_at is not None:
+        values.append(("days_left", (obs.not_after_epoch - obs.observed_at) / 86400))
+    hsts_text = ""
+    if hsts_max_age_s is not None:
+        lacking = [s for s in https if s.header(HSTS) is None]
+        wrong = [s for s in https if (v := s.header(HSTS)) is not None
+                 and ((m := _MAX_AGE.search(v)) is None or int(m.group(1)) != hsts_max_age_s)]
+        values += [("hsts_missing", float(len(lacking))), ("hsts_wrong", float(len(wrong)))]
+        if not https:
+            verdicts.append(Verdict.UNKNOWN)
+            details.append("no HTTPS answer sampled: HSTS not checked")
+        elif lacking or wrong:
+            verdicts.append(Verdict.FAIL)
+            if lacking:
+                details.append(f"{HSTS} missing on {len(lacking)} HTTPS answer(s) "
+                               f"(status {_statuses(lacking)}), e.g. {lacking[0].url}")
+            if wrong:
+                details.append(f"{HSTS} {wrong[0].header(HSTS)!r} on {len(wrong)} answer(s) "
+                               f"(status {_statuses(wrong)}), expected max-age={hsts_max_age_s}")
+        else:
+            verdicts.append(Verdict.PASS)
+        hsts_text = f"; HSTS on {len(https) - len(lacking) - len(wrong)}/{len(https)} HTTPS answers"
+    measured = (f"certificate {obs.subject} for {', '.join(obs.san) or '-'}, issued by "
+                f"{obs.issuer}{'' if obs.verified_with_lab_ca else ' (not the lab CA)'}"
+                f"{', self-signed' if obs.self_signed else ''}{hsts_text}")
+    return CheckResult(TLS, combine(verdicts), measured, expected, derivation, tuple(details),
+                       tuple(values))
+
+
+def _values(sample: HeaderSample, name: str) -> list[str]:
+    wanted = name.lower()
+    return [value for key, value in sample.headers if key.lower() == wanted]
+
+
+@never_crashes(HEADERS)
+def check_security_headers(samples: Sequence[HeaderSample], required: Mapping[str, str | None],
+                           *, require_error_samples: bool = True) -> CheckResult:
+    """Whether every sampled answer carries each required header (with its value, when one is given).
+
+    With ``require_error_samples`` the verdict is unknown unless some sampled answer was 4xx
+    or 5xx: only those show whether the headers are added ``always``.
+    """
+    names = ", ".join(f"{k}: {v}" if v is not None else k for k, v in required.items())
+    expected = f"every answer (4xx, 5xx, 429 included) carries {names or 'nothing'}"
+    derivation = ("add_header ... always at server level of nginx.conf (required_headers); "
+                  "without 'always' NGINX drops a header from 4xx/5xx answers")
+    if not required:
+        return CheckResult(HEADERS, Verdict.UNKNOWN, "no required header given", expected,
+                           derivation)
+    if not samples:
+        return CheckResult(HEADERS, Verdict.UNKNOWN, "no answer sampled", expected, derivation)
+    details: list[str] = []
+    failing = 0
+    for name, value in required.items():
+        lacking = [s for s in samples if not _values(s, name)]
+        wrong = [s for s in samples if (found := _values(s, name))
+                 and value is not None and any(v.strip() != value for v in found)]
+        if lacking:
+            failing += 1
+            details.append(f"{name} missing on {len(lacking)} of {len(samples)} answers "
+                           f"(status {_statuses(lacking)}), e.g. {lacking[0].url}")
+        if wrong:
+            failing += 1
+            details.append(f"{name} is {', '.join(map(repr, _values(wrong[0], name)))} on "
+                           f"{len(wrong)} answer(s) (status {_statuses(wrong)}), expected "
+                           f"{value!r}")
+    errors = [s for s in samples if s.status >= 400]
+    values = (("samples", float(len(samples))), ("error_samples", float(len(errors))),
+              ("problems", float(failing)))
+    measured = (f"{len(samples)} answers sampled (status {_statuses(samples)}); "
+                f"{failing} header problem(s)")
+    if failing:
+        verdict = Verdict.FAIL
+    elif require_error_samples and not errors:
+        verdict = Verdict.UNKNOWN
+        details.append("no 4xx/5xx answer sampled: 'always' is untested")
+    else:
+        verdict = Verdict.PASS
+    return CheckResult(HEADERS, verdict, measured, expected, derivation, tuple(details[:_SHOWN]),
+                       values)
