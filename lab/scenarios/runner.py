@@ -34,6 +34,7 @@ from lab.checks.locks import (
     check_lock_exclusivity,
     check_lock_takeover,
 )
+from lab.config import BackendConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
 from lab.history import FaultEvent, FaultPhase, History, Outcome
@@ -106,7 +107,8 @@ class Runner:
 
     def __init__(self, lab: Lab, scenario: Scenario, *, seed: int | None = None,
                  on_progress: Callable[[Progress], None] = lambda progress: None,
-                 ready_timeout_s: float = 60.0, expected_policy: UpstreamPolicy | None = None):
+                 ready_timeout_s: float = 60.0, expected_policy: UpstreamPolicy | None = None,
+                 expected_backend: BackendConfig | None = None):
         self.lab = lab
         self.scenario = scenario
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
@@ -117,6 +119,7 @@ class Runner:
         # (the checklist's) can be given instead: negative controls run a broken NGINX and
         # judge it against what it should have been.
         self._expected_policy = expected_policy
+        self._expected_backend = expected_backend
         self._traffic: TrafficRun | None = None
         self._t0 = time.monotonic()
         self._state = _State()
@@ -358,10 +361,13 @@ class Runner:
     def _read_job_records(self, history: History) -> None:
         """Job runs and fencing rejections since the run started, read from PostgreSQL."""
         self._state.phase = "reading job records"
-        # Runs in progress at the end record their finish within max_run_s.
-        self._sleep(self._max_run_s())
         since = history.mark_at("start") or 0.0
-        history.job_runs.extend(read_job_runs(self.lab.endpoints.postgres_dsn, since))
+        end = history.mark_at("end") or time.time()
+        # A run in progress at the end records its finish within max_run_s; runs that began
+        # after the end are outside the observation and left out.
+        self._sleep(end + self._max_run_s() - time.time())
+        history.job_runs.extend(run for run in read_job_runs(self.lab.endpoints.postgres_dsn, since)
+                                if run.started_at <= end)
         history.fencing_rejections.extend(read_fencing_rejections(self.lab.endpoints.postgres_dsn, since))
 
     # -- checks ---------------------------------------------------------------------------
@@ -405,7 +411,7 @@ class Runner:
             acknowledged = frozenset(r.request_id for r in history.requests
                                      if r.outcome is Outcome.OK and r.status == 201 and r.request_id)
             return check_durability(acknowledged, self._stored_writes())
-        backend = self.lab.config.backend
+        backend = self._expected_backend or self.lab.config.backend
         if spec.name == "lock_exclusivity":
             return check_lock_exclusivity(history, job_interval_s=backend.job_interval_s,
                                           lock_ttl_s=backend.lock_ttl_s, max_run_s=self._max_run_s())

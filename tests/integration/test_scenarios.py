@@ -280,3 +280,47 @@ def test_traffic_never_leaves_loopback(running_lab: Lab) -> None:
         assert "@127.0.0.1:" in value or "//127.0.0.1:" in value, value
     assert httpx.get(f"{endpoints.nginx_http}/health").status_code == 200
     assert os.environ.get("TESTCONTAINERS_RYUK_DISABLED") == "true"
+
+
+def _backend_lab(engine: Engine, suffix: str, **backend: object) -> Lab:
+    config = LabConfig(name=session_lab_name(suffix)).with_overrides("backend", **backend)
+    lab = Lab(engine, config)
+    lab.up(ephemeral=True)
+    return lab
+
+
+def test_exclusivity_and_pause_fail_without_locks(engine: Engine, lab_images: dict[str, str]) -> None:
+    """Backends that run jobs without locks overlap, run ticks twice, and run while Redis is down."""
+    lab = _backend_lab(engine, "unlocked", locking=False)
+    try:
+        result = by_name(Runner(lab, load_scenario("redis-outage"), seed=8).run())
+    finally:
+        lab.down()
+    exclusivity = result["lock-exclusivity"]
+    assert exclusivity.verdict is Verdict.FAIL, exclusivity
+    assert dict(exclusivity.values)["duplicate_ticks"] > 0
+    paused = result["jobs-paused-while-redis-down"]
+    assert paused.verdict is Verdict.FAIL, paused
+
+
+def test_fencing_fails_when_switched_off(engine: Engine, lab_images: dict[str, str]) -> None:
+    """With fencing off, the frozen holder's stale write is accepted and the check shows the overlap."""
+    lab = _backend_lab(engine, "unfenced", fencing=False, job_duration_s=1.5, lock_ttl_s=3.0)
+    try:
+        result = by_name(Runner(lab, load_scenario("lock-holder-freeze"), seed=9).run())
+    finally:
+        lab.down()
+    assert result["fencing"].verdict is Verdict.FAIL, result["fencing"]
+    assert result["fencing"].details
+
+
+def test_takeover_fails_when_the_ttl_is_longer_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
+    """Locks that live 12 s where the checklist claims 3 s make the takeover after a crash too slow."""
+    lab = _backend_lab(engine, "long-ttl", job_duration_s=1.5, lock_ttl_s=12.0)
+    claimed = LabConfig().with_overrides("backend", job_duration_s=1.5, lock_ttl_s=3.0).backend
+    try:
+        result = by_name(Runner(lab, load_scenario("lock-holder-crash"), seed=10, expected_backend=claimed).run())
+    finally:
+        lab.down()
+    takeover = result["lock-takeover"]
+    assert takeover.verdict is Verdict.FAIL, takeover
