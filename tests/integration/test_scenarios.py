@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,53 +44,54 @@ def sidecars(engine: Engine, lab: Lab) -> list[str]:
     return [c.name for c in engine.list_containers({LABEL_LAB: lab.name, LABEL_KIND: "sidecar"})]
 
 
-@pytest.fixture(scope="module")
-def broken_balancer(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
-    """NGINX that never ejects (max_fails=0), waits 3 s to connect, and weights backend-1 x4."""
-    broken = LabConfig().with_overrides("nginx", max_fails=0, connect_timeout_s=3.0)
-    conf = render_nginx(broken).replace("server backend-1:8000 ", "server backend-1:8000 weight=4 ")
-    lab = Lab(engine, LabConfig(name=session_lab_name("broken-lb")), nginx_conf=conf)
+@contextmanager
+def started(engine: Engine, suffix: str, *, nginx_conf: str | None = None,
+            **sections: dict[str, object]) -> Iterator[Lab]:
+    """A lab of its own for one test, with configuration overrides by section; always removed."""
+    config = LabConfig(name=session_lab_name(suffix))
+    for section, values in sections.items():
+        config = config.with_overrides(section, **values)
+    lab = Lab(engine, config, nginx_conf=nginx_conf)
     try:
         lab.up(ephemeral=True)
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def broken_balancer(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
+    """NGINX that never ejects (max_fails=0), waits 3 s to connect, and weights backend-1 x4."""
+    broken = LabConfig().with_overrides("nginx", max_fails=0, connect_timeout_s=3.0)
+    conf = render_nginx(broken).replace("server backend-1:8000 ", "server backend-1:8000 weight=4 ")
+    with started(engine, "broken-lb", nginx_conf=conf) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
 def no_retries(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
     """NGINX that never retries another backend and ejects for 30 s instead of 10."""
     broken = LabConfig().with_overrides("nginx", next_upstream=("off",), fail_timeout_s=30)
-    lab = Lab(engine, LabConfig(name=session_lab_name("no-retry")), nginx_conf=render_nginx(broken))
-    try:
-        lab.up(ephemeral=True)
+    with started(engine, "no-retry", nginx_conf=render_nginx(broken)) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="module")
 def lab_for(running_lab: Lab, engine: Engine) -> Iterator[Callable[[Scenario], Lab]]:
     """The lab a scenario asks for: the shared one, or one per distinct set of overrides."""
-    started: dict[str, Lab] = {}
+    started_labs: dict[str, Lab] = {}
+    with ExitStack() as stack:
 
-    def get(scenario: Scenario) -> Lab:
-        if not scenario.lab:
-            return running_lab
-        key = json.dumps(scenario.lab, sort_keys=True)
-        if key not in started:
-            config = LabConfig(name=session_lab_name(f"overrides-{len(started)}"))
-            for section, values in scenario.lab.items():
-                config = config.with_overrides(section, **values)
-            started[key] = Lab(engine, config)
-            started[key].up(ephemeral=True)
-        return started[key]
+        def get(scenario: Scenario) -> Lab:
+            if not scenario.lab:
+                return running_lab
+            key = json.dumps(scenario.lab, sort_keys=True)
+            if key not in started_labs:
+                started_labs[key] = stack.enter_context(
+                    started(engine, f"overrides-{len(started_labs)}", **scenario.lab))
+            return started_labs[key]
 
-    try:
         yield get
-    finally:
-        for lab in started.values():
-            lab.down()
 
 
 @pytest.mark.parametrize("name", sorted(available()))
@@ -149,14 +151,9 @@ def test_durability_holds_with_synchronous_commit(running_lab: Lab) -> None:
 
 def test_durability_fails_with_asynchronous_commit(engine: Engine, lab_images: dict[str, str]) -> None:
     """With synchronous_commit=off a PostgreSQL SIGKILL loses acknowledged writes, and the check says so."""
-    config = LabConfig(name=session_lab_name("async-commit")).with_overrides(
-        "postgres", synchronous_commit=False, wal_writer_delay_ms=10_000)
-    lab = Lab(engine, config)
-    try:
-        lab.up(ephemeral=True)
+    postgres = {"synchronous_commit": False, "wal_writer_delay_ms": 10_000}
+    with started(engine, "async-commit", postgres=postgres) as lab:
         result = by_name(Runner(lab, parse_scenario(DURABILITY_PROBE, "probe"), seed=3).run())
-    finally:
-        lab.down()
     assert result["durability"].verdict is Verdict.FAIL, result["durability"]
     assert result["durability"].details[0].startswith("lost acknowledged writes:")
 
@@ -282,20 +279,10 @@ def test_traffic_never_leaves_loopback(running_lab: Lab) -> None:
     assert os.environ.get("TESTCONTAINERS_RYUK_DISABLED") == "true"
 
 
-def _backend_lab(engine: Engine, suffix: str, **backend: object) -> Lab:
-    config = LabConfig(name=session_lab_name(suffix)).with_overrides("backend", **backend)
-    lab = Lab(engine, config)
-    lab.up(ephemeral=True)
-    return lab
-
-
 def test_exclusivity_and_pause_fail_without_locks(engine: Engine, lab_images: dict[str, str]) -> None:
     """Backends that run jobs without locks overlap, run ticks twice, and run while Redis is down."""
-    lab = _backend_lab(engine, "unlocked", locking=False)
-    try:
+    with started(engine, "unlocked", backend={"locking": False}) as lab:
         result = by_name(Runner(lab, load_scenario("redis-outage"), seed=8).run())
-    finally:
-        lab.down()
     exclusivity = result["lock-exclusivity"]
     assert exclusivity.verdict is Verdict.FAIL, exclusivity
     assert dict(exclusivity.values)["duplicate_ticks"] > 0
@@ -305,22 +292,17 @@ def test_exclusivity_and_pause_fail_without_locks(engine: Engine, lab_images: di
 
 def test_fencing_fails_when_switched_off(engine: Engine, lab_images: dict[str, str]) -> None:
     """With fencing off, the frozen holder's stale write is accepted and the check shows the overlap."""
-    lab = _backend_lab(engine, "unfenced", fencing=False, job_duration_s=1.5, lock_ttl_s=3.0)
-    try:
+    backend = {"fencing": False, "job_duration_s": 1.5, "lock_ttl_s": 3.0}
+    with started(engine, "unfenced", backend=backend) as lab:
         result = by_name(Runner(lab, load_scenario("lock-holder-freeze"), seed=9).run())
-    finally:
-        lab.down()
     assert result["fencing"].verdict is Verdict.FAIL, result["fencing"]
     assert result["fencing"].details
 
 
 def test_takeover_fails_when_the_ttl_is_longer_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
     """Locks that live 12 s where the checklist claims 3 s make the takeover after a crash too slow."""
-    lab = _backend_lab(engine, "long-ttl", job_duration_s=1.5, lock_ttl_s=12.0)
     claimed = LabConfig().with_overrides("backend", job_duration_s=1.5, lock_ttl_s=3.0).backend
-    try:
+    with started(engine, "long-ttl", backend={"job_duration_s": 1.5, "lock_ttl_s": 12.0}) as lab:
         result = by_name(Runner(lab, load_scenario("lock-holder-crash"), seed=10, expected_backend=claimed).run())
-    finally:
-        lab.down()
     takeover = result["lock-takeover"]
     assert takeover.verdict is Verdict.FAIL, takeover

@@ -110,7 +110,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    raw = await _read_body(request, limit)
+    return _json_object(await _read_body(request, limit))
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; anything else is the client's 400."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -260,12 +264,7 @@ async def sms_webhook(request: Request) -> Response:
                                              request.headers.get("x-signature")):
         event("webhook.bad_signature")
         raise ClientError(401, "bad or missing X-Signature")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ClientError(400, "malformed JSON") from None
-    if not isinstance(data, dict):
-        raise ClientError(400, "expected a JSON object")
+    data = _json_object(raw)
     sender, recipient, body = data.get("from"), data.get("to", ""), data.get("body")
     if not isinstance(sender, str) or not isinstance(body, str) or not isinstance(recipient, str):
         raise ClientError(400, "from and body (strings) are required")
