@@ -40,7 +40,7 @@ from lab.faults.base import FAULT_KINDS
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate",
                   "job_interval", "lock_ttl", "job_duration")
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
-               "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused")
+               "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -93,6 +93,8 @@ class TrafficStream(_Strict):
     path: str = "/health"
     method: Literal["GET", "POST", "PUT", "DELETE", "HEAD"] = "GET"
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # None: the stream runs for the whole scenario; else it sends rate * duration_s requests.
+    duration_s: Annotated[float | None, Field(gt=0, le=3600)] = None
     # A write stream logs in as a seeded user and posts messages whose body carries the
     # request id, so acknowledged writes can be looked up in PostgreSQL afterwards.
     writes: bool = False
@@ -178,6 +180,7 @@ class CheckSpec(_Strict):
 
     name: str
     target: str | None = None          # ejection, readmission, lock_takeover
+    location: str | None = None        # rate_limit: the limited location prefix
     client: str | None = None          # availability, durability, latency, distribution: one stream
     slo: Annotated[float, Field(gt=0, le=1)] = 0.999
     tolerance_s: Annotated[float | None, Field(ge=0)] = None
@@ -192,6 +195,8 @@ class CheckSpec(_Strict):
             raise ValueError(f"unknown check {self.name!r} (checks: {', '.join(CHECK_NAMES)})")
         if self.name in ("ejection", "readmission", "lock_takeover") and not self.target:
             raise ValueError(f"check {self.name} needs a target node")
+        if self.name == "rate_limit" and not self.location:
+            raise ValueError("check rate_limit needs the location it limits (e.g. /api/auth/)")
         return self
 
 

@@ -34,6 +34,7 @@ from lab.checks.locks import (
     check_lock_exclusivity,
     check_lock_takeover,
 )
+from lab.checks.rate_limit import check_rate_limit, predict_checklist_experiments
 from lab.config import BackendConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
@@ -49,7 +50,7 @@ from lab.scenarios.model import (
     evaluate_duration,
 )
 from lab.topology.lab import Lab
-from lab.topology.nginx_conf import UpstreamPolicy, parse_nginx_policy
+from lab.topology.nginx_conf import NginxPolicy, UpstreamPolicy, parse_nginx_policy
 from lab.topology.render import BACKEND_PORT
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.jobs import read_fencing_rejections, read_job_runs
@@ -107,7 +108,7 @@ class Runner:
 
     def __init__(self, lab: Lab, scenario: Scenario, *, seed: int | None = None,
                  on_progress: Callable[[Progress], None] = lambda progress: None,
-                 ready_timeout_s: float = 60.0, expected_policy: UpstreamPolicy | None = None,
+                 ready_timeout_s: float = 60.0, expected_policy: NginxPolicy | None = None,
                  expected_backend: BackendConfig | None = None):
         self.lab = lab
         self.scenario = scenario
@@ -245,7 +246,8 @@ class Runner:
             if stream.writes:
                 headers = (("Authorization", f"Bearer {self._login()}"), ("Content-Type", "application/json"))
                 body = ('{"conversation_id": 1, "body": "' + WRITE_MARKER + ' {request_id}"}').encode()
-            specs.append(TrafficSpec(rate_per_s=stream.rate, duration_s=planned_s, method=stream.method,
+            specs.append(TrafficSpec(rate_per_s=stream.rate, duration_s=stream.duration_s or planned_s,
+                                     method=stream.method,
                                      path=stream.path, timeout_s=stream.timeout_s, client=stream.client,
                                      headers=headers, body=body))
         return specs
@@ -296,7 +298,8 @@ class Runner:
         state.phase = "steady state before"
         self._tick()
         state.notes.extend(heal_leftovers(self.lab))
-        policy = self._expected_policy or parse_nginx_policy(self.lab.nginx_conf()).upstream
+        self._nginx = self._expected_policy or parse_nginx_policy(self.lab.nginx_conf())
+        policy = self._nginx.upstream
         names = self._durations(policy)
         # NGINX logs upstreams as ip:port; the checks want node names.
         addresses = {f"{ip}:{BACKEND_PORT}": node for ip, node in self.lab.addresses().items()}
@@ -346,6 +349,11 @@ class Runner:
         state.phase = "checking"
         self._tick()
         checks = tuple(self._check(spec, policy) for spec in self.scenario.checks)
+        if any(spec.name == "rate_limit" for spec in self.scenario.checks):
+            auth, api = self._nginx.rate_limit_for("/api/auth/"), self._nginx.rate_limit_for("/api/")
+            if auth and api:
+                # What NGINX's algorithm predicts for the checklist's own experiments.
+                state.notes.extend(predict_checklist_experiments(auth[0], api[0]))
         return RunResult(
             scenario=self.scenario.name, description=self.scenario.description, lab=self.lab.name,
             seed=self.seed, started_at=started_at, finished_at=time.time(),
@@ -422,6 +430,14 @@ class Runner:
                                        job_interval_s=backend.job_interval_s, **tolerance)
         if spec.name == "jobs_paused":
             return check_jobs_paused_while_redis_down(history, backend.job_interval_s)
+        if spec.name == "rate_limit":
+            rules = self._nginx.rate_limit_for(spec.location or "")
+            if not rules:
+                return CheckResult("rate-limit", Verdict.UNKNOWN, f"no limit_req on {spec.location}",
+                                   "-", "the expected configuration limits nothing there")
+            result = check_rate_limit(history.access_log, rules[0], self._nginx.rate_limit_status,
+                                      rules=self._nginx.rate_limits)
+            return replace(result, name=f"rate-limit {spec.location}")
         return check_latency(history, policy, self._mode_for(None), outside_p99_bound_s=spec.outside_p99_bound_s,
                              added_latency_s=self._state.added_latency_s, **tolerance)
 

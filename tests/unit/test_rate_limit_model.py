@@ -242,7 +242,7 @@ def test_one_near_threshold_flip_is_tolerated() -> None:
 
 
 def test_two_flips_in_one_run_fail() -> None:
-    """A second near-threshold disagreement in the same run exceeds the tolerance of one."""
+    """Two near-threshold flips that move a run's accepted count by 2 exceed the tolerance of one."""
     log = shift(shift(nginx_log(API, spaced(30, 10), uri="/api/x"), 5, -1), 20, -1)
     assert check_rate_limit(log, API, STATUS).verdict is Verdict.FAIL
     assert check_rate_limit(log, API, STATUS, tolerance_requests=2).verdict is Verdict.PASS
