@@ -40,7 +40,8 @@ from lab.faults.base import FAULT_KINDS
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate",
                   "job_interval", "lock_ttl", "job_duration")
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
-               "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit")
+               "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
+               "tls", "security_headers")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -156,7 +157,14 @@ class WaitUntilServedStep(_Strict):
     wait_until_served: ServedSpec
 
 
-STEP_KINDS = ("inject", "heal", "wait", "wait_until_served")
+class ProbeStep(_Strict):
+    """Take samples now: ``security`` records answers of every kind with their headers (HTTP
+    and HTTPS) and the certificate HTTPS serves."""
+
+    probe: Literal["security"]
+
+
+STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "probe")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -169,7 +177,8 @@ def _step_kind(value: Any) -> str | None:
 
 Step = Annotated[
     Annotated[InjectStep, Tag("inject")] | Annotated[HealStep, Tag("heal")]
-    | Annotated[WaitStep, Tag("wait")] | Annotated[WaitUntilServedStep, Tag("wait_until_served")],
+    | Annotated[WaitStep, Tag("wait")] | Annotated[WaitUntilServedStep, Tag("wait_until_served")]
+    | Annotated[ProbeStep, Tag("probe")],
     Discriminator(_step_kind, custom_error_type="step",
                   custom_error_message=f"each step is a mapping with one key: {', '.join(STEP_KINDS)}"),
 ]

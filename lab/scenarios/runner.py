@@ -35,6 +35,7 @@ from lab.checks.locks import (
     check_lock_takeover,
 )
 from lab.checks.rate_limit import check_rate_limit, predict_checklist_experiments
+from lab.checks.security import check_security_headers, check_tls, hsts_max_age, required_headers
 from lab.config import BackendConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
@@ -44,6 +45,7 @@ from lab.scenarios.model import (
     FaultRef,
     HealStep,
     InjectStep,
+    ProbeStep,
     Scenario,
     WaitStep,
     WaitUntilServedStep,
@@ -54,6 +56,7 @@ from lab.topology.nginx_conf import NginxPolicy, UpstreamPolicy, parse_nginx_pol
 from lab.topology.render import BACKEND_PORT
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.jobs import read_fencing_rejections, read_job_runs
+from lab.workload.security_probe import observe_tls, sample_headers
 
 WRITE_MARKER = "lab-write"
 FAILURE_MODES = {"kill": FailureMode.UNREACHABLE, "stop": FailureMode.UNREACHABLE,
@@ -327,6 +330,8 @@ class Runner:
                 elif isinstance(step, WaitUntilServedStep):
                     node = self._resolve_target(step.wait_until_served.node)
                     self._wait_until_served(node, evaluate_duration(step.wait_until_served.timeout, names))
+                elif isinstance(step, ProbeStep):
+                    self._probe_security(state.history)
         finally:
             for key in list(state.active):
                 try:
@@ -360,6 +365,18 @@ class Runner:
             verdict=combine(c.verdict for c in checks), checks=checks, history=state.history,
             faults=tuple(state.faults), notes=tuple(state.notes), durations=tuple(names.items()),
         )
+
+    def _probe_security(self, history: History) -> None:
+        """Answers of every kind over HTTP and HTTPS, and the served certificate."""
+        self._state.phase = "sampling headers and TLS"
+        self._tick()
+        code, ca = self.lab.exec("nginx", ["cat", "/etc/lab/tls/ca.crt"])
+        if code != 0:
+            raise LabError(f"cannot read the lab CA from nginx: {ca.strip()}")
+        endpoints = self.lab.endpoints
+        history.header_samples.extend(sample_headers(endpoints.nginx_http))
+        history.header_samples.extend(sample_headers(endpoints.nginx_https, ca_pem=ca.encode()))
+        history.tls.append(observe_tls(endpoints.nginx_https, self.lab.config.nginx.server_name, ca.encode()))
 
     def _max_run_s(self) -> float:
         """The longest a job run can last: its work plus a bounded wait for each database call."""
@@ -430,6 +447,12 @@ class Runner:
                                        job_interval_s=backend.job_interval_s, **tolerance)
         if spec.name == "jobs_paused":
             return check_jobs_paused_while_redis_down(history, backend.job_interval_s)
+        if spec.name == "tls":
+            https = [sample for sample in history.header_samples if sample.url.startswith("https://")]
+            return check_tls(history.tls[-1] if history.tls else None, self.lab.config.nginx.server_name,
+                             https, hsts_max_age_s=hsts_max_age(self._nginx))
+        if spec.name == "security_headers":
+            return check_security_headers(history.header_samples, required_headers(self._nginx))
         if spec.name == "rate_limit":
             rules = self._nginx.rate_limit_for(spec.location or "")
             if not rules:

@@ -88,6 +88,20 @@ def test_rate_limits_fail_when_nginx_limits_less_than_claimed(engine: Engine, la
     assert result["rate-limit /webhooks/"].verdict is Verdict.PASS, result["rate-limit /webhooks/"]
 
 
+def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_images: dict[str, str]) -> None:
+    """An NGINX without its Content-Security-Policy and HSTS lines fails both checks, naming them."""
+    lines = render_nginx(LabConfig()).splitlines(keepends=True)
+    conf = "".join(line for line in lines if "Content-Security-Policy" not in line
+                   and "Strict-Transport-Security" not in line)
+    with started(engine, "no-csp", nginx_conf=conf) as lab:
+        result = by_name(Runner(lab, load_scenario("security"), seed=13, expected_policy=CLAIMED).run())
+    headers, tls = result["security-headers"], result["tls"]
+    assert headers.verdict is Verdict.FAIL, headers
+    assert "Content-Security-Policy" in " ".join(headers.details) + headers.measured
+    assert tls.verdict is Verdict.FAIL, tls
+    assert "Strict-Transport-Security" in " ".join(tls.details) + tls.measured
+
+
 @pytest.fixture(scope="module")
 def lab_for(running_lab: Lab, engine: Engine) -> Iterator[Callable[[Scenario], Lab]]:
     """The lab a scenario asks for: the shared one, or one per distinct set of overrides."""

@@ -1,0 +1,53 @@
+"""Security samples: the headers of answers of every kind, and the certificate HTTPS serves.
+
+Requests go only to NGINX's published 127.0.0.1 ports. Each call sends a small, fixed number
+of requests (a burst to provoke 429 included) and returns at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import httpx
+
+from lab.checks.security import observe_certificate
+from lab.history import HeaderSample, TlsObservation
+from lab.workload.traffic import check_loopback_url
+
+# (method, path, body): an answer of each kind the edge produces.
+_REQUESTS: tuple[tuple[str, str, bytes | None], ...] = (
+    ("GET", "/health", None),                       # 200 from a backend
+    ("GET", "/no-such-page", None),                 # 404 from a backend
+    ("GET", "/api/conversations", None),            # 401: no token
+    ("POST", "/api/messages", b"x" * (2 << 20)),    # 413 from NGINX itself (client_max_body_size)
+)
+BURST = 12   # login requests at once: more than the auth zone's burst, so some get 429
+
+
+def sample_headers(base_url: str, *, ca_pem: bytes | None = None) -> list[HeaderSample]:
+    """One answer of each kind (and a burst for 429) from ``base_url``, with its headers."""
+    base_url = check_loopback_url(base_url)
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem else True
+    samples = []
+    with httpx.Client(base_url=base_url, timeout=10, verify=verify) as client:
+        requests = list(_REQUESTS) + [("POST", "/api/auth/login", b"{}")] * BURST
+        for method, path, body in requests:
+            response = client.request(method, path, content=body)
+            samples.append(HeaderSample(url=f"{base_url}{path}", status=response.status_code,
+                                        headers=tuple(response.headers.multi_items())))
+    return samples
+
+
+def observe_tls(https_url: str, server_name: str, ca_pem: bytes) -> TlsObservation:
+    """The certificate NGINX serves for ``server_name`` (read without trusting it first)."""
+    host, port = check_loopback_url(https_url).removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context()
+    # Read whatever is served, then judge it against the lab's CA (observe_certificate).
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=server_name) as tls:
+        served = tls.getpeercert(binary_form=True)
+    return observe_certificate(server_name, served, ca_pem, time.time())
