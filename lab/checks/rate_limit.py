@@ -37,8 +37,10 @@ HEADERS = "rate-limit-headers"
 ONE_REQUEST = 1000                  # milli-requests: what one request adds to the bucket
 # nginx's nodelay is delay = NGX_MAX_INT_T_VALUE / 1000: no excess ever reaches it.
 _NODELAY = sys.maxsize
-# Never reached the PREACCESS phase (the request line or headers were bad or too slow).
-_BEFORE_PREACCESS = frozenset({400, 408})
+# Never reached the PREACCESS phase: the request line or headers were bad or too slow, or
+# (413, 414, 431) the find-config phase refused it first, as client_max_body_size does for a
+# Content-Length over the limit. Such a request was never counted by limit_req.
+_BEFORE_PREACCESS = frozenset({400, 408, 413, 414, 431})
 _SHOWN = 10
 # A run (the unit of tolerance) ends at a pause in which the key's bucket empties from full,
 # but never at a pause under 1 s: at burst 0 the bucket empties between two requests at the

@@ -41,7 +41,7 @@ DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails"
                   "job_interval", "lock_ttl", "job_duration")
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
-               "tls", "security_headers")
+               "tls", "security_headers", "rate_limit_headers")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -159,9 +159,10 @@ class WaitUntilServedStep(_Strict):
 
 class ProbeStep(_Strict):
     """Take samples now: ``security`` records answers of every kind with their headers (HTTP
-    and HTTPS) and the certificate HTTPS serves."""
+    and HTTPS) and the certificate HTTPS serves; ``second-client`` sends a login burst from a
+    container on the lab network, a client with its own address (NGINX's limit key)."""
 
-    probe: Literal["security"]
+    probe: Literal["security", "second-client"]
 
 
 STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "probe")

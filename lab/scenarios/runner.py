@@ -34,7 +34,11 @@ from lab.checks.locks import (
     check_lock_exclusivity,
     check_lock_takeover,
 )
-from lab.checks.rate_limit import check_rate_limit, predict_checklist_experiments
+from lab.checks.rate_limit import (
+    check_rate_limit,
+    check_rate_limit_headers,
+    predict_checklist_experiments,
+)
 from lab.checks.security import check_security_headers, check_tls, hsts_max_age, required_headers
 from lab.config import BackendConfig
 from lab.errors import LabError
@@ -330,8 +334,10 @@ class Runner:
                 elif isinstance(step, WaitUntilServedStep):
                     node = self._resolve_target(step.wait_until_served.node)
                     self._wait_until_served(node, evaluate_duration(step.wait_until_served.timeout, names))
-                elif isinstance(step, ProbeStep):
+                elif isinstance(step, ProbeStep) and step.probe == "security":
                     self._probe_security(state.history)
+                elif isinstance(step, ProbeStep):
+                    state.notes.append(self._probe_second_client())
         finally:
             for key in list(state.active):
                 try:
@@ -377,6 +383,26 @@ class Runner:
         history.header_samples.extend(sample_headers(endpoints.nginx_http))
         history.header_samples.extend(sample_headers(endpoints.nginx_https, ca_pem=ca.encode()))
         history.tls.append(observe_tls(endpoints.nginx_https, self.lab.config.nginx.server_name, ca.encode()))
+
+    def _probe_second_client(self, burst: int = 8) -> str:
+        """A burst of logins from a container on the lab network: another limit_req key."""
+        self._state.phase = "second client"
+        self._tick()
+        # Container to container on the lab's own network: NGINX sees the sidecar's address.
+        script = (
+            "import urllib.request, urllib.error, concurrent.futures as f\n"
+            "def one(_):\n"
+            "    req = urllib.request.Request('http://nginx/api/auth/login', data=b'{}', method='POST')\n"
+            "    try:\n"
+            "        return urllib.request.urlopen(req, timeout=5).status\n"
+            "    except urllib.error.HTTPError as e:\n"
+            "        return e.code\n"
+            f"with f.ThreadPoolExecutor({burst}) as pool:\n"
+            f"    print(sorted(pool.map(one, range({burst}))))\n")
+        result = self.lab.run_client(["python3", "-c", script])
+        if result.exit_code != 0:
+            raise LabError(f"the second client failed: {result.output.strip()[-300:]}")
+        return f"second client (own address) burst of {burst} logins: statuses {result.output.strip()}"
 
     def _max_run_s(self) -> float:
         """The longest a job run can last: its work plus a bounded wait for each database call."""
@@ -453,6 +479,8 @@ class Runner:
                              https, hsts_max_age_s=hsts_max_age(self._nginx))
         if spec.name == "security_headers":
             return check_security_headers(history.header_samples, required_headers(self._nginx))
+        if spec.name == "rate_limit_headers":
+            return check_rate_limit_headers(history.header_samples, self._nginx.rate_limit_status)
         if spec.name == "rate_limit":
             rules = self._nginx.rate_limit_for(spec.location or "")
             if not rules:

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from lab.engine import (
     LABEL_CONFIG,
     LABEL_KIND,
     LABEL_LAB,
+    LABEL_NODE,
     ContainerInfo,
+    ContainerSpec,
     Engine,
     ExecResult,
     Removed,
@@ -184,6 +187,18 @@ class Lab:
     def restart(self, node: str, *, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
         self.engine.restart(self.container(node))
         return self.wait_ready(node, timeout_s)
+
+    def run_client(self, command: list[str], *, timeout_s: float = 60) -> ExecResult:
+        """Run a short-lived client container on the lab's network (sidecar image) and remove it.
+
+        Traffic from it stays on the lab's own network: a second client with its own address."""
+        image = image_builder.ensure_images(self.engine, self.config.build, roles=("sidecar",))["sidecar"]
+        spec = ContainerSpec(
+            name=f"lab-{self.name}-client-{uuid.uuid4().hex[:6]}", image=image.reference,
+            labels={LABEL_LAB: self.name, LABEL_KIND: "sidecar", LABEL_NODE: "client", LABEL_OWNER: owner_id()},
+            network=network_name(self.name), command=tuple(command), stop_timeout_s=1,
+        )
+        return self.engine.run_sidecar(spec, timeout_s=timeout_s)
 
     def nginx_conf(self) -> str:
         """The nginx.conf NGINX actually runs, read from its container."""

@@ -77,15 +77,17 @@ def no_retries(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
 
 
 def test_rate_limits_fail_when_nginx_limits_less_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
-    """An auth zone with burst 10 and an API zone without limit_req fail against the claimed limits."""
+    """Burst 10 on auth, no limit on the API and 429s without X-RateLimit-Status fail the claimed limits."""
     claimed = LabConfig().nginx.rate_limits
     loose = (claimed[0].model_copy(update={"burst": 10}), claimed[2])  # auth burst 10; no api zone
-    conf = render_nginx(LabConfig().with_overrides("nginx", rate_limits=loose))
+    conf = "".join(line for line in render_nginx(LabConfig().with_overrides("nginx", rate_limits=loose))
+                   .splitlines(keepends=True) if "X-RateLimit-Status" not in line)
     with started(engine, "loose-limits", nginx_conf=conf) as lab:
         result = by_name(Runner(lab, load_scenario("rate-limits"), seed=12, expected_policy=CLAIMED).run())
     assert result["rate-limit /api/auth/"].verdict is Verdict.FAIL, result["rate-limit /api/auth/"]
     assert result["rate-limit /api/"].verdict is Verdict.FAIL, result["rate-limit /api/"]
     assert result["rate-limit /webhooks/"].verdict is Verdict.PASS, result["rate-limit /webhooks/"]
+    assert result["rate-limit-headers"].verdict is Verdict.FAIL, result["rate-limit-headers"]
 
 
 def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_images: dict[str, str]) -> None:
