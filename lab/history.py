@@ -189,6 +189,18 @@ class FencingRejection:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class HealthSample:
+    """One backend's answer on one health endpoint, asked directly (docker exec, not NGINX)."""
+
+    at: float
+    node: str
+    path: str
+    status: int | None          # None: no answer
+    body: str                   # the first line of the body, or the error
+    expectation: str            # the state the scenario put the lab in: healthy, redis-down, ...
+
+
 @dataclass
 class History:
     """Everything recorded during one scenario run; append-only while the run lasts."""
@@ -198,6 +210,7 @@ class History:
     access_log: list[AccessLogEntry] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     job_runs: list[JobRun] = field(default_factory=list)
+    health_samples: list[HealthSample] = field(default_factory=list)
     fencing_rejections: list[FencingRejection] = field(default_factory=list)
     # Rate limits, the connection pool and security headers (lab.checks.rate_limit, pool,
     # security); empty in scenarios that do not sample them.

@@ -41,7 +41,7 @@ DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails"
                   "job_interval", "lock_ttl", "job_duration")
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
-               "tls", "security_headers", "rate_limit_headers")
+               "tls", "security_headers", "rate_limit_headers", "health_contract")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -157,12 +157,24 @@ class WaitUntilServedStep(_Strict):
     wait_until_served: ServedSpec
 
 
+PROBES = ("security", "second-client", "health:healthy", "health:redis-down", "health:database-down")
+
+
 class ProbeStep(_Strict):
     """Take samples now: ``security`` records answers of every kind with their headers (HTTP
     and HTTPS) and the certificate HTTPS serves; ``second-client`` sends a login burst from a
-    container on the lab network, a client with its own address (NGINX's limit key)."""
+    container on the lab network, a client with its own address (NGINX's limit key);
+    ``health:<state>`` asks every backend's four health endpoints directly, labelled with the
+    state the steps so far put the lab in."""
 
-    probe: Literal["security", "second-client"]
+    probe: str
+
+    @field_validator("probe")
+    @classmethod
+    def _known_probe(cls, value: str) -> str:
+        if value not in PROBES:
+            raise ValueError(f"unknown probe {value!r} (probes: {', '.join(PROBES)})")
+        return value
 
 
 STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "probe")

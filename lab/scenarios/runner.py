@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import httpx
@@ -28,6 +29,8 @@ from lab.checks import (
     combine,
     ready_mark,
 )
+from lab.checks.health import PATHS as HEALTH_PATHS
+from lab.checks.health import check_health_contract
 from lab.checks.locks import (
     check_fencing,
     check_jobs_paused_while_redis_down,
@@ -43,7 +46,7 @@ from lab.checks.security import check_security_headers, check_tls, hsts_max_age,
 from lab.config import BackendConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
-from lab.history import FaultEvent, FaultPhase, History, Outcome
+from lab.history import FaultEvent, FaultPhase, HealthSample, History, Outcome
 from lab.scenarios.model import (
     CheckSpec,
     FaultRef,
@@ -336,6 +339,8 @@ class Runner:
                     self._wait_until_served(node, evaluate_duration(step.wait_until_served.timeout, names))
                 elif isinstance(step, ProbeStep) and step.probe == "security":
                     self._probe_security(state.history)
+                elif isinstance(step, ProbeStep) and step.probe.startswith("health:"):
+                    self._probe_health(state.history, step.probe.split(":", 1)[1])
                 elif isinstance(step, ProbeStep):
                     state.notes.append(self._probe_second_client())
         finally:
@@ -383,6 +388,27 @@ class Runner:
         history.header_samples.extend(sample_headers(endpoints.nginx_http))
         history.header_samples.extend(sample_headers(endpoints.nginx_https, ca_pem=ca.encode()))
         history.tls.append(observe_tls(endpoints.nginx_https, self.lab.config.nginx.server_name, ca.encode()))
+
+    def _probe_health(self, history: History, expectation: str) -> None:
+        """Every backend's four health endpoints, asked directly (docker exec, not NGINX)."""
+        self._state.phase = f"health probe ({expectation})"
+        self._tick()
+        script = "; ".join(f"lab-probe {path}" for path in HEALTH_PATHS)
+
+        def one(node: str) -> list[HealthSample]:
+            result = self.lab.exec(node, ["sh", "-c", script])
+            lines = result.output.strip().splitlines()
+            samples = []
+            for path, line in zip(HEALTH_PATHS, lines + [""] * len(HEALTH_PATHS), strict=False):
+                status, _, body = line.partition(" ")
+                samples.append(HealthSample(time.time(), node, path, int(status) if status.isdigit() else None,
+                                            body if status.isdigit() else line, expectation))
+            return samples
+
+        backends = [node for node, role in self.lab.roles.items() if role == "backend"]
+        with ThreadPoolExecutor(max_workers=len(backends)) as pool:
+            for samples in pool.map(one, backends):
+                history.health_samples.extend(samples)
 
     def _probe_second_client(self, burst: int = 8) -> str:
         """A burst of logins from a container on the lab network: another limit_req key."""
@@ -479,6 +505,8 @@ class Runner:
                              https, hsts_max_age_s=hsts_max_age(self._nginx))
         if spec.name == "security_headers":
             return check_security_headers(history.header_samples, required_headers(self._nginx))
+        if spec.name == "health_contract":
+            return check_health_contract(history)
         if spec.name == "rate_limit_headers":
             return check_rate_limit_headers(history.header_samples, self._nginx.rate_limit_status)
         if spec.name == "rate_limit":

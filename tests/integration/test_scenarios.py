@@ -104,6 +104,15 @@ def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_ima
     assert "Strict-Transport-Security" in " ".join(tls.details) + tls.measured
 
 
+def test_health_contract_fails_when_detailed_health_ignores_redis(engine: Engine, lab_images: dict[str, str]) -> None:
+    """A backend whose health checks never ask Redis answers 200 during a Redis outage and fails the contract."""
+    with started(engine, "blind-health", backend={"health_checks_redis": False}) as lab:
+        result = by_name(Runner(lab, load_scenario("health-contract"), seed=14).run())
+    contract = result["health-contract"]
+    assert contract.verdict is Verdict.FAIL, contract
+    assert any("/health/detailed (redis-down): 200 where 503" in d for d in contract.details), contract.details
+
+
 @pytest.fixture(scope="module")
 def lab_for(running_lab: Lab, engine: Engine) -> Iterator[Callable[[Scenario], Lab]]:
     """The lab a scenario asks for: the shared one, or one per distinct set of overrides."""
