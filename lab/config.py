@@ -79,6 +79,8 @@ class PgBouncerConfig(_Frozen):
     reserve_pool_size: Annotated[int, Field(ge=0, le=10_000)] = 0
     max_client_conn: Annotated[int, Field(ge=1, le=100_000)] = 1000
     query_wait_timeout_s: Annotated[int, Field(ge=0)] = 120
+    # After a failed login to PostgreSQL, PgBouncer refuses new server logins this long.
+    server_login_retry_s: Annotated[int, Field(ge=0, le=3600)] = 15
 
 
 class PostgresConfig(_Frozen):

@@ -38,10 +38,11 @@ from pydantic import (
 from lab.faults.base import FAULT_KINDS
 
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate",
-                  "job_interval", "lock_ttl", "job_duration")
+                  "job_interval", "lock_ttl", "job_duration", "server_login_retry", "db_budget")
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
-               "tls", "security_headers", "rate_limit_headers", "health_contract")
+               "tls", "security_headers", "rate_limit_headers", "health_contract", "fail_fast",
+               "recovery")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -99,6 +100,8 @@ class TrafficStream(_Strict):
     # A write stream logs in as a seeded user and posts messages whose body carries the
     # request id, so acknowledged writes can be looked up in PostgreSQL afterwards.
     writes: bool = False
+    # Log in as a seeded user first and send its bearer token (reads of the API need one).
+    auth: bool = False
 
     @field_validator("path")
     @classmethod
@@ -210,6 +213,9 @@ class CheckSpec(_Strict):
     sigmas: Annotated[float, Field(gt=0)] = 4.0
     min_requests: Annotated[int, Field(ge=1)] = 100
     during: Literal["all", "steady"] = "all"   # distribution: whole run or before any fault
+    within: Duration | None = None     # recovery: the bound, as a duration expression
+
+    _within = field_validator("within")(classmethod(lambda cls, v: v if v is None else _check_duration(v)))
 
     @model_validator(mode="after")
     def _params_fit(self) -> CheckSpec:
@@ -217,6 +223,10 @@ class CheckSpec(_Strict):
             raise ValueError(f"unknown check {self.name!r} (checks: {', '.join(CHECK_NAMES)})")
         if self.name in ("ejection", "readmission", "lock_takeover") and not self.target:
             raise ValueError(f"check {self.name} needs a target node")
+        if self.name in ("fail_fast", "recovery") and not self.client:
+            raise ValueError(f"check {self.name} needs the client stream it judges")
+        if self.name == "recovery" and self.within is None:
+            raise ValueError("check recovery needs its bound: within (a duration expression)")
         if self.name == "rate_limit" and not self.location:
             raise ValueError("check rate_limit needs the location it limits (e.g. /api/auth/)")
         return self

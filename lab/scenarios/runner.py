@@ -29,6 +29,7 @@ from lab.checks import (
     combine,
     ready_mark,
 )
+from lab.checks.dependency import check_fail_fast, check_recovery
 from lab.checks.health import PATHS as HEALTH_PATHS
 from lab.checks.health import check_health_contract
 from lab.checks.locks import (
@@ -71,6 +72,12 @@ FAILURE_MODES = {"kill": FailureMode.UNREACHABLE, "stop": FailureMode.UNREACHABL
                  "freeze": FailureMode.FROZEN}
 LIFECYCLE = ("kill", "stop", "freeze", "restart")
 LOCK_CHECKS = ("lock_exclusivity", "fencing", "lock_takeover", "jobs_paused")
+
+
+def db_budget_s(backend: BackendConfig) -> float:
+    """How long a backend request waits for the database: the backend's own rule
+    (images/backend: max(1, min(2, 2 x LAB_DEPENDENCY_TIMEOUT_S)))."""
+    return max(1.0, min(2.0, 2 * backend.dependency_timeout_s))
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,9 @@ class Runner:
                 "read_timeout": policy.read_timeout_s, "max_fails": float(policy.max_fails),
                 "rate": rate, "interval": len(policy.servers) / rate,
                 "job_interval": backend.job_interval_s, "lock_ttl": backend.lock_ttl_s,
-                "job_duration": backend.job_duration_s}
+                "job_duration": backend.job_duration_s,
+                "server_login_retry": float(self.lab.config.pgbouncer.server_login_retry_s),
+                "db_budget": db_budget_s(self._expected_backend or backend)}
 
     def _lock_holder(self, job: str, timeout_s: float) -> str:
         """The backend holding ``job``'s lock, read from /admin/locks through NGINX."""
@@ -253,8 +262,9 @@ class Runner:
         for stream in self.scenario.traffic:
             headers: tuple[tuple[str, str], ...] = ()
             body = None
-            if stream.writes:
+            if stream.writes or stream.auth:
                 headers = (("Authorization", f"Bearer {self._login()}"), ("Content-Type", "application/json"))
+            if stream.writes:
                 body = ('{"conversation_id": 1, "body": "' + WRITE_MARKER + ' {request_id}"}').encode()
             specs.append(TrafficSpec(rate_per_s=stream.rate, duration_s=stream.duration_s or planned_s,
                                      method=stream.method,
@@ -310,7 +320,7 @@ class Runner:
         state.notes.extend(heal_leftovers(self.lab))
         self._nginx = self._expected_policy or parse_nginx_policy(self.lab.nginx_conf())
         policy = self._nginx.upstream
-        names = self._durations(policy)
+        names = self._names = self._durations(policy)
         # NGINX logs upstreams as ip:port; the checks want node names.
         addresses = {f"{ip}:{BACKEND_PORT}": node for ip, node in self.lab.addresses().items()}
         self._quiesce(policy, addresses)
@@ -505,6 +515,12 @@ class Runner:
                              https, hsts_max_age_s=hsts_max_age(self._nginx))
         if spec.name == "security_headers":
             return check_security_headers(history.header_samples, required_headers(self._nginx))
+        if spec.name == "fail_fast":
+            return check_fail_fast(history, servers=len(policy.servers), db_budget_s=self._names["db_budget"])
+        if spec.name == "recovery":
+            bound = evaluate_duration(spec.within, self._names)
+            return check_recovery(history, bound_s=bound, derivation=f"bound {spec.within} = {bound:g} s "
+                                  f"with {', '.join(f'{k} = {v:g}' for k, v in self._names.items() if k in str(spec.within))}")
         if spec.name == "health_contract":
             return check_health_contract(history)
         if spec.name == "rate_limit_headers":

@@ -160,6 +160,7 @@ default_pool_size = {p.default_pool_size}
 reserve_pool_size = {p.reserve_pool_size}
 max_client_conn = {p.max_client_conn}
 query_wait_timeout = {p.query_wait_timeout_s}
+server_login_retry = {p.server_login_retry_s}
 ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0

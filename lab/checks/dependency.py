@@ -1,0 +1,60 @@
+"""Dependency outages seen by clients: do requests fail fast, and how soon do they succeed again?"""
+
+from __future__ import annotations
+
+from lab.checks.base import CheckResult, Verdict, never_crashes
+from lab.history import History, Outcome
+
+FAIL_FAST = "fail-fast"
+RECOVERY = "recovery"
+
+
+@never_crashes(FAIL_FAST)
+def check_fail_fast(history: History, *, servers: int, db_budget_s: float,
+                    tolerance_s: float = 0.5) -> CheckResult:
+    """Whether every request that failed during a fault failed within its bound (none hung)."""
+    bound = servers * db_budget_s + tolerance_s
+    derivation = (f"a backend gives up on the database after its budget of {db_budget_s:g} s and answers "
+                  f"503; NGINX retries a 503 on every other server (proxy_next_upstream http_503), so a "
+                  f"client waits at most servers x budget + tolerance = {servers} x {db_budget_s:g} + "
+                  f"{tolerance_s:g} = {bound:g} s")
+    expected = f"every failed request answered within {bound:g} s; none left hanging (unknown)"
+    windows = [(inject.at, heal.at if heal else float("inf")) for inject, heal in history.fault_windows()]
+    during = [r for r in history.requests if any(start <= r.sent_at <= stop for start, stop in windows)]
+    failed = [r for r in during if r.outcome is not Outcome.OK]
+    if not failed:
+        return CheckResult(FAIL_FAST, Verdict.UNKNOWN, f"no request failed during the faults ({len(during)} sent)",
+                           expected, derivation)
+    slow = [r for r in failed if r.latency_s is None or r.latency_s > bound]
+    worst = max((r.latency_s or float("inf")) for r in failed)
+    statuses = sorted({str(r.status) for r in failed})
+    measured = (f"{len(failed)} of {len(during)} requests failed during the faults (statuses "
+                f"{', '.join(statuses)}), the slowest in {worst:.3f} s; {len(slow)} beyond the bound")
+    details = tuple(f"request {r.id} sent +{r.sent_at - windows[0][0]:.3f} s: "
+                    f"{'no answer (' + (r.error or 'unknown') + ')' if r.latency_s is None else f'{r.latency_s:.3f} s'}, "
+                    f"status {r.status}" for r in slow[:10])
+    values = (("failed", float(len(failed))), ("slow", float(len(slow))), ("bound_s", bound),
+              ("worst_s", worst))
+    return CheckResult(FAIL_FAST, Verdict.FAIL if slow else Verdict.PASS, measured, expected, derivation,
+                       details, values)
+
+
+@never_crashes(RECOVERY)
+def check_recovery(history: History, *, bound_s: float, derivation: str) -> CheckResult:
+    """Whether requests succeed again within ``bound_s`` of the last heal."""
+    heals = [heal for _, heal in history.fault_windows() if heal is not None]
+    expected = f"a request sent after the last heal succeeds within {bound_s:g} s of it"
+    if not heals:
+        return CheckResult(RECOVERY, Verdict.UNKNOWN, "no healed fault", expected, derivation)
+    healed = max(heal.at for heal in heals)
+    after = sorted((r for r in history.requests if r.sent_at >= healed), key=lambda r: r.sent_at)
+    first_ok = next((r for r in after if r.outcome is Outcome.OK), None)
+    if first_ok is None:
+        return CheckResult(RECOVERY, Verdict.FAIL if after else Verdict.UNKNOWN,
+                           f"no request succeeded after the heal ({len(after)} sent)", expected, derivation)
+    measured_s = first_ok.sent_at - healed
+    failed_after = sum(r.outcome is not Outcome.OK for r in after if r.sent_at < first_ok.sent_at)
+    verdict = Verdict.PASS if measured_s <= bound_s else Verdict.FAIL
+    return CheckResult(RECOVERY, verdict,
+                       f"first success {measured_s:.3f} s after the heal ({failed_after} failed before it)",
+                       expected, derivation, values=(("measured_s", measured_s), ("bound_s", bound_s)))

@@ -1,0 +1,54 @@
+"""Fail-fast and recovery checks on synthetic histories."""
+
+from __future__ import annotations
+
+from lab.checks.base import Verdict
+from lab.checks.dependency import check_fail_fast, check_recovery
+from lab.history import FaultEvent, FaultPhase, History, Outcome, RequestRecord
+
+T0 = 1_800_000_000.0
+
+
+def outage(latency_failed: float | None, *, recover_after: float = 1.0) -> History:
+    """PgBouncer down from +2 s to +5 s; requests every 0.1 s; failures answered in ``latency_failed``."""
+    history = History()
+    history.faults += [FaultEvent("stop", "pgbouncer", FaultPhase.INJECT, T0 + 2, T0 + 1.9),
+                       FaultEvent("stop", "pgbouncer", FaultPhase.HEAL, T0 + 5, T0 + 4.9)]
+    for i in range(100):
+        at = T0 + i * 0.1
+        down = T0 + 2 <= at < T0 + 5 + recover_after
+        outcome = Outcome.UNKNOWN if down and latency_failed is None else (Outcome.FAIL if down else Outcome.OK)
+        history.requests.append(RequestRecord(
+            id=i, client="reads", method="GET", path="/api/conversations", intended_at=at, sent_at=at,
+            latency_s=(latency_failed if down else 0.005), status=(503 if down and latency_failed else 200),
+            backend="backend-1", outcome=outcome))
+    return history
+
+
+def test_fast_failures_pass() -> None:
+    """503s answered in 0.1 s are well within 3 servers x 2 s."""
+    assert check_fail_fast(outage(0.1), servers=3, db_budget_s=2.0).verdict is Verdict.PASS
+
+
+def test_hanging_requests_fail() -> None:
+    """Requests that never got an answer during the outage hung: the check fails."""
+    result = check_fail_fast(outage(None), servers=3, db_budget_s=2.0)
+    assert result.verdict is Verdict.FAIL
+    assert "no answer" in result.details[0]
+
+
+def test_slow_failures_beyond_the_derived_bound_fail() -> None:
+    """A 503 after 8 s exceeds 3 x 2 s + 0.5 s."""
+    assert check_fail_fast(outage(8.0), servers=3, db_budget_s=2.0).verdict is Verdict.FAIL
+
+
+def test_recovery_within_bound_passes_and_beyond_fails() -> None:
+    """Success 1 s after the heal passes a 3 s bound; 4 s after it fails."""
+    assert check_recovery(outage(0.1, recover_after=1.0), bound_s=3.0, derivation="d").verdict is Verdict.PASS
+    late = check_recovery(outage(0.1, recover_after=4.0), bound_s=3.0, derivation="d")
+    assert late.verdict is Verdict.FAIL and dict(late.values)["measured_s"] > 3.0
+
+
+def test_no_fault_is_unknown() -> None:
+    """Without a fault there is nothing to recover from."""
+    assert check_recovery(History(), bound_s=1.0, derivation="d").verdict is Verdict.UNKNOWN
