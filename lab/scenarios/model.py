@@ -42,7 +42,7 @@ DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails"
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
                "tls", "security_headers", "rate_limit_headers", "health_contract", "fail_fast",
-               "recovery")
+               "recovery", "pool_bound")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -160,7 +160,8 @@ class WaitUntilServedStep(_Strict):
     wait_until_served: ServedSpec
 
 
-PROBES = ("security", "second-client", "health:healthy", "health:redis-down", "health:database-down")
+PROBES = ("security", "second-client", "health:healthy", "health:redis-down", "health:database-down",
+          "pool")
 
 
 class ProbeStep(_Strict):
@@ -168,7 +169,8 @@ class ProbeStep(_Strict):
     and HTTPS) and the certificate HTTPS serves; ``second-client`` sends a login burst from a
     container on the lab network, a client with its own address (NGINX's limit key);
     ``health:<state>`` asks every backend's four health endpoints directly, labelled with the
-    state the steps so far put the lab in."""
+    state the steps so far put the lab in; ``pool`` drives 300 clients through PgBouncer while
+    sampling SHOW POOLS and pg_stat_activity, then opens one client more than max_client_conn."""
 
     probe: str
 

@@ -38,13 +38,14 @@ from lab.checks.locks import (
     check_lock_exclusivity,
     check_lock_takeover,
 )
+from lab.checks.pool import check_pool_bound, parse_pgbouncer_ini
 from lab.checks.rate_limit import (
     check_rate_limit,
     check_rate_limit_headers,
     predict_checklist_experiments,
 )
 from lab.checks.security import check_security_headers, check_tls, hsts_max_age, required_headers
-from lab.config import BackendConfig
+from lab.config import BackendConfig, PgBouncerConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
 from lab.history import FaultEvent, FaultPhase, HealthSample, History, Outcome
@@ -61,9 +62,10 @@ from lab.scenarios.model import (
 )
 from lab.topology.lab import Lab
 from lab.topology.nginx_conf import NginxPolicy, UpstreamPolicy, parse_nginx_policy
-from lab.topology.render import BACKEND_PORT
+from lab.topology.render import BACKEND_PORT, render_pgbouncer_ini
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.jobs import read_fencing_rejections, read_job_runs
+from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
 from lab.workload.security_probe import observe_tls, sample_headers
 
 WRITE_MARKER = "lab-write"
@@ -126,7 +128,8 @@ class Runner:
     def __init__(self, lab: Lab, scenario: Scenario, *, seed: int | None = None,
                  on_progress: Callable[[Progress], None] = lambda progress: None,
                  ready_timeout_s: float = 60.0, expected_policy: NginxPolicy | None = None,
-                 expected_backend: BackendConfig | None = None):
+                 expected_backend: BackendConfig | None = None,
+                 expected_pgbouncer: PgBouncerConfig | None = None):
         self.lab = lab
         self.scenario = scenario
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
@@ -138,6 +141,7 @@ class Runner:
         # judge it against what it should have been.
         self._expected_policy = expected_policy
         self._expected_backend = expected_backend
+        self._expected_pgbouncer = expected_pgbouncer
         self._traffic: TrafficRun | None = None
         self._t0 = time.monotonic()
         self._state = _State()
@@ -152,7 +156,7 @@ class Runner:
                 "rate": rate, "interval": len(policy.servers) / rate,
                 "job_interval": backend.job_interval_s, "lock_ttl": backend.lock_ttl_s,
                 "job_duration": backend.job_duration_s,
-                "server_login_retry": float(self.lab.config.pgbouncer.server_login_retry_s),
+                "server_login_retry": float((self._expected_pgbouncer or self.lab.config.pgbouncer).server_login_retry_s),
                 "db_budget": db_budget_s(self._expected_backend or backend)}
 
     def _lock_holder(self, job: str, timeout_s: float) -> str:
@@ -349,6 +353,8 @@ class Runner:
                     self._wait_until_served(node, evaluate_duration(step.wait_until_served.timeout, names))
                 elif isinstance(step, ProbeStep) and step.probe == "security":
                     self._probe_security(state.history)
+                elif isinstance(step, ProbeStep) and step.probe == "pool":
+                    self._probe_pool(state.history)
                 elif isinstance(step, ProbeStep) and step.probe.startswith("health:"):
                     self._probe_health(state.history, step.probe.split(":", 1)[1])
                 elif isinstance(step, ProbeStep):
@@ -398,6 +404,31 @@ class Runner:
         history.header_samples.extend(sample_headers(endpoints.nginx_http))
         history.header_samples.extend(sample_headers(endpoints.nginx_https, ca_pem=ca.encode()))
         history.tls.append(observe_tls(endpoints.nginx_https, self.lab.config.nginx.server_name, ca.encode()))
+
+    def _probe_pool(self, history: History, clients: int = 300, duration_s: float = 8.0) -> None:
+        """Many more clients than the pool through PgBouncer, sampled all along; then the
+        exact error a client past max_client_conn gets."""
+        self._state.phase = f"pool: {clients} clients"
+        self._tick()
+        endpoints, config = self.lab.endpoints, self.lab.config
+        sampler = PoolSampler(endpoints.pgbouncer_admin_dsn, endpoints.postgres_dsn, config.postgres.user,
+                              config.postgres.database)
+        with sampler:
+            before = sampler.stats()
+            load = run_pool_load(endpoints.pgbouncer_dsn, clients=clients, duration_s=duration_s)
+            # Waiters drain after the load ends; the last samples must show it.
+            self._sleep(1.0)
+            after = sampler.stats()
+        history.pool_samples.extend(sampler.samples)
+        history.server_activity.extend(sampler.activity)
+        history.pool_stats.extend((before, after))
+        self._pool_load = (load.errors, sampler.own_connections)
+        self._state.notes.append(f"pool load: {load.clients} clients, {load.transactions} transactions "
+                                 f"({load.transactions_per_s:.0f}/s), {load.errors} errors")
+        self._state.phase = "pool: max_client_conn"
+        self._tick()
+        error = max_client_conn_error(endpoints.pgbouncer_dsn, config.pgbouncer.max_client_conn)
+        self._state.notes.append(f"a client past max_client_conn ({config.pgbouncer.max_client_conn}) gets: {error}")
 
     def _probe_health(self, history: History, expectation: str) -> None:
         """Every backend's four health endpoints, asked directly (docker exec, not NGINX)."""
@@ -515,6 +546,16 @@ class Runner:
                              https, hsts_max_age_s=hsts_max_age(self._nginx))
         if spec.name == "security_headers":
             return check_security_headers(history.header_samples, required_headers(self._nginx))
+        if spec.name == "pool_bound":
+            pgbouncer = self._expected_pgbouncer or self.lab.config.pgbouncer
+            expected = parse_pgbouncer_ini(render_pgbouncer_ini(self.lab.config.model_copy(
+                update={"pgbouncer": pgbouncer})), database=self.lab.config.postgres.database)
+            errors, own = getattr(self, "_pool_load", (0, 1))
+            stats = history.pool_stats
+            return check_pool_bound(history.pool_samples, history.server_activity, expected.default_pool_size,
+                                    expected.reserve_pool_size, stats[0] if stats else None,
+                                    stats[-1] if stats else None, errors, own_connections=own,
+                                    pool_mode=expected.pool_mode)
         if spec.name == "fail_fast":
             return check_fail_fast(history, servers=len(policy.servers), db_budget_s=self._names["db_budget"])
         if spec.name == "recovery":

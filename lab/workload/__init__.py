@@ -2,6 +2,9 @@
 
 - ``traffic``: ``TrafficSpec`` (what to send, at which rate) and ``TrafficRun`` (an open-model
   aiohttp client in a background thread that records one ``RequestRecord`` per request).
+- ``pool_load``: many clients through PgBouncer, SHOW POOLS / pg_stat_activity samplers;
+- ``jobs``: the backends' job runs and fencing rejections, read from PostgreSQL;
+- ``security_probe``: answers of every kind with their headers, and the served certificate;
 - ``access_log``: NGINX's own view of the same requests (``AccessLogEntry``), joined to the
   client's records through the ``X-Request-Id`` header.
 """

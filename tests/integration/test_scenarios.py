@@ -113,6 +113,47 @@ def test_health_contract_fails_when_detailed_health_ignores_redis(engine: Engine
     assert any("/health/detailed (redis-down): 200 where 503" in d for d in contract.details), contract.details
 
 
+def test_pool_bound_fails_with_a_pool_of_300(engine: Engine, lab_images: dict[str, str]) -> None:
+    """A PgBouncer pool of 300 lets PostgreSQL see far more than the claimed 30 server connections."""
+    with started(engine, "pool-300", pgbouncer={"default_pool_size": 300}) as lab:
+        result = by_name(Runner(lab, load_scenario("pool-saturation"), seed=15,
+                                expected_pgbouncer=LabConfig().pgbouncer).run())
+    assert result["pool-bound"].verdict is Verdict.FAIL, result["pool-bound"]
+
+
+FROZEN_POOLER = """name: frozen-pooler
+description: Freeze PgBouncer for four seconds under reads that need the database.
+traffic:
+  - {client: reads, rate: 10, path: /api/conversations, auth: true}
+steps:
+  - wait: 1
+  - inject: {fault: freeze, target: pgbouncer}
+  - wait: 4
+  - heal: {fault: freeze, target: pgbouncer}
+  - wait: 3
+checks:
+  - fail_fast: {client: reads}
+"""
+
+
+def test_fail_fast_fails_when_backends_wait_longer_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
+    """Backends that wait 2 s per database call (claimed: 1 s) keep clients past the derived bound."""
+    claimed = LabConfig().with_overrides("backend", dependency_timeout_s=0.25).backend
+    with started(engine, "slow-budget", backend={"dependency_timeout_s": 1.0}) as lab:
+        result = by_name(Runner(lab, parse_scenario(FROZEN_POOLER, "frozen-pooler"), seed=16,
+                                expected_backend=claimed).run())
+    assert result["fail-fast"].verdict is Verdict.FAIL, result["fail-fast"]
+
+
+def test_recovery_fails_when_pgbouncer_retries_logins_slower_than_claimed(engine: Engine,
+                                                                          lab_images: dict[str, str]) -> None:
+    """A server_login_retry of 40 s (claimed 15 s) keeps the database away past the recovery bound."""
+    with started(engine, "slow-retry", pgbouncer={"server_login_retry_s": 40}) as lab:
+        result = by_name(Runner(lab, load_scenario("postgres-restart"), seed=17,
+                                expected_pgbouncer=LabConfig().pgbouncer).run())
+    assert result["recovery"].verdict is Verdict.FAIL, result["recovery"]
+
+
 @pytest.fixture(scope="module")
 def lab_for(running_lab: Lab, engine: Engine) -> Iterator[Callable[[Scenario], Lab]]:
     """The lab a scenario asks for: the shared one, or one per distinct set of overrides."""
