@@ -207,21 +207,20 @@ class Engine:
         """Build an image from an in-memory context (``nocache``: cold); errors carry the log."""
         log: list[str] = []
         step = ""
+        failure: str | None = None
         try:
             stream = self._client.api.build(
                 fileobj=io.BytesIO(context_tar), custom_context=True, tag=tag, rm=True,
                 forcerm=True, buildargs=dict(buildargs), labels=dict(labels), decode=True,
                 nocache=nocache,
             )
+            # Read the stream to its end even after an error, so its connection is released.
             for chunk in stream:
                 if "error" in chunk:
-                    raise ImageBuildError(
-                        f"building {tag} failed at {step or 'the first step'}: {chunk['error'].strip()}",
-                        details="\n".join(log[-30:]),
-                        hint="the step's output is above; fix the Dockerfile or the network",
-                    )
+                    failure = failure or chunk["error"].strip()
+                    continue
                 line = chunk.get("stream", "").rstrip()
-                if not line:
+                if not line or failure:
                     continue
                 if line.startswith("Step "):
                     step = line
@@ -230,6 +229,12 @@ class Engine:
                 on_line(line)
         except docker.errors.APIError as exc:
             raise ImageBuildError(f"building {tag} failed: {exc.explanation}") from None
+        if failure is not None:
+            raise ImageBuildError(
+                f"building {tag} failed at {step or 'the first step'}: {failure}",
+                details="\n".join(log[-30:]),
+                hint="the step's output is above; fix the Dockerfile or the network",
+            )
         image_id = self.image_id(tag)
         if image_id is None:
             raise ImageBuildError(f"building {tag} produced no image", details="\n".join(log[-30:]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -384,3 +385,31 @@ def test_takeover_fails_when_the_ttl_is_longer_than_claimed(engine: Engine, lab_
         result = by_name(Runner(lab, load_scenario("lock-holder-crash"), seed=10, expected_backend=claimed).run())
     takeover = result["lock-takeover"]
     assert takeover.verdict is Verdict.FAIL, takeover
+
+
+def test_network_faults_apply_and_heal_without_leftovers(running_lab: Lab) -> None:
+    """Loss, a one-way partition of one link and a throttle are in place while injected and gone after heal."""
+    from lab.faults import FaultSpec, make_fault
+    from lab.faults.network import Sidecar, _sidecar_image
+
+    faults = [make_fault(FaultSpec("loss", "backend-2", percent=30.0), running_lab),
+              make_fault(FaultSpec("partition", "backend-2", peers=("pgbouncer",), direction="out"), running_lab),
+              make_fault(FaultSpec("throttle", "backend-2", rate="2mbit"), running_lab)]
+    looker = Sidecar(running_lab.engine, running_lab.name, _sidecar_image(running_lab), "backend-2")
+    try:
+        for fault in faults:
+            fault.inject()
+        rules = looker.sh("iptables -S; tc qdisc show dev eth0")
+        pgbouncer_ip = next(ip for ip, node in running_lab.addresses().items() if node == "pgbouncer")
+        # iptables prints the probability in its own rounding (0.2999...).
+        assert re.search(r"--probability 0\.(29|30)", rules), rules
+        assert f"-A LF_PARTITION_OUT -d {pgbouncer_ip}/32 -j DROP" in rules
+        assert "LF_PARTITION_IN -s" not in rules          # one way only
+        assert "tbf" in rules and "rate 2Mbit" in rules
+    finally:
+        for fault in faults:
+            fault.heal()
+    after = looker.sh("iptables -S; tc qdisc show dev eth0")
+    looker.close()
+    assert "LF_" not in after and "tbf" not in after
+    assert sidecars(running_lab.engine, running_lab) == []

@@ -175,3 +175,27 @@ def test_unreachable_daemon_is_one_clear_line(tmp_path) -> None:
         assert done.returncode == 2, done
         assert "DockerUnavailable: no Docker engine answers" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_failed_image_build_names_the_step_and_its_output(engine: Engine, lab_images: dict[str, str]) -> None:
+    """A Dockerfile step that fails raises ImageBuildError naming the step, with its output."""
+    import io
+    import tarfile
+
+    from lab.engine import LABEL_IMAGE
+    from lab.errors import ImageBuildError
+
+    dockerfile = (f"FROM {lab_images['redis']}\nRUN echo preparing\n"
+                  "RUN echo 'the mirror is gone' >&2 && exit 7\n").encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        archive.addfile(info, io.BytesIO(dockerfile))
+    with pytest.raises(ImageBuildError) as error:
+        engine.build(buffer.getvalue(), "failover-lab/broken:test", buildargs={},
+                     labels={LABEL_IMAGE: "broken-test"})
+    text = error.value.render()
+    assert "failed at Step 3/" in text and "RUN echo 'the mirror is gone'" in text
+    assert "the mirror is gone" in error.value.details
+    assert "returned a non-zero code: 7" in text
