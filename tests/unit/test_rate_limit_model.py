@@ -241,11 +241,12 @@ def test_one_near_threshold_flip_is_tolerated() -> None:
     assert any("+0.499 s" in d and "expected REJECTED, NGINX PASSED" in d for d in result.details)
 
 
-def test_two_flips_in_one_run_fail() -> None:
-    """Two near-threshold flips that move a run's accepted count by 2 exceed the tolerance of one."""
+def test_two_clock_jitter_flips_in_one_run_pass() -> None:
+    """Two flips that a 1 ms clock shift explains are jitter, even both one way (seen in CI)."""
     log = shift(shift(nginx_log(API, spaced(30, 10), uri="/api/x"), 5, -1), 20, -1)
-    assert check_rate_limit(log, API, STATUS).verdict is Verdict.FAIL
-    assert check_rate_limit(log, API, STATUS, tolerance_requests=2).verdict is Verdict.PASS
+    result = check_rate_limit(log, API, STATUS)
+    assert result.verdict is Verdict.PASS, result
+    assert dict(result.values)["tolerated"] == 2
 
 
 def test_tolerance_is_per_run() -> None:
