@@ -14,7 +14,6 @@ the target's port (or from the target to a peer) through a proxy that delays eve
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,10 +22,9 @@ from functools import cache
 from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerSpec, Engine
 from lab.errors import FaultError
 from lab.faults.base import FaultSpec
-from lab.topology import images as image_builder
+from lab.topology.lab import LABEL_OWNER, owner_id
 from lab.topology.plan import container_name
 
-LABEL_OWNER = "io.failover-lab.owner"
 PROXY_PORT = 15001
 PROXY_MARK = "0x1ab"
 
@@ -79,7 +77,7 @@ class Sidecar:
         spec = ContainerSpec(
             name=self.name, image=self.image,
             labels={LABEL_LAB: self.lab_name, LABEL_KIND: "sidecar", LABEL_NODE: self.target,
-                    LABEL_OWNER: f"{os.uname().nodename}:{os.getpid()}"},
+                    LABEL_OWNER: owner_id()},
             network_mode=f"container:{container_name(self.lab_name, self.target)}",
             cap_add=("NET_ADMIN",), command=("sleep", "infinity"), stop_timeout_s=1,
         )
@@ -104,11 +102,6 @@ class Sidecar:
         self.engine.remove_container(self.name)
 
 
-def _sidecar_image(lab) -> str:
-    refs = image_builder.ensure_images(lab.engine, lab.config.build, roles=("sidecar",))
-    return refs["sidecar"].reference
-
-
 @cache
 def _netem_available(engine: Engine, image: str) -> bool:
     """Whether this kernel has sch_netem, probed once in a sidecar with its own empty netns."""
@@ -131,7 +124,7 @@ class _NetworkFault:
         lab = self.lab
         if self.spec.target not in lab.roles:  # type: ignore[attr-defined]
             lab.container(self.spec.target)  # type: ignore[attr-defined] - raises UnknownNode
-        self.sidecar = Sidecar(lab.engine, lab.name, _sidecar_image(lab), self.spec.target)  # type: ignore[attr-defined]
+        self.sidecar = Sidecar(lab.engine, lab.name, lab.sidecar_image(), self.spec.target)  # type: ignore[attr-defined]
         self.sidecar.sh(self._cleanup(), check=False)  # a clean start for this fault's own rules
         return self.sidecar
 
@@ -239,7 +232,7 @@ class Latency(_NetworkFault):
 
     def inject(self) -> str:
         s = self.spec
-        if _netem_available(self.lab.engine, _sidecar_image(self.lab)):  # type: ignore[attr-defined]
+        if _netem_available(self.lab.engine, self.lab.sidecar_image()):  # type: ignore[attr-defined]
             self.round_trip_s = s.delay_ms / 1000
             self._netem = True
             script = f"tc qdisc add dev eth0 root netem delay {s.delay_ms:g}ms {s.jitter_ms:g}ms"

@@ -188,13 +188,17 @@ class Lab:
         self.engine.restart(self.container(node))
         return self.wait_ready(node, timeout_s)
 
+    def sidecar_image(self) -> str:
+        """The fault sidecar's image (iproute2, iptables, python3), built if missing."""
+        refs = image_builder.ensure_images(self.engine, self.config.build, roles=("sidecar",))
+        return refs["sidecar"].reference
+
     def run_client(self, command: list[str], *, timeout_s: float = 60) -> ExecResult:
         """Run a short-lived client container on the lab's network (sidecar image) and remove it.
 
         Traffic from it stays on the lab's own network: a second client with its own address."""
-        image = image_builder.ensure_images(self.engine, self.config.build, roles=("sidecar",))["sidecar"]
         spec = ContainerSpec(
-            name=f"lab-{self.name}-client-{uuid.uuid4().hex[:6]}", image=image.reference,
+            name=f"lab-{self.name}-client-{uuid.uuid4().hex[:6]}", image=self.sidecar_image(),
             labels={LABEL_LAB: self.name, LABEL_KIND: "sidecar", LABEL_NODE: "client", LABEL_OWNER: owner_id()},
             network=network_name(self.name), command=tuple(command), stop_timeout_s=1,
         )
