@@ -12,24 +12,27 @@ RECOVERY = "recovery"
 @never_crashes(FAIL_FAST)
 def check_fail_fast(history: History, *, servers: int, db_budget_s: float,
                     tolerance_s: float = 0.5) -> CheckResult:
-    """Whether every request that failed during a fault failed within its bound (none hung)."""
+    """Whether every request sent during a fault was answered within its bound (none hung)."""
     bound = servers * db_budget_s + tolerance_s
     derivation = (f"a backend gives up on the database after its budget of {db_budget_s:g} s and answers "
                   f"503; NGINX retries a 503 on every other server (proxy_next_upstream http_503), so a "
                   f"client waits at most servers x budget + tolerance = {servers} x {db_budget_s:g} + "
                   f"{tolerance_s:g} = {bound:g} s")
-    expected = f"every failed request answered within {bound:g} s; none left hanging (unknown)"
+    expected = f"every request sent during the faults answered within {bound:g} s; none left hanging (unknown)"
     windows = [(inject.at, heal.at if heal else float("inf")) for inject, heal in history.fault_windows()]
     during = [r for r in history.requests if any(start <= r.sent_at <= stop for start, stop in windows)]
     failed = [r for r in during if r.outcome is not Outcome.OK]
     if not failed:
         return CheckResult(FAIL_FAST, Verdict.UNKNOWN, f"no request failed during the faults ({len(during)} sent)",
                            expected, derivation)
-    slow = [r for r in failed if r.latency_s is None or r.latency_s > bound]
-    worst = max((r.latency_s or float("inf")) for r in failed)
+    # Every request sent during a fault is judged, not only the failed ones: a request that
+    # waited through two budgets and then succeeded because the fault was healed meanwhile
+    # still hung; judging only failures would let a slow backend pass whenever heals are quick.
+    slow = [r for r in during if r.latency_s is None or r.latency_s > bound]
+    worst = max((r.latency_s or float("inf")) for r in during)
     statuses = sorted({str(r.status) for r in failed})
     measured = (f"{len(failed)} of {len(during)} requests failed during the faults (statuses "
-                f"{', '.join(statuses)}), the slowest in {worst:.3f} s; {len(slow)} beyond the bound")
+                f"{', '.join(statuses)}), the slowest answered in {worst:.3f} s; {len(slow)} beyond the bound")
     details = tuple(f"request {r.id} sent +{r.sent_at - windows[0][0]:.3f} s: "
                     f"{'no answer (' + (r.error or 'unknown') + ')' if r.latency_s is None else f'{r.latency_s:.3f} s'}, "
                     f"status {r.status}" for r in slow[:10])

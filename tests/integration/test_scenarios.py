@@ -123,13 +123,13 @@ def test_pool_bound_fails_with_a_pool_of_300(engine: Engine, lab_images: dict[st
 
 
 FROZEN_POOLER = """name: frozen-pooler
-description: Freeze PgBouncer for four seconds under reads that need the database.
+description: Freeze PgBouncer for six seconds under slow reads that need the database.
 traffic:
-  - {client: reads, rate: 10, path: /api/conversations, auth: true}
+  - {client: reads, rate: 2, path: /api/conversations, auth: true}
 steps:
   - wait: 1
   - inject: {fault: freeze, target: pgbouncer}
-  - wait: 4
+  - wait: 6
   - heal: {fault: freeze, target: pgbouncer}
   - wait: 3
 checks:
@@ -138,7 +138,11 @@ checks:
 
 
 def test_fail_fast_fails_when_backends_wait_longer_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
-    """Backends that wait 2 s per database call (claimed: 1 s) keep clients past the derived bound."""
+    """Backends that wait 2 s per database call (claimed: 1 s) keep clients past the derived bound.
+
+    At 2 requests/s the first request's retry goes out before any backend has max_fails
+    failures, so it waits two budgets (4 s) at least, against a claimed bound of 3.5 s; at
+    higher rates all three backends are ejected after their first 503s and nobody waits twice."""
     claimed = LabConfig().with_overrides("backend", dependency_timeout_s=0.25).backend
     with started(engine, "slow-budget", backend={"dependency_timeout_s": 1.0}) as lab:
         result = by_name(Runner(lab, parse_scenario(FROZEN_POOLER, "frozen-pooler"), seed=16,

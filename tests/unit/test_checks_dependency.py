@@ -52,3 +52,15 @@ def test_recovery_within_bound_passes_and_beyond_fails() -> None:
 def test_no_fault_is_unknown() -> None:
     """Without a fault there is nothing to recover from."""
     assert check_recovery(History(), bound_s=1.0, derivation="d").verdict is Verdict.UNKNOWN
+
+
+def test_a_request_that_hung_and_then_succeeded_fails() -> None:
+    """A request sent during the outage that waited 7 s and succeeded after the heal still hung."""
+    history = outage(0.1)
+    slow = history.requests[25]
+    history.requests[25] = RequestRecord(
+        id=slow.id, client=slow.client, method="GET", path=slow.path, intended_at=slow.intended_at,
+        sent_at=slow.sent_at, latency_s=7.0, status=200, backend="backend-2", outcome=Outcome.OK)
+    result = check_fail_fast(history, servers=3, db_budget_s=2.0)
+    assert result.verdict is Verdict.FAIL
+    assert "7.000 s, status 200" in result.details[0]
