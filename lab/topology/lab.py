@@ -30,7 +30,7 @@ from lab.engine import (
     ExecResult,
     Removed,
 )
-from lab.errors import LabError, LabNotFound, NodeStartError, UnknownNode
+from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
 from lab.topology import images as image_builder
 from lab.topology.plan import (
     READY_BEFORE_NEXT_STAGE,
@@ -415,7 +415,12 @@ def remove_orphans(engine: Engine) -> Removed:
 
 
 def _complete(network_labels: dict, members: Iterable[ContainerInfo]) -> bool:
-    config = parse_config(json.loads(network_labels[LABEL_CONFIG]), source="lab labels")
+    try:
+        config = parse_config(json.loads(network_labels[LABEL_CONFIG]), source="lab labels")
+    except (ConfigError, ValueError):
+        # Another version of the lab made it (a field this one does not know): it cannot be
+        # judged here, so it is kept, and one unreadable lab never stops every `lab up`.
+        return True
     nodes = {m.node for m in members if m.labels.get(LABEL_KIND) == "node"}
     return nodes == set(node_roles(config))
 

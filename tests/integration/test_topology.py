@@ -199,3 +199,22 @@ def test_failed_image_build_names_the_step_and_its_output(engine: Engine, lab_im
     assert "failed at Step 3/" in text and "RUN echo 'the mirror is gone'" in text
     assert "the mirror is gone" in error.value.details
     assert "returned a non-zero code: 7" in text
+
+
+def test_a_lab_of_another_lab_version_does_not_stop_orphan_removal(engine: Engine) -> None:
+    """A dead owner's lab whose config label has a field this version does not know is kept, and nothing crashes."""
+    from lab.engine import LABEL_CONFIG
+    from lab.topology.lab import LABEL_OWNER, remove_orphans
+    from lab.topology.plan import network_name
+
+    name = session_lab_name("other-version")
+    config = json.loads(LabConfig(name=name).model_dump_json())
+    config["backend"]["a_field_from_the_future"] = True
+    engine.create_network(network_name(name), {LABEL_LAB: name, LABEL_CONFIG: json.dumps(config),
+                                               LABEL_OWNER: f"{socket.gethostname()}:999999999"})
+    try:
+        remove_orphans(engine)
+        assert engine.network_exists(network_name(name))
+    finally:
+        engine.remove_labelled({LABEL_LAB: name})
+    assert not engine.network_exists(network_name(name))
