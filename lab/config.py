@@ -112,6 +112,7 @@ class BackendConfig(_Frozen):
     # Negative controls only: a backend without locks or fencing must make checks fail.
     locking: bool = True
     fencing: bool = True
+    lock_renewal: bool = True          # off: the lease never outlives its first TTL
     health_checks_redis: bool = True
     stop_timeout_s: Annotated[int, Field(ge=1, le=300)] = 10
 

@@ -190,6 +190,21 @@ class FencingRejection:
 
 
 @dataclass(frozen=True, slots=True)
+class LockSample:
+    """What Redis (the lock store) held as one job's lock, sampled during a run.
+
+    Redis answered at some moment between ``sent_at`` and ``received_at``; ``holder`` is
+    None when no lock was held. One record per job per sample.
+    """
+
+    sent_at: float
+    received_at: float
+    job: str
+    holder: str | None
+    fencing_token: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSample:
     """One backend's answer on one health endpoint, asked directly (docker exec, not NGINX)."""
 
@@ -212,6 +227,7 @@ class History:
     job_runs: list[JobRun] = field(default_factory=list)
     health_samples: list[HealthSample] = field(default_factory=list)
     fencing_rejections: list[FencingRejection] = field(default_factory=list)
+    lock_samples: list[LockSample] = field(default_factory=list)
     # Rate limits, the connection pool and security headers (lab.checks.rate_limit, pool,
     # security); empty in scenarios that do not sample them.
     pool_samples: list[PoolSample] = field(default_factory=list)

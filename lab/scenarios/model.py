@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from lab.checks.locks import JOBS
 from lab.faults.base import FAULT_KINDS
 
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate",
@@ -42,7 +43,7 @@ DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails"
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
                "tls", "security_headers", "rate_limit_headers", "health_contract", "fail_fast",
-               "recovery", "pool_bound")
+               "recovery", "pool_bound", "lock_holders", "lock_after_store_restart")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -160,6 +161,27 @@ class WaitUntilServedStep(_Strict):
     wait_until_served: ServedSpec
 
 
+class AcquiredSpec(_Strict):
+    job: str
+    timeout: Duration = "3 * job_interval + 5"
+
+    _duration = field_validator("timeout")(classmethod(lambda cls, v: _check_duration(v)))
+
+    @field_validator("job")
+    @classmethod
+    def _known_job(cls, value: str) -> str:
+        if value not in JOBS:
+            raise ValueError(f"unknown job {value!r} (jobs: {', '.join(JOBS)})")
+        return value
+
+
+class WaitUntilAcquiredStep(_Strict):
+    """Wait until a node newly takes ``job``'s lock (a fencing token not seen when the step
+    began), so that the next step lands at the start of a run, not somewhere in it."""
+
+    wait_until_acquired: AcquiredSpec
+
+
 PROBES = ("security", "second-client", "health:healthy", "health:redis-down", "health:database-down",
           "pool")
 
@@ -182,7 +204,7 @@ class ProbeStep(_Strict):
         return value
 
 
-STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "probe")
+STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "wait_until_acquired", "probe")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -196,7 +218,7 @@ def _step_kind(value: Any) -> str | None:
 Step = Annotated[
     Annotated[InjectStep, Tag("inject")] | Annotated[HealStep, Tag("heal")]
     | Annotated[WaitStep, Tag("wait")] | Annotated[WaitUntilServedStep, Tag("wait_until_served")]
-    | Annotated[ProbeStep, Tag("probe")],
+    | Annotated[WaitUntilAcquiredStep, Tag("wait_until_acquired")] | Annotated[ProbeStep, Tag("probe")],
     Discriminator(_step_kind, custom_error_type="step",
                   custom_error_message=f"each step is a mapping with one key: {', '.join(STEP_KINDS)}"),
 ]

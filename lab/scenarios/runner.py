@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 import psycopg
+from redis import RedisError
 
 from lab.checks import (
     CheckResult,
@@ -33,9 +34,12 @@ from lab.checks.dependency import check_fail_fast, check_recovery
 from lab.checks.health import PATHS as HEALTH_PATHS
 from lab.checks.health import check_health_contract
 from lab.checks.locks import (
+    JOBS,
     check_fencing,
     check_jobs_paused_while_redis_down,
+    check_lock_after_store_restart,
     check_lock_exclusivity,
+    check_lock_holders,
     check_lock_takeover,
 )
 from lab.checks.pool import check_pool_bound, parse_pgbouncer_ini
@@ -45,7 +49,7 @@ from lab.checks.rate_limit import (
     predict_checklist_experiments,
 )
 from lab.checks.security import check_security_headers, check_tls, hsts_max_age, required_headers
-from lab.config import BackendConfig, PgBouncerConfig
+from lab.config import BackendConfig, PgBouncerConfig, RedisConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
 from lab.history import FaultEvent, FaultPhase, HealthSample, History, Outcome
@@ -57,6 +61,7 @@ from lab.scenarios.model import (
     ProbeStep,
     Scenario,
     WaitStep,
+    WaitUntilAcquiredStep,
     WaitUntilServedStep,
     evaluate_duration,
 )
@@ -64,7 +69,7 @@ from lab.topology.lab import Lab
 from lab.topology.nginx_conf import NginxPolicy, UpstreamPolicy, parse_nginx_policy
 from lab.topology.render import BACKEND_PORT, render_pgbouncer_ini
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
-from lab.workload.jobs import read_fencing_rejections, read_job_runs
+from lab.workload.jobs import LockSampler, read_fencing_rejections, read_job_runs, read_locks, redis_client
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
 from lab.workload.security_probe import observe_tls, sample_headers
 
@@ -73,7 +78,8 @@ FAILURE_MODES = {"kill": FailureMode.UNREACHABLE, "stop": FailureMode.UNREACHABL
                  "restart": FailureMode.UNREACHABLE, "partition": FailureMode.UNREACHABLE,
                  "freeze": FailureMode.FROZEN}
 LIFECYCLE = ("kill", "stop", "freeze", "restart")
-LOCK_CHECKS = ("lock_exclusivity", "fencing", "lock_takeover", "jobs_paused")
+LOCK_CHECKS = ("lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "lock_holders",
+               "lock_after_store_restart")
 
 
 def db_budget_s(backend: BackendConfig) -> float:
@@ -129,7 +135,8 @@ class Runner:
                  on_progress: Callable[[Progress], None] = lambda progress: None,
                  ready_timeout_s: float = 60.0, expected_policy: NginxPolicy | None = None,
                  expected_backend: BackendConfig | None = None,
-                 expected_pgbouncer: PgBouncerConfig | None = None):
+                 expected_pgbouncer: PgBouncerConfig | None = None,
+                 expected_redis: RedisConfig | None = None):
         self.lab = lab
         self.scenario = scenario
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
@@ -142,6 +149,7 @@ class Runner:
         self._expected_policy = expected_policy
         self._expected_backend = expected_backend
         self._expected_pgbouncer = expected_pgbouncer
+        self._expected_redis = expected_redis
         self._traffic: TrafficRun | None = None
         self._t0 = time.monotonic()
         self._state = _State()
@@ -159,23 +167,44 @@ class Runner:
                 "server_login_retry": float((self._expected_pgbouncer or self.lab.config.pgbouncer).server_login_retry_s),
                 "db_budget": db_budget_s(self._expected_backend or backend)}
 
-    def _lock_holder(self, job: str, timeout_s: float) -> str:
-        """The backend holding ``job``'s lock, read from /admin/locks through NGINX."""
+    def _poll_locks(self, timeout_s: float, done: Callable[[dict[str, tuple[str, int | None]]], str | None],
+                    what: str) -> str:
+        """Read the job locks from Redis every 50 ms until ``done(locks)`` names a backend;
+        ``locks`` maps each held job to its holder and fencing token."""
         deadline = time.monotonic() + timeout_s
-        headers = {"Authorization": f"Bearer {self.lab.secrets.admin_token}"}
-        with httpx.Client(base_url=self.lab.endpoints.nginx_http, timeout=2, headers=headers) as client:
+        with redis_client(self.lab.endpoints.redis_url) as client:
             while time.monotonic() < deadline:
                 try:
-                    response = client.get("/admin/locks")
-                    if response.status_code == 200:
-                        for lock in response.json()["locks"]:
-                            if lock["job"] == job and lock["holder"] in self.lab.roles:
-                                return lock["holder"]
-                except httpx.HTTPError:
+                    locks = {job: lock for job, lock in read_locks(client, JOBS).items()
+                             if lock[0] in self.lab.roles}
+                    if (node := done(locks)) is not None:
+                        return node
+                except RedisError:
                     pass
                 time.sleep(0.05)
-        raise LabError(f"no backend held the lock of job {job!r} within {timeout_s:.0f} s",
+        raise LabError(f"{what} within {timeout_s:.0f} s",
                        hint="is locking on, and does the job run (LAB_JOB_INTERVAL_S)?")
+
+    def _lock_holder(self, job: str, timeout_s: float) -> str:
+        """The backend holding ``job``'s lock now (or as soon as one does)."""
+        return self._poll_locks(timeout_s, lambda locks: locks[job][0] if job in locks else None,
+                                f"no backend held the lock of job {job!r}")
+
+    def _wait_until_acquired(self, job: str, timeout_s: float) -> str:
+        """The backend that takes ``job``'s lock anew: a lock held at the first answer
+        belongs to a run already under way and does not count."""
+        self._state.phase = f"waiting for a new holder of {job}"
+        self._tick()
+        baseline: list[int | None] = []
+
+        def fresh(locks: dict[str, tuple[str, int | None]]) -> str | None:
+            holder, token = locks.get(job, (None, None))
+            if not baseline:
+                baseline.append(token)
+                return None
+            return holder if holder is not None and token != baseline[0] else None
+
+        return self._poll_locks(timeout_s, fresh, f"no backend newly took the lock of job {job!r}")
 
     def _resolve_target(self, target: str) -> str:
         """A node name, a seeded random pick (``random``, ``random:<role>``) or the current
@@ -291,6 +320,8 @@ class Runner:
                 total += evaluate_duration(step.wait, names)
             elif isinstance(step, WaitUntilServedStep):
                 total += evaluate_duration(step.wait_until_served.timeout, names)
+            elif isinstance(step, WaitUntilAcquiredStep):
+                total += evaluate_duration(step.wait_until_acquired.timeout, names)
             else:
                 total += self.ready_timeout_s / 4  # heals wait for readiness
         return total
@@ -330,7 +361,14 @@ class Runner:
         self._quiesce(policy, addresses)
         self.lab.wait_all_ready(self.ready_timeout_s)
         state.history.mark("start", time.time())
+        sampler = None
         try:
+            if any(spec.name == "lock_holders" for spec in self.scenario.checks):
+                # Redis's view of the lock holders, all along the steps (bounded: stopped in
+                # finally, and by its own deadline).
+                sampler = LockSampler(self.lab.endpoints.redis_url, JOBS,
+                                      max_duration_s=self._planned_duration(names) + 60)
+                sampler.start()
             if self.scenario.traffic:
                 # The traffic outlasts the planned steps; it is finished when they end.
                 planned = self._planned_duration(names) + 30
@@ -351,6 +389,10 @@ class Runner:
                 elif isinstance(step, WaitUntilServedStep):
                     node = self._resolve_target(step.wait_until_served.node)
                     self._wait_until_served(node, evaluate_duration(step.wait_until_served.timeout, names))
+                elif isinstance(step, WaitUntilAcquiredStep):
+                    spec = step.wait_until_acquired
+                    node = self._wait_until_acquired(spec.job, evaluate_duration(spec.timeout, names))
+                    state.history.mark(f"acquired:{spec.job}:{node}", time.time())
                 elif isinstance(step, ProbeStep) and step.probe == "security":
                     self._probe_security(state.history)
                 elif isinstance(step, ProbeStep) and step.probe == "pool":
@@ -360,6 +402,11 @@ class Runner:
                 elif isinstance(step, ProbeStep):
                     state.notes.append(self._probe_second_client())
         finally:
+            if sampler is not None:
+                sampler.stop()
+                state.history.lock_samples.extend(sampler.samples)
+                state.notes.append(f"lock samples: {len(sampler.samples) // len(JOBS)} answered, "
+                                   f"{sampler.errors} failed")
             for key in list(state.active):
                 try:
                     self._heal(key)
@@ -540,6 +587,13 @@ class Runner:
                                        job_interval_s=backend.job_interval_s, **tolerance)
         if spec.name == "jobs_paused":
             return check_jobs_paused_while_redis_down(history, backend.job_interval_s)
+        if spec.name == "lock_holders":
+            return check_lock_holders(history, max_run_s=self._max_run_s())
+        if spec.name == "lock_after_store_restart":
+            redis = self._expected_redis or self.lab.config.redis
+            return check_lock_after_store_restart(history, persistence=redis.persistence,
+                                                  job_interval_s=backend.job_interval_s,
+                                                  ready_mark=ready_mark("redis"))
         if spec.name == "tls":
             https = [sample for sample in history.header_samples if sample.url.startswith("https://")]
             return check_tls(history.tls[-1] if history.tls else None, self.lab.config.nginx.server_name,

@@ -84,6 +84,7 @@ def backend_env(config: LabConfig, secrets: LabSecrets, node: str) -> dict[str, 
         "LAB_DEPENDENCY_TIMEOUT_S": str(b.dependency_timeout_s),
         "LAB_LOCKING": "1" if b.locking else "0",
         "LAB_FENCING": "1" if b.fencing else "0",
+        "LAB_LOCK_RENEWAL": "1" if b.lock_renewal else "0",
         "LAB_HEALTH_CHECKS_REDIS": "1" if b.health_checks_redis else "0",
         "LAB_STOP_TIMEOUT_S": str(b.stop_timeout_s),
     }

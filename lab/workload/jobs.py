@@ -1,4 +1,5 @@
-"""The scheduled jobs' own records, read straight from PostgreSQL after a run.
+"""The scheduled jobs' own records, read straight from PostgreSQL after a run, and the lock
+store's view of who holds each job's lock, sampled while the run lasts (``LockSampler``).
 
 The backends write ``job_runs`` (one row per execution, ``finished_at`` NULL until it ends)
 and ``fencing_rejections`` (one row per side effect refused for a stale token); see
@@ -9,9 +10,14 @@ seconds with ``EXTRACT(EPOCH ...)``, the clock every other history record uses.
 
 from __future__ import annotations
 
-import psycopg
+import threading
+import time
+from typing import Self
 
-from lab.history import FencingRejection, JobRun
+import psycopg
+import redis
+
+from lab.history import FencingRejection, JobRun, LockSample
 
 CONNECT_TIMEOUT_S = 5
 
@@ -57,3 +63,84 @@ def read_fencing_rejections(dsn: str, since: float) -> list[FencingRejection]:
     return [FencingRejection(job=job, node=node, token=int(token), last_token=int(last),
                              at=float(at))
             for job, node, token, last, at in rows]
+
+
+LOCK_PREFIX = "lab:lock:"          # images/backend/lab_backend/locks.py: <node>|<hex>|<token>
+
+
+def read_locks(client: redis.Redis, jobs: tuple[str, ...]) -> dict[str, tuple[str, int | None]]:
+    """Each held job's lock as Redis has it: holder node and fencing token."""
+    held = {}
+    for job, raw in zip(jobs, client.mget([LOCK_PREFIX + job for job in jobs]), strict=True):
+        if raw is None:
+            continue
+        node, _, rest = raw.decode().partition("|")
+        fence = rest.rpartition("|")[2]
+        held[job] = (node, int(fence) if fence.isdigit() else None)
+    return held
+
+
+def redis_client(url: str, timeout_s: float = 1.0) -> redis.Redis:
+    """A client of the lab's Redis on its published 127.0.0.1 port, every call bounded."""
+    if not url.startswith("redis://127.0.0.1:"):
+        raise ValueError(f"the lab reads Redis only on 127.0.0.1, not {url}")
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+class LockSampler:
+    """Reads every job's lock straight from Redis every ``interval_s``, in a thread.
+
+    Straight from the lock store, not through ``/admin/locks`` behind NGINX: during a Redis
+    outage that endpoint answers 503, which NGINX retries and counts against every backend
+    (``proxy_next_upstream http_503``), so sampling it would eject the backends the scenario
+    watches. Bounded in count and time: it stops at ``stop()``, after ``max_duration_s``, or
+    after ``max_samples``. A read that fails (Redis down) is counted in ``errors``.
+    """
+
+    def __init__(self, redis_url: str, jobs: tuple[str, ...], *, interval_s: float = 0.1,
+                 timeout_s: float = 1.0, max_duration_s: float = 600.0, max_samples: int = 20_000):
+        self._client = redis_client(redis_url, timeout_s)
+        self._jobs = jobs
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._max_duration_s = max_duration_s
+        self._max_samples = max_samples
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lock-sampler", daemon=True)
+        self.samples: list[LockSample] = []
+        self.errors = 0
+
+    def start(self) -> None:
+        """Start sampling in the background."""
+        self._thread.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop sampling and wait for the thread (at most one read timeout)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self._timeout_s * 2 + 1)
+        self._client.close()
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self._max_duration_s
+        taken = 0
+        while not self._stop.is_set() and time.monotonic() < deadline and taken < self._max_samples:
+            taken += 1
+            sent = time.time()
+            try:
+                held = read_locks(self._client, self._jobs)
+            except redis.RedisError:
+                self.errors += 1
+            else:
+                received = time.time()
+                for job in self._jobs:
+                    holder, token = held.get(job, (None, None))
+                    self.samples.append(LockSample(sent, received, job, holder, token))
+            self._stop.wait(max(0.0, self._interval_s - (time.time() - sent)))

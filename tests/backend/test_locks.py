@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import time
 
 import pytest
 from lab_backend.locks import FENCE_PREFIX, JobLockStatus, LockService
@@ -238,3 +239,48 @@ def test_unreachable_redis_means_the_job_does_not_run():
 
     assert run(scenario()).status is JobLockStatus.UNAVAILABLE
     assert calls == []
+
+
+def test_a_lease_without_renewal_expires_under_a_longer_run(lock_redis_url, job_name):
+    """renew=False keeps the first TTL: a 0.3 s lease lapses under a 0.8 s run, and another node takes it."""
+
+    async def scenario():
+        redis, a, b = await _two_services(lock_redis_url)
+        taken = []
+        try:
+            async def job(handle):
+                await asyncio.sleep(0.5)
+                taken.append(await b.acquire_job_lock(job_name, 5000))
+                await asyncio.sleep(0.3)
+
+            return await a.with_job_lock(job_name, 300, job, renew=False), taken
+        finally:
+            await redis.aclose()
+
+    result, taken = run(scenario())
+    assert taken[0] is not None and taken[0].node == "node-b"
+    assert taken[0].fencing_token > result.fencing_token
+    assert result.status is JobLockStatus.LOST
+
+
+def test_the_lab_reads_locks_as_the_backend_writes_them(lock_redis_url, job_name):
+    """lab.workload.jobs.read_locks (and the lock sampler) parse the backend's lock values: holder and token."""
+    from lab.workload.jobs import LockSampler, read_locks, redis_client
+
+    async def acquire():
+        redis, a, _ = await _two_services(lock_redis_url)
+        try:
+            return await a.acquire_job_lock(job_name, 5000)
+        finally:
+            await redis.aclose()
+
+    handle = run(acquire())
+    with redis_client(lock_redis_url) as client:
+        assert read_locks(client, (job_name, "no-such-job")) == {job_name: ("node-a", handle.fencing_token)}
+    with LockSampler(lock_redis_url, (job_name,), interval_s=0.05, max_samples=3) as sampler:
+        for _ in range(100):
+            if len(sampler.samples) == 3:
+                break
+            time.sleep(0.02)
+    assert [(s.holder, s.fencing_token) for s in sampler.samples] == [("node-a", handle.fencing_token)] * 3
+    assert all(s.sent_at <= s.received_at for s in sampler.samples)

@@ -371,6 +371,9 @@ def test_exclusivity_and_pause_fail_without_locks(engine: Engine, lab_images: di
     assert dict(exclusivity.values)["duplicate_ticks"] > 0
     paused = result["jobs-paused-while-redis-down"]
     assert paused.verdict is Verdict.FAIL, paused
+    holders = result["lock-holders"]
+    assert holders.verdict is Verdict.FAIL, holders
+    assert any("Redis named no holder while running" in d for d in holders.details), holders.details
 
 
 def test_fencing_fails_when_switched_off(engine: Engine, lab_images: dict[str, str]) -> None:
@@ -380,6 +383,30 @@ def test_fencing_fails_when_switched_off(engine: Engine, lab_images: dict[str, s
         result = by_name(Runner(lab, load_scenario("lock-holder-freeze"), seed=9).run())
     assert result["fencing"].verdict is Verdict.FAIL, result["fencing"]
     assert result["fencing"].details
+
+
+def test_exclusivity_fails_with_a_ttl_shorter_than_the_job_and_no_renewal(engine: Engine,
+                                                                         lab_images: dict[str, str]) -> None:
+    """A 1 s lease that is never renewed, on a 3 s job: the next tick's node runs while the first still works."""
+    backend = {"lock_renewal": False, "lock_ttl_s": 1.0, "job_duration_s": 3.0}
+    with started(engine, "short-ttl", backend=backend) as lab:
+        result = by_name(Runner(lab, load_scenario("lock-exclusivity"), seed=18).run())
+    exclusivity, holders = result["lock-exclusivity"], result["lock-holders"]
+    assert exclusivity.verdict is Verdict.FAIL, exclusivity
+    assert dict(exclusivity.values)["overlaps"] > 0, exclusivity
+    assert holders.verdict is Verdict.FAIL, holders
+    assert dict(holders.values)["two_holder_samples"] > 0, holders
+
+
+def test_second_run_prediction_fails_when_redis_persists_where_the_claim_says_not(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """A Redis with persistence keeps the lock across a restart: no second run, where the claimed config predicts one."""
+    scenario = load_scenario("redis-restart-mid-job")
+    with started(engine, "persistent-redis", redis={"persistence": True}, **scenario.lab) as lab:
+        result = by_name(Runner(lab, scenario, seed=19, expected_redis=LabConfig().redis).run())
+    restart = result["lock-after-store-restart"]
+    assert restart.verdict is Verdict.FAIL, restart
+    assert "no second run" in " ".join(restart.details), restart.details
 
 
 def test_takeover_fails_when_the_ttl_is_longer_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:

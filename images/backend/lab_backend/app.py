@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -76,12 +77,18 @@ class AppState:
 
 
 def make_redis(settings: Settings) -> Redis:
-    """A Redis client whose every command fails within the dependency timeout, no retries."""
+    """A Redis client whose every command fails within the dependency timeout.
+
+    One immediate retry, on a dropped connection only: after a Redis restart every pooled
+    connection is dead, and without it each backend's first command fails ("Connection
+    closed by server"), so every node skipped the first tick after the restart (measured).
+    A timeout is never retried, so a frozen or cut-off Redis still costs one timeout.
+    """
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.dependency_timeout_s,
         socket_connect_timeout=settings.dependency_timeout_s,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         max_connections=50,
         client_name=f"lab-{settings.node_id}",
     )

@@ -31,6 +31,7 @@ class Settings:
     dependency_timeout_s: float
     locking: bool
     fencing: bool
+    lock_renewal: bool
     # Negative control only: a health check that never asks Redis (the checklist's mistake).
     health_checks_redis: bool
     stop_timeout_s: float
@@ -95,6 +96,7 @@ class Settings:
             dependency_timeout_s=number("LAB_DEPENDENCY_TIMEOUT_S", 1.0, 0.05, 10),
             locking=flag("LAB_LOCKING", True),
             fencing=flag("LAB_FENCING", True),
+            lock_renewal=flag("LAB_LOCK_RENEWAL", True),
             health_checks_redis=flag("LAB_HEALTH_CHECKS_REDIS", True),
             stop_timeout_s=number("LAB_STOP_TIMEOUT_S", 10.0, 1, 300),
             drain_s=number("LAB_DRAIN_S", 1.0, 0, 60),

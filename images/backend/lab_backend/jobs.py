@@ -101,7 +101,7 @@ class JobScheduler:
                 return RunRecord(tick, "tick_already_run")
             return await self._execute(job, tick, handle.fencing_token)
 
-        result = await self.locks.with_job_lock(job, ttl_ms, run)
+        result = await self.locks.with_job_lock(job, ttl_ms, run, renew=settings.lock_renewal)
         if result.status is JobLockStatus.UNAVAILABLE:
             event("job.skipped", job=job, tick=tick, reason="redis_unavailable")
             return "redis_unavailable"

@@ -203,11 +203,13 @@ class LockService:
 
     async def with_job_lock(self, job: str, ttl_ms: int,
                             run: Callable[[LockHandle], Awaitable[Any]],
-                            *, extend_every_s: float | None = None) -> JobLockResult:
+                            *, extend_every_s: float | None = None, renew: bool = True) -> JobLockResult:
         """Acquire, run ``run(handle)`` while extending the lease, release; skip if held elsewhere.
 
         A lost lease is logged and reported, but the run is not cancelled: the fencing token
         it carries is what keeps a late write out, which is what the lab demonstrates.
+        ``renew=False`` keeps the lease at its first TTL, as redis-py's ``Lock`` does (it has
+        no auto-renewal): a negative control for a TTL shorter than the job.
         """
         try:
             handle = await self.acquire_job_lock(job, ttl_ms)
@@ -219,13 +221,14 @@ class LockService:
 
         lost = asyncio.Event()
         every = extend_every_s if extend_every_s is not None else handle.ttl_ms / 3000
-        keeper = asyncio.create_task(self._keep_extended(handle, every, lost))
+        keeper = asyncio.create_task(self._keep_extended(handle, every, lost)) if renew else None
         try:
             value = await run(handle)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             if lost.is_set():
                 self.held.pop(job, None)
             else:
