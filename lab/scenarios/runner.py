@@ -30,6 +30,7 @@ from lab.checks import (
     ready_mark,
 )
 from lab.checks.dependency import check_fail_fast, check_recovery
+from lab.checks.exposure import check_exposure, documented_ports
 from lab.checks.health import PATHS as HEALTH_PATHS
 from lab.checks.health import check_health_contract
 from lab.checks.locks import (
@@ -66,7 +67,7 @@ from lab.topology.render import BACKEND_PORT, render_pgbouncer_ini
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.jobs import read_fencing_rejections, read_job_runs
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
-from lab.workload.security_probe import observe_tls, sample_headers
+from lab.workload.security_probe import connect_published, observe_tls, sample_headers
 
 WRITE_MARKER = "lab-write"
 FAILURE_MODES = {"kill": FailureMode.UNREACHABLE, "stop": FailureMode.UNREACHABLE,
@@ -353,6 +354,8 @@ class Runner:
                     self._wait_until_served(node, evaluate_duration(step.wait_until_served.timeout, names))
                 elif isinstance(step, ProbeStep) and step.probe == "security":
                     self._probe_security(state.history)
+                elif isinstance(step, ProbeStep) and step.probe == "exposure":
+                    self._probe_exposure(state.history)
                 elif isinstance(step, ProbeStep) and step.probe == "pool":
                     self._probe_pool(state.history)
                 elif isinstance(step, ProbeStep) and step.probe.startswith("health:"):
@@ -404,6 +407,14 @@ class Runner:
         history.header_samples.extend(sample_headers(endpoints.nginx_http))
         history.header_samples.extend(sample_headers(endpoints.nginx_https, ca_pem=ca.encode()))
         history.tls.append(observe_tls(endpoints.nginx_https, self.lab.config.nginx.server_name, ca.encode()))
+
+    def _probe_exposure(self, history: History) -> None:
+        """Every lab container's published ports (from Docker), and a TCP connect to each on 127.0.0.1."""
+        self._state.phase = "reading published ports"
+        self._tick()
+        exposures = self.lab.exposure()
+        history.exposure.extend(exposures)
+        history.port_connects.extend(connect_published(exposures))
 
     def _probe_pool(self, history: History, clients: int = 300, duration_s: float = 8.0) -> None:
         """Many more clients than the pool through PgBouncer, sampled all along; then the
@@ -562,6 +573,9 @@ class Runner:
             bound = evaluate_duration(spec.within, self._names)
             return check_recovery(history, bound_s=bound, derivation=f"bound {spec.within} = {bound:g} s "
                                   f"with {', '.join(f'{k} = {v:g}' for k, v in self._names.items() if k in str(spec.within))}")
+        if spec.name == "exposure":
+            return check_exposure(history.exposure, history.port_connects,
+                                  documented_ports(self.lab.config.publish), self.lab.roles)
         if spec.name == "health_contract":
             return check_health_contract(history)
         if spec.name == "rate_limit_headers":

@@ -47,12 +47,13 @@ def sidecars(engine: Engine, lab: Lab) -> list[str]:
 
 @contextmanager
 def started(engine: Engine, suffix: str, *, nginx_conf: str | None = None,
+            extra_publish: dict[str, dict[str, int]] | None = None,
             **sections: dict[str, object]) -> Iterator[Lab]:
     """A lab of its own for one test, with configuration overrides by section; always removed."""
     config = LabConfig(name=session_lab_name(suffix))
     for section, values in sections.items():
         config = config.with_overrides(section, **values)
-    lab = Lab(engine, config, nginx_conf=nginx_conf)
+    lab = Lab(engine, config, nginx_conf=nginx_conf, extra_publish=extra_publish)
     try:
         lab.up(ephemeral=True)
         yield lab
@@ -103,6 +104,26 @@ def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_ima
     assert "Content-Security-Policy" in " ".join(headers.details) + headers.measured
     assert tls.verdict is Verdict.FAIL, tls
     assert "Strict-Transport-Security" in " ".join(tls.details) + tls.measured
+
+
+EXPOSURE_PROBE = """name: exposure-probe
+description: Read every container's published ports and connect to each on 127.0.0.1.
+steps:
+  - probe: exposure
+checks:
+  - exposure
+"""
+
+
+def test_exposure_fails_when_a_backend_publishes_its_port(engine: Engine, lab_images: dict[str, str]) -> None:
+    """A backend that publishes 8000/tcp (even on 127.0.0.1) is reachable past NGINX: the check names it."""
+    with started(engine, "exposed", extra_publish={"backend-2": {"8000/tcp": 0}}) as lab:
+        result = by_name(Runner(lab, parse_scenario(EXPOSURE_PROBE, "exposure-probe"), seed=18).run())
+    exposure = result["exposure"]
+    assert exposure.verdict is Verdict.FAIL, exposure
+    offending = [d for d in exposure.details if d.startswith("backend-2 (backend) publishes 8000/tcp on 127.0.0.1:")]
+    assert offending and "accepted a TCP connection" in offending[0], exposure.details
+    assert dict(exposure.values)["confirmed"] == 5, exposure  # the documented ports still answer
 
 
 def test_health_contract_fails_when_detailed_health_ignores_redis(engine: Engine, lab_images: dict[str, str]) -> None:
