@@ -166,8 +166,9 @@ PROBES = ("security", "second-client", "health:healthy", "health:redis-down", "h
 
 class ProbeStep(_Strict):
     """Take samples now: ``security`` records answers of every kind with their headers (HTTP
-    and HTTPS) and the certificate HTTPS serves; ``second-client`` sends a login burst from a
-    container on the lab network, a client with its own address (NGINX's limit key);
+    and HTTPS) and the certificate HTTPS serves; ``second-client`` sends a login burst from the
+    host and, 50 ms later, one from a container on the lab network, a client with its own
+    address (NGINX's limit key);
     ``health:<state>`` asks every backend's four health endpoints directly, labelled with the
     state the steps so far put the lab in; ``pool`` drives 300 clients through PgBouncer while
     sampling SHOW POOLS and pg_stat_activity, then opens one client more than max_client_conn;

@@ -462,25 +462,56 @@ class Runner:
             for samples in pool.map(one, backends):
                 history.health_samples.extend(samples)
 
-    def _probe_second_client(self, burst: int = 8) -> str:
-        """A burst of logins from a container on the lab network: another limit_req key."""
+    def _probe_second_client(self, burst: int = 8, lead_s: float = 2.0, gap_s: float = 0.05) -> str:
+        """A login burst from the host, then one from a container on the lab network (its own
+        address, so its own limit_req key) ``gap_s`` later.
+
+        Limits kept per client give the second burst a fresh allowance; a zone keyed on
+        anything shared (the server name, a header) has just been filled by the first burst
+        and rejects the second. Both start on the shared wall clock (containers read the
+        host's): ``lead_s`` covers the container's start, so the gap does not depend on it.
+        """
         self._state.phase = "second client"
         self._tick()
+        fire_at = time.time() + lead_s
         # Container to container on the lab's own network: NGINX sees the sidecar's address.
         script = (
-            "import urllib.request, urllib.error, concurrent.futures as f\n"
+            "import socket, time, urllib.request, urllib.error, concurrent.futures as f\n"
             "def one(_):\n"
             "    req = urllib.request.Request('http://nginx/api/auth/login', data=b'{}', method='POST')\n"
             "    try:\n"
             "        return urllib.request.urlopen(req, timeout=5).status\n"
             "    except urllib.error.HTTPError as e:\n"
             "        return e.code\n"
+            f"time.sleep(max(0.0, {fire_at + gap_s!r} - time.time()))\n"
+            f"late = time.time() - {fire_at + gap_s!r}\n"
             f"with f.ThreadPoolExecutor({burst}) as pool:\n"
-            f"    print(sorted(pool.map(one, range({burst}))))\n")
-        result = self.lab.run_client(["python3", "-c", script])
+            f"    statuses = sorted(pool.map(one, range({burst})))\n"
+            "print(socket.gethostbyname(socket.gethostname()), round(late * 1000), statuses)\n")
+        with ThreadPoolExecutor(max_workers=1) as host:
+            first = host.submit(self._host_login_burst, burst, fire_at)
+            result = self.lab.run_client(["python3", "-c", script], timeout_s=lead_s + 30)
+            host_statuses = first.result()
         if result.exit_code != 0:
             raise LabError(f"the second client failed: {result.output.strip()[-300:]}")
-        return f"second client (own address) burst of {burst} logins: statuses {result.output.strip()}"
+        address, late_ms, statuses = result.output.strip().split(" ", 2)
+        lateness = f", {late_ms} ms late" if int(late_ms) > 0 else ""
+        return (f"login bursts of {burst}: the host's (its own address) statuses {host_statuses}; "
+                f"{gap_s * 1000:.0f} ms later the second client's ({address}{lateness}) {statuses}")
+
+    def _host_login_burst(self, burst: int, at: float) -> list[int | str]:
+        """``burst`` concurrent logins through NGINX's published port, sent at ``at`` (epoch s)."""
+        with httpx.Client(base_url=self.lab.endpoints.nginx_http, timeout=5,
+                          limits=httpx.Limits(max_connections=burst)) as client:
+            time.sleep(max(0.0, at - time.time()))
+
+            def one(_: int) -> int | str:
+                try:
+                    return client.post("/api/auth/login", content=b"{}").status_code
+                except httpx.HTTPError as exc:
+                    return type(exc).__name__
+            with ThreadPoolExecutor(max_workers=burst) as pool:
+                return sorted(pool.map(one, range(burst)), key=str)
 
     def _max_run_s(self) -> float:
         """The longest a job run can last: its work plus a bounded wait for each database call."""
