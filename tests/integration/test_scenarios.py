@@ -92,6 +92,26 @@ def test_rate_limits_fail_when_nginx_limits_less_than_claimed(engine: Engine, la
     assert result["rate-limit-headers"].verdict is Verdict.FAIL, result["rate-limit-headers"]
 
 
+def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(engine: Engine,
+                                                                     lab_images: dict[str, str]) -> None:
+    """Zones keyed on $server_name share one bucket among all clients: the host's login burst
+    eats the second client's allowance, which the claimed per-address limit must catch."""
+    conf = render_nginx(LabConfig()).replace("$binary_remote_addr", "$server_name")
+    with started(engine, "shared-key", nginx_conf=conf) as lab:
+        run = Runner(lab, load_scenario("rate-limits"), seed=19, expected_policy=CLAIMED).run()
+    auth = by_name(run)["rate-limit /api/auth/"]
+    assert auth.verdict is Verdict.FAIL, auth
+    # The host's own requests carry X-Request-Id; the other address on /api/auth/ is the second client.
+    sent = {r.request_id for r in run.history.requests}
+    host = {e.remote_addr for e in run.history.access_log if e.request_id in sent}
+    second = {e.remote_addr for e in run.history.access_log if e.uri.startswith("/api/auth/")} - host
+    assert len(second) == 1, (host, second)
+    address = second.pop()
+    assert any(f" {address} POST /api/auth/login: expected PASSED, NGINX REJECTED" in d
+               for d in auth.details), auth.details
+    assert any(d.startswith(f"client {address}, run") for d in auth.details), auth.details
+
+
 def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_images: dict[str, str]) -> None:
     """An NGINX without its Content-Security-Policy and HSTS lines fails both checks, naming them."""
     lines = render_nginx(LabConfig()).splitlines(keepends=True)
