@@ -129,6 +129,28 @@ class PoolStats:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolLoadPhase:
+    """One load on the pool: who drove it, when, and what its clients saw.
+
+    ``direct``: client connections straight to PgBouncer, each a transaction per statement;
+    ``backends``: HTTP clients on the backends' database-backed API, so PgBouncer's clients
+    are the backends' own connection pools.
+    """
+
+    name: str
+    started_at: float
+    ended_at: float
+    clients: int                # concurrent load clients (connections, or HTTP clients)
+    requests: int               # transactions (direct) or HTTP answers (backends) seen
+    errors: int                 # failed transactions, or non-200 answers and no answer
+    stats_before: PoolStats | None = None
+    stats_after: PoolStats | None = None
+    # HTTP status (or the error's type) -> count; empty for the direct load.
+    statuses: tuple[tuple[str, int], ...] = ()
+    own_connections: int = 0    # the sampler's own sessions pg_stat_activity counts
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderSample:
     """One response's status and headers, as a client received them."""
 
@@ -251,6 +273,7 @@ class History:
     pool_samples: list[PoolSample] = field(default_factory=list)
     server_activity: list[ServerActivitySample] = field(default_factory=list)
     pool_stats: list[PoolStats] = field(default_factory=list)
+    pool_phases: list[PoolLoadPhase] = field(default_factory=list)
     header_samples: list[HeaderSample] = field(default_factory=list)
     tls: list[TlsObservation] = field(default_factory=list)
     exposure: list[NodeExposure] = field(default_factory=list)
