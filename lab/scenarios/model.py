@@ -161,7 +161,7 @@ class WaitUntilServedStep(_Strict):
 
 
 PROBES = ("security", "second-client", "health:healthy", "health:redis-down", "health:database-down",
-          "pool", "exposure")
+          "pool", "pool-backends", "exposure")
 
 
 class ProbeStep(_Strict):
@@ -172,6 +172,8 @@ class ProbeStep(_Strict):
     ``health:<state>`` asks every backend's four health endpoints directly, labelled with the
     state the steps so far put the lab in; ``pool`` drives 300 clients through PgBouncer while
     sampling SHOW POOLS and pg_stat_activity, then opens one client more than max_client_conn;
+    ``pool-backends`` samples the same while 90 HTTP clients in a container on the lab network
+    ask the backends' database-backed API directly;
     ``exposure`` reads every lab container's published ports from Docker and tries one TCP
     connect to each on 127.0.0.1."""
 

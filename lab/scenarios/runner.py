@@ -49,7 +49,7 @@ from lab.checks.security import check_security_headers, check_tls, hsts_max_age,
 from lab.config import BackendConfig, PgBouncerConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
-from lab.history import FaultEvent, FaultPhase, HealthSample, History, Outcome
+from lab.history import FaultEvent, FaultPhase, HealthSample, History, Outcome, PoolLoadPhase
 from lab.scenarios.model import (
     CheckSpec,
     FaultRef,
@@ -66,6 +66,7 @@ from lab.topology.nginx_conf import NginxPolicy, UpstreamPolicy, parse_nginx_pol
 from lab.topology.render import BACKEND_PORT, render_pgbouncer_ini
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.jobs import read_fencing_rejections, read_job_runs
+from lab.workload.backend_load import run_backend_load
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
 from lab.workload.security_probe import connect_published, observe_tls, sample_headers
 
@@ -358,6 +359,8 @@ class Runner:
                     self._probe_exposure(state.history)
                 elif isinstance(step, ProbeStep) and step.probe == "pool":
                     self._probe_pool(state.history)
+                elif isinstance(step, ProbeStep) and step.probe == "pool-backends":
+                    self._probe_pool_backends(state.history)
                 elif isinstance(step, ProbeStep) and step.probe.startswith("health:"):
                     self._probe_health(state.history, step.probe.split(":", 1)[1])
                 elif isinstance(step, ProbeStep):
@@ -416,30 +419,60 @@ class Runner:
         history.exposure.extend(exposures)
         history.port_connects.extend(connect_published(exposures))
 
+    def _pool_sampler(self) -> PoolSampler:
+        endpoints, config = self.lab.endpoints, self.lab.config
+        return PoolSampler(endpoints.pgbouncer_admin_dsn, endpoints.postgres_dsn, config.postgres.user,
+                           config.postgres.database)
+
+    def _record_pool(self, history: History, sampler: PoolSampler, phase: PoolLoadPhase) -> None:
+        history.pool_samples.extend(sampler.samples)
+        history.server_activity.extend(sampler.activity)
+        history.pool_stats.extend(s for s in (phase.stats_before, phase.stats_after) if s is not None)
+        history.pool_phases.append(phase)
+
     def _probe_pool(self, history: History, clients: int = 300, duration_s: float = 8.0) -> None:
         """Many more clients than the pool through PgBouncer, sampled all along; then the
         exact error a client past max_client_conn gets."""
         self._state.phase = f"pool: {clients} clients"
         self._tick()
         endpoints, config = self.lab.endpoints, self.lab.config
-        sampler = PoolSampler(endpoints.pgbouncer_admin_dsn, endpoints.postgres_dsn, config.postgres.user,
-                              config.postgres.database)
-        with sampler:
+        with self._pool_sampler() as sampler:
             before = sampler.stats()
             load = run_pool_load(endpoints.pgbouncer_dsn, clients=clients, duration_s=duration_s)
+            ended = time.time()
             # Waiters drain after the load ends; the last samples must show it.
             self._sleep(1.0)
             after = sampler.stats()
-        history.pool_samples.extend(sampler.samples)
-        history.server_activity.extend(sampler.activity)
-        history.pool_stats.extend((before, after))
-        self._pool_load = (load.errors, sampler.own_connections)
+        self._record_pool(history, sampler, PoolLoadPhase(
+            "direct", ended - load.duration_s, ended, load.clients, load.transactions, load.errors,
+            before, after, own_connections=sampler.own_connections))
         self._state.notes.append(f"pool load: {load.clients} clients, {load.transactions} transactions "
                                  f"({load.transactions_per_s:.0f}/s), {load.errors} errors")
         self._state.phase = "pool: max_client_conn"
         self._tick()
         error = max_client_conn_error(endpoints.pgbouncer_dsn, config.pgbouncer.max_client_conn)
         self._state.notes.append(f"a client past max_client_conn ({config.pgbouncer.max_client_conn}) gets: {error}")
+
+    def _probe_pool_backends(self, history: History, clients: int = 90, duration_s: float = 6.0) -> None:
+        """Many HTTP clients on the backends' database-backed API, from a container on the lab
+        network (through NGINX the api zone would reject one address's concurrent requests),
+        while PgBouncer and PostgreSQL are sampled: PgBouncer's clients are now the backends' pools."""
+        self._state.phase = f"pool: {clients} HTTP clients on the backends"
+        self._tick()
+        token = self._login()
+        backends = [node for node, role in self.lab.roles.items() if role == "backend"]
+        with self._pool_sampler() as sampler:
+            before = sampler.stats()
+            load = run_backend_load(self.lab.run_client, backends, BACKEND_PORT, token,
+                                    clients=clients, duration_s=duration_s)
+            self._sleep(1.0)
+            after = sampler.stats()
+        self._record_pool(history, sampler, PoolLoadPhase(
+            "backends", load.started_at, load.ended_at, load.clients, load.requests, load.errors,
+            before, after, load.statuses, sampler.own_connections))
+        statuses = ", ".join(f"{status} x{count}" for status, count in load.statuses)
+        self._state.notes.append(f"pool load through the backends: {load.clients} HTTP clients, "
+                                 f"{load.requests} answers ({load.requests_per_s:.0f}/s): {statuses}")
 
     def _probe_health(self, history: History, expectation: str) -> None:
         """Every backend's four health endpoints, asked directly (docker exec, not NGINX)."""
@@ -592,12 +625,13 @@ class Runner:
             pgbouncer = self._expected_pgbouncer or self.lab.config.pgbouncer
             expected = parse_pgbouncer_ini(render_pgbouncer_ini(self.lab.config.model_copy(
                 update={"pgbouncer": pgbouncer})), database=self.lab.config.postgres.database)
-            errors, own = getattr(self, "_pool_load", (0, 1))
+            phases = history.pool_phases
+            own = max((phase.own_connections for phase in phases), default=1)
             stats = history.pool_stats
             return check_pool_bound(history.pool_samples, history.server_activity, expected.default_pool_size,
                                     expected.reserve_pool_size, stats[0] if stats else None,
-                                    stats[-1] if stats else None, errors, own_connections=own,
-                                    pool_mode=expected.pool_mode)
+                                    stats[-1] if stats else None, sum(phase.errors for phase in phases),
+                                    own_connections=own, pool_mode=expected.pool_mode, phases=phases)
         if spec.name == "fail_fast":
             return check_fail_fast(history, servers=len(policy.servers), db_budget_s=self._names["db_budget"])
         if spec.name == "recovery":
