@@ -40,6 +40,13 @@ def judge(exposures: list[NodeExposure], probed: list[PortConnect] | None = None
                           documented, ROLES)
 
 
+def failing(exposures: list[NodeExposure], probed: list[PortConnect] | None = None) -> str:
+    """The details of a check that must fail, as one text."""
+    result = judge(exposures, probed)
+    assert result.verdict is Verdict.FAIL, result
+    return "\n".join(result.details)
+
+
 def with_bindings(exposures: list[NodeExposure], node: str, *bindings: PortBinding) -> list[NodeExposure]:
     return [replace(e, bindings=bindings) if e.node == node else e for e in exposures]
 
@@ -66,21 +73,17 @@ def test_every_interface_bindings_fail() -> None:
     """NGINX on 0.0.0.0 and on :: listens on every interface: both fail, and 80 is then missing on loopback."""
     exposures = with_bindings(healthy(), "nginx", PortBinding("80/tcp", "0.0.0.0", 40080),
                               PortBinding("80/tcp", "::", 40080), PortBinding("443/tcp", "127.0.0.1", 40443))
-    result = judge(exposures)
-    assert result.verdict is Verdict.FAIL
-    text = "\n".join(result.details)
+    text = failing(exposures)
     assert "nginx (nginx) publishes 80/tcp on 0.0.0.0:40080: every interface" in text
     assert "nginx (nginx) publishes 80/tcp on [::]:40080: every interface" in text
     assert "nginx (nginx) publishes no 80/tcp on 127.0.0.1" in text
-    assert dict(result.values)["every_interface"] == 2
+    assert dict(judge(exposures).values)["every_interface"] == 2
 
 
 def test_a_missing_or_unanswered_port_fails() -> None:
     """Redis without its binding, and a PgBouncer port that refuses the connection, both fail."""
     exposures = with_bindings(healthy(), "redis")
-    result = judge(exposures, connects(exposures, refused=HOST_PORTS["6432/tcp"]))
-    assert result.verdict is Verdict.FAIL
-    text = "\n".join(result.details)
+    text = failing(exposures, connects(exposures, refused=HOST_PORTS["6432/tcp"]))
     assert "redis (redis) publishes no 6379/tcp on 127.0.0.1 (documented)" in text
     assert "pgbouncer (pgbouncer) 6432/tcp on 127.0.0.1:46432: no TCP connection (ConnectionRefusedError)" in text
 
@@ -91,9 +94,7 @@ def test_helpers_host_network_and_missing_nodes_fail() -> None:
     exposures = [replace(e, network_mode="host") if e.node == "backend-1" else e for e in exposures]
     exposures.append(NodeExposure(T0, "lab-x-client-1", "", "running", "lab-x",
                                   (PortBinding("9000/tcp", "127.0.0.1", 49100),)))
-    result = judge(exposures)
-    assert result.verdict is Verdict.FAIL
-    text = "\n".join(result.details)
+    text = failing(exposures)
     assert "backend-1 (backend) runs in the host's network namespace" in text
     assert "lab-x-client-1 (helper) publishes 9000/tcp on 127.0.0.1:49100: not documented" in text
     assert "backend-3 (backend): no container" in text
