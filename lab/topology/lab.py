@@ -30,7 +30,7 @@ from lab.engine import (
     ExecResult,
     Removed,
 )
-from lab.errors import LabError, LabNotFound, NodeStartError, UnknownNode
+from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
 from lab.history import NodeExposure
 from lab.topology import images as image_builder
 from lab.topology.plan import (
@@ -428,7 +428,13 @@ def remove_orphans(engine: Engine) -> Removed:
 
 
 def _complete(network_labels: dict, members: Iterable[ContainerInfo]) -> bool:
-    config = parse_config(json.loads(network_labels[LABEL_CONFIG]), source="lab labels")
+    try:
+        config = parse_config(json.loads(network_labels[LABEL_CONFIG]), source="lab labels")
+    except (ConfigError, ValueError):
+        # Started by another version of the lab (a field this one does not know): its
+        # completeness cannot be judged here, so it is left alone rather than removed, and
+        # `lab up` must not fail over it.
+        return True
     nodes = {m.node for m in members if m.labels.get(LABEL_KIND) == "node"}
     return nodes == set(node_roles(config))
 
