@@ -23,6 +23,7 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.errors import DockerUnavailable, ImageBuildError, LabError, PortConflict
+from lab.history import PortBinding
 
 LABEL_PREFIX = "io.failover-lab"
 LABEL_LAB = f"{LABEL_PREFIX}.lab"            # the lab's name, on every resource
@@ -82,6 +83,9 @@ class ContainerInfo:
     published: Mapping[str, tuple[str, int]]   # "80/tcp" -> ("127.0.0.1", 49153)
     env: Mapping[str, str]
     exit_code: int | None
+    # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
+    bindings: tuple[PortBinding, ...] = ()
+    network_mode: str = ""           # HostConfig.NetworkMode: a network name, "host", "container:<id>"
 
     @property
     def node(self) -> str:
@@ -393,11 +397,19 @@ class Engine:
         ip = None
         for endpoint in (settings.get("Networks") or {}).values():
             ip = endpoint.get("IPAddress") or ip
+        host_config = attrs.get("HostConfig") or {}
         published: dict[str, tuple[str, int]] = {}
         for port, bindings in (settings.get("Ports") or {}).items():
             for binding in bindings or []:
                 if binding.get("HostPort"):
                     published[port] = (binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"]))
+        # A container that is not running forwards nothing yet; what it is configured to
+        # publish is what it will expose when it starts, so that is what it reports then.
+        ports = settings.get("Ports") if state.get("Running") else host_config.get("PortBindings")
+        all_bindings = tuple(
+            # An empty HostIp binds every interface (Docker's default for `-p 80:80`).
+            PortBinding(port, binding.get("HostIp") or "0.0.0.0", int(binding.get("HostPort") or 0))
+            for port, bindings in sorted((ports or {}).items()) for binding in bindings or [])
         env = {}
         for item in (attrs.get("Config") or {}).get("Env") or []:
             key, _, value = item.partition("=")
@@ -408,7 +420,8 @@ class Engine:
             labels=(attrs.get("Config") or {}).get("Labels") or {},
             started_at=_parse_time(state.get("StartedAt")) if state.get("Running") else None,
             ip_address=ip or None, published=published, env=env,
-            exit_code=state.get("ExitCode"),
+            exit_code=state.get("ExitCode"), bindings=all_bindings,
+            network_mode=host_config.get("NetworkMode") or "",
         )
 
     def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:

@@ -129,6 +129,28 @@ class PoolStats:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolLoadPhase:
+    """One load on the pool: who drove it, when, and what its clients saw.
+
+    ``direct``: client connections straight to PgBouncer, each a transaction per statement;
+    ``backends``: HTTP clients on the backends' database-backed API, so PgBouncer's clients
+    are the backends' own connection pools.
+    """
+
+    name: str
+    started_at: float
+    ended_at: float
+    clients: int                # concurrent load clients (connections, or HTTP clients)
+    requests: int               # transactions (direct) or HTTP answers (backends) seen
+    errors: int                 # failed transactions, or non-200 answers and no answer
+    stats_before: PoolStats | None = None
+    stats_after: PoolStats | None = None
+    # HTTP status (or the error's type) -> count; empty for the direct load.
+    statuses: tuple[tuple[str, int], ...] = ()
+    own_connections: int = 0    # the sampler's own sessions pg_stat_activity counts
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderSample:
     """One response's status and headers, as a client received them."""
 
@@ -216,6 +238,40 @@ class HealthSample:
     expectation: str            # the state the scenario put the lab in: healthy, redis-down, ...
 
 
+@dataclass(frozen=True, slots=True)
+class PortBinding:
+    """One host port Docker forwards to a container port, as Docker reports it."""
+
+    container_port: str         # "80/tcp"
+    host_ip: str                # "127.0.0.1"; "0.0.0.0" or "::" is every interface
+    host_port: int              # 0: not assigned yet (a container that is not running)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeExposure:
+    """What one of the lab's containers publishes on the host, read from Docker at ``at``."""
+
+    at: float
+    node: str                   # node name, or the helper's name for a sidecar
+    role: str                   # the node's role; "" for helpers (sidecars, clients)
+    status: str                 # Docker's state: running, exited, ...
+    network_mode: str           # "host" shares the host's network: every port is exposed
+    bindings: tuple[PortBinding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PortConnect:
+    """One TCP connect from the host to a published port on 127.0.0.1."""
+
+    at: float
+    node: str
+    container_port: str
+    host: str                   # always 127.0.0.1: the host talks to nothing else
+    port: int
+    connected: bool
+    detail: str = ""            # the error when it did not connect
+
+
 @dataclass
 class History:
     """Everything recorded during one scenario run; append-only while the run lasts."""
@@ -233,8 +289,11 @@ class History:
     pool_samples: list[PoolSample] = field(default_factory=list)
     server_activity: list[ServerActivitySample] = field(default_factory=list)
     pool_stats: list[PoolStats] = field(default_factory=list)
+    pool_phases: list[PoolLoadPhase] = field(default_factory=list)
     header_samples: list[HeaderSample] = field(default_factory=list)
     tls: list[TlsObservation] = field(default_factory=list)
+    exposure: list[NodeExposure] = field(default_factory=list)
+    port_connects: list[PortConnect] = field(default_factory=list)
 
     def mark(self, name: str, at: float) -> None:
         self.marks.append(Mark(name, at))

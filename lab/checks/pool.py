@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from lab.checks.base import CheckResult, Verdict, combine, never_crashes
 from lab.errors import ConfigError
-from lab.history import PoolSample, PoolStats, ServerActivitySample
+from lab.history import PoolLoadPhase, PoolSample, PoolStats, ServerActivitySample
 
 __all__ = [
     "PgBouncerPolicy",
+    "PoolLoadPhase",
     "PoolSample",
     "PoolStats",
     "ServerActivitySample",
@@ -160,12 +161,16 @@ def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerA
                      default_pool_size: int, reserve_pool_size: int,
                      stats_before: PoolStats | None, stats_after: PoolStats | None,
                      client_errors: int, *, own_connections: int = 1,
-                     pool_mode: str | None = None) -> CheckResult:
+                     pool_mode: str | None = None,
+                     phases: Sequence[PoolLoadPhase] = ()) -> CheckResult:
     """Whether every pool stayed within its bound, PostgreSQL agreed, waiters drained, no client erred.
 
     ``own_connections``: connections the sampler holds that ``pg_stat_activity`` counts but
     PgBouncer does not (its direct PostgreSQL session, when it logs in as the app's user).
     ``pool_mode``: the mode the configuration asks for, compared with what SHOW POOLS reports.
+    ``phases``: the loads that ran (direct, through the backends), each reported on its own:
+    peak server connections, PgBouncer's clients, transactions/s, HTTP statuses. The bound
+    is judged over every sample whatever the phase; ``client_errors`` counts all phases.
     """
     bound = default_pool_size + reserve_pool_size
     expected = (f"each pool <= {bound} server connections, pg_stat_activity within "
@@ -285,8 +290,54 @@ def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerA
                 values.append(("reuse_ratio", ratio))
                 reuse = (f"; {xacts} transactions over at most {peak_total} server connections "
                          f"= {ratio:.1f} per connection")
+    # 6. Each load on its own (reported, not judged beyond the above).
+    for phase in phases:
+        details.append(_phase_line(phase, [s for readings in pools.values() for s in readings
+                                           if phase.started_at <= s.at <= phase.ended_at], values))
+
     measured = (f"peak {peak_pool} server connections per pool (bound {bound}), peak "
                 f"{peak_waiting} waiting, {last_waiting} waiting at the end, {client_errors} "
                 f"client error(s){reuse}")
     return CheckResult(NAME, combine(verdicts), measured, expected, derivation, tuple(details),
                        tuple(values))
+
+
+def _phase_line(phase: PoolLoadPhase, during: Sequence[PoolSample],
+                values: list[tuple[str, float]]) -> str:
+    """One load's figures, added to ``values`` under ``<phase>_...``."""
+    seconds = phase.ended_at - phase.started_at
+    line = f"{phase.name} load: {phase.clients} clients for {seconds:.1f} s, {phase.requests} "
+    line += "HTTP answers" if phase.statuses else "transactions"
+    if phase.statuses:
+        line += " (" + ", ".join(f"{status} x{count}" for status, count in phase.statuses) + ")"
+    line += f", {phase.errors} error(s)"
+    figures: list[tuple[str, float]] = [("clients", float(phase.clients)),
+                                        ("requests", float(phase.requests)),
+                                        ("errors", float(phase.errors))]
+    if during:
+        # PgBouncer's clients of the app pool: in the backends' load, the backends' own pools.
+        instants: dict[float, list[PoolSample]] = defaultdict(list)
+        for sample in during:
+            instants[sample.at].append(sample)
+        peak_servers = max(sum(s.sv_total for s in group) for group in instants.values())
+        peak_active = max(sum(s.sv_active for s in group) for group in instants.values())
+        peak_clients = max(sum(s.cl_active + s.cl_waiting for s in group)
+                           for group in instants.values())
+        peak_waiting = max(sum(s.cl_waiting for s in group) for group in instants.values())
+        figures += [("peak_server_connections", float(peak_servers)),
+                    ("peak_server_active", float(peak_active)),
+                    ("peak_pgbouncer_clients", float(peak_clients)),
+                    ("peak_cl_waiting", float(peak_waiting))]
+        line += (f"; peak {peak_servers} server connections ({peak_active} active), peak "
+                 f"{peak_clients} PgBouncer clients ({peak_waiting} waiting)")
+    else:
+        line += "; no SHOW POOLS sample while it ran"
+    if phase.stats_before is not None and phase.stats_after is not None and seconds > 0:
+        xacts = phase.stats_after.total_xact_count - phase.stats_before.total_xact_count
+        if xacts >= 0:
+            figures.append(("transactions_per_s", xacts / seconds))
+            line += f"; {xacts} transactions, {xacts / seconds:.0f}/s"
+    for status, count in phase.statuses:
+        figures.append((f"status_{status}", float(count)))
+    values.extend((f"{phase.name}_{name}", value) for name, value in figures)
+    return line

@@ -43,7 +43,7 @@ DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails"
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
                "tls", "security_headers", "rate_limit_headers", "health_contract", "fail_fast",
-               "recovery", "pool_bound", "lock_holders", "lock_after_store_restart")
+               "recovery", "pool_bound", "exposure", "lock_holders", "lock_after_store_restart")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -183,16 +183,21 @@ class WaitUntilAcquiredStep(_Strict):
 
 
 PROBES = ("security", "second-client", "health:healthy", "health:redis-down", "health:database-down",
-          "pool")
+          "pool", "pool-backends", "exposure")
 
 
 class ProbeStep(_Strict):
     """Take samples now: ``security`` records answers of every kind with their headers (HTTP
-    and HTTPS) and the certificate HTTPS serves; ``second-client`` sends a login burst from a
-    container on the lab network, a client with its own address (NGINX's limit key);
+    and HTTPS) and the certificate HTTPS serves; ``second-client`` sends a login burst from the
+    host and, 50 ms later, one from a container on the lab network, a client with its own
+    address (NGINX's limit key);
     ``health:<state>`` asks every backend's four health endpoints directly, labelled with the
     state the steps so far put the lab in; ``pool`` drives 300 clients through PgBouncer while
-    sampling SHOW POOLS and pg_stat_activity, then opens one client more than max_client_conn."""
+    sampling SHOW POOLS and pg_stat_activity, then opens one client more than max_client_conn;
+    ``pool-backends`` samples the same while 90 HTTP clients in a container on the lab network
+    ask the backends' database-backed API directly;
+    ``exposure`` reads every lab container's published ports from Docker and tries one TCP
+    connect to each on 127.0.0.1."""
 
     probe: str
 

@@ -31,6 +31,7 @@ from lab.checks import (
     ready_mark,
 )
 from lab.checks.dependency import check_fail_fast, check_recovery
+from lab.checks.exposure import check_exposure, documented_ports
 from lab.checks.health import PATHS as HEALTH_PATHS
 from lab.checks.health import check_health_contract
 from lab.checks.locks import (
@@ -52,7 +53,7 @@ from lab.checks.security import check_security_headers, check_tls, hsts_max_age,
 from lab.config import BackendConfig, PgBouncerConfig, RedisConfig
 from lab.errors import LabError
 from lab.faults import Fault, FaultSpec, heal_leftovers, make_fault
-from lab.history import FaultEvent, FaultPhase, HealthSample, History, Outcome
+from lab.history import FaultEvent, FaultPhase, HealthSample, History, Outcome, PoolLoadPhase
 from lab.scenarios.model import (
     CheckSpec,
     FaultRef,
@@ -69,9 +70,10 @@ from lab.topology.lab import Lab
 from lab.topology.nginx_conf import NginxPolicy, UpstreamPolicy, parse_nginx_policy
 from lab.topology.render import BACKEND_PORT, render_pgbouncer_ini
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
+from lab.workload.backend_load import run_backend_load
 from lab.workload.jobs import LockSampler, read_fencing_rejections, read_job_runs, read_locks, redis_client
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
-from lab.workload.security_probe import observe_tls, sample_headers
+from lab.workload.security_probe import connect_published, observe_tls, sample_headers
 
 WRITE_MARKER = "lab-write"
 FAILURE_MODES = {"kill": FailureMode.UNREACHABLE, "stop": FailureMode.UNREACHABLE,
@@ -395,8 +397,12 @@ class Runner:
                     state.history.mark(f"acquired:{spec.job}:{node}", time.time())
                 elif isinstance(step, ProbeStep) and step.probe == "security":
                     self._probe_security(state.history)
+                elif isinstance(step, ProbeStep) and step.probe == "exposure":
+                    self._probe_exposure(state.history)
                 elif isinstance(step, ProbeStep) and step.probe == "pool":
                     self._probe_pool(state.history)
+                elif isinstance(step, ProbeStep) and step.probe == "pool-backends":
+                    self._probe_pool_backends(state.history)
                 elif isinstance(step, ProbeStep) and step.probe.startswith("health:"):
                     self._probe_health(state.history, step.probe.split(":", 1)[1])
                 elif isinstance(step, ProbeStep):
@@ -452,30 +458,68 @@ class Runner:
         history.header_samples.extend(sample_headers(endpoints.nginx_https, ca_pem=ca.encode()))
         history.tls.append(observe_tls(endpoints.nginx_https, self.lab.config.nginx.server_name, ca.encode()))
 
+    def _probe_exposure(self, history: History) -> None:
+        """Every lab container's published ports (from Docker), and a TCP connect to each on 127.0.0.1."""
+        self._state.phase = "reading published ports"
+        self._tick()
+        exposures = self.lab.exposure()
+        history.exposure.extend(exposures)
+        history.port_connects.extend(connect_published(exposures))
+
+    def _pool_sampler(self) -> PoolSampler:
+        endpoints, config = self.lab.endpoints, self.lab.config
+        return PoolSampler(endpoints.pgbouncer_admin_dsn, endpoints.postgres_dsn, config.postgres.user,
+                           config.postgres.database)
+
+    def _record_pool(self, history: History, sampler: PoolSampler, phase: PoolLoadPhase) -> None:
+        history.pool_samples.extend(sampler.samples)
+        history.server_activity.extend(sampler.activity)
+        history.pool_stats.extend(s for s in (phase.stats_before, phase.stats_after) if s is not None)
+        history.pool_phases.append(phase)
+
     def _probe_pool(self, history: History, clients: int = 300, duration_s: float = 8.0) -> None:
         """Many more clients than the pool through PgBouncer, sampled all along; then the
         exact error a client past max_client_conn gets."""
         self._state.phase = f"pool: {clients} clients"
         self._tick()
         endpoints, config = self.lab.endpoints, self.lab.config
-        sampler = PoolSampler(endpoints.pgbouncer_admin_dsn, endpoints.postgres_dsn, config.postgres.user,
-                              config.postgres.database)
-        with sampler:
+        with self._pool_sampler() as sampler:
             before = sampler.stats()
             load = run_pool_load(endpoints.pgbouncer_dsn, clients=clients, duration_s=duration_s)
+            ended = time.time()
             # Waiters drain after the load ends; the last samples must show it.
             self._sleep(1.0)
             after = sampler.stats()
-        history.pool_samples.extend(sampler.samples)
-        history.server_activity.extend(sampler.activity)
-        history.pool_stats.extend((before, after))
-        self._pool_load = (load.errors, sampler.own_connections)
+        self._record_pool(history, sampler, PoolLoadPhase(
+            "direct", ended - load.duration_s, ended, load.clients, load.transactions, load.errors,
+            before, after, own_connections=sampler.own_connections))
         self._state.notes.append(f"pool load: {load.clients} clients, {load.transactions} transactions "
                                  f"({load.transactions_per_s:.0f}/s), {load.errors} errors")
         self._state.phase = "pool: max_client_conn"
         self._tick()
         error = max_client_conn_error(endpoints.pgbouncer_dsn, config.pgbouncer.max_client_conn)
         self._state.notes.append(f"a client past max_client_conn ({config.pgbouncer.max_client_conn}) gets: {error}")
+
+    def _probe_pool_backends(self, history: History, clients: int = 90, duration_s: float = 6.0) -> None:
+        """Many HTTP clients on the backends' database-backed API, from a container on the lab
+        network (through NGINX the api zone would reject one address's concurrent requests),
+        while PgBouncer and PostgreSQL are sampled: PgBouncer's clients are now the backends' pools."""
+        self._state.phase = f"pool: {clients} HTTP clients on the backends"
+        self._tick()
+        token = self._login()
+        backends = [node for node, role in self.lab.roles.items() if role == "backend"]
+        with self._pool_sampler() as sampler:
+            before = sampler.stats()
+            load = run_backend_load(self.lab.run_client, backends, BACKEND_PORT, token,
+                                    clients=clients, duration_s=duration_s)
+            self._sleep(1.0)
+            after = sampler.stats()
+        self._record_pool(history, sampler, PoolLoadPhase(
+            "backends", load.started_at, load.ended_at, load.clients, load.requests, load.errors,
+            before, after, load.statuses, sampler.own_connections))
+        statuses = ", ".join(f"{status} x{count}" for status, count in load.statuses)
+        self._state.notes.append(f"pool load through the backends: {load.clients} HTTP clients, "
+                                 f"{load.requests} answers ({load.requests_per_s:.0f}/s): {statuses}")
 
     def _probe_health(self, history: History, expectation: str) -> None:
         """Every backend's four health endpoints, asked directly (docker exec, not NGINX)."""
@@ -498,25 +542,56 @@ class Runner:
             for samples in pool.map(one, backends):
                 history.health_samples.extend(samples)
 
-    def _probe_second_client(self, burst: int = 8) -> str:
-        """A burst of logins from a container on the lab network: another limit_req key."""
+    def _probe_second_client(self, burst: int = 8, lead_s: float = 2.0, gap_s: float = 0.05) -> str:
+        """A login burst from the host, then one from a container on the lab network (its own
+        address, so its own limit_req key) ``gap_s`` later.
+
+        Limits kept per client give the second burst a fresh allowance; a zone keyed on
+        anything shared (the server name, a header) has just been filled by the first burst
+        and rejects the second. Both start on the shared wall clock (containers read the
+        host's): ``lead_s`` covers the container's start, so the gap does not depend on it.
+        """
         self._state.phase = "second client"
         self._tick()
+        fire_at = time.time() + lead_s
         # Container to container on the lab's own network: NGINX sees the sidecar's address.
         script = (
-            "import urllib.request, urllib.error, concurrent.futures as f\n"
+            "import socket, time, urllib.request, urllib.error, concurrent.futures as f\n"
             "def one(_):\n"
             "    req = urllib.request.Request('http://nginx/api/auth/login', data=b'{}', method='POST')\n"
             "    try:\n"
             "        return urllib.request.urlopen(req, timeout=5).status\n"
             "    except urllib.error.HTTPError as e:\n"
             "        return e.code\n"
+            f"time.sleep(max(0.0, {fire_at + gap_s!r} - time.time()))\n"
+            f"late = time.time() - {fire_at + gap_s!r}\n"
             f"with f.ThreadPoolExecutor({burst}) as pool:\n"
-            f"    print(sorted(pool.map(one, range({burst}))))\n")
-        result = self.lab.run_client(["python3", "-c", script])
+            f"    statuses = sorted(pool.map(one, range({burst})))\n"
+            "print(socket.gethostbyname(socket.gethostname()), round(late * 1000), statuses)\n")
+        with ThreadPoolExecutor(max_workers=1) as host:
+            first = host.submit(self._host_login_burst, burst, fire_at)
+            result = self.lab.run_client(["python3", "-c", script], timeout_s=lead_s + 30)
+            host_statuses = first.result()
         if result.exit_code != 0:
             raise LabError(f"the second client failed: {result.output.strip()[-300:]}")
-        return f"second client (own address) burst of {burst} logins: statuses {result.output.strip()}"
+        address, late_ms, statuses = result.output.strip().split(" ", 2)
+        lateness = f", {late_ms} ms late" if int(late_ms) > 0 else ""
+        return (f"login bursts of {burst}: the host's (its own address) statuses {host_statuses}; "
+                f"{gap_s * 1000:.0f} ms later the second client's ({address}{lateness}) {statuses}")
+
+    def _host_login_burst(self, burst: int, at: float) -> list[int | str]:
+        """``burst`` concurrent logins through NGINX's published port, sent at ``at`` (epoch s)."""
+        with httpx.Client(base_url=self.lab.endpoints.nginx_http, timeout=5,
+                          limits=httpx.Limits(max_connections=burst)) as client:
+            time.sleep(max(0.0, at - time.time()))
+
+            def one(_: int) -> int | str:
+                try:
+                    return client.post("/api/auth/login", content=b"{}").status_code
+                except httpx.HTTPError as exc:
+                    return type(exc).__name__
+            with ThreadPoolExecutor(max_workers=burst) as pool:
+                return sorted(pool.map(one, range(burst)), key=str)
 
     def _max_run_s(self) -> float:
         """The longest a job run can last: its work plus a bounded wait for each database call."""
@@ -604,18 +679,22 @@ class Runner:
             pgbouncer = self._expected_pgbouncer or self.lab.config.pgbouncer
             expected = parse_pgbouncer_ini(render_pgbouncer_ini(self.lab.config.model_copy(
                 update={"pgbouncer": pgbouncer})), database=self.lab.config.postgres.database)
-            errors, own = getattr(self, "_pool_load", (0, 1))
+            phases = history.pool_phases
+            own = max((phase.own_connections for phase in phases), default=1)
             stats = history.pool_stats
             return check_pool_bound(history.pool_samples, history.server_activity, expected.default_pool_size,
                                     expected.reserve_pool_size, stats[0] if stats else None,
-                                    stats[-1] if stats else None, errors, own_connections=own,
-                                    pool_mode=expected.pool_mode)
+                                    stats[-1] if stats else None, sum(phase.errors for phase in phases),
+                                    own_connections=own, pool_mode=expected.pool_mode, phases=phases)
         if spec.name == "fail_fast":
             return check_fail_fast(history, servers=len(policy.servers), db_budget_s=self._names["db_budget"])
         if spec.name == "recovery":
             bound = evaluate_duration(spec.within, self._names)
             return check_recovery(history, bound_s=bound, derivation=f"bound {spec.within} = {bound:g} s "
                                   f"with {', '.join(f'{k} = {v:g}' for k, v in self._names.items() if k in str(spec.within))}")
+        if spec.name == "exposure":
+            return check_exposure(history.exposure, history.port_connects,
+                                  documented_ports(self.lab.config.publish), self.lab.roles)
         if spec.name == "health_contract":
             return check_health_contract(history)
         if spec.name == "rate_limit_headers":

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from lab.engine import (
     Removed,
 )
 from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
+from lab.history import NodeExposure
 from lab.topology import images as image_builder
 from lab.topology.plan import (
     READY_BEFORE_NEXT_STAGE,
@@ -123,12 +124,15 @@ class Lab:
     """One named lab on one Docker engine."""
 
     def __init__(self, engine: Engine, config: LabConfig, secrets: LabSecrets | None = None,
-                 *, nginx_conf: str | None = None):
+                 *, nginx_conf: str | None = None,
+                 extra_publish: Mapping[str, Mapping[str, int]] | None = None):
         self.engine = engine
         self.config = config
         self.name = config.name
         self.secrets = secrets or LabSecrets.generate()
         self._nginx_conf = nginx_conf
+        # Negative controls only: node -> {container port: host port} published on top.
+        self._extra_publish = extra_publish
         self.roles = node_roles(config)
 
     # -- attaching ------------------------------------------------------------------------
@@ -210,6 +214,14 @@ class Lab:
         if result.exit_code != 0:
             raise LabError(f"cannot read nginx.conf from lab {self.name}: {result.output.strip()}")
         return result.output
+
+    def exposure(self) -> list[NodeExposure]:
+        """What every container of this lab (nodes and helpers) publishes on the host, per Docker."""
+        now = time.time()
+        return [NodeExposure(now, info.node if info.labels.get(LABEL_KIND) == "node" else info.name,
+                             info.role if info.labels.get(LABEL_KIND) == "node" else "",
+                             info.status, info.network_mode, info.bindings)
+                for info in self.engine.list_containers({LABEL_LAB: self.name})]
 
     def addresses(self) -> dict[str, str]:
         """Container address -> node name, to read NGINX's $upstream_addr (never a target)."""
@@ -325,6 +337,7 @@ class Lab:
         subnet = self.engine.create_network(network_name(self.name), labels)
         tls = make_tls(self.name, self.config.nginx.server_name)
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
+                     extra_publish=self._extra_publish,
                      extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
         by_role: dict[str, list[NodePlan]] = {}
         for node in nodes:

@@ -8,6 +8,7 @@ the same nodes and is kept consistent with this plan by a test.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lab.config import LabConfig
@@ -99,9 +100,11 @@ def plan(
     *,
     extra_labels: dict[str, str] | None = None,
     nginx_conf: str | None = None,
+    extra_publish: Mapping[str, Mapping[str, int]] | None = None,
 ) -> list[NodePlan]:
-    """Every node of the lab, in start order. ``nginx_conf`` replaces the rendered one
-    (negative controls run a deliberately broken load balancer)."""
+    """Every node of the lab, in start order. ``nginx_conf`` replaces the rendered one and
+    ``extra_publish`` (node -> {container port: host port}) publishes more than documented:
+    negative controls run a deliberately broken load balancer or an exposed node."""
     network = network_name(config.name)
     publish = config.publish
     nodes: list[NodePlan] = []
@@ -135,7 +138,8 @@ def plan(
         spec = ContainerSpec(
             name=container_name(config.name, node), image=images[role], labels=labels,
             network=network, ipv4_address=node_address(config, subnet, node), aliases=(node,),
-            env=env, publish=ports, files=files, stop_timeout_s=stop_timeout,
+            env=env, publish={**ports, **(extra_publish or {}).get(node, {})}, files=files,
+            stop_timeout_s=stop_timeout,
         )
         nodes.append(NodePlan(node, role, spec))
     return nodes

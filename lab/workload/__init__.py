@@ -3,6 +3,7 @@
 - ``traffic``: ``TrafficSpec`` (what to send, at which rate) and ``TrafficRun`` (an open-model
   aiohttp client in a background thread that records one ``RequestRecord`` per request).
 - ``pool_load``: many clients through PgBouncer, SHOW POOLS / pg_stat_activity samplers;
+- ``backend_load``: many HTTP clients on the backends' API, from a container on the lab network;
 - ``jobs``: the backends' job runs and fencing rejections, read from PostgreSQL;
 - ``security_probe``: answers of every kind with their headers, and the served certificate;
 - ``access_log``: NGINX's own view of the same requests (``AccessLogEntry``), joined to the

@@ -1,6 +1,7 @@
-"""Security samples: the headers of answers of every kind, and the certificate HTTPS serves.
+"""Security samples: the headers of answers of every kind, the certificate HTTPS serves, and
+whether each published port accepts a TCP connection.
 
-Requests go only to NGINX's published 127.0.0.1 ports. Each call sends a small, fixed number
+Requests go only to published 127.0.0.1 ports. Each call sends a small, fixed number
 of requests (a burst to provoke 429 included) and returns at once.
 """
 
@@ -13,8 +14,10 @@ import time
 import httpx
 
 from lab.checks.security import observe_certificate
-from lab.history import HeaderSample, TlsObservation
-from lab.workload.traffic import check_loopback_url
+from lab.history import HeaderSample, NodeExposure, PortConnect, TlsObservation
+from lab.workload.traffic import LOOPBACK, check_loopback_url
+
+CONNECT_TIMEOUT_S = 2.0
 
 # (method, path, body): an answer of each kind the edge produces.
 _REQUESTS: tuple[tuple[str, str, bytes | None], ...] = (
@@ -51,3 +54,26 @@ def observe_tls(https_url: str, server_name: str, ca_pem: bytes) -> TlsObservati
             context.wrap_socket(raw, server_hostname=server_name) as tls:
         served = tls.getpeercert(binary_form=True)
     return observe_certificate(server_name, served, ca_pem, time.time())
+
+
+def connect_published(exposures: list[NodeExposure], *,
+                      timeout_s: float = CONNECT_TIMEOUT_S) -> list[PortConnect]:
+    """One TCP connect to 127.0.0.1 per published host port (opened, then closed at once).
+
+    Only loopback is tried, whatever interface a binding names: 0.0.0.0 and :: include it,
+    and the host sends traffic nowhere else. One attempt per port, each bounded by
+    ``timeout_s``.
+    """
+    out = []
+    for exposure in exposures:
+        for binding in exposure.bindings:
+            if not binding.host_port:
+                continue
+            try:
+                with socket.create_connection((LOOPBACK, binding.host_port), timeout=timeout_s):
+                    connected, detail = True, ""
+            except OSError as exc:
+                connected, detail = False, f"{type(exc).__name__}: {exc}"
+            out.append(PortConnect(time.time(), exposure.node, binding.container_port, LOOPBACK,
+                                   binding.host_port, connected, detail))
+    return out

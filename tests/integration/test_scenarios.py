@@ -47,12 +47,13 @@ def sidecars(engine: Engine, lab: Lab) -> list[str]:
 
 @contextmanager
 def started(engine: Engine, suffix: str, *, nginx_conf: str | None = None,
+            extra_publish: dict[str, dict[str, int]] | None = None,
             **sections: dict[str, object]) -> Iterator[Lab]:
     """A lab of its own for one test, with configuration overrides by section; always removed."""
     config = LabConfig(name=session_lab_name(suffix))
     for section, values in sections.items():
         config = config.with_overrides(section, **values)
-    lab = Lab(engine, config, nginx_conf=nginx_conf)
+    lab = Lab(engine, config, nginx_conf=nginx_conf, extra_publish=extra_publish)
     try:
         lab.up(ephemeral=True)
         yield lab
@@ -91,6 +92,26 @@ def test_rate_limits_fail_when_nginx_limits_less_than_claimed(engine: Engine, la
     assert result["rate-limit-headers"].verdict is Verdict.FAIL, result["rate-limit-headers"]
 
 
+def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(engine: Engine,
+                                                                     lab_images: dict[str, str]) -> None:
+    """Zones keyed on $server_name share one bucket among all clients: the host's login burst
+    eats the second client's allowance, which the claimed per-address limit must catch."""
+    conf = render_nginx(LabConfig()).replace("$binary_remote_addr", "$server_name")
+    with started(engine, "shared-key", nginx_conf=conf) as lab:
+        run = Runner(lab, load_scenario("rate-limits"), seed=19, expected_policy=CLAIMED).run()
+    auth = by_name(run)["rate-limit /api/auth/"]
+    assert auth.verdict is Verdict.FAIL, auth
+    # The host's own requests carry X-Request-Id; the other address on /api/auth/ is the second client.
+    sent = {r.request_id for r in run.history.requests}
+    host = {e.remote_addr for e in run.history.access_log if e.request_id in sent}
+    second = {e.remote_addr for e in run.history.access_log if e.uri.startswith("/api/auth/")} - host
+    assert len(second) == 1, (host, second)
+    address = second.pop()
+    assert any(f" {address} POST /api/auth/login: expected PASSED, NGINX REJECTED" in d
+               for d in auth.details), auth.details
+    assert any(d.startswith(f"client {address}, run") for d in auth.details), auth.details
+
+
 def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_images: dict[str, str]) -> None:
     """An NGINX without its Content-Security-Policy and HSTS lines fails both checks, naming them."""
     lines = render_nginx(LabConfig()).splitlines(keepends=True)
@@ -105,6 +126,26 @@ def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_ima
     assert "Strict-Transport-Security" in " ".join(tls.details) + tls.measured
 
 
+EXPOSURE_PROBE = """name: exposure-probe
+description: Read every container's published ports and connect to each on 127.0.0.1.
+steps:
+  - probe: exposure
+checks:
+  - exposure
+"""
+
+
+def test_exposure_fails_when_a_backend_publishes_its_port(engine: Engine, lab_images: dict[str, str]) -> None:
+    """A backend that publishes 8000/tcp (even on 127.0.0.1) is reachable past NGINX: the check names it."""
+    with started(engine, "exposed", extra_publish={"backend-2": {"8000/tcp": 0}}) as lab:
+        result = by_name(Runner(lab, parse_scenario(EXPOSURE_PROBE, "exposure-probe"), seed=18).run())
+    exposure = result["exposure"]
+    assert exposure.verdict is Verdict.FAIL, exposure
+    offending = [d for d in exposure.details if d.startswith("backend-2 (backend) publishes 8000/tcp on 127.0.0.1:")]
+    assert offending and "accepted a TCP connection" in offending[0], exposure.details
+    assert dict(exposure.values)["confirmed"] == 5, exposure  # the documented ports still answer
+
+
 def test_health_contract_fails_when_detailed_health_ignores_redis(engine: Engine, lab_images: dict[str, str]) -> None:
     """A backend whose health checks never ask Redis answers 200 during a Redis outage and fails the contract."""
     with started(engine, "blind-health", backend={"health_checks_redis": False}) as lab:
@@ -115,11 +156,18 @@ def test_health_contract_fails_when_detailed_health_ignores_redis(engine: Engine
 
 
 def test_pool_bound_fails_with_a_pool_of_300(engine: Engine, lab_images: dict[str, str]) -> None:
-    """A PgBouncer pool of 300 lets PostgreSQL see far more than the claimed 30 server connections."""
+    """A PgBouncer pool of 300 lets PostgreSQL see far more than the claimed 30 server connections
+    under the direct load; the load through the backends alone stays within 30."""
     with started(engine, "pool-300", pgbouncer={"default_pool_size": 300}) as lab:
         result = by_name(Runner(lab, load_scenario("pool-saturation"), seed=15,
                                 expected_pgbouncer=LabConfig().pgbouncer).run())
-    assert result["pool-bound"].verdict is Verdict.FAIL, result["pool-bound"]
+    pool = result["pool-bound"]
+    assert pool.verdict is Verdict.FAIL, pool
+    # The backends' own pools (3 x psycopg_pool max_size 10) cap their share at the claimed
+    # 30 whatever PgBouncer allows: it is the direct load that breaks the bound.
+    values = dict(pool.values)
+    assert values["backends_peak_pgbouncer_clients"] <= 30, pool
+    assert values["direct_peak_server_connections"] > 30, pool
 
 
 FROZEN_POOLER = """name: frozen-pooler

@@ -7,6 +7,7 @@ import pytest
 from lab.checks.base import Verdict
 from lab.checks.pool import (
     PgBouncerPolicy,
+    PoolLoadPhase,
     PoolSample,
     PoolStats,
     ServerActivitySample,
@@ -191,3 +192,28 @@ def test_missing_evidence_is_unknown() -> None:
     backwards = check_pool_bound(ramp(30), pg_for(ramp(30)), *BOUND_ARGS, STATS[1], STATS[0], 0)
     assert backwards.verdict is Verdict.UNKNOWN
     assert check_pool_bound(None, [], 1, 0, None, None, 0).verdict is Verdict.UNKNOWN  # type: ignore[arg-type]
+
+
+def test_each_load_is_reported_and_the_bound_judged_over_both() -> None:
+    """Two loads, the backends' within the bound and the direct one over it: each gets its own
+    figures, and the bound fails on the direct load's samples."""
+    backends = [pool(t, 30, waiting=0) for t in range(5)]
+    direct = [pool(t, 45 if t == 12 else 30, waiting=200 if t < 13 else 0) for t in range(10, 14)]
+    phases = (PoolLoadPhase("backends", T0, T0 + 4, 90, 7_800, 2, PoolStats(T0, 0, 0),
+                            PoolStats(T0 + 4, 6_000, 9_000), (("200", 7_798), ("503", 2))),
+              PoolLoadPhase("direct", T0 + 10, T0 + 13, 300, 9_000, 0,
+                            PoolStats(T0 + 10, 6_000, 9_000), PoolStats(T0 + 13, 15_000, 18_000)))
+    result = check(backends + direct, errors=2, phases=phases)
+    assert result.verdict is Verdict.FAIL
+    values = dict(result.values)
+    assert values["backends_peak_server_connections"] == 30
+    assert values["backends_peak_pgbouncer_clients"] == 40     # cl_active 40, nobody waiting
+    assert values["backends_transactions_per_s"] == 1_500
+    assert values["backends_status_503"] == 2
+    assert values["direct_peak_server_connections"] == 45
+    assert values["direct_peak_cl_waiting"] == 200
+    assert any(d.startswith("backends load: 90 clients for 4.0 s, 7800 HTTP answers (200 x7798, "
+                            "503 x2), 2 error(s); peak 30 server connections")
+               for d in result.details), result.details
+    assert any(d.startswith("direct load: 300 clients for 3.0 s, 9000 transactions") for d in result.details)
+    assert "2 client error(s)" in result.details

@@ -222,6 +222,21 @@ def test_other_burst_fails_with_expected_against_observed() -> None:
     assert any("expected REJECTED, NGINX PASSED" in d for d in result.details)
 
 
+def test_a_zone_shared_by_every_client_fails_on_the_second_client() -> None:
+    """NGINX keying on $server_name: a host burst fills the one bucket, and the second client's
+    burst 50 ms later is rejected where the claimed per-address key gives it its own allowance."""
+    arrivals = simultaneous(8, "10.0.0.1") + simultaneous(8, "10.0.0.2", at=50)
+    shared = nginx_log(AUTH, [("lab.local", t) for _, t in arrivals])
+    # The simulated NGINX logs in arrival order; give each line its client's address back.
+    ordered = sorted(range(len(shared)), key=lambda i: (shared[i].msec - shared[i].request_time_s, i))
+    log = [dataclasses.replace(shared[i], remote_addr=key) for i, (key, _) in zip(ordered, arrivals, strict=True)]
+    result = check_rate_limit(log, AUTH, STATUS, rules=POLICY.rate_limits)
+    assert result.verdict is Verdict.FAIL
+    assert any("10.0.0.2 POST /api/auth/login: expected PASSED, NGINX REJECTED" in d for d in result.details)
+    assert "client 10.0.0.2: 8 requests, NGINX accepted 0, the model 6" in result.details
+    assert "client 10.0.0.1: 8 requests, NGINX accepted 6, the model 6" in result.details
+
+
 def test_missing_limit_req_fails() -> None:
     """A location without limit_req (status '-', nothing rejected) fails and says so."""
     log = [dataclasses.replace(e, limit_req_status="-", status=200)
