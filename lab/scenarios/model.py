@@ -80,6 +80,17 @@ def evaluate_duration(expression: float | str, names: dict[str, float]) -> float
 Duration = float | str
 
 
+def _one_of(what: str, known: tuple[str, ...]) -> classmethod:
+    """A field validator accepting only ``known`` names, naming them all otherwise."""
+
+    def check(cls: type, value: str) -> str:
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r} ({what}s: {', '.join(known)})")
+        return value
+
+    return classmethod(check)
+
+
 def _check_duration(value: Duration) -> Duration:
     # Validate names and syntax now (with dummy values) so a typo fails before anything starts.
     result = evaluate_duration(value, {name: 1.0 for name in DURATION_NAMES})
@@ -126,12 +137,7 @@ class FaultRef(_Strict):
     jitter_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0
     ports: tuple[int, ...] = ()
 
-    @field_validator("fault")
-    @classmethod
-    def _known_fault(cls, value: str) -> str:
-        if value not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {value!r} (faults: {', '.join(FAULT_KINDS)})")
-        return value
+    _known_fault = field_validator("fault")(_one_of("fault", FAULT_KINDS))
 
 
 class InjectStep(_Strict):
@@ -167,12 +173,7 @@ class AcquiredSpec(_Strict):
 
     _duration = field_validator("timeout")(classmethod(lambda cls, v: _check_duration(v)))
 
-    @field_validator("job")
-    @classmethod
-    def _known_job(cls, value: str) -> str:
-        if value not in JOBS:
-            raise ValueError(f"unknown job {value!r} (jobs: {', '.join(JOBS)})")
-        return value
+    _known_job = field_validator("job")(_one_of("job", JOBS))
 
 
 class WaitUntilAcquiredStep(_Strict):
@@ -201,12 +202,7 @@ class ProbeStep(_Strict):
 
     probe: str
 
-    @field_validator("probe")
-    @classmethod
-    def _known_probe(cls, value: str) -> str:
-        if value not in PROBES:
-            raise ValueError(f"unknown probe {value!r} (probes: {', '.join(PROBES)})")
-        return value
+    _known_probe = field_validator("probe")(_one_of("probe", PROBES))
 
 
 STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "wait_until_acquired", "probe")
