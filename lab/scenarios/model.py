@@ -38,11 +38,12 @@ from pydantic import (
 from lab.faults.base import FAULT_KINDS
 
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate",
-                  "job_interval", "lock_ttl", "job_duration", "server_login_retry", "db_budget")
+                  "job_interval", "lock_ttl", "job_duration", "server_login_retry", "db_budget",
+                  "dependency_timeout", "drain")
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
                "tls", "security_headers", "rate_limit_headers", "health_contract", "fail_fast",
-               "recovery", "pool_bound")
+               "recovery", "pool_bound", "health_startup", "health_drain", "health_detailed_timing")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -182,7 +183,25 @@ class ProbeStep(_Strict):
         return value
 
 
-STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "probe")
+class WatchSpec(_Strict):
+    """A health watcher on one backend: its four health endpoints asked every ``interval_s``
+    from a client container on the lab network, from this step until the steps end (at most
+    ``for``), so restarts, drains and outages show as transitions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    node: str
+    interval_s: Annotated[float, Field(ge=0.01, le=1.0)] = 0.05
+    max_duration: Duration = Field(120, alias="for")
+
+    _duration = field_validator("max_duration")(classmethod(lambda cls, v: _check_duration(v)))
+
+
+class WatchStep(_Strict):
+    watch: WatchSpec
+
+
+STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "probe", "watch")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -196,7 +215,7 @@ def _step_kind(value: Any) -> str | None:
 Step = Annotated[
     Annotated[InjectStep, Tag("inject")] | Annotated[HealStep, Tag("heal")]
     | Annotated[WaitStep, Tag("wait")] | Annotated[WaitUntilServedStep, Tag("wait_until_served")]
-    | Annotated[ProbeStep, Tag("probe")],
+    | Annotated[ProbeStep, Tag("probe")] | Annotated[WatchStep, Tag("watch")],
     Discriminator(_step_kind, custom_error_type="step",
                   custom_error_message=f"each step is a mapping with one key: {', '.join(STEP_KINDS)}"),
 ]
