@@ -30,7 +30,7 @@ from lab.engine import (
     ExecResult,
     Removed,
 )
-from lab.errors import LabError, LabNotFound, NodeStartError, UnknownNode
+from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
 from lab.topology import images as image_builder
 from lab.topology.plan import (
     READY_BEFORE_NEXT_STAGE,
@@ -415,7 +415,12 @@ def remove_orphans(engine: Engine) -> Removed:
         if _owner_alive(owner):
             continue
         ephemeral = labels.get(LABEL_EPHEMERAL) == "1" or any(m.labels.get(LABEL_EPHEMERAL) == "1" for m in members)
-        complete = LABEL_CONFIG in labels and _complete(labels, members)
+        try:
+            complete = LABEL_CONFIG in labels and _complete(labels, members)
+        except ConfigError:
+            # Written by another version of the lab (a field this one does not know), as when
+            # several checkouts share one engine: not ours to judge, so it is left alone.
+            continue
         if ephemeral or not complete:
             result = engine.remove_labelled({LABEL_LAB: name})
             removed = Removed(removed.containers + result.containers, removed.networks + result.networks,
