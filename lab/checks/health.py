@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 
 from lab.checks.base import CheckResult, Verdict, combine, never_crashes
 from lab.checks.readmission import ready_mark
@@ -102,12 +103,23 @@ def _failed_names(body: str) -> tuple[str, ...]:
     return tuple(sorted(name for name, state in checks.items() if state == "failed"))
 
 
-def _outcome(name: str, verdicts: list[Verdict], lines: list[str], expected: str, derivation: str,
-             values: tuple[tuple[str, float], ...], nothing: str) -> CheckResult:
-    if not verdicts:
-        return CheckResult(name, Verdict.UNKNOWN, nothing, expected, derivation)
-    return CheckResult(name, combine(verdicts), "; ".join(lines), expected, derivation,
-                       tuple(lines[:20]), values)
+@dataclass
+class _Judged:
+    """One verdict and its one-line reason per transition judged, and the numbers behind them."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    values: list[tuple[str, float]] = field(default_factory=list)
+
+    def add(self, verdict: Verdict, line: str) -> None:
+        self.verdicts.append(verdict)
+        self.lines.append(line)
+
+    def result(self, name: str, expected: str, derivation: str, nothing: str) -> CheckResult:
+        if not self.verdicts:
+            return CheckResult(name, Verdict.UNKNOWN, nothing, expected, derivation)
+        return CheckResult(name, combine(self.verdicts), "; ".join(self.lines), expected, derivation,
+                           tuple(self.lines[:20]), tuple(self.values))
 
 
 @never_crashes(STARTUP)
@@ -119,9 +131,7 @@ def check_ready_at_startup(history: History) -> CheckResult:
                   "bootstrap (database retries, schema, job scheduler) ends, and readiness is 503 until "
                   "it does; the watcher retries every 10 ms while nothing answers, so the first answer is "
                   "the first one the new process gives")
-    verdicts: list[Verdict] = []
-    lines: list[str] = []
-    values: list[tuple[str, float]] = []
+    judged = _Judged()
     for watch in history.health_watches:
         ready = _watched(history, watch.node, "/health/ready")
         for event in history.faults:
@@ -130,34 +140,28 @@ def check_ready_at_startup(history: History) -> CheckResult:
             where = f"{watch.node} after {event.fault}"
             gone = next((s for s in ready if _sent(s) >= event.started_at and s.status is None), None)
             if gone is None:
-                verdicts.append(Verdict.UNKNOWN)
-                lines.append(f"{where}: the watch never saw the process gone")
+                judged.add(Verdict.UNKNOWN, f"{where}: the watch never saw the process gone")
                 continue
             answers = [s for s in ready if _sent(s) > _sent(gone) and s.status is not None]
             if not answers:
-                verdicts.append(Verdict.UNKNOWN)
-                lines.append(f"{where}: no /health/ready answer before the watch ended")
+                judged.add(Verdict.UNKNOWN, f"{where}: no /health/ready answer before the watch ended")
                 continue
             first = answers[0]
             since = first.at - gone.at
             if first.status != 503:
-                verdicts.append(Verdict.FAIL)
-                lines.append(f"{where}: first /health/ready answer was {first.status}, expected 503 "
-                             f"(observed {first.body[:80]!r}, {since:.3f} s after the first refused request)")
+                judged.add(Verdict.FAIL, f"{where}: first /health/ready answer was {first.status}, expected "
+                           f"503 (observed {first.body[:80]!r}, {since:.3f} s after the first refused request)")
                 continue
             ready_at = next((s for s in answers if s.status == 200), None)
             if ready_at is None:
-                verdicts.append(Verdict.UNKNOWN)
-                lines.append(f"{where}: 503 first, but no 200 before the watch ended")
+                judged.add(Verdict.UNKNOWN, f"{where}: 503 first, but no 200 before the watch ended")
                 continue
             not_ready = sum(1 for s in answers if _sent(s) < _sent(ready_at))
             window = ready_at.at - first.at
-            verdicts.append(Verdict.PASS)
-            lines.append(f"{where}: first /health/ready answer 503 ({first.body[:40]!r}), then {not_ready - 1} more "
-                         f"503, 200 {window:.3f} s after the first 503")
-            values.append(("not_ready_s", window))
-    return _outcome(STARTUP, verdicts, lines, expected, derivation, tuple(values),
-                    "no restart of a watched backend")
+            judged.add(Verdict.PASS, f"{where}: first /health/ready answer 503 ({first.body[:40]!r}), then "
+                       f"{not_ready - 1} more 503, 200 {window:.3f} s after the first 503")
+            judged.values.append(("not_ready_s", window))
+    return judged.result(STARTUP, expected, derivation, "no restart of a watched backend")
 
 
 @never_crashes(DRAIN)
@@ -171,9 +175,7 @@ def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s:
                   "listener closes: answers for at least drain_s - interval - tolerance = {drain:g} - "
                   "{interval} - {tolerance:g} = {floor} s; tolerance {tolerance:g} s covers signal "
                   "delivery and scheduling on a shared machine")
-    verdicts: list[Verdict] = []
-    lines: list[str] = []
-    values: list[tuple[str, float]] = []
+    judged = _Judged()
     interval = 0.0
     for watch in history.health_watches:
         interval = watch.interval_s
@@ -187,8 +189,7 @@ def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s:
             sigterm = event.started_at
             where = f"{watch.node} after SIGTERM"
             if watch.started_at > sigterm:
-                verdicts.append(Verdict.UNKNOWN)
-                lines.append(f"{where}: the watch started after the stop")
+                judged.add(Verdict.UNKNOWN, f"{where}: the watch started after the stop")
                 continue
             gone = next((s for s in samples if _sent(s) >= sigterm and s.status is None), None)
             gone_at = min(_sent(gone) if gone else float("inf"), event.at)
@@ -196,9 +197,8 @@ def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s:
             ready = [s for s in during if s.path == "/health/ready"]
             first = next((s for s in ready if s.status == 503), None)
             if first is None:
-                verdicts.append(Verdict.FAIL)
-                lines.append(f"{where}: no /health/ready 503 before the process was gone, expected 503 while "
-                             f"draining (observed {', '.join(str(s.status) for s in ready) or 'no answer'})")
+                judged.add(Verdict.FAIL, f"{where}: no /health/ready 503 before the process was gone, expected "
+                           f"503 while draining (observed {', '.join(str(s.status) for s in ready) or 'no answer'})")
                 continue
             problems = []
             turned = _sent(first) - sigterm
@@ -216,16 +216,16 @@ def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s:
             served = max(_sent(s) for s in during) - sigterm
             if served < floor:
                 problems.append(f"answered for {served:.3f} s after SIGTERM, expected at least {floor:g} s")
-            verdicts.append(Verdict.FAIL if problems else Verdict.PASS)
-            lines.append(f"{where}: ready 503 from +{turned:.3f} s, {len(live)} live 200, answers until "
-                         f"+{served:.3f} s, gone +{gone_at - sigterm:.3f} s"
-                         + (": " + "; ".join(problems) if problems else ""))
-            values += [("ready_503_after_s", turned), ("answered_for_s", served)]
+            judged.add(Verdict.FAIL if problems else Verdict.PASS,
+                       f"{where}: ready 503 from +{turned:.3f} s, {len(live)} live 200, answers until "
+                       f"+{served:.3f} s, gone +{gone_at - sigterm:.3f} s"
+                       + (": " + "; ".join(problems) if problems else ""))
+            judged.values += [("ready_503_after_s", turned), ("answered_for_s", served)]
     floor_text = f"{drain_s - interval - tolerance_s:g}"
     derivation = derivation.format(drain=drain_s, interval=f"{interval:g}", tolerance=tolerance_s, floor=floor_text)
     expected = (f"after SIGTERM: /health/ready 503 within interval + tolerance and until the process is gone, "
                 f"/health/live 200 meanwhile, answers for at least {floor_text} s")
-    return _outcome(DRAIN, verdicts, lines, expected, derivation, tuple(values), "no SIGTERM to a watched backend")
+    return judged.result(DRAIN, expected, derivation, "no SIGTERM to a watched backend")
 
 
 @never_crashes(DETAILED_TIMING)
@@ -233,9 +233,7 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
                                       tolerance_s: float = 0.25) -> CheckResult:
     """Whether each watched backend's /health/detailed turned 503 (naming the dependency) within
     the bound after the dependency went away, and 200 within the bound after it was back."""
-    verdicts: list[Verdict] = []
-    lines: list[str] = []
-    values: list[tuple[str, float]] = []
+    judged = _Judged()
     interval = 0.0
     bound = 0.0
     for watch in history.health_watches:
@@ -248,8 +246,7 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
             where = f"{watch.node}, {dependency} {inject.fault}"
             back = next((m.at for m in history.marks if m.name == ready_mark(dependency) and m.at >= heal.at), heal.at)
             if _covering(history, watch.node, inject.started_at, back + bound) is None:
-                verdicts.append(Verdict.UNKNOWN)
-                lines.append(f"{where}: the watch did not span the outage and {bound:g} s after it")
+                judged.add(Verdict.UNKNOWN, f"{where}: the watch did not span the outage and {bound:g} s after it")
                 continue
             down = next((s for s in detailed if s.at >= inject.started_at and s.status == 503
                          and dependency in _failed_names(s.body)), None)
@@ -266,12 +263,12 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
                 problems.append(f"not 200 again after {dependency} was back")
             elif up_s > bound:
                 problems.append(f"200 {up_s:.3f} s after {dependency} was back, expected within {bound:g} s")
-            verdicts.append(Verdict.FAIL if problems else Verdict.PASS)
             shown = [f"503 after {down_s:.3f} s" if down_s is not None else "no 503",
                      f"200 {up_s:.3f} s after it was back" if up_s is not None else "no 200"]
-            lines.append(f"{where}: {', '.join(shown)}" + (": " + "; ".join(problems) if problems else ""))
-            values += [(f"{inject.fault}_down_s", down_s if down_s is not None else float("inf")),
-                       (f"{inject.fault}_up_s", up_s if up_s is not None else float("inf"))]
+            judged.add(Verdict.FAIL if problems else Verdict.PASS,
+                       f"{where}: {', '.join(shown)}" + (": " + "; ".join(problems) if problems else ""))
+            judged.values += [(f"{inject.fault}_down_s", down_s if down_s is not None else float("inf")),
+                              (f"{inject.fault}_up_s", up_s if up_s is not None else float("inf"))]
     expected = (f"/health/detailed 503 naming {dependency} within {bound:g} s of it going down, and 200 within "
                 f"{bound:g} s of it being back")
     derivation = (f"a detailed answer waits at most the dependency timeout (LAB_DEPENDENCY_TIMEOUT_S = "
@@ -280,5 +277,4 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
                   f"one: bound = interval + dependency_timeout + tolerance = {interval:g} + "
                   f"{dependency_timeout_s:g} + {tolerance_s:g} = {bound:g} s, from the fault in effect (stop "
                   f"or freeze returned) and from {dependency} answering its readiness probe again")
-    return _outcome(DETAILED_TIMING, verdicts, lines, expected, derivation, tuple(values),
-                    f"no healed outage of {dependency} during a watch")
+    return judged.result(DETAILED_TIMING, expected, derivation, f"no healed outage of {dependency} during a watch")
