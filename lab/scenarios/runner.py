@@ -477,8 +477,7 @@ class Runner:
         # Longer than the slowest health answer: each dependency check waits the timeout at most.
         timeout = 2 * self.lab.config.backend.dependency_timeout_s + 1
         watcher = HealthWatcher(self.lab, HealthWatchSpec(node, BACKEND_PORT, spec.interval_s,
-                                                          evaluate_duration(spec.max_duration, names), timeout),
-                                self.lab.name)
+                                                          evaluate_duration(spec.max_duration, names), timeout))
         watcher.start()
         self._state.watchers.append(watcher)
 

@@ -91,6 +91,8 @@ emit("E", "stopped" if stop.is_set() else "duration reached")
 class ClientRunner(Protocol):
     """The narrow part of a lab a watcher needs: a named client container on the lab network."""
 
+    name: str
+
     def run_client(self, command: list[str], *, timeout_s: float = 60, name: str | None = None) -> object: ...
     def client_logs(self, name: str) -> str: ...
     def stop_client(self, name: str) -> None: ...
@@ -142,10 +144,10 @@ def parse_watch_output(node: str, interval_s: float, output: str) -> WatchResult
 class HealthWatcher:
     """A poller in a client container, run in a background thread; ``stop`` returns its samples."""
 
-    def __init__(self, lab: ClientRunner, spec: HealthWatchSpec, lab_name: str):
+    def __init__(self, lab: ClientRunner, spec: HealthWatchSpec):
         self.lab = lab
         self.spec = spec
-        self.name = f"lab-{lab_name}-watch-{spec.node}-{uuid.uuid4().hex[:6]}"
+        self.name = f"lab-{lab.name}-watch-{spec.node}-{uuid.uuid4().hex[:6]}"
         self._output = ""
         self._thread = threading.Thread(target=self._run, name=f"watch {spec.node}", daemon=True)
 
