@@ -211,8 +211,8 @@ def test_shipped_scenario_passes_on_a_healthy_lab(lab_for: Callable[[Scenario], 
     scenario = load_scenario(name)
     lab = lab_for(scenario)
     result = Runner(lab, scenario, seed=7).run()
-    failed = [f"{c.name}: {c.verdict.value}: {c.measured} (expected {c.expected}; {c.derivation})"
-              for c in result.checks if c.verdict is not Verdict.PASS]
+    failed = [f"{c.name}: {c.verdict.value}: {c.measured} (expected {c.expected}; {c.derivation}) "
+              f"{list(c.details[:5])}" for c in result.checks if c.verdict is not Verdict.PASS]
     assert not failed, "\n".join(failed)
     assert bool(result.history.faults) == any(isinstance(step, InjectStep) for step in scenario.steps)
     assert not sidecars(lab.engine, lab)
