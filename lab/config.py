@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lab.errors import ConfigError
 
@@ -114,7 +114,17 @@ class BackendConfig(_Frozen):
     fencing: bool = True
     lock_renewal: bool = True          # off: the lease never outlives its first TTL
     health_checks_redis: bool = True
+    readiness_gates: bool = True         # False: readiness ignores startup and draining
     stop_timeout_s: Annotated[int, Field(ge=1, le=300)] = 10
+    # After SIGTERM: readiness 503 for this long while requests are still served (LAB_DRAIN_S).
+    drain_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+
+    @model_validator(mode="after")
+    def _drain_within_stop(self) -> BackendConfig:
+        # The backend refuses to start otherwise (LAB_DRAIN_S < LAB_STOP_TIMEOUT_S): say it now.
+        if self.drain_s >= self.stop_timeout_s:
+            raise ValueError("drain_s must be shorter than stop_timeout_s")
+        return self
 
 
 class PublishConfig(_Frozen):

@@ -211,6 +211,9 @@ class FencingRejection:
     at: float
 
 
+WATCHED = "watched"             # HealthSample.expectation of a watcher's samples
+
+
 @dataclass(frozen=True, slots=True)
 class LockSample:
     """What Redis (the lock store) held as one job's lock, sampled during a run.
@@ -228,14 +231,29 @@ class LockSample:
 
 @dataclass(frozen=True, slots=True)
 class HealthSample:
-    """One backend's answer on one health endpoint, asked directly (docker exec, not NGINX)."""
+    """One backend's answer on one health endpoint, asked directly (docker exec or a client
+    container on the lab network, never through NGINX)."""
 
-    at: float
+    at: float                   # when the answer (or the error) came
     node: str
     path: str
     status: int | None          # None: no answer
     body: str                   # the first line of the body, or the error
-    expectation: str            # the state the scenario put the lab in: healthy, redis-down, ...
+    expectation: str            # the state the scenario put the lab in (healthy, redis-down, ...),
+                                # or WATCHED: a watcher's sample, judged by its transitions
+    sent_at: float | None = None  # when the request left (watched samples)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthWatch:
+    """One health watcher: the backend it polled, how often, and the span its samples cover."""
+
+    node: str
+    interval_s: float           # the pause between one path's requests while answers come
+    started_at: float           # the first request sent
+    ended_at: float             # the last answer or error
+    samples: int
+    note: str = ""              # how it ended, and lines it printed that were not samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +300,7 @@ class History:
     marks: list[Mark] = field(default_factory=list)
     job_runs: list[JobRun] = field(default_factory=list)
     health_samples: list[HealthSample] = field(default_factory=list)
+    health_watches: list[HealthWatch] = field(default_factory=list)
     fencing_rejections: list[FencingRejection] = field(default_factory=list)
     lock_samples: list[LockSample] = field(default_factory=list)
     # Rate limits, the connection pool and security headers (lab.checks.rate_limit, pool,

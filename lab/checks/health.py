@@ -1,16 +1,20 @@
-"""The health-endpoint contract: what each backend's four endpoints answer in each lab state.
+"""The health-endpoint contract: what each backend's four endpoints answer in each lab state,
+and how they change: at startup, while draining, and as a dependency goes and comes back.
 
-Samples are taken per backend, directly (``docker exec lab-probe``): through NGINX a 503 is
-retried and counted as a failure of the backend that gave it, which is itself a finding.
+Samples are taken per backend, directly (``docker exec lab-probe``, or a health watcher in a
+client container on the lab network): through NGINX a 503 is retried and counted as a failure
+of the backend that gave it, which is itself a finding.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
-from lab.history import HealthSample, History
+from lab.checks.base import CheckResult, Verdict, combine, never_crashes
+from lab.checks.readmission import ready_mark
+from lab.history import WATCHED, FaultPhase, HealthSample, HealthWatch, History
 
 NAME = "health-contract"
 PATHS = ("/health", "/health/live", "/health/ready", "/health/detailed")
@@ -63,3 +67,214 @@ def check_health_contract(history: History) -> CheckResult:
     values = (("samples", float(len(samples))), ("problems", float(len(problems))))
     return CheckResult(NAME, Verdict.FAIL if problems else Verdict.PASS, measured, expected, derivation,
                        tuple(problems[:20]), values)
+
+
+# -- transitions, from a health watcher's samples (lab.workload.health_watch) ---------------
+
+STARTUP = "health-startup"
+DRAIN = "health-drain"
+DETAILED_TIMING = "health-detailed-timing"
+RESTARTS = ("stop", "kill", "restart")  # faults after which the process starts afresh
+OUTAGES = ("stop", "kill", "freeze", "partition")  # faults that take a dependency away
+
+
+def _watched(history: History, node: str, path: str | None = None) -> list[HealthSample]:
+    """A watcher's samples of one backend (one path, or all), in the order they were sent."""
+    samples = [s for s in history.health_samples if s.expectation == WATCHED and s.node == node
+               and (path is None or s.path == path)]
+    return sorted(samples, key=lambda s: s.sent_at if s.sent_at is not None else s.at)
+
+
+def _sent(sample: HealthSample) -> float:
+    return sample.sent_at if sample.sent_at is not None else sample.at
+
+
+def _covering(history: History, node: str, start: float, end: float) -> HealthWatch | None:
+    """The watch of ``node`` whose samples span [start, end], if any."""
+    return next((w for w in history.health_watches if w.node == node and w.started_at <= start
+                 and w.ended_at >= end), None)
+
+
+def _failed_names(body: str) -> tuple[str, ...]:
+    try:
+        checks = json.loads(body).get("checks", {})
+    except (ValueError, AttributeError):
+        return ()
+    return tuple(sorted(name for name, state in checks.items() if state == "failed"))
+
+
+@dataclass
+class _Judged:
+    """One verdict and its one-line reason per transition judged, and the numbers behind them."""
+
+    verdicts: list[Verdict] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    values: list[tuple[str, float]] = field(default_factory=list)
+
+    def add(self, verdict: Verdict, line: str) -> None:
+        self.verdicts.append(verdict)
+        self.lines.append(line)
+
+    def result(self, name: str, expected: str, derivation: str, nothing: str) -> CheckResult:
+        if not self.verdicts:
+            return CheckResult(name, Verdict.UNKNOWN, nothing, expected, derivation)
+        return CheckResult(name, combine(self.verdicts), "; ".join(self.lines), expected, derivation,
+                           tuple(self.lines[:20]), tuple(self.values))
+
+
+@never_crashes(STARTUP)
+def check_ready_at_startup(history: History) -> CheckResult:
+    """Whether each watched backend, started again, answered /health/ready 503 before its first 200."""
+    expected = ("after a restart, the first /health/ready answer is 503 (starting), and 200 follows once "
+                "startup completes")
+    derivation = ("the backend's lifecycle (images/backend server.py): the server listens before the "
+                  "bootstrap (database retries, schema, job scheduler) ends, and readiness is 503 until "
+                  "it does; the watcher retries every 10 ms while nothing answers, so the first answer is "
+                  "the first one the new process gives")
+    judged = _Judged()
+    for watch in history.health_watches:
+        ready = _watched(history, watch.node, "/health/ready")
+        for event in history.faults:
+            if event.target != watch.node or event.fault not in RESTARTS or event.phase is not FaultPhase.INJECT:
+                continue
+            where = f"{watch.node} after {event.fault}"
+            gone = next((s for s in ready if _sent(s) >= event.started_at and s.status is None), None)
+            if gone is None:
+                judged.add(Verdict.UNKNOWN, f"{where}: the watch never saw the process gone")
+                continue
+            answers = [s for s in ready if _sent(s) > _sent(gone) and s.status is not None]
+            if not answers:
+                judged.add(Verdict.UNKNOWN, f"{where}: no /health/ready answer before the watch ended")
+                continue
+            first = answers[0]
+            since = first.at - gone.at
+            if first.status != 503:
+                judged.add(Verdict.FAIL, f"{where}: first /health/ready answer was {first.status}, expected "
+                           f"503 (observed {first.body[:80]!r}, {since:.3f} s after the first refused request)")
+                continue
+            ready_at = next((s for s in answers if s.status == 200), None)
+            if ready_at is None:
+                judged.add(Verdict.UNKNOWN, f"{where}: 503 first, but no 200 before the watch ended")
+                continue
+            not_ready = sum(1 for s in answers if _sent(s) < _sent(ready_at))
+            window = ready_at.at - first.at
+            judged.add(Verdict.PASS, f"{where}: first /health/ready answer 503 ({first.body[:40]!r}), then "
+                       f"{not_ready - 1} more 503, 200 {window:.3f} s after the first 503")
+            judged.values.append(("not_ready_s", window))
+    return judged.result(STARTUP, expected, derivation, "no restart of a watched backend")
+
+
+@never_crashes(DRAIN)
+def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s: float = 0.25) -> CheckResult:
+    """Whether each watched backend, sent SIGTERM, answered /health/ready 503 at once and until it
+    was gone, while /health/live still answered, for at least its drain time."""
+    derivation = ("the backend's drain (LAB_DRAIN_S = BackendConfig.drain_s = {drain:g} s): on SIGTERM "
+                  "readiness turns 503 and requests are still served for drain_s, then it stops "
+                  "accepting; the watcher asks each path every {interval} s, so the first 503 comes within "
+                  "interval + tolerance of SIGTERM and the last answer at most one interval before the "
+                  "listener closes: answers for at least drain_s - interval - tolerance = {drain:g} - "
+                  "{interval} - {tolerance:g} = {floor} s; tolerance {tolerance:g} s covers signal "
+                  "delivery and scheduling on a shared machine")
+    judged = _Judged()
+    interval = 0.0
+    for watch in history.health_watches:
+        interval = watch.interval_s
+        floor = drain_s - interval - tolerance_s
+        samples = _watched(history, watch.node)
+        for event in history.faults:
+            # Only stop (and restart, which stops first) sends SIGTERM; kill gives no drain.
+            if event.target != watch.node or event.fault not in ("stop", "restart") \
+                    or event.phase is not FaultPhase.INJECT:
+                continue
+            sigterm = event.started_at
+            where = f"{watch.node} after SIGTERM"
+            if watch.started_at > sigterm:
+                judged.add(Verdict.UNKNOWN, f"{where}: the watch started after the stop")
+                continue
+            gone = next((s for s in samples if _sent(s) >= sigterm and s.status is None), None)
+            gone_at = min(_sent(gone) if gone else float("inf"), event.at)
+            during = [s for s in samples if sigterm <= _sent(s) < gone_at and s.status is not None]
+            ready = [s for s in during if s.path == "/health/ready"]
+            first = next((s for s in ready if s.status == 503), None)
+            if first is None:
+                judged.add(Verdict.FAIL, f"{where}: no /health/ready 503 before the process was gone, expected "
+                           f"503 while draining (observed {', '.join(str(s.status) for s in ready) or 'no answer'})")
+                continue
+            problems = []
+            turned = _sent(first) - sigterm
+            if turned > interval + tolerance_s:
+                problems.append(f"ready turned 503 {turned:.3f} s after SIGTERM, expected within "
+                                f"{interval + tolerance_s:g} s")
+            relapse = [s for s in ready if _sent(s) > _sent(first) and s.status != 503]
+            if relapse:
+                problems.append(f"ready answered {relapse[0].status} {_sent(relapse[0]) - sigterm:.3f} s after "
+                                "SIGTERM, expected 503 until exit")
+            live = [s for s in during if s.path == "/health/live" and _sent(s) >= _sent(first)]
+            if not live or any(s.status != 200 for s in live):
+                problems.append(f"/health/live while draining: {', '.join(str(s.status) for s in live) or 'no answer'}"
+                                ", expected 200")
+            served = max(_sent(s) for s in during) - sigterm
+            if served < floor:
+                problems.append(f"answered for {served:.3f} s after SIGTERM, expected at least {floor:g} s")
+            judged.add(Verdict.FAIL if problems else Verdict.PASS,
+                       f"{where}: ready 503 from +{turned:.3f} s, {len(live)} live 200, answers until "
+                       f"+{served:.3f} s, gone +{gone_at - sigterm:.3f} s"
+                       + (": " + "; ".join(problems) if problems else ""))
+            judged.values += [("ready_503_after_s", turned), ("answered_for_s", served)]
+    floor_text = f"{drain_s - interval - tolerance_s:g}"
+    derivation = derivation.format(drain=drain_s, interval=f"{interval:g}", tolerance=tolerance_s, floor=floor_text)
+    expected = (f"after SIGTERM: /health/ready 503 within interval + tolerance and until the process is gone, "
+                f"/health/live 200 meanwhile, answers for at least {floor_text} s")
+    return judged.result(DRAIN, expected, derivation, "no SIGTERM to a watched backend")
+
+
+@never_crashes(DETAILED_TIMING)
+def check_detailed_follows_dependency(history: History, *, dependency_timeout_s: float, dependency: str = "redis",
+                                      tolerance_s: float = 0.25) -> CheckResult:
+    """Whether each watched backend's /health/detailed turned 503 (naming the dependency) within
+    the bound after the dependency went away, and 200 within the bound after it was back."""
+    judged = _Judged()
+    interval = 0.0
+    bound = 0.0
+    for watch in history.health_watches:
+        interval = watch.interval_s
+        bound = interval + dependency_timeout_s + tolerance_s
+        detailed = _watched(history, watch.node, "/health/detailed")
+        for inject, heal in history.fault_windows(dependency):
+            if inject.fault not in OUTAGES or heal is None:
+                continue
+            where = f"{watch.node}, {dependency} {inject.fault}"
+            back = next((m.at for m in history.marks if m.name == ready_mark(dependency) and m.at >= heal.at), heal.at)
+            if _covering(history, watch.node, inject.started_at, back + bound) is None:
+                judged.add(Verdict.UNKNOWN, f"{where}: the watch did not span the outage and {bound:g} s after it")
+                continue
+            down = next((s for s in detailed if s.at >= inject.started_at and s.status == 503
+                         and dependency in _failed_names(s.body)), None)
+            up = next((s for s in detailed if s.at >= heal.started_at and s.status == 200), None)
+            problems = []
+            down_s = (down.at - inject.at) if down else None
+            up_s = (up.at - back) if up else None
+            if down_s is None:
+                problems.append(f"never 503 naming {dependency} (observed "
+                                f"{', '.join(sorted({str(s.status) for s in detailed if inject.at <= s.at <= back}))})")
+            elif down_s > bound:
+                problems.append(f"503 {down_s:.3f} s after {dependency} went down, expected within {bound:g} s")
+            if up_s is None:
+                problems.append(f"not 200 again after {dependency} was back")
+            elif up_s > bound:
+                problems.append(f"200 {up_s:.3f} s after {dependency} was back, expected within {bound:g} s")
+            shown = [f"503 after {down_s:.3f} s" if down_s is not None else "no 503",
+                     f"200 {up_s:.3f} s after it was back" if up_s is not None else "no 200"]
+            judged.add(Verdict.FAIL if problems else Verdict.PASS,
+                       f"{where}: {', '.join(shown)}" + (": " + "; ".join(problems) if problems else ""))
+            judged.values += [(f"{inject.fault}_down_s", down_s if down_s is not None else float("inf")),
+                              (f"{inject.fault}_up_s", up_s if up_s is not None else float("inf"))]
+    expected = (f"/health/detailed 503 naming {dependency} within {bound:g} s of it going down, and 200 within "
+                f"{bound:g} s of it being back")
+    derivation = (f"a detailed answer waits at most the dependency timeout (LAB_DEPENDENCY_TIMEOUT_S = "
+                  f"BackendConfig.dependency_timeout_s = {dependency_timeout_s:g} s) for {dependency}; the "
+                  f"watcher sends the next request at most one interval ({interval:g} s) after the previous "
+                  f"one: bound = interval + dependency_timeout + tolerance = {interval:g} + "
+                  f"{dependency_timeout_s:g} + {tolerance_s:g} = {bound:g} s, from the fault in effect (stop "
+                  f"or freeze returned) and from {dependency} answering its readiness probe again")
+    return judged.result(DETAILED_TIMING, expected, derivation, f"no healed outage of {dependency} during a watch")

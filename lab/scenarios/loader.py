@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from lab.config import LabConfig
 from lab.errors import ConfigError
-from lab.scenarios.model import FaultRef, HealStep, InjectStep, Scenario, WaitUntilServedStep
+from lab.scenarios.model import FaultRef, HealStep, InjectStep, Scenario, WaitUntilServedStep, WatchStep
 from lab.topology.plan import node_roles
 
 
@@ -99,6 +99,8 @@ def _targets(scenario: Scenario) -> Iterable[tuple[str, str]]:
             ref = step.heal
         elif isinstance(step, WaitUntilServedStep):
             yield f"steps.{index}.wait_until_served.node", step.wait_until_served.node
+        elif isinstance(step, WatchStep):
+            yield f"steps.{index}.watch.node", step.watch.node
         if ref is not None:
             yield f"steps.{index}.target", ref.target
             for peer in ref.peers:

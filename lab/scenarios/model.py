@@ -39,11 +39,13 @@ from lab.checks.locks import JOBS
 from lab.faults.base import FAULT_KINDS
 
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval", "rate",
-                  "job_interval", "lock_ttl", "job_duration", "server_login_retry", "db_budget")
+                  "job_interval", "lock_ttl", "job_duration", "server_login_retry", "db_budget",
+                  "dependency_timeout", "drain")
 CHECK_NAMES = ("ejection", "readmission", "distribution", "availability", "durability", "latency",
                "lock_exclusivity", "fencing", "lock_takeover", "jobs_paused", "rate_limit",
                "tls", "security_headers", "rate_limit_headers", "health_contract", "fail_fast",
-               "recovery", "pool_bound", "exposure", "lock_holders", "lock_after_store_restart")
+               "recovery", "pool_bound", "exposure", "lock_holders", "lock_after_store_restart",
+               "health_startup", "health_drain", "health_detailed_timing")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -205,7 +207,25 @@ class ProbeStep(_Strict):
     _known_probe = field_validator("probe")(_one_of("probe", PROBES))
 
 
-STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "wait_until_acquired", "probe")
+class WatchSpec(_Strict):
+    """A health watcher on one backend: its four health endpoints asked every ``interval_s``
+    from a client container on the lab network, from this step until the steps end (at most
+    ``for``), so restarts, drains and outages show as transitions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    node: str
+    interval_s: Annotated[float, Field(ge=0.01, le=1.0)] = 0.05
+    max_duration: Duration = Field(120, alias="for")
+
+    _duration = field_validator("max_duration")(classmethod(lambda cls, v: _check_duration(v)))
+
+
+class WatchStep(_Strict):
+    watch: WatchSpec
+
+
+STEP_KINDS = ("inject", "heal", "wait", "wait_until_served", "wait_until_acquired", "probe", "watch")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -219,7 +239,8 @@ def _step_kind(value: Any) -> str | None:
 Step = Annotated[
     Annotated[InjectStep, Tag("inject")] | Annotated[HealStep, Tag("heal")]
     | Annotated[WaitStep, Tag("wait")] | Annotated[WaitUntilServedStep, Tag("wait_until_served")]
-    | Annotated[WaitUntilAcquiredStep, Tag("wait_until_acquired")] | Annotated[ProbeStep, Tag("probe")],
+    | Annotated[WaitUntilAcquiredStep, Tag("wait_until_acquired")] | Annotated[ProbeStep, Tag("probe")]
+    | Annotated[WatchStep, Tag("watch")],
     Discriminator(_step_kind, custom_error_type="step",
                   custom_error_message=f"each step is a mapping with one key: {', '.join(STEP_KINDS)}"),
 ]

@@ -33,7 +33,12 @@ from lab.checks import (
 from lab.checks.dependency import check_fail_fast, check_recovery
 from lab.checks.exposure import check_exposure, documented_ports
 from lab.checks.health import PATHS as HEALTH_PATHS
-from lab.checks.health import check_health_contract
+from lab.checks.health import (
+    check_detailed_follows_dependency,
+    check_health_contract,
+    check_ready_at_startup,
+    check_ready_while_draining,
+)
 from lab.checks.locks import (
     JOBS,
     check_fencing,
@@ -64,6 +69,8 @@ from lab.scenarios.model import (
     WaitStep,
     WaitUntilAcquiredStep,
     WaitUntilServedStep,
+    WatchSpec,
+    WatchStep,
     evaluate_duration,
 )
 from lab.topology.lab import Lab
@@ -72,6 +79,7 @@ from lab.topology.render import BACKEND_PORT, render_pgbouncer_ini
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.backend_load import run_backend_load
 from lab.workload.jobs import LockSampler, read_fencing_rejections, read_job_runs, read_locks, redis_client
+from lab.workload.health_watch import HealthWatcher, HealthWatchSpec
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
 from lab.workload.security_probe import connect_published, observe_tls, sample_headers
 
@@ -128,6 +136,7 @@ class _State:
     added_latency_s: float = 0.0      # the largest round trip a latency fault injected
     notes: list[str] = field(default_factory=list)
     phase: str = "starting"
+    watchers: list[HealthWatcher] = field(default_factory=list)
 
 
 class Runner:
@@ -167,7 +176,9 @@ class Runner:
                 "job_interval": backend.job_interval_s, "lock_ttl": backend.lock_ttl_s,
                 "job_duration": backend.job_duration_s,
                 "server_login_retry": float((self._expected_pgbouncer or self.lab.config.pgbouncer).server_login_retry_s),
-                "db_budget": db_budget_s(self._expected_backend or backend)}
+                "db_budget": db_budget_s(self._expected_backend or backend),
+                "dependency_timeout": (self._expected_backend or backend).dependency_timeout_s,
+                "drain": (self._expected_backend or backend).drain_s}
 
     def _poll_locks(self, timeout_s: float, done: Callable[[dict[str, tuple[str, int | None]]], str | None],
                     what: str) -> str:
@@ -324,6 +335,8 @@ class Runner:
                 total += evaluate_duration(step.wait_until_served.timeout, names)
             elif isinstance(step, WaitUntilAcquiredStep):
                 total += evaluate_duration(step.wait_until_acquired.timeout, names)
+            elif isinstance(step, WatchStep):
+                continue  # a watch runs alongside the other steps
             else:
                 total += self.ready_timeout_s / 4  # heals wait for readiness
         return total
@@ -407,6 +420,8 @@ class Runner:
                     self._probe_health(state.history, step.probe.split(":", 1)[1])
                 elif isinstance(step, ProbeStep):
                     state.notes.append(self._probe_second_client())
+                elif isinstance(step, WatchStep):
+                    self._watch(step.watch, names)
         finally:
             if sampler is not None:
                 sampler.stop()
@@ -418,6 +433,7 @@ class Runner:
                     self._heal(key)
                 except Exception as exc:  # noqa: BLE001 - keep healing the others
                     state.notes.append(f"heal of {key[0]} on {key[1]} failed: {exc}")
+            self._end_watches()
             if self._traffic is not None:
                 state.phase = "draining traffic"
                 self._tick()
@@ -541,6 +557,35 @@ class Runner:
         with ThreadPoolExecutor(max_workers=len(backends)) as pool:
             for samples in pool.map(one, backends):
                 history.health_samples.extend(samples)
+
+    def _watch(self, spec: WatchSpec, names: dict[str, float]) -> None:
+        """Start a health watcher on a backend; returns once it has had an answer on every path."""
+        node = self._resolve_target(spec.node)
+        if self.lab.roles.get(node) != "backend":
+            raise LabError(f"watch {node}: only backends have health endpoints to watch")
+        self._state.phase = f"starting a health watch on {node}"
+        self._tick()
+        # Longer than the slowest health answer: each dependency check waits the timeout at most.
+        timeout = 2 * self.lab.config.backend.dependency_timeout_s + 1
+        watcher = HealthWatcher(self.lab, HealthWatchSpec(node, BACKEND_PORT, spec.interval_s,
+                                                          evaluate_duration(spec.max_duration, names), timeout))
+        watcher.start()
+        self._state.watchers.append(watcher)
+
+    def _end_watches(self) -> None:
+        """Stop every health watcher and add what it saw to the history."""
+        for watcher in self._state.watchers:
+            try:
+                result = watcher.stop()
+            except LabError as exc:
+                self._state.notes.append(str(exc))
+                continue
+            self._state.history.health_samples.extend(result.samples)
+            self._state.history.health_watches.append(result.watch)
+            self._state.notes.append(f"health watch on {result.watch.node}: {result.watch.samples} samples "
+                                     f"over {result.watch.ended_at - result.watch.started_at:.1f} s "
+                                     f"({result.watch.note})")
+        self._state.watchers.clear()
 
     def _probe_second_client(self, burst: int = 8, lead_s: float = 2.0, gap_s: float = 0.05) -> str:
         """A login burst from the host, then one from a container on the lab network (its own
@@ -697,6 +742,13 @@ class Runner:
                                   documented_ports(self.lab.config.publish), self.lab.roles)
         if spec.name == "health_contract":
             return check_health_contract(history)
+        if spec.name == "health_startup":
+            return check_ready_at_startup(history)
+        if spec.name == "health_drain":
+            return check_ready_while_draining(history, drain_s=backend.drain_s, **tolerance)
+        if spec.name == "health_detailed_timing":
+            return check_detailed_follows_dependency(history, dependency_timeout_s=backend.dependency_timeout_s,
+                                                     **tolerance)
         if spec.name == "rate_limit_headers":
             return check_rate_limit_headers(history.header_samples, self._nginx.rate_limit_status)
         if spec.name == "rate_limit":

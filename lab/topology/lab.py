@@ -197,16 +197,25 @@ class Lab:
         refs = image_builder.ensure_images(self.engine, self.config.build, roles=("sidecar",))
         return refs["sidecar"].reference
 
-    def run_client(self, command: list[str], *, timeout_s: float = 60) -> ExecResult:
+    def run_client(self, command: list[str], *, timeout_s: float = 60, name: str | None = None) -> ExecResult:
         """Run a short-lived client container on the lab's network (sidecar image) and remove it.
 
-        Traffic from it stays on the lab's own network: a second client with its own address."""
+        Traffic from it stays on the lab's own network: a second client with its own address.
+        A ``name`` lets another thread read its output or stop it while it runs."""
         spec = ContainerSpec(
-            name=f"lab-{self.name}-client-{uuid.uuid4().hex[:6]}", image=self.sidecar_image(),
+            name=name or f"lab-{self.name}-client-{uuid.uuid4().hex[:6]}", image=self.sidecar_image(),
             labels={LABEL_LAB: self.name, LABEL_KIND: "sidecar", LABEL_NODE: "client", LABEL_OWNER: owner_id()},
             network=network_name(self.name), command=tuple(command), stop_timeout_s=1,
         )
         return self.engine.run_sidecar(spec, timeout_s=timeout_s)
+
+    def client_logs(self, name: str) -> str:
+        """What a running client container (``run_client(name=...)``) printed so far."""
+        return self.engine.logs(name)
+
+    def stop_client(self, name: str) -> None:
+        """Ask a running client container to end (SIGTERM); ``run_client`` then removes it."""
+        self.engine.kill(name, "SIGTERM")
 
     def nginx_conf(self) -> str:
         """The nginx.conf NGINX actually runs, read from its container."""

@@ -87,7 +87,9 @@ def backend_env(config: LabConfig, secrets: LabSecrets, node: str) -> dict[str, 
         "LAB_FENCING": "1" if b.fencing else "0",
         "LAB_LOCK_RENEWAL": "1" if b.lock_renewal else "0",
         "LAB_HEALTH_CHECKS_REDIS": "1" if b.health_checks_redis else "0",
+        "LAB_READINESS_GATES": "1" if b.readiness_gates else "0",
         "LAB_STOP_TIMEOUT_S": str(b.stop_timeout_s),
+        "LAB_DRAIN_S": str(b.drain_s),
     }
 
 

@@ -6,6 +6,8 @@
 - ``backend_load``: many HTTP clients on the backends' API, from a container on the lab network;
 - ``jobs``: the backends' job runs and fencing rejections, read from PostgreSQL;
 - ``security_probe``: answers of every kind with their headers, and the served certificate;
+- ``health_watch``: one backend's health endpoints polled from a client container on the lab
+  network while the steps run (``HealthSample`` with send and answer times);
 - ``access_log``: NGINX's own view of the same requests (``AccessLogEntry``), joined to the
   client's records through the ``X-Request-Id`` header.
 """

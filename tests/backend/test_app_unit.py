@@ -96,6 +96,8 @@ def test_settings_defaults_and_switches():
     assert settings.locking and settings.fencing and settings.stop_timeout_s == 10
     off = Settings.from_env({**SECRETS, "LAB_LOCKING": "0", "LAB_FENCING": "0"})
     assert not off.locking and not off.fencing
+    assert settings.readiness_gates and settings.drain_s == 1.0
+    assert not Settings.from_env({**SECRETS, "LAB_READINESS_GATES": "0"}).readiness_gates
     assert "t" not in repr(settings).replace("Settings", "").replace("port", "")
 
 
@@ -134,14 +136,18 @@ class OfflineClient:
         return self.request("POST", path, **kwargs)
 
 
-@pytest.fixture
-def offline_client():
-    """The app with no database and an unreachable Redis, lifespan not started."""
+def _offline(**env: str) -> OfflineClient:
     settings = Settings.from_env({**SECRETS, "LAB_NODE_ID": "backend-9",
-                                  "LAB_REDIS_URL": "redis://127.0.0.1:1/0"})
+                                  "LAB_REDIS_URL": "redis://127.0.0.1:1/0", **env})
     redis = Redis.from_url(settings.redis_url)
     state = AppState(settings=settings, redis=redis, locks=LockService(redis, settings.node_id))
     return OfflineClient(BackendIdHeader(create_app(state), settings.node_id))
+
+
+@pytest.fixture
+def offline_client():
+    """The app with no database and an unreachable Redis, lifespan not started."""
+    return _offline()
 
 
 def test_health_needs_no_dependency_and_names_the_node(offline_client):
@@ -157,6 +163,12 @@ def test_ready_is_503_until_startup_completes(offline_client):
     """/health/ready says "starting" with 503 before the schema and pools are ready."""
     response = offline_client.get("/health/ready")
     assert response.status_code == 503 and response.json()["status"] == "starting"
+
+
+def test_ready_without_gates_claims_ready_while_starting():
+    """LAB_READINESS_GATES=0 (a negative control) answers ready 200 before startup completes."""
+    response = _offline(LAB_READINESS_GATES="0").get("/health/ready")
+    assert response.status_code == 200 and response.json()["status"] == "ready"
 
 
 def test_client_mistakes_get_4xx_with_backend_id(offline_client):

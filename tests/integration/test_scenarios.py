@@ -155,6 +155,34 @@ def test_health_contract_fails_when_detailed_health_ignores_redis(engine: Engine
     assert any("/health/detailed (redis-down): 200 where 503" in d for d in contract.details), contract.details
 
 
+def test_health_startup_and_drain_fail_when_readiness_ignores_the_lifecycle(engine: Engine,
+                                                                          lab_images: dict[str, str]) -> None:
+    """A backend whose readiness ignores startup and draining answers 200 first after a restart and while it drains."""
+    with started(engine, "ungated-ready", backend={"readiness_gates": False}) as lab:
+        result = by_name(Runner(lab, load_scenario("health-contract"), seed=18).run())
+    startup, drain = result["health-startup"], result["health-drain"]
+    assert startup.verdict is Verdict.FAIL, startup
+    assert "first /health/ready answer was 200, expected 503" in startup.measured, startup
+    assert drain.verdict is Verdict.FAIL, drain
+    assert "no /health/ready 503 before the process was gone" in drain.measured, drain
+    assert result["health-detailed-timing"].verdict is Verdict.PASS, result["health-detailed-timing"]
+
+
+def test_health_bounds_fail_when_backends_wait_longer_and_drain_shorter_than_claimed(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """Backends that wait 2 s for a frozen Redis and do not drain, judged against the claimed 1 s and 1 s, fail both bounds."""
+    with started(engine, "slow-health", backend={"dependency_timeout_s": 2.0, "drain_s": 0.0}) as lab:
+        result = by_name(Runner(lab, load_scenario("health-contract"), seed=19,
+                                expected_backend=LabConfig().backend).run())
+    timing, drain = result["health-detailed-timing"], result["health-drain"]
+    assert timing.verdict is Verdict.FAIL, timing
+    assert re.search(r"redis freeze: .*s after redis went down, expected within 1\.3 s", timing.measured), timing
+    assert drain.verdict is Verdict.FAIL, drain
+    # With no drain, a ready 503 may or may not fall between SIGTERM and the listener closing.
+    assert "expected at least 0.7 s" in drain.measured or "no /health/ready 503" in drain.measured, drain
+    assert result["health-startup"].verdict is Verdict.PASS, result["health-startup"]
+
+
 def test_pool_bound_fails_with_a_pool_of_300(engine: Engine, lab_images: dict[str, str]) -> None:
     """A PgBouncer pool of 300 lets PostgreSQL see far more than the claimed 30 server connections
     under the direct load; the load through the backends alone stays within 30."""
@@ -231,8 +259,8 @@ def test_shipped_scenario_passes_on_a_healthy_lab(lab_for: Callable[[Scenario], 
     scenario = load_scenario(name)
     lab = lab_for(scenario)
     result = Runner(lab, scenario, seed=7).run()
-    failed = [f"{c.name}: {c.verdict.value}: {c.measured} (expected {c.expected}; {c.derivation})"
-              for c in result.checks if c.verdict is not Verdict.PASS]
+    failed = [f"{c.name}: {c.verdict.value}: {c.measured} (expected {c.expected}; {c.derivation}) "
+              f"{list(c.details[:5])}" for c in result.checks if c.verdict is not Verdict.PASS]
     assert not failed, "\n".join(failed)
     assert bool(result.history.faults) == any(isinstance(step, InjectStep) for step in scenario.steps)
     assert not sidecars(lab.engine, lab)

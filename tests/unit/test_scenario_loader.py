@@ -64,6 +64,17 @@ def test_unknown_node_is_named() -> None:
         check_nodes(scenario, LabConfig(), "t.yaml")
 
 
+def test_watch_step_parses_and_names_its_node() -> None:
+    """A watch step takes a node, an interval and its longest duration (``for``); its node is checked."""
+    text = VALID.replace("  - wait: 1", "  - watch: {node: backend-2, interval_s: 0.1, for: \"drain + 5\"}")
+    watch = parse_scenario(text, "t.yaml").steps[0].watch  # type: ignore[union-attr]
+    assert (watch.node, watch.interval_s, watch.max_duration) == ("backend-2", 0.1, "drain + 5")
+    with pytest.raises(ConfigError, match="steps.0.watch.node: unknown node 'backend-9'"):
+        check_nodes(parse_scenario(text.replace("backend-2", "backend-9"), "t.yaml"), LabConfig(), "t.yaml")
+    with pytest.raises(ConfigError, match="interval_s"):
+        parse_scenario(text.replace("interval_s: 0.1", "interval_s: 0"), "t.yaml")
+
+
 def test_unknown_scenario_lists_the_shipped_ones() -> None:
     """Asking for a scenario that does not exist says which ones do."""
     with pytest.raises(ConfigError) as error:

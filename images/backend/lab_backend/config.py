@@ -34,6 +34,9 @@ class Settings:
     lock_renewal: bool
     # Negative control only: a health check that never asks Redis (the checklist's mistake).
     health_checks_redis: bool
+    # Negative control only: readiness that ignores startup and draining (ready as soon as the
+    # process listens, and still ready while it drains).
+    readiness_gates: bool
     stop_timeout_s: float
     drain_s: float
     token_ttl_s: int
@@ -98,6 +101,7 @@ class Settings:
             fencing=flag("LAB_FENCING", True),
             lock_renewal=flag("LAB_LOCK_RENEWAL", True),
             health_checks_redis=flag("LAB_HEALTH_CHECKS_REDIS", True),
+            readiness_gates=flag("LAB_READINESS_GATES", True),
             stop_timeout_s=number("LAB_STOP_TIMEOUT_S", 10.0, 1, 300),
             drain_s=number("LAB_DRAIN_S", 1.0, 0, 60),
             token_ttl_s=int(number("LAB_TOKEN_TTL_S", 3600, 1, 86400 * 30)),

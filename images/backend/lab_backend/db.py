@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from lab_backend.logs import event
 from lab_backend.security import hash_password, verify_password
@@ -172,11 +172,25 @@ def _forget(task: asyncio.Task) -> None:
 
 
 async def ping(pool: AsyncConnectionPool, timeout_s: float) -> None:
-    """One round trip through PgBouncer to PostgreSQL; raises on failure or timeout."""
+    """One round trip through PgBouncer to PostgreSQL; raises on failure or timeout.
+
+    A pooled connection that PgBouncer dropped while it sat idle (a pooler restart) fails on
+    its first use. That says nothing about the database now (readiness answered 503 "database
+    failed" seconds after PgBouncer was back), so the ping moves on to the next connection: the
+    pool discards the broken one. Bounded by the pool's size and by ``timeout_s``."""
 
     async def select_one() -> None:
-        async with pool.connection(timeout=timeout_s) as conn:
-            await conn.execute("SELECT 1")
+        for attempt in range(MAX_POOL_SIZE + 1):
+            conn: psycopg.AsyncConnection | None = None
+            try:
+                async with pool.connection(timeout=timeout_s) as conn:
+                    await conn.execute("SELECT 1")
+                return
+            except PoolTimeout:
+                raise  # no connection to be had: the database (or the pooler) is away
+            except psycopg.OperationalError:
+                if conn is None or not conn.broken or attempt == MAX_POOL_SIZE:
+                    raise
 
     await bounded(select_one(), timeout_s)
 
