@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from lab_backend.logs import event
 from lab_backend.security import hash_password, verify_password
@@ -176,21 +176,28 @@ async def ping(pool: AsyncConnectionPool, timeout_s: float) -> None:
 
     A pooled connection that PgBouncer dropped while it sat idle (a pooler restart) fails on
     its first use. That says nothing about the database now (readiness answered 503 "database
-    failed" seconds after PgBouncer was back), so the ping moves on to the next connection: the
-    pool discards the broken one. Bounded by the pool's size and by ``timeout_s``."""
+    failed" seconds after PgBouncer was back), so after a broken connection the pool checks
+    its idle ones (``AsyncConnectionPool.check`` discards the dead) and the ping runs once
+    more. Bounded by ``timeout_s``. API requests get no such second try: a stale connection
+    costs them a 503, as it would in production."""
+
+    async def once() -> bool:
+        """True when SELECT 1 answered; False when the connection it got was broken."""
+        conn: psycopg.AsyncConnection | None = None
+        try:
+            async with pool.connection(timeout=timeout_s) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            if conn is None or not conn.broken:
+                raise
+            return False
 
     async def select_one() -> None:
-        for attempt in range(MAX_POOL_SIZE + 1):
-            conn: psycopg.AsyncConnection | None = None
-            try:
-                async with pool.connection(timeout=timeout_s) as conn:
-                    await conn.execute("SELECT 1")
-                return
-            except PoolTimeout:
-                raise  # no connection to be had: the database (or the pooler) is away
-            except psycopg.OperationalError:
-                if conn is None or not conn.broken or attempt == MAX_POOL_SIZE:
-                    raise
+        if not await once():
+            await pool.check()
+            if not await once():
+                raise psycopg.OperationalError("the database connection broke twice in a row")
 
     await bounded(select_one(), timeout_s)
 

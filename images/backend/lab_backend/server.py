@@ -40,9 +40,8 @@ class Lifecycle:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        redis = make_redis(settings)
-        self.state = AppState(settings=settings, redis=redis,
-                              locks=LockService(redis, settings.node_id))
+        self.state = AppState(settings=settings, redis=make_redis(settings),
+                              locks=LockService(make_redis(settings, retry_dropped=True), settings.node_id))
         self.stop_deadline: float | None = None  # time.monotonic() by which we must be gone
         self._bootstrap: asyncio.Task | None = None
 
@@ -116,8 +115,9 @@ class Lifecycle:
         if pool is not None:
             with contextlib.suppress(Exception):
                 await pool.close(timeout=max(0.1, min(1.0, self.remaining_s())))
-        with contextlib.suppress(Exception):
-            await self.state.redis.aclose()
+        for client in (self.state.redis, self.state.locks.redis):
+            with contextlib.suppress(Exception):
+                await client.aclose()
         event("shutdown.complete")
 
 
