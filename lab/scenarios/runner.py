@@ -381,7 +381,7 @@ class Runner:
             if any(spec.name == "lock_holders" for spec in self.scenario.checks):
                 # Redis's view of the lock holders, all along the steps (bounded: stopped in
                 # finally, and by its own deadline).
-                sampler = LockSampler(self.lab.endpoints.redis_url, JOBS,
+                sampler = LockSampler(lambda: self.lab.endpoints.redis_url, JOBS,
                                       max_duration_s=self._planned_duration(names) + 60)
                 sampler.start()
             if self.scenario.traffic:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Self
 
 import psycopg
 import redis
 
+from lab.errors import LabError
 from lab.history import FencingRejection, JobRun, LockSample
 
 CONNECT_TIMEOUT_S = 5
@@ -95,11 +97,18 @@ class LockSampler:
     (``proxy_next_upstream http_503``), so sampling it would eject the backends the scenario
     watches. Bounded in count and time: it stops at ``stop()``, after ``max_duration_s``, or
     after ``max_samples``. A read that fails (Redis down) is counted in ``errors``.
+
+    ``redis_url`` may be a callable: after a failed read the sampler asks it again (at most
+    once a second), because a restarted container gets a new ephemeral host port, and a URL
+    taken before the restart would keep failing for the rest of the run.
     """
 
-    def __init__(self, redis_url: str, jobs: tuple[str, ...], *, interval_s: float = 0.1,
-                 timeout_s: float = 1.0, max_duration_s: float = 600.0, max_samples: int = 20_000):
-        self._client = redis_client(redis_url, timeout_s)
+    def __init__(self, redis_url: str | Callable[[], str], jobs: tuple[str, ...], *,
+                 interval_s: float = 0.1, timeout_s: float = 1.0, max_duration_s: float = 600.0,
+                 max_samples: int = 20_000):
+        self._url = redis_url if callable(redis_url) else lambda: redis_url
+        self._client: redis.Redis | None = None
+        self._reconnect_at = 0.0
         self._jobs = jobs
         self._interval_s = interval_s
         self._timeout_s = timeout_s
@@ -126,7 +135,24 @@ class LockSampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(self._timeout_s * 2 + 1)
-        self._client.close()
+        self._drop_client()
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _read(self) -> dict[str, tuple[str, int | None]]:
+        if self._client is None:
+            if time.monotonic() < self._reconnect_at:
+                raise redis.ConnectionError("waiting to look up Redis's port again")
+            self._reconnect_at = time.monotonic() + 1.0
+            self._client = redis_client(self._url(), self._timeout_s)
+        try:
+            return read_locks(self._client, self._jobs)
+        except redis.RedisError:
+            self._drop_client()
+            raise
 
     def _loop(self) -> None:
         deadline = time.monotonic() + self._max_duration_s
@@ -135,8 +161,8 @@ class LockSampler:
             taken += 1
             sent = time.time()
             try:
-                held = read_locks(self._client, self._jobs)
-            except redis.RedisError:
+                held = self._read()
+            except (redis.RedisError, LabError):
                 self.errors += 1
             else:
                 received = time.time()
