@@ -75,7 +75,7 @@ def check_exposure(exposures: Sequence[NodeExposure], connects: Sequence[PortCon
     fixed = [f"{p.role} {p.container_port} -> {p.host_port}" for p in documented if p.host_port]
     derivation = ("README: every node behind 127.0.0.1 (ephemeral ports); lab.toml [publish]"
                   + (f" fixes {', '.join(fixed)}" if fixed else ": all ephemeral")
-                  + f"; a binding on 0.0.0.0 or :: listens on every host interface; network "
+                  + "; a binding on 0.0.0.0 or :: listens on every host interface; network "
                   "mode host exposes every listening port")
     if not exposures:
         return CheckResult(NAME, Verdict.UNKNOWN, "no container's published ports were read",
