@@ -199,11 +199,20 @@ def parse_config(data: dict, *, source: str = "configuration") -> LabConfig:
         raise ConfigError(_describe(exc, source), hint="fix the field named above") from None
 
 
-def load_config(path: Path | None = None, *, name: str | None = None) -> LabConfig:
-    """Read ``lab.toml`` (explicit path, or ./lab.toml when present, else the defaults)."""
+def config_path(path: Path | None) -> Path | None:
+    """The configuration file in force: the one given, or ./lab.toml when present, else None."""
     if path is None:
         candidate = Path(DEFAULT_CONFIG_FILE)
-        path = candidate if candidate.is_file() else None
+        return candidate if candidate.is_file() else None
+    return path
+
+
+def load_config(path: Path | None = None, *, name: str | None = None) -> LabConfig:
+    """Read ``lab.toml`` (explicit path, or ./lab.toml when present, else the defaults).
+
+    Its ``[objectives]`` table is not part of the lab's configuration (a lab runs the same
+    whatever it is judged against): ``lab.objectives.load_objectives`` reads it."""
+    path = config_path(path)
     data: dict = {}
     if path is not None:
         try:
@@ -212,5 +221,6 @@ def load_config(path: Path | None = None, *, name: str | None = None) -> LabConf
             raise ConfigError(f"{path}: no such configuration file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data.pop("objectives", None)
     config = parse_config(data, source=str(path or "defaults"))
     return config.with_name(name)

@@ -80,6 +80,11 @@ class AccessLogEntry:
         return self.msec - self.request_time_s
 
 
+def ready_mark(node: str) -> str:
+    """The mark the runner records when a healed node answers its readiness probe again."""
+    return f"ready:{node}"
+
+
 @dataclass(frozen=True, slots=True)
 class Mark:
     """A named instant in a run (phase boundaries: steady-before, faults, heal, ...)."""
@@ -107,7 +112,7 @@ class PoolSample:
 
     @property
     def sv_total(self) -> int:
-        """Server connections the pool holds (infra-facts section 3)."""
+        """Server connections the pool holds (docs/semantics.md §3)."""
         return self.sv_active + self.sv_idle + self.sv_used + self.sv_tested + self.sv_login
 
 

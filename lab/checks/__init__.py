@@ -1,31 +1,53 @@
-"""Checks: pure functions from a history and the rendered configuration to a ``CheckResult``.
+"""Checks: pure judgements of a history against the expectations record (``lab.expectations``).
 
 A check never talks to Docker or the network. Every expected value carries the text of how it
-was derived from the configuration, so a reader can redo the arithmetic.
+was derived from the configuration, so a reader can redo the arithmetic; objectives (the
+user's thresholds) are judged on the same measurement. Each module registers its checks in
+``CHECKS`` (``lab.checks.registry``) under the one name scenario files and results use:
 
-- ``ejection``: how long NGINX kept routing to a failed backend (``FailureMode`` sets the
-  cost of one failed attempt);
-- ``readmission``: how soon a healed backend served clients again;
-- ``distribution``: each backend's share of answers;
-- ``availability``: success ratio against an SLO; ``durability``: acknowledged writes lost;
-- ``latency``: p50/p99 inside and outside fault windows;
-- ``locks``: job-lock exclusivity, fencing, takeover after a holder dies, jobs paused while
-  Redis is down;
-- ``rate_limit``: NGINX's limit_req leaky bucket, evaluated on NGINX's own timestamps;
-- ``pool``: PgBouncer's server connections against the pool bound;
-- ``security``: TLS certificate and security headers.
+- ``ejection``, ``readmission``: NGINX's passive health checks taking a failed backend out and
+  back in; ``distribution``: each backend's share; ``latency``: p50/p99 in and out of faults;
+- ``availability``, ``durability``: the ok ratio, and acknowledged writes surviving;
+- ``lock-exclusivity``, ``fencing``, ``lock-takeover``, ``jobs-paused``, ``lock-holders``,
+  ``lock-after-store-restart``: the scheduled jobs' Redis locks;
+- ``rate-limit``, ``rate-limit-headers``: NGINX's limit_req, on NGINX's own timestamps;
+- ``pool-bound``: PgBouncer's server connections; ``fail-fast``, ``recovery``: dependency outages;
+- ``tls``, ``security-headers``, ``exposure``: the edge;
+- ``health-contract``, ``health-startup``, ``health-drain``, ``health-detailed-timing``: the
+  backends' health endpoints.
 """
 
+from lab.checks import (  # noqa: F401 - imported to register their checks
+    availability,
+    dependency,
+    distribution,
+    ejection,
+    exposure,
+    health,
+    latency,
+    locks,
+    pool,
+    rate_limit,
+    readmission,
+    security,
+)
 from lab.checks.availability import check_availability, check_durability
 from lab.checks.base import CheckResult, Verdict, combine, never_crashes
 from lab.checks.distribution import check_distribution
-from lab.checks.ejection import FailureMode, check_ejection, failed_attempt_cost, upstream_attempts
+from lab.checks.ejection import check_ejection, failed_attempt_cost, upstream_attempts
 from lab.checks.latency import check_latency, percentile
-from lab.checks.readmission import check_readmission, ready_mark
+from lab.checks.readmission import check_readmission
+from lab.checks.registry import CHECKS, CheckContext, CheckDef, Observation, run_check
+from lab.expectations import FailureMode
+from lab.history import ready_mark
 
 __all__ = [
+    "CHECKS",
+    "CheckContext",
+    "CheckDef",
     "CheckResult",
     "FailureMode",
+    "Observation",
     "Verdict",
     "check_availability",
     "check_distribution",
@@ -38,5 +60,6 @@ __all__ = [
     "never_crashes",
     "percentile",
     "ready_mark",
+    "run_check",
     "upstream_attempts",
 ]

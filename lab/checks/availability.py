@@ -8,9 +8,30 @@ happened; an unacknowledged one may or may not be.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from lab.checks.base import CheckResult, Verdict, combine, never_crashes
+from pydantic import Field
+
+from lab.checks.base import (
+    CheckResult,
+    ObjectiveResult,
+    Prediction,
+    Verdict,
+    combine,
+    never_crashes,
+)
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    ClientParams,
+    ObjectiveHook,
+    Observation,
+    measured_objective,
+    register,
+)
+from lab.expectations import FailureMode
 from lab.history import History, Outcome
+from lab.objectives import Objectives, threshold_text
 
 NAME = "availability"
 DURABILITY = "durability"
@@ -79,3 +100,117 @@ def check_durability(acknowledged_write_ids: frozenset[str] | None,
         details = (f"lost acknowledged writes: {shown}",)
     return CheckResult(DURABILITY, Verdict.FAIL if missing else Verdict.PASS, measured, expected,
                        derivation, details, values)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+# Which proxy_next_upstream conditions a failure of each mode raises (docs/semantics.md §1).
+_RETRIED_ON = {FailureMode.REFUSED: ("error",), FailureMode.UNREACHABLE: ("error", "timeout"),
+               FailureMode.FROZEN: ("timeout",)}
+
+
+class AvailabilityParams(ClientParams):
+    slo: Annotated[float, Field(gt=0, le=1)] = 0.999
+
+
+def _judge_availability(ctx: CheckContext, params: AvailabilityParams) -> CheckResult:
+    return check_availability(ctx.history, params.slo)
+
+
+def _availability_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                            params: AvailabilityParams) -> ObjectiveResult:
+    ratio, total = result.value("ratio"), result.value("total")
+    how = "ok answers / requests sent (a timeout counts as not ok)"
+    if ratio is None:
+        return measured_objective("availability", objectives, value=None, passed=None,
+                                  measured=result.measured, derivation=how)
+    return measured_objective("availability", objectives, value=ratio,
+                              passed=ratio >= objectives.availability - 1e-12,
+                              measured=f"{ratio:.5f} of {total:.0f}", derivation=how)
+
+
+def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
+                          objectives: Objectives) -> Prediction:
+    policy = ctx.expectations.upstream
+    threshold = threshold_text(objectives, "availability")
+    failing = {node: mode for node, mode in ctx.failure_modes.items() if node in policy.servers}
+    if not failing:
+        return Prediction("availability", NAME, threshold, "no backend fault planned", None,
+                          "only a failing backend is predicted here; other faults are measured")
+    tries_left = len(policy.servers) > 1 and policy.next_upstream_tries != 1
+    unretried = [node for node, mode in failing.items()
+                 if mode is not None and not (tries_left and all(
+                     cond in policy.next_upstream for cond in _RETRIED_ON[mode]))]
+    if not unretried:
+        return Prediction("availability", NAME, threshold, "no client error from the failing backend",
+                          True, f"proxy_next_upstream {' '.join(policy.next_upstream) or 'off'} "
+                          "retries its failed tries on another server")
+    if not policy.ejects:
+        return Prediction("availability", NAME, threshold,
+                          f"about 1 in {len(policy.servers)} requests fail while a backend is down",
+                          False, "failed tries are neither retried nor ejected (max_fails = "
+                          f"{policy.max_fails}, proxy_next_upstream "
+                          f"{' '.join(policy.next_upstream) or 'off'})")
+    # Each try on the failed backend reaches the client as an error until it is ejected.
+    workers = 1 if policy.shared_counters else policy.worker_processes
+    rate = ctx.stream_rates.get(params.client, ctx.rate_per_s) if params.client else ctx.rate_per_s
+    total = max(1.0, rate * ctx.planned_s)
+    errors = policy.max_fails * workers * len(unretried)
+    ratio = 1 - errors / total
+    return Prediction("availability", NAME, threshold, f"about {ratio:.4f}",
+                      ratio >= objectives.availability,
+                      f"failed tries are not retried (proxy_next_upstream "
+                      f"{' '.join(policy.next_upstream) or 'off'}): max_fails * workers = "
+                      f"{errors:.0f} errors before the ejection, of about {total:.0f} requests "
+                      f"(rate * planned time) = 1 - {errors:.0f}/{total:.0f}")
+
+
+register(CheckDef(
+    name=NAME, params=AvailabilityParams, judge=_judge_availability,
+    summary="the share of client requests answered ok, against the scenario's stated SLO",
+    objectives=(ObjectiveHook("availability", _availability_objective, _availability_predict),)))
+
+
+class DurabilityParams(ClientParams):
+    pass
+
+
+def _judge_durability(ctx: CheckContext, params: DurabilityParams) -> CheckResult:
+    acknowledged = frozenset(r.request_id for r in ctx.history.requests
+                             if r.outcome is Outcome.OK and r.status == 201 and r.request_id)
+    return check_durability(acknowledged, ctx.observation(Observation.STORED_WRITES))
+
+
+def _durability_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                          params: DurabilityParams) -> ObjectiveResult:
+    lost = result.value("lost_writes")
+    how = "acknowledged (201) write ids missing from PostgreSQL afterwards"
+    if lost is None:
+        return measured_objective("lost_writes", objectives, value=None, passed=None,
+                                  measured=result.measured, derivation=how)
+    return measured_objective("lost_writes", objectives, value=lost,
+                              passed=lost <= objectives.lost_writes,
+                              measured=f"{lost:.0f} lost", derivation=how)
+
+
+def _durability_predict(ctx: CheckContext, params: DurabilityParams,
+                        objectives: Objectives) -> Prediction:
+    postgres = ctx.expectations.postgres
+    threshold = threshold_text(objectives, "lost_writes")
+    if postgres.synchronous_commit:
+        return Prediction("lost_writes", DURABILITY, threshold, "0 lost", True,
+                          "synchronous_commit = on: a commit is flushed to WAL before it is "
+                          "acknowledged (docs/semantics.md §6)")
+    crash = "postgres" in ctx.failure_modes
+    return Prediction("lost_writes", DURABILITY, threshold,
+                      "acknowledged writes lost if PostgreSQL crashes", False if crash else None,
+                      "synchronous_commit = off: a commit is acknowledged before its WAL is "
+                      "flushed (docs/semantics.md §6)"
+                      + ("; the scenario stops or kills postgres" if crash else ""))
+
+
+register(CheckDef(
+    name=DURABILITY, params=DurabilityParams, judge=_judge_durability,
+    summary="every write the client saw acknowledged (201) is in PostgreSQL afterwards",
+    needs=frozenset({Observation.STORED_WRITES}),
+    objectives=(ObjectiveHook("lost_writes", _durability_objective, _durability_predict),)))

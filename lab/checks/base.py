@@ -1,26 +1,26 @@
-"""Check results and how they combine: fail beats unknown beats pass (as in Jepsen)."""
+"""Check results: a check's conformance verdict, what it measured and expected and why, and the
+objectives judged on the same measurement."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import wraps
 from typing import ParamSpec
 
+from lab.verdict import ObjectiveResult, Prediction, Verdict, combine
 
-class Verdict(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    UNKNOWN = "unknown"
-
-
-_RANK = {Verdict.PASS: 0, Verdict.UNKNOWN: 1, Verdict.FAIL: 2}
+__all__ = ["CheckResult", "ObjectiveResult", "Prediction", "Verdict", "combine", "never_crashes"]
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """A check's verdict with what it measured, what it expected, and why it expected that."""
+    """A check's verdict with what it measured, what it expected, and why it expected that.
+
+    ``verdict`` is the conformance verdict (measured against what the configuration implies);
+    ``objectives`` are the user's thresholds judged on the same measurement; ``overall``
+    combines both, and is what result.json calls the check's ``verdict``.
+    """
 
     name: str
     verdict: Verdict
@@ -30,19 +30,29 @@ class CheckResult:
     details: tuple[str, ...] = field(default_factory=tuple)
     # Numbers behind ``measured`` for machine readers (seconds, ratios, counts).
     values: tuple[tuple[str, float], ...] = field(default_factory=tuple)
+    objectives: tuple[ObjectiveResult, ...] = field(default_factory=tuple)
+    label: str = ""             # the check as shown: its name and subject ("rate-limit /api/")
+
+    @property
+    def conformance(self) -> Verdict:
+        return self.verdict
+
+    @property
+    def overall(self) -> Verdict:
+        """Conformance and every objective combined."""
+        return combine([self.verdict, *(o.verdict for o in self.objectives)])
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.name
+
+    def value(self, key: str) -> float | None:
+        """One of ``values`` by name, None when the check did not measure it."""
+        return next((v for k, v in self.values if k == key), None)
 
     @property
     def passed(self) -> bool:
-        return self.verdict is Verdict.PASS
-
-
-def combine(verdicts: Iterable[Verdict]) -> Verdict:
-    """The overall verdict: any fail fails, else any unknown is unknown, else pass."""
-    worst = Verdict.PASS
-    for verdict in verdicts:
-        if _RANK[verdict] > _RANK[worst]:
-            worst = verdict
-    return worst
+        return self.overall is Verdict.PASS
 
 
 P = ParamSpec("P")

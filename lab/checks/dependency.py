@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
+from typing import Annotated
+
+from pydantic import Field
+
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    ClientParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
+from lab.expectations import DurationExpr, evaluate_duration, explain_duration
 from lab.history import History, Outcome
+from lab.objectives import Objectives, text_seconds, threshold_text
 
 FAIL_FAST = "fail-fast"
 RECOVERY = "recovery"
@@ -61,3 +75,69 @@ def check_recovery(history: History, *, bound_s: float, derivation: str) -> Chec
     return CheckResult(RECOVERY, verdict,
                        f"first success {measured_s:.3f} s after the heal ({failed_after} failed before it)",
                        expected, derivation, values=(("measured_s", measured_s), ("bound_s", bound_s)))
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+class FailFastParams(ClientParams):
+    client: str
+    tolerance_s: Annotated[float, Field(ge=0)] = 0.5
+
+
+def _fail_fast(ctx: CheckContext, params: FailFastParams) -> CheckResult:
+    return check_fail_fast(ctx.history, servers=len(ctx.expectations.upstream.servers),
+                           db_budget_s=ctx.expectations.backend.db_budget_s,
+                           tolerance_s=params.tolerance_s)
+
+
+register(CheckDef(
+    name=FAIL_FAST, params=FailFastParams, judge=_fail_fast,
+    summary="requests that need a dependency that is down fail within the backend's budget times "
+            "NGINX's retries, none hangs"))
+
+
+class RecoveryParams(ClientParams):
+    client: str
+    within: DurationExpr
+
+
+def _recovery(ctx: CheckContext, params: RecoveryParams) -> CheckResult:
+    bound = evaluate_duration(params.within, ctx.names)
+    return check_recovery(ctx.history, bound_s=bound,
+                          derivation=f"bound within = {explain_duration(params.within, ctx.names)}")
+
+
+def _recovery_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                        params: RecoveryParams) -> ObjectiveResult:
+    measured = result.value("measured_s")
+    how = ("from the last heal of the dependency to the first client request that succeeded: the "
+           "errors clients still saw after it was back")
+    if measured is None:
+        return measured_objective("dependency_recovery", objectives, value=None,
+                                  passed=False if result.verdict is Verdict.FAIL else None,
+                                  measured=result.measured, derivation=how)
+    return measured_objective("dependency_recovery", objectives, value=measured,
+                              passed=measured <= objectives.dependency_recovery,
+                              measured=f"clients served again {text_seconds(round(measured, 3))} "
+                              "after the dependency was back", derivation=how)
+
+
+def _recovery_predict(ctx: CheckContext, params: RecoveryParams, objectives: Objectives) -> Prediction:
+    upstream = ctx.expectations.upstream
+    ejected_by_503 = "http_503" in upstream.next_upstream and upstream.ejects
+    parts = [f"fail_timeout {upstream.fail_timeout_s:g} s (503s eject the backends)"] if ejected_by_503 else []
+    total = upstream.fail_timeout_s if ejected_by_503 else 0.0
+    if "postgres" in ctx.failure_modes:
+        retry = ctx.expectations.pgbouncer.server_login_retry_s
+        parts.append(f"server_login_retry {retry:g} s (PgBouncer refuses logins after a failed one)")
+        total += retry
+    return Prediction("dependency_recovery", RECOVERY, threshold_text(objectives, "dependency_recovery"),
+                      f"up to {text_seconds(total)}", total <= objectives.dependency_recovery,
+                      " + ".join(parts) + f" = {total:g} s" if parts else "nothing delays the return")
+
+
+register(CheckDef(
+    name=RECOVERY, params=RecoveryParams, judge=_recovery,
+    summary="requests succeed again within the stated bound of the dependency's return",
+    objectives=(ObjectiveHook("dependency_recovery", _recovery_objective, _recovery_predict),)))

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from lab.checks.base import CheckResult, Verdict, never_crashes
+from lab.checks.registry import CheckContext, CheckDef, ClientParams, register
 from lab.history import History, Outcome
 
 NAME = "distribution"
@@ -49,3 +53,28 @@ def check_distribution(history: History, servers: tuple[str, ...],
                      + (" (no answers at all)" if counts.get(s, 0) == 0 else "") for s in off)
     return CheckResult(NAME, Verdict.FAIL if off else Verdict.PASS, measured, expected,
                        derivation, details, values)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+class DistributionParams(ClientParams):
+    sigmas: Annotated[float, Field(gt=0)] = 4.0
+    min_requests: Annotated[int, Field(ge=1)] = 100
+    during: Literal["all", "steady"] = "all"    # the whole run, or only before any fault
+
+
+def _judge(ctx: CheckContext, params: DistributionParams) -> CheckResult:
+    history = ctx.history
+    window = None
+    if params.during == "steady":
+        first = min((f.at for f in history.faults), default=None)
+        end = first or history.mark_at("end") or max((r.sent_at for r in history.requests), default=0.0)
+        window = (history.mark_at("start") or 0.0, end)
+    return check_distribution(history, ctx.expectations.upstream.servers, window,
+                              sigmas=params.sigmas, min_requests=params.min_requests)
+
+
+register(CheckDef(
+    name=NAME, params=DistributionParams, judge=_judge,
+    summary="each backend's share of the ok answers, within a binomial tolerance of 1/n"))

@@ -1,6 +1,6 @@
 """Ejection timing: how long NGINX kept routing to a failed backend before skipping it.
 
-The model (infra-facts section 1): each failed attempt costs ``c`` before NGINX counts it
+The model (docs/semantics.md §1): each failed attempt costs ``c`` before NGINX counts it
 (``c`` depends on how the backend failed, see ``FailureMode``); once ``max_fails`` failures
 are counted the server is skipped for ``fail_timeout``. Under round robin over ``n`` servers
 at ``rate`` requests/s, one backend is offered an attempt every ``g = n / rate`` seconds, so
@@ -16,23 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import Annotated
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
+from pydantic import Field
+
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    ClientParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
+from lab.expectations import FailureMode, UpstreamPolicy
 from lab.history import AccessLogEntry, FaultEvent, History, Outcome, RequestRecord
-from lab.topology.nginx_conf import UpstreamPolicy
+from lab.objectives import Objectives, threshold_text
 
 NAME = "ejection"
 # NGINX never retries these once sent, unless proxy_next_upstream lists non_idempotent.
 NON_IDEMPOTENT = frozenset({"POST", "LOCK", "PATCH"})
-
-
-class FailureMode(StrEnum):
-    """How the target fails, which fixes what one failed attempt costs NGINX."""
-
-    REFUSED = "refused"          # port closed: RST at once, c = 0
-    UNREACHABLE = "unreachable"  # killed/stopped, IP gone: connect hangs, c = connect timeout
-    FROZEN = "frozen"            # paused: handshake completes, no answer, c = read timeout
 
 
 def failed_attempt_cost(policy: UpstreamPolicy, mode: FailureMode | None) -> float:
@@ -213,7 +216,8 @@ def check_ejection(history: History, policy: UpstreamPolicy, target: str, mode: 
                       f"max(5 g, 1 s)) = {gap:.3f} s (in rotation it would get one every g; "
                       "re-probes follow only every fail_timeout)")
 
-    values = [("g_s", g), ("c_s", c), ("lower_s", lower), ("upper_s", upper)]
+    values = [("g_s", g), ("c_s", c), ("lower_s", lower), ("upper_s", upper),
+              ("never_ejects", 1.0 if never else 0.0)]
     if g >= gap:
         return CheckResult(NAME, Verdict.UNKNOWN, "traffic too slow to judge", expected,
                            "; ".join(derivation) + f"; g = {g:.3f} s >= {gap:g} s: routed "
@@ -230,7 +234,8 @@ def check_ejection(history: History, policy: UpstreamPolicy, target: str, mode: 
     following = attempts[len(cluster)].started_at if len(cluster) < len(attempts) else end
     ejected = following - last.started_at > gap
     measured_s = last.started_at - inject.at
-    values += [("measured_s", measured_s), ("attempts_in_cluster", float(len(cluster))),
+    values += [("measured_s", measured_s), ("ejected", 1.0 if ejected else 0.0),
+               ("attempts_in_cluster", float(len(cluster))),
                ("window_s", end - inject.at)]
 
     client_end = inject.at + measured_s + c + 1.0 if ejected else end
@@ -273,3 +278,71 @@ def check_ejection(history: History, policy: UpstreamPolicy, target: str, mode: 
     measured += f", {errors.errors} client errors"
     return CheckResult(NAME, verdict, measured, expected_text, "; ".join(derivation), details,
                        tuple(values))
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+class EjectionParams(ClientParams):
+    target: str
+    tolerance_s: Annotated[float, Field(ge=0)] = 0.5
+
+
+def worst_case_ejection_s(policy: UpstreamPolicy, mode: FailureMode | None,
+                          rate_per_s: float) -> tuple[float, str]:
+    """The latest the last routed attempt can come after the fault, and its arithmetic."""
+    n, c = len(policy.servers), failed_attempt_cost(policy, mode)
+    g = n / (rate_per_s or 1.0)
+    workers = 1 if policy.shared_counters else policy.worker_processes
+    return (c + policy.max_fails * workers * g,
+            f"c + max_fails * workers * g = {c:g} + {policy.max_fails} * {workers} * {g:.3f}")
+
+
+def _judge(ctx: CheckContext, params: EjectionParams) -> CheckResult:
+    node = ctx.node(params.target)
+    mode = ctx.failure_modes.get(node) or FailureMode.UNREACHABLE
+    return check_ejection(ctx.history, ctx.expectations.upstream, node, mode, ctx.rate_per_s,
+                          tolerance_s=params.tolerance_s)
+
+
+def _objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+               params: EjectionParams) -> ObjectiveResult:
+    limit = objectives.ejection
+    ejected, measured = result.value("ejected"), result.value("measured_s")
+    window = result.value("window_s")
+    how = "the last attempt NGINX routed to the failed backend after the fault (access log)"
+    if ejected == 1.0 and measured is not None:
+        return measured_objective("ejection", objectives, value=measured, passed=measured <= limit,
+                                  measured=f"out of rotation {measured:.3f} s after the fault",
+                                  derivation=how)
+    if ejected == 0.0 and window is not None:
+        confirmed_never = result.value("never_ejects") == 1.0 and result.verdict is Verdict.PASS
+        if confirmed_never or window >= limit:
+            why = (" (its configuration never ejects, and the traffic confirmed it)"
+                   if confirmed_never else "")
+            return measured_objective("ejection", objectives, value=None, passed=False,
+                                      measured=f"never ejected: routed to throughout the "
+                                      f"{window:.3f} s fault{why}", derivation=how)
+    return measured_objective("ejection", objectives, value=None, passed=None,
+                              measured=f"not measured ({result.measured})", derivation=how)
+
+
+def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) -> Prediction:
+    policy = ctx.expectations.upstream
+    node = ctx.node(params.target)
+    mode = ctx.failure_modes.get(node) or FailureMode.UNREACHABLE
+    threshold = threshold_text(objectives, "ejection")
+    if not policy.ejects:
+        why = ("max_fails = 0 disables failure counting" if policy.max_fails == 0
+               else "an upstream with one server never marks it down")
+        return Prediction("ejection", NAME, threshold, "never ejected", False, why)
+    worst, arithmetic = worst_case_ejection_s(policy, mode, ctx.rate_per_s)
+    return Prediction("ejection", NAME, threshold, f"out of rotation within {worst:.3f} s",
+                      worst <= objectives.ejection, f"{arithmetic} = {worst:.3f} s (a {mode.value} backend)")
+
+
+register(CheckDef(
+    name=NAME, params=EjectionParams, judge=_judge,
+    summary="how long NGINX kept routing to a failed backend (access log), against the window "
+            "max_fails, the timeouts and the request rate imply",
+    objectives=(ObjectiveHook("ejection", _objective, _predict),)))

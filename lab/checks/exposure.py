@@ -1,6 +1,7 @@
 """Exposure: from the host, no node is reachable except through the ports the lab documents.
 
-The documented set (README "127.0.0.1 (ephemeral ports)", lab.toml ``[publish]``): NGINX's
+The documented set (README "127.0.0.1 (ephemeral ports)", lab.toml ``[publish]``, handed to
+the check in the expectations record): NGINX's
 80 and 443, PgBouncer, PostgreSQL and Redis, each published on 127.0.0.1 only, on the fixed
 host port ``[publish]`` names or an ephemeral one; the backends and every helper container
 (fault sidecars, second clients) publish nothing. A binding on 0.0.0.0 or ``::`` listens on
@@ -8,7 +9,7 @@ every interface of the host, so the node is reachable from the network, not just
 machine; a container on the host's network namespace exposes every port it listens on.
 
 The records are what Docker reports for every container carrying the lab's label
-(``NodeExposure``), judged against ``documented_ports``; each published port must also
+(``NodeExposure``), judged against the documented ports; each published port must also
 accept a TCP connection on 127.0.0.1 (``PortConnect``), so a documented port that Docker
 reports but nothing answers on is caught too.
 
@@ -21,36 +22,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from lab.checks.base import CheckResult, Verdict, never_crashes
-from lab.config import PublishConfig
+from lab.checks.registry import CheckContext, CheckDef, NoParams, register
+from lab.expectations import DocumentedPort
 from lab.history import NodeExposure, PortBinding, PortConnect
-from lab.topology.render import PGBOUNCER_PORT
 
-__all__ = ["LOOPBACK", "DocumentedPort", "check_exposure", "documented_ports"]
+__all__ = ["LOOPBACK", "check_exposure"]
 
 NAME = "exposure"
 LOOPBACK = "127.0.0.1"
 _SHOWN = 20
-
-
-@dataclass(frozen=True)
-class DocumentedPort:
-    """A port the lab documents for a role: on 127.0.0.1, at ``host_port`` (0: any)."""
-
-    role: str
-    container_port: str
-    host_port: int = 0
-
-
-def documented_ports(publish: PublishConfig) -> tuple[DocumentedPort, ...]:
-    """The published ports lab.toml's ``[publish]`` documents; a role not named publishes nothing."""
-    return (DocumentedPort("nginx", "80/tcp", publish.nginx_http),
-            DocumentedPort("nginx", "443/tcp", publish.nginx_https),
-            DocumentedPort("pgbouncer", f"{PGBOUNCER_PORT}/tcp", publish.pgbouncer),
-            DocumentedPort("postgres", "5432/tcp", publish.postgres),
-            DocumentedPort("redis", "6379/tcp", publish.redis))
 
 
 def _where(binding: PortBinding) -> str:
@@ -157,3 +139,17 @@ def check_exposure(exposures: Sequence[NodeExposure], connects: Sequence[PortCon
                                  if len(problems) > _SHOWN else [])
     return CheckResult(NAME, verdict, measured, expected, derivation, tuple(shown),
                        values)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def _judge(ctx: CheckContext, params: NoParams) -> CheckResult:
+    history = ctx.history
+    return check_exposure(history.exposure, history.port_connects,
+                          ctx.expectations.documented_ports, ctx.expectations.roles)
+
+
+register(CheckDef(
+    name=NAME, params=NoParams, judge=_judge,
+    summary="from the host, only the documented ports are published, on 127.0.0.1, and each answers"))

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 from lab.checks.base import CheckResult, Verdict, combine, never_crashes
-from lab.checks.readmission import ready_mark
-from lab.history import WATCHED, FaultPhase, HealthSample, HealthWatch, History
+from lab.checks.registry import CheckContext, CheckDef, CheckParams, NoParams, register
+from lab.history import WATCHED, FaultPhase, HealthSample, HealthWatch, History, ready_mark
 
 NAME = "health-contract"
 PATHS = ("/health", "/health/live", "/health/ready", "/health/detailed")
@@ -278,3 +281,41 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
                   f"{dependency_timeout_s:g} + {tolerance_s:g} = {bound:g} s, from the fault in effect (stop "
                   f"or freeze returned) and from {dependency} answering its readiness probe again")
     return judged.result(DETAILED_TIMING, expected, derivation, f"no healed outage of {dependency} during a watch")
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+class HealthTimingParams(CheckParams):
+    tolerance_s: Annotated[float, Field(ge=0)] = 0.25
+
+
+register(CheckDef(
+    name=NAME, params=NoParams, judge=lambda ctx, params: check_health_contract(ctx.history),
+    summary="each backend's four health endpoints, asked directly, answer as the contract says "
+            "for the state the lab was in"))
+register(CheckDef(
+    name=STARTUP, params=NoParams, judge=lambda ctx, params: check_ready_at_startup(ctx.history),
+    summary="a restarted backend answers /health/ready 503 before its first 200"))
+
+
+def _drain(ctx: CheckContext, params: HealthTimingParams) -> CheckResult:
+    return check_ready_while_draining(ctx.history, drain_s=ctx.expectations.backend.drain_s,
+                                      tolerance_s=params.tolerance_s)
+
+
+register(CheckDef(
+    name=DRAIN, params=HealthTimingParams, judge=_drain,
+    summary="after SIGTERM, /health/ready answers 503 through the drain while /health/live stays 200"))
+
+
+def _detailed(ctx: CheckContext, params: HealthTimingParams) -> CheckResult:
+    return check_detailed_follows_dependency(
+        ctx.history, dependency_timeout_s=ctx.expectations.backend.dependency_timeout_s,
+        tolerance_s=params.tolerance_s)
+
+
+register(CheckDef(
+    name=DETAILED_TIMING, params=HealthTimingParams, judge=_detailed,
+    summary="/health/detailed turns 503 and back within interval + dependency_timeout of Redis "
+            "going and coming back"))

@@ -6,7 +6,7 @@ wakes at the start of tick ``k`` (scheduled time ``k * job_interval``); the one 
 the job's Redis lock (``SET NX PX lock_ttl``, extended every TTL/3 while the run lasts)
 claims the tick, records the run, works, and writes the fenced side effect. A lease is not
 mutual exclusion: a holder frozen past the TTL resumes and writes anyway, and only the
-fencing token keeps that stale write out (infra-facts section 4).
+fencing token keeps that stale write out (docs/semantics.md §4).
 
 An unfinished run (``finished_at`` NULL) has an unknown outcome. As in Jepsen it is never
 taken as "ended": it may have been running until the latest moment the history allows —
@@ -23,14 +23,28 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Annotated
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
-from lab.history import FaultEvent, FaultPhase, History, JobRun, LockSample
+from pydantic import Field
+
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    CheckParams,
+    NoParams,
+    ObjectiveHook,
+    Observation,
+    measured_objective,
+    register,
+)
+from lab.history import FaultEvent, FaultPhase, History, JobRun, LockSample, ready_mark
+from lab.objectives import Objectives, text_seconds, threshold_text
 
 EXCLUSIVITY = "lock-exclusivity"
 FENCING = "fencing"
 TAKEOVER = "lock-takeover"
-PAUSED = "jobs-paused-while-redis-down"
+PAUSED = "jobs-paused"
 HOLDERS = "lock-holders"
 STORE_RESTART = "lock-after-store-restart"
 
@@ -284,8 +298,9 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
     t = _Clock(history)
     overlaps = find_overlaps(history, jobs, max_run_s)
     rejected = {(r.job, r.node, r.token) for r in history.fencing_rejections}
-    expected = "every overlap contained: the later-started run has the higher token and the " \
-               "earlier (stale) run's write is rejected"
+    expected = ("every overlap contained: the later-started run has the higher token and the "
+                "earlier (stale) run's write is rejected" if fencing_expected else
+                "no write rejected (fencing off): a stale holder's write lands")
     derivation = (
         "fencing on (LAB_FENCING=1): each lock acquisition INCRs the job's token, and the "
         "resource rejects a token not above the last it accepted, recording the refusal in "
@@ -318,14 +333,19 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
         else:
             uncontained.append(f"{what}: not fenced: the stale write with token "
                                f"{stale.fencing_token} was not rejected ({stale.outcome})")
-    if not fencing_expected and history.fencing_rejections:
-        uncontained.append(f"{len(history.fencing_rejections)} fencing rejections recorded "
-                           "although fencing was expected off")
     values = (("overlaps", float(len(overlaps))), ("contained", float(len(contained))),
               ("uncontained", float(len(overlaps) - len(contained))),
               ("rejections", float(len(history.fencing_rejections))))
     measured = f"{len(contained)} of {len(overlaps)} overlaps contained by fencing"
-    verdict = Verdict.FAIL if uncontained else Verdict.PASS
+    if fencing_expected:
+        verdict = Verdict.FAIL if uncontained else Verdict.PASS
+    else:
+        # Without fencing nothing may be refused; the stale writes landing is what that
+        # configuration does (the duplicate_job_runs objective judges whether it is acceptable).
+        verdict = Verdict.FAIL if history.fencing_rejections else Verdict.PASS
+        if history.fencing_rejections:
+            uncontained.insert(0, f"{len(history.fencing_rejections)} fencing rejections recorded "
+                               "although fencing is off")
     return CheckResult(FENCING, verdict, measured, expected, derivation,
                        tuple(uncontained + contained), values)
 
@@ -593,3 +613,179 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
     measured = f"{seconds} of {len(verdicts)} held run(s) saw a second run start across the {redis} restart"
     return CheckResult(STORE_RESTART, verdict, measured, expected, derivation, tuple(details),
                        tuple(values))
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def _backend(ctx: CheckContext):
+    return ctx.expectations.backend
+
+
+def _duplicates_objective(count: float | None, objectives: Objectives, measured: str,
+                          how: str) -> ObjectiveResult:
+    return measured_objective("duplicate_job_runs", objectives, value=count,
+                              passed=None if count is None else count <= objectives.duplicate_job_runs,
+                              measured=measured, derivation=how)
+
+
+def _exclusivity(ctx: CheckContext, params: NoParams) -> CheckResult:
+    ctx.observation(Observation.JOB_RECORDS)
+    backend = _backend(ctx)
+    return check_lock_exclusivity(ctx.history, job_interval_s=backend.job_interval_s,
+                                  lock_ttl_s=backend.lock_ttl_s, max_run_s=backend.max_run_s)
+
+
+def _exclusivity_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                           params: NoParams) -> ObjectiveResult:
+    overlaps, ticks = result.value("overlaps"), result.value("duplicate_ticks")
+    count = None if overlaps is None or ticks is None or not result.value("runs") else overlaps + ticks
+    return _duplicates_objective(count, objectives,
+                                 "not measured" if count is None else
+                                 f"{overlaps:.0f} overlapping runs + {ticks:.0f} ticks run twice",
+                                 "job_runs rows: runs of one job overlapping in time, and ticks "
+                                 "with more than one run")
+
+
+def lease_prediction(ctx: CheckContext, objectives: Objectives, check: str) -> Prediction:
+    """Whether the backends' leases alone keep runs apart: locking on, and a lease that lasts
+    the run (renewed, or a TTL longer than the longest run)."""
+    backend = _backend(ctx)
+    threshold = threshold_text(objectives, "duplicate_job_runs")
+    if not backend.locking:
+        return Prediction("duplicate_job_runs", check, threshold, "every node runs every tick",
+                          False, "locking is off (LAB_LOCKING=0)")
+    if not backend.lock_renewal and backend.lock_ttl_s < backend.job_duration_s:
+        return Prediction("duplicate_job_runs", check, threshold, "overlapping runs every tick",
+                          False, f"lock_ttl {backend.lock_ttl_s:g} s < job_duration "
+                          f"{backend.job_duration_s:g} s and the lease is never renewed: it expires "
+                          "mid-run and the next tick's node starts")
+    how = ("renewed every TTL/3" if backend.lock_renewal
+           else f"lock_ttl {backend.lock_ttl_s:g} s >= job_duration {backend.job_duration_s:g} s")
+    return Prediction("duplicate_job_runs", check, threshold, "no overlap while nodes run freely",
+                      True, f"one lock per job, its lease outlives the run ({how}); a node "
+                      "paused past the TTL or a store that loses the lock is not covered")
+
+
+def _exclusivity_predict(ctx: CheckContext, params: NoParams, objectives: Objectives) -> Prediction:
+    return lease_prediction(ctx, objectives, EXCLUSIVITY)
+
+
+register(CheckDef(
+    name=EXCLUSIVITY, params=NoParams, judge=_exclusivity,
+    summary="no two runs of a job overlap, no tick runs twice, every judged tick runs (job_runs)",
+    needs=frozenset({Observation.JOB_RECORDS}),
+    objectives=(ObjectiveHook("duplicate_job_runs", _exclusivity_objective, _exclusivity_predict),)))
+
+
+def _fencing(ctx: CheckContext, params: NoParams) -> CheckResult:
+    ctx.observation(Observation.JOB_RECORDS)
+    backend = _backend(ctx)
+    return check_fencing(ctx.history, fencing_expected=backend.fencing, max_run_s=backend.max_run_s)
+
+
+def _fencing_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                       params: NoParams) -> ObjectiveResult:
+    overlaps, uncontained = result.value("overlaps"), result.value("uncontained")
+    return _duplicates_objective(uncontained, objectives,
+                                 "not measured" if uncontained is None else
+                                 f"{uncontained:.0f} of {overlaps:.0f} overlapping runs had both "
+                                 "writes applied",
+                                 "an overlap whose stale write was not refused ran the job's side "
+                                 "effect twice; one refused by fencing did not")
+
+
+def _fencing_predict(ctx: CheckContext, params: NoParams, objectives: Objectives) -> Prediction:
+    backend = _backend(ctx)
+    threshold = threshold_text(objectives, "duplicate_job_runs")
+    if backend.fencing:
+        return Prediction("duplicate_job_runs", FENCING, threshold, "stale writes refused", True,
+                          "fencing on: a write with a token below the last accepted is refused")
+    return Prediction("duplicate_job_runs", FENCING, threshold, "a stale holder's write lands",
+                      False, "fencing off (LAB_FENCING=0): the resource takes every write")
+
+
+register(CheckDef(
+    name=FENCING, params=NoParams, judge=_fencing,
+    summary="every overlap of two holders is contained: the stale holder's write is refused",
+    needs=frozenset({Observation.JOB_RECORDS}),
+    objectives=(ObjectiveHook("duplicate_job_runs", _fencing_objective, _fencing_predict),)))
+
+
+class TakeoverParams(CheckParams):
+    target: str
+    tolerance_s: Annotated[float, Field(ge=0)] = 1.0
+
+
+def _takeover(ctx: CheckContext, params: TakeoverParams) -> CheckResult:
+    ctx.observation(Observation.JOB_RECORDS)
+    backend = _backend(ctx)
+    return check_lock_takeover(ctx.history, target_node=ctx.node(params.target),
+                               lock_ttl_s=backend.lock_ttl_s, job_interval_s=backend.job_interval_s,
+                               tolerance_s=params.tolerance_s)
+
+
+def _takeover_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                        params: TakeoverParams) -> ObjectiveResult:
+    measured = result.value("measured_s")
+    return measured_objective("lock_takeover", objectives, value=measured,
+                              passed=None if measured is None else measured <= objectives.lock_takeover,
+                              measured="not measured" if measured is None else
+                              f"the job ran again {text_seconds(round(measured, 3))} after the kill",
+                              derivation="the first run of the dead holder's job after its kill "
+                              "(job_runs)")
+
+
+def _takeover_predict(ctx: CheckContext, params: TakeoverParams, objectives: Objectives) -> Prediction:
+    backend = _backend(ctx)
+    worst = backend.lock_ttl_s + backend.job_interval_s
+    return Prediction("lock_takeover", TAKEOVER, threshold_text(objectives, "lock_takeover"),
+                      f"within {worst:g} s", worst <= objectives.lock_takeover,
+                      f"the dead holder's lease runs out after lock_ttl, the next tick comes "
+                      f"within job_interval: {backend.lock_ttl_s:g} + {backend.job_interval_s:g} "
+                      f"= {worst:g} s")
+
+
+register(CheckDef(
+    name=TAKEOVER, params=TakeoverParams, judge=_takeover,
+    summary="after the lock holder is killed, another node runs the job within lock_ttl + one "
+            "interval, without overlap",
+    needs=frozenset({Observation.JOB_RECORDS}),
+    objectives=(ObjectiveHook("lock_takeover", _takeover_objective, _takeover_predict),)))
+
+
+def _paused(ctx: CheckContext, params: NoParams) -> CheckResult:
+    ctx.observation(Observation.JOB_RECORDS)
+    return check_jobs_paused_while_redis_down(ctx.history, _backend(ctx).job_interval_s)
+
+
+register(CheckDef(
+    name=PAUSED, params=NoParams, judge=_paused,
+    summary="no job run starts while Redis (the lock store) is down",
+    needs=frozenset({Observation.JOB_RECORDS})))
+
+
+def _holders(ctx: CheckContext, params: NoParams) -> CheckResult:
+    ctx.observation(Observation.JOB_RECORDS)
+    ctx.observation(Observation.LOCK_SAMPLES)
+    return check_lock_holders(ctx.history, max_run_s=_backend(ctx).max_run_s)
+
+
+register(CheckDef(
+    name=HOLDERS, params=NoParams, judge=_holders,
+    summary="at every sample of Redis's lock keys, one holder per job, and it is the node running it",
+    needs=frozenset({Observation.JOB_RECORDS, Observation.LOCK_SAMPLES})))
+
+
+def _store_restart(ctx: CheckContext, params: NoParams) -> CheckResult:
+    ctx.observation(Observation.JOB_RECORDS)
+    return check_lock_after_store_restart(ctx.history, persistence=ctx.expectations.redis.persistence,
+                                          job_interval_s=_backend(ctx).job_interval_s,
+                                          ready_mark=ready_mark(REDIS))
+
+
+register(CheckDef(
+    name=STORE_RESTART, params=NoParams, judge=_store_restart,
+    summary="a second run starts across a Redis restart exactly when Redis's persistence setting "
+            "says the lock is lost",
+    needs=frozenset({Observation.JOB_RECORDS})))

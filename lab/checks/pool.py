@@ -1,6 +1,6 @@
 """The connection pool: PgBouncer never holds more server connections than it may, and drains.
 
-PgBouncer's own view (``SHOW POOLS``, infra-facts section 3): a pool's server connections are
+PgBouncer's own view (``SHOW POOLS``, docs/semantics.md §3): a pool's server connections are
 ``sv_active + sv_idle + sv_used + sv_tested + sv_login`` and must stay within
 ``default_pool_size + reserve_pool_size``. PostgreSQL's view (``pg_stat_activity``, counted
 by the sampler) must agree, so a pooler that lies about its pool, or a backend that bypasses
@@ -11,21 +11,35 @@ The reuse ratio, transactions per server connection, is reported, not judged: it
 transaction pooling buys (``SHOW STATS`` totals count from PgBouncer's start, so only the
 difference between two readings means anything).
 
-The expected sizes come from the rendered ``pgbouncer.ini`` (``parse_pgbouncer_ini``), with
-PgBouncer 1.18's defaults where a setting is absent.
+The expected sizes come from the expectations record: PgBouncer's own ``SHOW CONFIG`` on the
+running pooler, or a claimed configuration (docs/semantics.md §3).
 """
 
 from __future__ import annotations
 
 import bisect
-import shlex
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from lab.checks.base import CheckResult, Verdict, combine, never_crashes
-from lab.errors import ConfigError
+from lab.checks.base import (
+    CheckResult,
+    ObjectiveResult,
+    Prediction,
+    Verdict,
+    combine,
+    never_crashes,
+)
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    NoParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
+from lab.expectations import PgBouncerPolicy
 from lab.history import PoolLoadPhase, PoolSample, PoolStats, ServerActivitySample
+from lab.objectives import Objectives, threshold_text
 
 __all__ = [
     "PgBouncerPolicy",
@@ -34,7 +48,6 @@ __all__ = [
     "PoolStats",
     "ServerActivitySample",
     "check_pool_bound",
-    "parse_pgbouncer_ini",
 ]
 
 NAME = "pool-bound"
@@ -42,107 +55,6 @@ ADMIN_DATABASE = "pgbouncer"        # the admin console's pseudo-pool: no server
 # One server connection may open or close between reading SHOW POOLS and pg_stat_activity.
 CHANGE_SLACK = 1
 _SHOWN = 10
-
-# PgBouncer 1.18 defaults (infra-facts section 3, doc/config.md).
-DEFAULT_POOL_MODE = "session"
-DEFAULT_POOL_SIZE = 20
-DEFAULT_RESERVE_POOL_SIZE = 0
-DEFAULT_MAX_CLIENT_CONN = 100
-POOL_MODES = ("session", "transaction", "statement")
-_HINT = "render pgbouncer.ini from lab.toml again, or fix the setting named above"
-
-
-@dataclass(frozen=True)
-class PgBouncerPolicy:
-    """The pool settings PgBouncer runs with, for one database (or globally)."""
-
-    pool_mode: str
-    default_pool_size: int
-    reserve_pool_size: int
-    max_client_conn: int
-
-    @property
-    def server_bound(self) -> int:
-        """Most server connections one pool may hold."""
-        return self.default_pool_size + self.reserve_pool_size
-
-
-def _int(value: str, where: str, *, minimum: int = 0) -> int:
-    if not value.isdigit() or int(value) < minimum:
-        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}", hint=_HINT)
-    return int(value)
-
-
-def _mode(value: str, where: str) -> str:
-    if value not in POOL_MODES:
-        raise ConfigError(f"{where}: pool_mode must be one of {', '.join(POOL_MODES)}, got "
-                          f"{value!r}", hint=_HINT)
-    return value
-
-
-def parse_pgbouncer_ini(text: str, *, database: str | None = None) -> PgBouncerPolicy:
-    """The pool settings of a rendered pgbouncer.ini; with ``database``, its own overrides apply."""
-    section = ""
-    seen: set[str] = set()
-    settings: dict[str, tuple[str, int]] = {}
-    databases: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line[0] in ";#":
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                raise ConfigError(f"pgbouncer.ini line {number}: unterminated section header",
-                                  hint=_HINT)
-            section = line[1:-1].strip().lower()
-            seen.add(section)
-            continue
-        name, sep, value = line.partition("=")
-        if not sep:
-            raise ConfigError(f"pgbouncer.ini line {number}: expected 'name = value'", hint=_HINT)
-        name, value = name.strip(), value.strip()
-        if section == "pgbouncer":
-            settings[name.lower()] = (value, number)
-        elif section == "databases":
-            databases[name] = (value, number)
-    if "pgbouncer" not in seen:
-        raise ConfigError("pgbouncer.ini: no [pgbouncer] section", hint=_HINT)
-
-    def setting(name: str, default: int, *, minimum: int = 0) -> int:
-        if name not in settings:
-            return default
-        value, number = settings[name]
-        return _int(value, f"pgbouncer.ini line {number}: {name}", minimum=minimum)
-
-    pool_mode = DEFAULT_POOL_MODE
-    if "pool_mode" in settings:
-        value, number = settings["pool_mode"]
-        pool_mode = _mode(value, f"pgbouncer.ini line {number}")
-    pool_size = setting("default_pool_size", DEFAULT_POOL_SIZE)
-    reserve = setting("reserve_pool_size", DEFAULT_RESERVE_POOL_SIZE)
-    max_client = setting("max_client_conn", DEFAULT_MAX_CLIENT_CONN, minimum=1)
-
-    if database is not None:
-        entry = databases.get(database) or databases.get("*")
-        if entry is None:
-            raise ConfigError(f"pgbouncer.ini: database {database!r} is not in [databases]",
-                              hint=_HINT)
-        value, number = entry
-        where = f"pgbouncer.ini line {number}"
-        try:
-            words = shlex.split(value)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}", hint=_HINT) from None
-        for word in words:
-            key, _, item = word.partition("=")
-            if key == "pool_size":
-                pool_size = _int(item, f"{where} pool_size")
-            elif key == "reserve_pool":
-                reserve = _int(item, f"{where} reserve_pool")
-            elif key == "pool_mode":
-                pool_mode = _mode(item, where)
-    return PgBouncerPolicy(pool_mode, pool_size, reserve, max_client)
-
 
 # --- the check -----------------------------------------------------------------------------
 
@@ -177,8 +89,8 @@ def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerA
                 f"{own_connections} (+{CHANGE_SLACK}) of PgBouncer's count, no client waiting at "
                 "the end, no client error" + (f", pool_mode {pool_mode}" if pool_mode else ""))
     derivation = (f"default_pool_size {default_pool_size} + reserve_pool_size {reserve_pool_size} "
-                  f"= {bound} (pgbouncer.ini); server connections = sv_active + sv_idle + "
-                  "sv_used + sv_tested + sv_login (infra-facts section 3); the sampler's own "
+                  f"= {bound} (PgBouncer's configuration); server connections = sv_active + sv_idle + "
+                  "sv_used + sv_tested + sv_login (docs/semantics.md §3); the sampler's own "
                   f"{own_connections} connection(s) show in pg_stat_activity only, and one may "
                   "open or close between the two readings")
     pools: dict[tuple[str, str], list[PoolSample]] = defaultdict(list)
@@ -341,3 +253,71 @@ def _phase_line(phase: PoolLoadPhase, during: Sequence[PoolSample],
         figures.append((f"status_{status}", float(count)))
     values.extend((f"{phase.name}_{name}", value) for name, value in figures)
     return line
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def _judge(ctx: CheckContext, params: NoParams) -> CheckResult:
+    expected = ctx.expectations.pgbouncer
+    history = ctx.history
+    phases = history.pool_phases
+    stats = history.pool_stats
+    return check_pool_bound(history.pool_samples, history.server_activity, expected.default_pool_size,
+                            expected.reserve_pool_size, stats[0] if stats else None,
+                            stats[-1] if stats else None, sum(phase.errors for phase in phases),
+                            own_connections=max((phase.own_connections for phase in phases), default=1),
+                            pool_mode=expected.pool_mode, phases=phases)
+
+
+def _servers_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                       params: NoParams) -> ObjectiveResult:
+    peak = result.value("peak_server_connections")
+    return measured_objective("pool_server_connections", objectives, value=peak,
+                              passed=None if peak is None else peak <= objectives.pool_server_connections,
+                              measured="not measured" if peak is None else f"peak {peak:.0f}",
+                              derivation="PgBouncer's server connections per pool (SHOW POOLS), "
+                              "which PostgreSQL's pg_stat_activity was checked against")
+
+
+def _clients_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                       params: NoParams) -> ObjectiveResult:
+    phases = ctx.history.pool_phases
+    how = ("the most concurrent clients one load ran with no error (a transaction or an "
+           "answer that failed counts as an error)")
+    if not phases:
+        return measured_objective("pool_clients", objectives, value=None, passed=None,
+                                  measured="no pool load ran", derivation=how)
+    clean = [phase.clients for phase in phases if phase.errors == 0]
+    served = max(clean, default=0)
+    largest = max(phases, key=lambda phase: phase.clients)
+    measured = (f"{served} clients served without error" if served >= largest.clients else
+                f"{largest.errors} errors among {largest.clients} clients ({largest.name} load)")
+    return measured_objective("pool_clients", objectives, value=float(served),
+                              passed=served >= objectives.pool_clients, measured=measured,
+                              derivation=how)
+
+
+def _servers_predict(ctx: CheckContext, params: NoParams, objectives: Objectives) -> Prediction:
+    pool = ctx.expectations.pgbouncer
+    return Prediction("pool_server_connections", NAME, threshold_text(objectives, "pool_server_connections"),
+                      f"at most {pool.server_bound}", pool.server_bound <= objectives.pool_server_connections,
+                      f"default_pool_size {pool.default_pool_size} + reserve_pool_size "
+                      f"{pool.reserve_pool_size} = {pool.server_bound} per pool")
+
+
+def _clients_predict(ctx: CheckContext, params: NoParams, objectives: Objectives) -> Prediction:
+    pool = ctx.expectations.pgbouncer
+    return Prediction("pool_clients", NAME, threshold_text(objectives, "pool_clients"),
+                      f"up to {pool.max_client_conn} clients, queued for {pool.server_bound} servers",
+                      pool.max_client_conn >= objectives.pool_clients,
+                      f"max_client_conn {pool.max_client_conn}; a waiting client gives up after "
+                      f"query_wait_timeout {pool.query_wait_timeout_s:g} s")
+
+
+register(CheckDef(
+    name=NAME, params=NoParams, judge=_judge,
+    summary="PgBouncer holds at most default_pool_size + reserve server connections, PostgreSQL "
+            "agrees, waiters drain, no client errs",
+    objectives=(ObjectiveHook("pool_server_connections", _servers_objective, _servers_predict),
+                ObjectiveHook("pool_clients", _clients_objective, _clients_predict))))

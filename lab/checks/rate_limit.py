@@ -1,6 +1,6 @@
 """Rate limits: NGINX's ``limit_req`` leaky bucket ported exactly, and checks against it.
 
-The model is the per-key algorithm of infra-facts section 2 (``ngx_http_limit_req_module.c``,
+The model is the per-key algorithm of docs/semantics.md §2 (``ngx_http_limit_req_module.c``,
 nginx 1.22.1): the rate is kept in integer milli-requests per second (``r/m`` loses the
 remainder of ``rate * 1000 // 60``), time is NGINX's cached millisecond clock, a rejected
 request leaves the bucket as it was, and ``nodelay`` means an infinite delay threshold. One
@@ -28,9 +28,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from lab.checks.base import CheckResult, Verdict, combine, never_crashes
+from pydantic import Field
+
+from lab.checks.base import (
+    CheckResult,
+    ObjectiveResult,
+    Prediction,
+    Verdict,
+    combine,
+    never_crashes,
+)
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    CheckParams,
+    NoParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
+from lab.expectations import RateLimitRule
 from lab.history import AccessLogEntry, HeaderSample
-from lab.topology.nginx_conf import RateLimitRule
+from lab.objectives import Objectives, RateLimitObjective
 
 NAME = "rate-limit"
 HEADERS = "rate-limit-headers"
@@ -283,7 +302,7 @@ def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, sta
                   f"a run = requests of one key at most max(ceil(({bucket.burst} + 1000) * 1000"
                   f" / {bucket.rate}) = {drain_ms} ms (a full bucket drains), "
                   f"{MIN_RUN_GAP_MS} ms) = {run_gap_ms} ms apart; "
-                  "algorithm: infra-facts section 2")
+                  "algorithm: docs/semantics.md §2")
 
     if rule.key and rule.key not in _REMOTE_KEYS and "$" in rule.key:
         return _unknown(expected, derivation,
@@ -474,7 +493,7 @@ def check_rate_limit_headers(samples: Iterable[HeaderSample | tuple[int, Mapping
                 "no other answer says REJECTED")
     derivation = (f"limit_req_status {status}; nginx has no rate-limit headers of its own: the "
                   "lab adds X-RateLimit-Status $limit_req_status and Retry-After with 'always' "
-                  "(infra-facts section 2)")
+                  "(docs/semantics.md §2)")
     normalized = [_header_map(s) for s in samples]
     rejected = [(s, h) for s, h in normalized if s == status]
     problems: list[str] = []
@@ -505,3 +524,103 @@ def check_rate_limit_headers(samples: Iterable[HeaderSample | tuple[int, Mapping
     shown = problems[:_SHOWN] + ([f"... {len(problems) - _SHOWN} more"]
                                  if len(problems) > _SHOWN else [])
     return CheckResult(HEADERS, verdict, measured, expected, derivation, tuple(shown), values)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+# $msec and $request_time are logged in whole milliseconds: an arrival time may be off by up
+# to 2 ms, which at the objective's rate is this many requests' worth of slack.
+_CLOCK_SLACK_S = 0.002
+
+
+class RateLimitParams(CheckParams):
+    location: str = Field(min_length=1)
+
+
+def _judge(ctx: CheckContext, params: RateLimitParams) -> CheckResult:
+    nginx = ctx.expectations.nginx
+    rules = nginx.rate_limit_for(params.location)
+    if not rules:
+        return CheckResult(NAME, Verdict.UNKNOWN, f"no limit_req on {params.location}", "-",
+                           "the expected configuration limits nothing there")
+    return check_rate_limit(ctx.history.access_log, rules[0], nginx.rate_limit_status,
+                            rules=nginx.rate_limits)
+
+
+def largest_excess(times_s: Sequence[float], rate_per_s: float) -> tuple[float, int, float]:
+    """The most requests accepted in any stretch beyond what ``rate_per_s`` allows there:
+    max over i <= j of (j - i + 1) - rate * (t_j - t_i), with that stretch's count and length."""
+    best = (0.0, 0, 0.0)
+    ordered = sorted(times_s)
+    for i, start in enumerate(ordered):
+        for j in range(i, len(ordered)):
+            span = ordered[j] - start
+            excess = (j - i + 1) - rate_per_s * span
+            if excess > best[0]:
+                best = (excess, j - i + 1, span)
+    return best
+
+
+def _objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+               params: RateLimitParams) -> ObjectiveResult | None:
+    wanted: RateLimitObjective | None = objectives.rate_limits.get(params.location)
+    if wanted is None:
+        return None
+    rules = ctx.expectations.nginx.rate_limits
+    accepted: dict[str, list[float]] = {}
+    for entry in ctx.history.access_log:
+        rule = _matching_rule(_path(entry.uri), rules) if rules else None
+        location = rule.location if rule is not None else None
+        if location != params.location and not (location is None and _path(entry.uri).startswith(params.location)):
+            continue
+        if _observed(entry).accepted:
+            accepted.setdefault(entry.remote_addr, []).append(entry.msec - entry.request_time_s)
+    allowed = wanted.burst + 1 + wanted.rate_per_s * _CLOCK_SLACK_S
+    how = (f"per client address, the most requests NGINX let through in any stretch beyond "
+           f"rate x stretch (access log arrival times); {wanted.text()} allows burst + 1 = "
+           f"{wanted.burst + 1} (+ {wanted.rate_per_s * _CLOCK_SLACK_S:.2f} for the 1 ms log clock)")
+    if not accepted:
+        return measured_objective("rate_limits", objectives, value=None, passed=None,
+                                  measured=f"no request to {params.location} got through",
+                                  derivation=how)
+    worst_key, (excess, count, span) = max(
+        ((key, largest_excess(times, wanted.rate_per_s)) for key, times in accepted.items()),
+        key=lambda item: item[1][0])
+    return ObjectiveResult(
+        "rate_limits", Verdict.PASS if excess <= allowed else Verdict.FAIL,
+        f"{params.location} <= {wanted.text()}", f"{count} accepted in {span * 1000:.0f} ms from "
+        f"{worst_key} (excess {excess:.2f} over the rate)", excess, how)
+
+
+def _predict(ctx: CheckContext, params: RateLimitParams, objectives: Objectives) -> Prediction | None:
+    wanted = objectives.rate_limits.get(params.location)
+    if wanted is None:
+        return None
+    rules = ctx.expectations.nginx.rate_limit_for(params.location)
+    threshold = f"{params.location} <= {wanted.text()}"
+    if not rules:
+        return Prediction("rate_limits", f"{NAME} {params.location}", threshold, "no limit at all",
+                          False, f"no limit_req applies to {params.location}")
+    rule = rules[0]
+    fits = rule.rate_per_s <= wanted.rate_per_s and rule.burst <= wanted.burst
+    return Prediction("rate_limits", f"{NAME} {params.location}", threshold,
+                      f"{rule.rate_per_s:g} r/s burst {rule.burst} per {rule.key or 'key'}", fits,
+                      f"zone {rule.zone}: rate {rule.rate_per_s:g} {'<=' if rule.rate_per_s <= wanted.rate_per_s else '>'} "
+                      f"{wanted.rate_per_s:g}, burst {rule.burst} {'<=' if rule.burst <= wanted.burst else '>'} "
+                      f"{wanted.burst}")
+
+
+register(CheckDef(
+    name=NAME, params=RateLimitParams, judge=_judge, label=lambda p: f"{NAME} {p.location}",
+    summary="every request NGINX logged for a limited location got the outcome limit_req's "
+            "algorithm predicts, per client address",
+    objectives=(ObjectiveHook("rate_limits", _objective, _predict),)))
+
+
+def _judge_headers(ctx: CheckContext, params: NoParams) -> CheckResult:
+    return check_rate_limit_headers(ctx.history.header_samples, ctx.expectations.nginx.rate_limit_status)
+
+
+register(CheckDef(
+    name=HEADERS, params=NoParams, judge=_judge_headers,
+    summary="every rejection says X-RateLimit-Status: REJECTED and Retry-After"))

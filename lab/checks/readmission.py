@@ -1,6 +1,6 @@
 """Re-admission: how soon after a backend heals NGINX sends it client traffic again.
 
-The model (infra-facts section 1): a skipped server is probed by one request once
+The model (docs/semantics.md §1): a skipped server is probed by one request once
 ``fail_timeout`` has passed since its last counted failure; a failed probe ejects it for
 another ``fail_timeout``. So after the heal, the backend first needs to be ready, then waits
 at most one ``fail_timeout`` (plus one failed probe costing ``c_probe`` if it came too early),
@@ -9,17 +9,25 @@ then at most one round-robin turn ``g`` for a request to be routed to it.
 
 from __future__ import annotations
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
+from typing import Annotated
+
+from pydantic import Field
+
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
 from lab.checks.ejection import first_fault_window
-from lab.history import History
-from lab.topology.nginx_conf import UpstreamPolicy
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    ClientParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
+from lab.expectations import UpstreamPolicy
+from lab.history import History, ready_mark
+from lab.objectives import Objectives, threshold_text
 
 NAME = "readmission"
-
-
-def ready_mark(target: str) -> str:
-    """The mark the runner records when a healed target answers its readiness probe again."""
-    return f"ready:{target}"
 
 
 @never_crashes(NAME)
@@ -71,3 +79,54 @@ def check_readmission(history: History, policy: UpstreamPolicy, target: str, rat
     late = "" if verdict is Verdict.PASS else " (too late)"
     return CheckResult(NAME, verdict, f"first 2xx from {target} {measured_s:.3f} s after the "
                        f"heal{late}", expected, derivation, values=tuple(values))
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+class ReadmissionParams(ClientParams):
+    target: str
+    tolerance_s: Annotated[float, Field(ge=0)] = 2.0
+
+
+def _judge(ctx: CheckContext, params: ReadmissionParams) -> CheckResult:
+    return check_readmission(ctx.history, ctx.expectations.upstream, ctx.node(params.target),
+                             ctx.rate_per_s, tolerance_s=params.tolerance_s)
+
+
+def _objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+               params: ReadmissionParams) -> ObjectiveResult:
+    limit = objectives.readmission
+    how = "the first 2xx the healed backend served a client after its heal"
+    measured = result.value("measured_s")
+    if measured is not None:
+        return measured_objective("readmission", objectives, value=measured, passed=measured <= limit,
+                                  measured=f"serving again {measured:.3f} s after the heal",
+                                  derivation=how)
+    ran = result.value("traffic_after_heal_s")
+    if ran is not None and ran >= limit:
+        return measured_objective("readmission", objectives, value=None, passed=False,
+                                  measured=f"not serving again {ran:.3f} s after the heal",
+                                  derivation=how)
+    return measured_objective("readmission", objectives, value=None, passed=None,
+                              measured=f"not measured ({result.measured})", derivation=how)
+
+
+def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objectives) -> Prediction:
+    policy = ctx.expectations.upstream
+    g = len(policy.servers) / (ctx.rate_per_s or 1.0)
+    earliest = policy.fail_timeout_s if policy.ejects else 0.0
+    latest = earliest + policy.connect_timeout_s + g
+    arithmetic = (f"fail_timeout + c_probe + g = {earliest:g} + {policy.connect_timeout_s:g} + "
+                  f"{g:.3f} = {latest:.3f} s after the backend is ready (its start-up adds to it)"
+                  if policy.ejects else "never ejected, so routed again as soon as it answers")
+    reachable = None if earliest <= objectives.readmission < latest else latest <= objectives.readmission
+    return Prediction("readmission", NAME, threshold_text(objectives, "readmission"),
+                      f"serving again within {latest:.3f} s of readiness", reachable, arithmetic)
+
+
+register(CheckDef(
+    name=NAME, params=ReadmissionParams, judge=_judge,
+    summary="how soon a healed backend served clients again, against ready + fail_timeout + one "
+            "probe + one round-robin turn",
+    objectives=(ObjectiveHook("readmission", _objective, _predict),)))

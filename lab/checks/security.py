@@ -17,13 +17,25 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtensionOID
-
-from lab.checks.base import CheckResult, Verdict, combine, never_crashes
+from lab.checks.base import (
+    CheckResult,
+    ObjectiveResult,
+    Prediction,
+    Verdict,
+    combine,
+    never_crashes,
+)
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    NoParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
+from lab.expectations import NginxPolicy
 from lab.history import HeaderSample, TlsObservation
-from lab.topology.nginx_conf import NginxPolicy
+from lab.objectives import Objectives, threshold_text
 
 __all__ = [
     "HeaderSample",
@@ -31,7 +43,6 @@ __all__ = [
     "check_security_headers",
     "check_tls",
     "hsts_max_age",
-    "observe_certificate",
     "required_headers",
 ]
 
@@ -78,47 +89,6 @@ def hsts_max_age(policy: NginxPolicy) -> int | None:
             if name.lower() == HSTS.lower() and (match := _MAX_AGE.search(value)):
                 return int(match.group(1))
     return None
-
-
-# --- the certificate, read into a record (pure: bytes in, record out) -----------------------
-
-
-def _load(data: bytes) -> x509.Certificate:
-    if data.lstrip().startswith(b"-----BEGIN"):
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
-
-
-def observe_certificate(host: str, served: bytes, lab_ca_pem: bytes,
-                        observed_at: float) -> TlsObservation:
-    """The served certificate (DER or PEM) as a ``TlsObservation``, judged against the lab's CA."""
-    cert = _load(served)
-    ca = _load(lab_ca_pem)
-    try:
-        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-        san = (*ext.get_values_for_type(x509.DNSName),
-               *(str(ip) for ip in ext.get_values_for_type(x509.IPAddress)))
-    except x509.ExtensionNotFound:
-        san = ()
-    return TlsObservation(
-        host=host,
-        issuer=cert.issuer.rfc4514_string(),
-        subject=cert.subject.rfc4514_string(),
-        san=san,
-        self_signed=cert.issuer == cert.subject,
-        verified_with_lab_ca=cert.issuer == ca.subject and _signed_by(cert, ca),
-        not_after_epoch=cert.not_valid_after_utc.timestamp(),
-        not_before_epoch=cert.not_valid_before_utc.timestamp(),
-        observed_at=observed_at,
-    )
 
 
 def _name_matches(pattern: str, host: str) -> bool:
@@ -257,3 +227,64 @@ def check_security_headers(samples: Sequence[HeaderSample], required: Mapping[st
         verdict = Verdict.PASS
     return CheckResult(HEADERS, verdict, measured, expected, derivation, tuple(details[:_SHOWN]),
                        values)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def _judge_tls(ctx: CheckContext, params: NoParams) -> CheckResult:
+    history = ctx.history
+    https = [sample for sample in history.header_samples if sample.url.startswith("https://")]
+    return check_tls(history.tls[-1] if history.tls else None, ctx.expectations.server_name, https,
+                     hsts_max_age_s=hsts_max_age(ctx.expectations.nginx))
+
+
+def _hsts_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                    params: NoParams) -> ObjectiveResult:
+    ages = []
+    missing = 0
+    for sample in ctx.history.header_samples:
+        if not sample.url.lower().startswith("https://"):
+            continue
+        value = sample.header(HSTS)
+        match = _MAX_AGE.search(value) if value is not None else None
+        if match is None:
+            missing += 1
+        else:
+            ages.append(int(match.group(1)))
+    how = f"the smallest {HSTS} max-age on any sampled HTTPS answer (an answer without it: 0)"
+    if not ages and not missing:
+        return measured_objective("hsts_max_age", objectives, value=None, passed=None,
+                                  measured="no HTTPS answer sampled", derivation=how)
+    smallest = 0 if missing else min(ages)
+    measured = (f"missing on {missing} HTTPS answer(s)" if missing
+                else f"max-age {smallest} on every HTTPS answer")
+    return measured_objective("hsts_max_age", objectives, value=float(smallest),
+                              passed=smallest >= objectives.hsts_max_age, measured=measured,
+                              derivation=how)
+
+
+def _hsts_predict(ctx: CheckContext, params: NoParams, objectives: Objectives) -> Prediction:
+    configured = hsts_max_age(ctx.expectations.nginx)
+    threshold = threshold_text(objectives, "hsts_max_age")
+    if configured is None:
+        return Prediction("hsts_max_age", TLS, threshold, "no HSTS header", False,
+                          f"no add_header {HSTS} on the HTTPS server")
+    return Prediction("hsts_max_age", TLS, threshold, f"max-age {configured}",
+                      configured >= objectives.hsts_max_age,
+                      f"add_header {HSTS} \"max-age={configured}\" on the HTTPS server")
+
+
+register(CheckDef(
+    name=TLS, params=NoParams, judge=_judge_tls,
+    summary="HTTPS serves a lab-CA certificate for the host name, and HSTS on every HTTPS answer",
+    objectives=(ObjectiveHook("hsts_max_age", _hsts_objective, _hsts_predict),)))
+
+
+def _judge_headers(ctx: CheckContext, params: NoParams) -> CheckResult:
+    return check_security_headers(ctx.history.header_samples, required_headers(ctx.expectations.nginx))
+
+
+register(CheckDef(
+    name=HEADERS, params=NoParams, judge=_judge_headers,
+    summary="every answer, 4xx and 5xx included, carries the security headers nginx.conf adds"))

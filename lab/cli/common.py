@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import click
+import httpx
+import psycopg
+import redis
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from lab.config import LabConfig, load_config
 from lab.engine import Engine
@@ -24,21 +30,46 @@ CaOption = Annotated[str | None, typer.Option("--ca-bundle", help="CA bundle tru
 
 
 def fail(error: LabError) -> typer.Exit:
-    """Print a lab error as ``Type: message`` (plus details and hint) and exit 2."""
-    console.print(f"[bold red]{type(error).__name__}[/]: {error.render()}", markup=True, soft_wrap=True)
+    """Print a lab error as ``Type: message`` (plus details and hint) and exit 2.
+
+    The text is printed as it is, never as markup: a container's log line such as
+    ``[emerg] ...`` or a literal ``[/]`` must reach the user unchanged."""
+    console.print(Text.assemble((type(error).__name__, "bold red"), ": ", error.render()),
+                  soft_wrap=True)
     return typer.Exit(2)
+
+
+# What a service the lab talks to can raise, and what the user should look at then.
+_SERVICE_ERRORS: tuple[tuple[type[BaseException], str, str], ...] = (
+    (psycopg.Error, "PostgreSQL or PgBouncer", "is the lab running and ready? `lab status` says"),
+    (redis.RedisError, "Redis", "is the lab running and ready? `lab status` says"),
+    (httpx.HTTPError, "an HTTP request to the lab", "is NGINX up? `lab status` says"),
+    (OSError, "the operating system", "check the file or address named above"),
+)
 
 
 @contextmanager
 def lab_errors() -> Iterator[None]:
-    """Turn the lab's own errors into a clear message and exit code 2, never a traceback."""
+    """Turn every error into one clear message and exit code 2, never a traceback.
+
+    ``LAB_DEBUG=1`` lets an unexpected error through with its traceback, for developers."""
     try:
         yield
     except LabError as error:
         raise fail(error) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        console.print(Text("interrupted", style="yellow"))
         raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        raise
+    except Exception as exc:
+        if os.environ.get("LAB_DEBUG") == "1":
+            raise
+        for kind, what, hint in _SERVICE_ERRORS:
+            if isinstance(exc, kind):
+                raise fail(LabError(f"{what} failed: {type(exc).__name__}: {exc}", hint=hint)) from None
+        raise fail(LabError(f"unexpected error: {type(exc).__name__}: {exc}",
+                            hint="this is a bug in the lab; LAB_DEBUG=1 shows the traceback")) from None
 
 
 def config_for(config_path: Path | None, name: str | None, ca_bundle: str | None = None) -> LabConfig:

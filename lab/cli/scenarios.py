@@ -12,13 +12,24 @@ from rich.live import Live
 from rich.text import Text
 
 from lab import report
+from lab.checks import CHECKS
 from lab.cli.common import ConfigOption, NameOption, config_for, console, engine, lab_errors, out
 from lab.config import LabConfig
 from lab.errors import ConfigError, LabNotFound
+from lab.expectations import duration_names
+from lab.objectives import ObjectivesInForce, load_objectives, parse_assignments
+from lab.scenarios.judge import RunFacts, planned_failure_modes, predictions
 from lab.scenarios.loader import available, check_nodes, load_scenario, resolve
 from lab.scenarios.model import Scenario
 from lab.scenarios.runner import Progress, Runner, RunResult
+from lab.scenarios.steps import definition_of
+from lab.topology.expect import claimed
 from lab.topology.lab import Lab
+from lab.verdict import Prediction
+
+ObjectiveOption = Annotated[list[str] | None, typer.Option(
+    "--objective", "-o", metavar="NAME=VALUE",
+    help="Set one objective for this run (e.g. ejection=10s, availability=99.99%); repeatable.")]
 
 
 def list_scenarios() -> None:
@@ -27,27 +38,7 @@ def list_scenarios() -> None:
         for name, path in available().items():
             scenario = load_scenario(str(path))
             first_sentence = " ".join(scenario.description.split()).split(". ")[0].rstrip(".")
-            out.print(f"[bold]{name:18}[/] {first_sentence}.", soft_wrap=True)
-
-
-def explain(name: Annotated[str, typer.Argument(help="A scenario name or a path to a .yaml file.")]) -> None:
-    """Print what a scenario does, what it expects and why."""
-    with lab_errors():
-        scenario = load_scenario(name)
-        out.print(f"[bold]{scenario.name}[/]\n\n{scenario.description.strip()}\n")
-        if scenario.traffic:
-            out.print("[bold]Traffic[/] (open model: each request leaves on schedule)")
-            for s in scenario.traffic:
-                kind = "writes (acknowledged ids checked in PostgreSQL)" if s.writes else f"{s.method} {s.path}"
-                out.print(f"  {s.client}: {s.rate:g} req/s, {kind}")
-        out.print("\n[bold]Steps[/]")
-        for step in scenario.steps:
-            out.print(f"  - {step.model_dump(exclude_defaults=True)}")
-        out.print("\n[bold]Checks[/] (expectations are derived from the nginx.conf NGINX runs)")
-        for check in scenario.checks:
-            params = check.model_dump(exclude_defaults=True, exclude={"name"})
-            out.print(f"  - {check.name} {params if params else ''}")
-        out.print(f"\nSource: {resolve(name)}")
+            out.print(Text.assemble((f"{name:18}", "bold"), f" {first_sentence}."), soft_wrap=True)
 
 
 def _effective_config(base: LabConfig, scenario: Scenario) -> LabConfig:
@@ -57,15 +48,72 @@ def _effective_config(base: LabConfig, scenario: Scenario) -> LabConfig:
     return config
 
 
+def _planned(scenario: Scenario, config: LabConfig,
+             objectives: ObjectivesInForce) -> tuple[dict[str, float], tuple[Prediction, ...]]:
+    """The duration names and the predictions of a scenario under a configuration (no lab)."""
+    expectations = claimed(config, what="the configuration in force")
+    rate = sum(s.rate for s in scenario.traffic) or 1.0
+    names = duration_names(expectations, rate)
+    planned = sum(definition_of(step).planned_s(step, names, 60.0) for step in scenario.steps)
+    facts = RunFacts(names=tuple(names.items()), rate_per_s=rate, planned_s=planned,
+                     failure_modes=planned_failure_modes(scenario),
+                     stream_rates=tuple((s.client, s.rate) for s in scenario.traffic),
+                     stream_paths=tuple((s.client, (s.method, s.path)) for s in scenario.traffic))
+    return names, predictions(scenario, expectations, facts, objectives.values)
+
+
+def explain(
+    name: Annotated[str, typer.Argument(help="A scenario name or a path to a .yaml file.")],
+    config_path: ConfigOption = None,
+    objective: ObjectiveOption = None,
+) -> None:
+    """Print what a scenario does, what it expects and why, with the configuration's numbers."""
+    with lab_errors():
+        scenario = load_scenario(name)
+        config = _effective_config(config_for(config_path, None), scenario)
+        in_force = load_objectives(config_path).with_overrides(
+            scenario.objectives, f"scenario {scenario.name}").with_overrides(
+            parse_assignments(objective or []), "--objective")
+        names, stated = _planned(scenario, config, in_force)
+        out.print(Text(scenario.name, style="bold"))
+        out.print(Text(f"\n{' '.join(scenario.description.split())}\n"), soft_wrap=False)
+        if scenario.traffic:
+            out.print(Text("Traffic", style="bold"), "(open model: each request leaves on schedule)")
+            for s in scenario.traffic:
+                kind = "writes (acknowledged ids checked in PostgreSQL)" if s.writes else f"{s.method} {s.path}"
+                out.print(Text(f"  {s.client}: {s.rate:g} req/s, {kind}"))
+        out.print(Text("\nSteps", style="bold"), "(numbers from the configuration in force)")
+        for index, step in enumerate(scenario.steps, start=1):
+            out.print(Text(f"  {index}. {definition_of(step).describe(step, names)}"))
+        out.print(Text("\nChecks", style="bold"), "(conformance: expectations derived from what runs)")
+        for check in scenario.checks:
+            definition = CHECKS.get(check.check)
+            params = check.model_dump(exclude_defaults=True)
+            given = f" ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else ""
+            out.print(Text(f"  - {definition.shown(check)}{given}: {definition.summary}"))
+        out.print(Text("\nObjectives", style="bold"), "(what the configuration predicts for each)")
+        for line in report.prediction_lines(stated) or [Text("  none attach to these checks")]:
+            out.print(Text("  ") + line)
+        out.print(Text(f"\nSource: {resolve(name)}"))
+
+
 def _live_line(progress: Progress) -> Text:
-    return Text.from_markup(
-        f"[bold]{progress.phase}[/]  {progress.elapsed_s:5.1f} s  requests {progress.sent}  "
-        f"ok {progress.ok}  [red]failed {progress.failed}[/]  [yellow]unknown {progress.unknown}[/]")
+    return Text.assemble((progress.phase, "bold"), f"  {progress.elapsed_s:5.1f} s  requests "
+                         f"{progress.sent}  ok {progress.ok}  ", (f"failed {progress.failed}", "red"),
+                         "  ", (f"unknown {progress.unknown}", "yellow"))
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
     # SIGTERM takes the same path as Ctrl-C, so every fault is healed on the way out.
     raise KeyboardInterrupt
+
+
+def _say_predictions(scenario: Scenario, stated: tuple[Prediction, ...]) -> None:
+    """Before any traffic: every objective the configuration cannot meet, one line each."""
+    for prediction in stated:
+        if prediction.reachable is False:
+            console.print(Text.assemble((f"{scenario.name}: predicted: ", "bold red"),
+                                        prediction.line()), soft_wrap=True)
 
 
 def run(
@@ -76,13 +124,17 @@ def run(
     keep: Annotated[bool, typer.Option("--keep", help="Keep a lab this command started.")] = False,
     report_dir: Annotated[Path, typer.Option("--report-dir", help="Where each run's directory is written.")] = report.DEFAULT_REPORT_ROOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    objective: ObjectiveOption = None,
 ) -> None:
     """Run scenarios on a running lab, or on one started (and removed) for the purpose.
 
-    Exit 0: every check passed; 1: a check failed or could not decide; 2: the lab failed."""
+    Exit 0: every check and objective passed; 1: one failed or could not decide; 2: the lab
+    failed or the input is invalid."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     with lab_errors():
         base = config_for(config_path, name)
+        objectives = load_objectives(config_path)
+        overrides = parse_assignments(objective or [])
         scenarios = [(load_scenario(n), str(resolve(n))) for n in names]
         for scenario, source in scenarios:
             check_nodes(scenario, _effective_config(base, scenario), source)
@@ -98,13 +150,15 @@ def run(
                         f"lab {config.name!r} runs another configuration than scenario {scenario.name} needs",
                         hint=f"`lab down --name {config.name}` first, or run with another --name")
             except LabNotFound:
-                console.print(f"[dim]lab:[/] starting lab {config.name!r} for {scenario.name}")
+                console.print(Text(f"lab: starting lab {config.name!r} for {scenario.name}", style="dim"))
                 lab = Lab(docker_engine, config)
-                lab.up(ephemeral=not keep, say=lambda text: console.print(f"[dim]lab:[/] {text}"))
+                lab.up(ephemeral=not keep, say=lambda text: console.print(Text(f"lab: {text}", style="dim")))
                 started_here = True
             try:
                 with Live(console=console, transient=True, refresh_per_second=4) as live:
-                    runner = Runner(lab, scenario, seed=seed, on_progress=lambda p: live.update(_live_line(p)))
+                    runner = Runner(lab, scenario, seed=seed, on_progress=lambda p: live.update(_live_line(p)),
+                                    on_predictions=lambda stated, s=scenario: _say_predictions(s, stated),
+                                    objectives=objectives, objective_overrides=overrides)
                     result = runner.run()
             finally:
                 if started_here and not keep:
@@ -114,8 +168,8 @@ def run(
             if not as_json:
                 out.print(report.table(result))
                 for note in result.notes:
-                    out.print(f"  note: {note}")
-                out.print(f"  report: {directory / 'result.json'}")
+                    out.print(Text(f"  note: {note}"))
+                out.print(Text(f"  report: {directory / 'result.json'}"))
         if as_json:
             out.print_json(json.dumps([report.document(r) for r in results], default=str))
         raise typer.Exit(report.exit_code(results))

@@ -1,29 +1,75 @@
-"""What every fault is: a target, an ``inject`` and an idempotent ``heal``."""
+"""What every fault is: a registered kind with typed parameters, an ``inject`` and an
+idempotent ``heal``.
+
+Each family module (``lifecycle``, ``network``) registers its kinds in ``FAULTS`` with the
+parameters they take (unknown keys are refused: a ``kill`` with a ``percent`` is an error, not
+ignored), the way NGINX sees the target fail (``FailureMode``: what one failed attempt costs a
+client), and a factory binding it to a lab. This module imports neither family.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
 
-from lab.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.expectations import FailureMode
+from lab.registry import Registry, strict_model
 
 Direction = Literal["both", "in", "out"]
 
 
+class FaultParams(BaseModel):
+    """A fault's parameters as a scenario file or ``lab break`` gives them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: str
+
+
+class LinkParams(FaultParams):
+    """A network fault on some or all of the target's links."""
+
+    peers: tuple[str, ...] = ()          # only these links (empty: every link)
+    direction: Direction = "both"
+
+
+class LossParams(LinkParams):
+    percent: Annotated[float, Field(gt=0, le=100)]
+
+
+_TC_RATE = r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$"
+
+
+class ThrottleParams(FaultParams):
+    rate: Annotated[str, Field(pattern=_TC_RATE)] = "1mbit"   # tc tbf rate
+
+
+class LatencyParams(FaultParams):
+    delay_ms: Annotated[float, Field(gt=0, le=60_000)]
+    jitter_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0
+    peers: tuple[str, ...] = ()          # connections to these peers; else into ``ports``
+    ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
+
+
 @dataclass(frozen=True)
 class FaultSpec:
-    """A fault as a scenario names it, with the target already resolved to a node name."""
+    """A fault with its target resolved to a node name."""
 
     kind: str
-    target: str
-    peers: tuple[str, ...] = ()          # network faults: only these links (empty: all)
-    direction: Direction = "both"
-    percent: float = 0.0                 # loss
-    rate: str = "1mbit"                  # throttle (tc tbf rate)
-    delay_ms: float = 0.0                # latency
-    jitter_ms: float = 0.0
-    ports: tuple[int, ...] = field(default_factory=tuple)  # latency: inbound ports to slow
+    params: FaultParams
     seed: int = 0
+
+    @property
+    def target(self) -> str:
+        return self.params.target
+
+    def document(self) -> dict[str, Any]:
+        """The JSON form in result.json: kind, target, seed and the parameters it takes."""
+        return {"kind": self.kind, "target": self.target, "seed": self.seed,
+                "params": self.params.model_dump(mode="json")}
 
 
 class Fault(Protocol):
@@ -34,6 +80,32 @@ class Fault(Protocol):
     def inject(self) -> str: ...
 
     def heal(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class FaultDef:
+    """One registered fault kind."""
+
+    name: str
+    params: type[FaultParams]
+    factory: Callable[[FaultSpec, Any], Fault]     # (spec, lab) -> fault
+    summary: str
+    family: str
+    # How NGINX sees the target while the fault lasts (None: it still answers, maybe slowly).
+    failure_mode: FailureMode | None = None
+    # The node's process is stopped or restarted: its heal waits until the node is ready again.
+    lifecycle: bool = False
+
+    def __post_init__(self) -> None:
+        strict_model(self.params, f"fault {self.name}")
+
+
+FAULTS: Registry[FaultDef] = Registry("fault")
+
+
+def register(definition: FaultDef) -> FaultDef:
+    """Add a fault kind to the registry (at import of its family module)."""
+    return FAULTS.add(definition)
 
 
 @dataclass
@@ -49,25 +121,10 @@ class NoFault:
         return "nothing to heal"
 
 
-def make_fault(spec: FaultSpec, lab) -> Fault:
+register(FaultDef(name="none", params=FaultParams, factory=lambda spec, lab: NoFault(spec),
+                  summary="change nothing (a control run)", family="none"))
+
+
+def make_fault(spec: FaultSpec, lab: Any) -> Fault:
     """The fault object for a spec, bound to a running lab."""
-    from lab.faults import lifecycle, network
-
-    factories = {
-        "none": NoFault,
-        "kill": lambda s: lifecycle.Kill(s, lab),
-        "stop": lambda s: lifecycle.Stop(s, lab),
-        "freeze": lambda s: lifecycle.Freeze(s, lab),
-        "restart": lambda s: lifecycle.Restart(s, lab),
-        "partition": lambda s: network.Partition(s, lab),
-        "loss": lambda s: network.Loss(s, lab),
-        "throttle": lambda s: network.Throttle(s, lab),
-        "latency": lambda s: network.Latency(s, lab),
-    }
-    if spec.kind not in factories:
-        raise ConfigError(f"unknown fault {spec.kind!r}", hint=f"faults: {', '.join(FAULT_KINDS)}")
-    return factories[spec.kind](spec)
-
-
-FAULT_KINDS: tuple[str, ...] = ("none", "kill", "stop", "freeze", "restart", "partition", "loss",
-                                "throttle", "latency")
+    return FAULTS.get(spec.kind).factory(spec, lab)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from lab.faults.base import FaultSpec
+from lab.expectations import FailureMode
+from lab.faults.base import FaultDef, FaultParams, FaultSpec, register
 
 
 class NodeControl(Protocol):
@@ -90,3 +91,17 @@ class Restart:
 
     def heal(self) -> str:
         return _ensure_running(self.lab, self.spec.target)
+
+
+register(FaultDef(name="kill", params=FaultParams, factory=Kill, family="lifecycle", lifecycle=True,
+                  failure_mode=FailureMode.UNREACHABLE,
+                  summary="SIGKILL the node; its address vanishes, connects to it hang"))
+register(FaultDef(name="stop", params=FaultParams, factory=Stop, family="lifecycle", lifecycle=True,
+                  failure_mode=FailureMode.UNREACHABLE,
+                  summary="SIGTERM, then SIGKILL after the stop timeout (a graceful shutdown)"))
+register(FaultDef(name="freeze", params=FaultParams, factory=Freeze, family="lifecycle",
+                  lifecycle=True, failure_mode=FailureMode.FROZEN,
+                  summary="pause the node (cgroup freezer): handshakes complete, nothing answers"))
+register(FaultDef(name="restart", params=FaultParams, factory=Restart, family="lifecycle",
+                  lifecycle=True, failure_mode=FailureMode.UNREACHABLE,
+                  summary="stop and start the node at once"))

@@ -21,7 +21,16 @@ from functools import cache
 
 from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerSpec, Engine
 from lab.errors import FaultError
-from lab.faults.base import FaultSpec
+from lab.expectations import FailureMode
+from lab.faults.base import (
+    FaultDef,
+    FaultSpec,
+    LatencyParams,
+    LinkParams,
+    LossParams,
+    ThrottleParams,
+    register,
+)
 from lab.topology.lab import LABEL_OWNER, owner_id
 from lab.topology.plan import container_name
 
@@ -135,23 +144,23 @@ class _NetworkFault:
     def _peer_addresses(self) -> list[str]:
         """The peers' addresses, or the whole lab subnet when the fault cuts every link."""
         by_node = {node: ip for ip, node in self.lab.addresses().items()}  # type: ignore[attr-defined]
-        if not self.spec.peers:
+        if not self.spec.params.peers:
             own = by_node.get(self.spec.target)
             if own is None:
                 raise FaultError(f"{self.spec.target} has no address (is it running?)")
             return [own.rsplit(".", 1)[0] + ".0/24"]
-        missing = [p for p in self.spec.peers if p not in by_node]
+        missing = [p for p in self.spec.params.peers if p not in by_node]
         if missing:
             raise FaultError(f"no address for {', '.join(missing)} (unknown or not running)")
-        return [by_node[p] for p in self.spec.peers]
+        return [by_node[p] for p in self.spec.params.peers]
 
     def _filter_rules(self, action: str) -> str:
         prefix = f"LF_{self.spec.kind.upper()}"
         lines = [_chains("filter", self.spec.kind)]
         for address in self._peer_addresses():
-            if self.spec.direction in ("both", "in"):
+            if self.spec.params.direction in ("both", "in"):
                 lines.append(f"iptables -A {prefix}_IN -s {address} {action}")
-            if self.spec.direction in ("both", "out"):
+            if self.spec.params.direction in ("both", "out"):
                 lines.append(f"iptables -A {prefix}_OUT -d {address} {action}")
         return " && ".join(lines)
 
@@ -185,19 +194,17 @@ class Partition(_NetworkFault):
     """Drop every packet between the target and its peers (all others by default)."""
 
     def inject(self) -> str:
-        peers = ", ".join(self.spec.peers) or "all other nodes"
-        return self._inject(self._filter_rules("-j DROP"), f"partitioned from {peers} ({self.spec.direction})")
+        peers = ", ".join(self.spec.params.peers) or "all other nodes"
+        return self._inject(self._filter_rules("-j DROP"), f"partitioned from {peers} ({self.spec.params.direction})")
 
 
 class Loss(_NetworkFault):
     """Drop a random share of packets on the target's links."""
 
     def inject(self) -> str:
-        if not 0 < self.spec.percent <= 100:
-            raise FaultError(f"loss percent must be in (0, 100], got {self.spec.percent}")
-        probability = self.spec.percent / 100
+        probability = self.spec.params.percent / 100
         rule = f"-m statistic --mode random --probability {probability:.4f} -j DROP"
-        return self._inject(self._filter_rules(rule), f"{self.spec.percent:g}% packet loss ({self.spec.direction})")
+        return self._inject(self._filter_rules(rule), f"{self.spec.params.percent:g}% packet loss ({self.spec.params.direction})")
 
 
 class Throttle(_NetworkFault):
@@ -207,8 +214,8 @@ class Throttle(_NetworkFault):
         return "tc qdisc del dev eth0 root 2>/dev/null; true"
 
     def inject(self) -> str:
-        script = f"tc qdisc add dev eth0 root tbf rate {self.spec.rate} burst 32kbit latency 400ms"
-        return self._inject(script, f"egress limited to {self.spec.rate} (tbf)")
+        script = f"tc qdisc add dev eth0 root tbf rate {self.spec.params.rate} burst 32kbit latency 400ms"
+        return self._inject(script, f"egress limited to {self.spec.params.rate} (tbf)")
 
 
 class Latency(_NetworkFault):
@@ -228,31 +235,31 @@ class Latency(_NetworkFault):
     def _drain_s(self) -> float:
         # Removing the proxy would reset the connections it carries, and NGINX would count
         # those resets as failures of the target: wait out one slowed round trip first.
-        return 0.0 if self._netem else self.round_trip_s + 2 * self.spec.jitter_ms / 1000 + 0.5
+        return 0.0 if self._netem else self.round_trip_s + 2 * self.spec.paramp.jitter_ms / 1000 + 0.5
 
     def inject(self) -> str:
-        s = self.spec
+        s, p = self.spec, self.spec.params
         if _netem_available(self.lab.engine, self.lab.sidecar_image()):  # type: ignore[attr-defined]
-            self.round_trip_s = s.delay_ms / 1000
+            self.round_trip_s = p.delay_ms / 1000
             self._netem = True
-            script = f"tc qdisc add dev eth0 root netem delay {s.delay_ms:g}ms {s.jitter_ms:g}ms"
-            return self._inject(script, f"netem delay {s.delay_ms:g}±{s.jitter_ms:g} ms on egress")
-        self.round_trip_s = 2 * s.delay_ms / 1000
+            script = f"tc qdisc add dev eth0 root netem delay {p.delay_ms:g}ms {p.jitter_ms:g}ms"
+            return self._inject(script, f"netem delay {p.delay_ms:g}±{p.jitter_ms:g} ms on egress")
+        self.round_trip_s = 2 * p.delay_ms / 1000
         sidecar = self._open()
         try:
             sidecar.background(["python3", "/usr/local/bin/lab-faultproxy", "--listen", str(PROXY_PORT),
-                                "--delay-ms", str(s.delay_ms), "--jitter-ms", str(s.jitter_ms),
+                                "--delay-ms", str(p.delay_ms), "--jitter-ms", str(p.jitter_ms),
                                 "--mark", PROXY_MARK, "--seed", str(s.seed)])
             # Wait until the proxy listens, or connections would be redirected into nothing.
             sidecar.sh(f"for i in $(seq 50); do ss -ltn | grep -q ':{PROXY_PORT} ' && exit 0; sleep 0.1; done; exit 1")
             rules = [_chains("nat", s.kind)]
-            if s.peers:
+            if p.peers:
                 for address in self._peer_addresses():
                     rules.append(f"iptables -t nat -A LF_LATENCY_OUT -p tcp -d {address} -m mark ! --mark {PROXY_MARK} "
                                  f"-j REDIRECT --to-ports {PROXY_PORT}")
-                where = f"connections to {', '.join(s.peers)}"
+                where = f"connections to {', '.join(p.peers)}"
             else:
-                ports = s.ports or (8000,)
+                ports = p.ports or (8000,)
                 for port in ports:
                     rules.append(f"iptables -t nat -A LF_LATENCY_IN -p tcp --dport {port} -j REDIRECT --to-ports {PROXY_PORT}")
                 where = f"connections into port {', '.join(map(str, ports))}"
@@ -260,7 +267,18 @@ class Latency(_NetworkFault):
         except BaseException:
             self.heal()
             raise
-        return f"userspace proxy delay {s.delay_ms:g}±{s.jitter_ms:g} ms on new {where} (no sch_netem)"
+        return f"userspace proxy delay {p.delay_ms:g}±{p.jitter_ms:g} ms on new {where} (no sch_netem)"
+
+
+register(FaultDef(name="partition", params=LinkParams, factory=Partition, family="network",
+                  failure_mode=FailureMode.UNREACHABLE,
+                  summary="drop every packet between the target and its peers (iptables DROP)"))
+register(FaultDef(name="loss", params=LossParams, factory=Loss, family="network",
+                  summary="drop a random share of packets on the target's links"))
+register(FaultDef(name="throttle", params=ThrottleParams, factory=Throttle, family="network",
+                  summary="limit the target's egress bandwidth (tc tbf)"))
+register(FaultDef(name="latency", params=LatencyParams, factory=Latency, family="network",
+                  summary="delay the target's traffic (netem, or the userspace proxy without it)"))
 
 
 def heal_leftovers(lab) -> list[str]:

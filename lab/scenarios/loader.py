@@ -9,9 +9,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from lab.checks import CHECKS
 from lab.config import LabConfig
 from lab.errors import ConfigError
-from lab.scenarios.model import FaultRef, HealStep, InjectStep, Scenario, WaitUntilServedStep, WatchStep
+from lab.faults import FAULTS
+from lab.objectives import Objectives
+from lab.scenarios.model import Scenario
+from lab.scenarios.steps import definition_of
 from lab.topology.plan import node_roles
 
 
@@ -61,6 +65,39 @@ def _line_of(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
     return line
 
 
+def _shown_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A location as the file spells it: pydantic repeats a step's key (``inject.inject``)."""
+    out: list[Any] = []
+    for item in loc:
+        if out and item == out[-1] and isinstance(item, str):
+            continue
+        out.append(item)
+    return tuple(out)
+
+
+def _takes(loc: tuple[Any, ...]) -> str | None:
+    """What the entry an unknown parameter was given to takes: "check ejection takes target, ..."."""
+    if len(loc) >= 4 and loc[0] == "checks" and loc[2] in CHECKS:
+        fields = [f for f in CHECKS.get(loc[2]).params.model_fields]
+        return f"check {loc[2]} takes {', '.join(fields) or 'no parameters'}"
+    for index, item in enumerate(loc[:-1]):
+        if item == "inject" and index + 1 < len(loc) - 1 and loc[index + 1] in FAULTS:
+            fields = list(FAULTS.get(loc[index + 1]).params.model_fields)
+            return f"fault {loc[index + 1]} takes {', '.join(fields)}"
+    return None
+
+
+def _message(error: Any) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        name = error["loc"][-1]
+        if error["loc"][0] == "objectives":
+            return f"unknown objective {name!r} (objectives: {', '.join(Objectives.model_fields)})"
+        takes = _takes(_shown_loc(error["loc"]))
+        return f"unknown parameter {name!r}" + (f" ({takes})" if takes else "")
+    return message
+
+
 def parse_scenario(text: str, source: str) -> Scenario:
     """Validate a scenario's YAML text; every problem is reported with its line."""
     try:
@@ -77,9 +114,10 @@ def parse_scenario(text: str, source: str) -> Scenario:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "(top level)"
-            line = _line_of(root, error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
+            loc = _shown_loc(error["loc"])
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(root, loc)
+            message = _message(error)
             lines.append(f"{source}:{line}: {field}: {message}" if line else f"{source}: {field}: {message}")
         raise ConfigError("invalid scenario\n" + "\n".join(lines), hint="see `lab explain failover` for a valid example") from None
 
@@ -92,22 +130,12 @@ def load_scenario(name_or_path: str) -> Scenario:
 
 def _targets(scenario: Scenario) -> Iterable[tuple[str, str]]:
     for index, step in enumerate(scenario.steps):
-        ref: FaultRef | None = None
-        if isinstance(step, InjectStep):
-            ref = step.inject
-        elif isinstance(step, HealStep) and isinstance(step.heal, FaultRef):
-            ref = step.heal
-        elif isinstance(step, WaitUntilServedStep):
-            yield f"steps.{index}.wait_until_served.node", step.wait_until_served.node
-        elif isinstance(step, WatchStep):
-            yield f"steps.{index}.watch.node", step.watch.node
-        if ref is not None:
-            yield f"steps.{index}.target", ref.target
-            for peer in ref.peers:
-                yield f"steps.{index}.peers", peer
+        for field, node in definition_of(step).nodes(step):
+            yield f"steps.{index}.{field}", node
     for index, check in enumerate(scenario.checks):
-        if check.target:
-            yield f"checks.{index}.{check.name}.target", check.target
+        target = getattr(check, "target", None)
+        if target:
+            yield f"checks.{index}.{check.check}.target", target
 
 
 def check_nodes(scenario: Scenario, config: LabConfig, source: str) -> None:

@@ -2,8 +2,7 @@
 
 Checks derive their expectations from this, not from ``LabConfig``: a hand-edited or
 deliberately broken nginx.conf then yields the expectations of what NGINX actually loads.
-Where a directive is absent, NGINX's own default applies (nginx 1.22, see
-``/work/shared/reference/infra-facts.md`` section 1)::
+Where a directive is absent, NGINX's own default applies (nginx 1.22, docs/semantics.md §1)::
 
     max_fails 1, fail_timeout 10s, proxy_connect_timeout 60s, proxy_read_timeout 60s,
     proxy_next_upstream "error timeout", worker_processes 1, limit_req_status 503
@@ -20,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from lab.errors import ConfigError
+from lab.expectations import NginxPolicy, RateLimitRule, ServerPolicy, UpstreamPolicy
 
 DEFAULT_MAX_FAILS = 1
 DEFAULT_FAIL_TIMEOUT_S = 10.0
@@ -30,67 +30,6 @@ DEFAULT_WORKER_PROCESSES = 1
 DEFAULT_LIMIT_REQ_STATUS = 503
 
 _HINT = "render nginx.conf from lab.toml again, or fix the directive named above"
-
-
-@dataclass(frozen=True)
-class UpstreamPolicy:
-    """The upstream group the lab's locations proxy to, with its passive-check settings."""
-
-    name: str
-    servers: tuple[str, ...]            # node names (backend-1, ...) of the primary servers
-    max_fails: int
-    fail_timeout_s: float
-    connect_timeout_s: float
-    read_timeout_s: float
-    next_upstream: tuple[str, ...]      # () when "off"
-    zone: bool
-    worker_processes: int
-    balancing: str                      # round_robin, least_conn, ip_hash, hash, random
-    next_upstream_tries: int = 0        # 0: as many tries as live servers
-    backup_servers: tuple[str, ...] = ()
-
-    @property
-    def shared_counters(self) -> bool:
-        """Whether failure counts are global (a zone, or one worker) rather than per worker."""
-        return self.zone or self.worker_processes == 1
-
-
-@dataclass(frozen=True)
-class RateLimitRule:
-    """One ``limit_req`` in force for a location, with its zone's rate resolved."""
-
-    zone: str
-    location: str
-    rate_per_s: float                   # as nginx stores it: r/m is rate * 1000 // 60 milli
-    burst: int
-    nodelay: bool
-    delay: int
-    key: str = ""
-
-
-@dataclass(frozen=True)
-class ServerPolicy:
-    """One ``server`` block: where it listens and which headers it adds."""
-
-    listen: tuple[str, ...]
-    tls: bool
-    server_names: tuple[str, ...]
-    headers: tuple[tuple[str, str], ...]     # add_header name/value in force at server level
-    always_headers: tuple[str, ...]          # names of those added with "always"
-
-
-@dataclass(frozen=True)
-class NginxPolicy:
-    """Everything the checks read from nginx.conf."""
-
-    upstream: UpstreamPolicy
-    rate_limits: tuple[RateLimitRule, ...]
-    rate_limit_status: int
-    servers: tuple[ServerPolicy, ...]
-
-    def rate_limit_for(self, location: str) -> tuple[RateLimitRule, ...]:
-        """The limit_req rules of one location prefix (empty when it is not limited)."""
-        return tuple(rule for rule in self.rate_limits if rule.location == location)
 
 
 # --- tokenizer and block tree -------------------------------------------------------------

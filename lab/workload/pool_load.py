@@ -18,7 +18,7 @@ Everything is asyncio + psycopg's async API, so every read and connect is bounde
 timeout even when a node is frozen (a paused container still ACKs TCP, so a blocking read
 would wait forever). Only the 127.0.0.1 DSNs the lab publishes are used. PgBouncer 1.18 has
 no prepared-statement tracking and its admin console speaks only the simple query protocol
-(infra-facts section 3): app connections use ``prepare_threshold=None``, admin connections
+(docs/semantics.md §3): app connections use ``prepare_threshold=None``, admin connections
 ``AsyncClientCursor`` and autocommit.
 """
 

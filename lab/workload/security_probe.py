@@ -12,8 +12,10 @@ import ssl
 import time
 
 import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtensionOID
 
-from lab.checks.security import observe_certificate
 from lab.history import HeaderSample, NodeExposure, PortConnect, TlsObservation
 from lab.workload.traffic import LOOPBACK, check_loopback_url
 
@@ -27,6 +29,45 @@ _REQUESTS: tuple[tuple[str, str, bytes | None], ...] = (
     ("POST", "/api/messages", b"x" * (2 << 20)),    # 413 from NGINX itself (client_max_body_size)
 )
 BURST = 12   # login requests at once: more than the auth zone's burst, so some get 429
+
+
+def _load(data: bytes) -> x509.Certificate:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def observe_certificate(host: str, served: bytes, lab_ca_pem: bytes,
+                        observed_at: float) -> TlsObservation:
+    """The served certificate (DER or PEM) as a ``TlsObservation``, judged against the lab's CA."""
+    cert = _load(served)
+    ca = _load(lab_ca_pem)
+    try:
+        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = (*ext.get_values_for_type(x509.DNSName),
+               *(str(ip) for ip in ext.get_values_for_type(x509.IPAddress)))
+    except x509.ExtensionNotFound:
+        san = ()
+    return TlsObservation(
+        host=host,
+        issuer=cert.issuer.rfc4514_string(),
+        subject=cert.subject.rfc4514_string(),
+        san=san,
+        self_signed=cert.issuer == cert.subject,
+        verified_with_lab_ca=cert.issuer == ca.subject and _signed_by(cert, ca),
+        not_after_epoch=cert.not_valid_after_utc.timestamp(),
+        not_before_epoch=cert.not_valid_before_utc.timestamp(),
+        observed_at=observed_at,
+    )
+
 
 
 def sample_headers(base_url: str, *, ca_pem: bytes | None = None) -> list[HeaderSample]:

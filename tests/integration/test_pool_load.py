@@ -9,9 +9,11 @@ from dataclasses import dataclass
 import pytest
 
 from lab.checks import Verdict
-from lab.checks.pool import PgBouncerPolicy, check_pool_bound, parse_pgbouncer_ini
+from lab.checks.pool import check_pool_bound
+from lab.expectations import PgBouncerPolicy
 from lab.history import PoolSample, PoolStats, ServerActivitySample
 from lab.topology.lab import Lab
+from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.workload.pool_load import PoolLoadResult, PoolSampler, max_client_conn_error, run_pool_load
 
 CLIENTS = 300

@@ -1,7 +1,7 @@
 """Synthetic histories for the checks' unit tests: a small model of NGINX's passive checks.
 
 ``simulate`` plays open-model traffic through round robin over ``servers`` while ``target``
-fails between inject and heal, applying the rules of infra-facts section 1 (a failure is
+fails between inject and heal, applying the rules of docs/semantics.md §1 (a failure is
 counted when its attempt ends, ``c`` after it started; a server with ``fails >= max_fails``
 is skipped for ``fail_timeout``; then one request probes it). Its parameters are the
 simulated NGINX's, deliberately separate from the policy a check is given, so a test can make
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab.expectations import UpstreamPolicy
 from lab.history import (
     AccessLogEntry,
     FaultEvent,
@@ -20,7 +21,6 @@ from lab.history import (
     Outcome,
     RequestRecord,
 )
-from lab.topology.nginx_conf import UpstreamPolicy
 
 T0 = 1_700_000_000.0
 SERVERS = ("backend-1", "backend-2", "backend-3")

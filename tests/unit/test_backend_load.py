@@ -19,7 +19,7 @@ TOKEN = "t0ken"
 class _Api(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive, as uvicorn answers
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         ok = self.headers.get("Authorization") == f"Bearer {TOKEN}"
         body = b'{"conversations": []}' if ok else b'{"error": "unauthorized"}'
         self.send_response(200 if ok else 401)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lab.checks.base import Verdict
-from lab.checks.exposure import check_exposure, documented_ports
+from lab.checks.exposure import check_exposure
 from lab.config import LabConfig, PublishConfig
 from lab.history import NodeExposure, PortBinding, PortConnect
+from lab.topology.expect import documented_ports
 from lab.topology.plan import node_roles
 
 T0 = 1_700_000_000.0

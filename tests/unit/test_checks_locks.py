@@ -244,15 +244,26 @@ def test_fencing_contains_the_frozen_holder() -> None:
                in d for d in result.details)
 
 
-def test_fencing_off_shows_the_overlap() -> None:
-    """The same race without a rejection fails, showing both runs."""
-    result = check_fencing(frozen_holder(fenced=False), fencing_expected=False)
-    assert result.verdict is Verdict.FAIL
+def test_fencing_off_conforms_and_shows_the_overlap() -> None:
+    """The same race without a rejection is what a backend without fencing does: it conforms
+    to that configuration, shows both runs, and fails against a claim that fencing is on."""
+    history = frozen_holder(fenced=False)
+    result = check_fencing(history, fencing_expected=False)
+    assert result.verdict is Verdict.PASS
     detail = result.details[0]
     assert len(result.details) == 2
     assert "overlap: backend-1 (run 500" in detail and "backend-2 (run 611" in detail
     assert "stale write with token 1005 was not rejected (ok)" in detail
     assert "fencing off" in result.derivation
+    assert dict(result.values)["uncontained"] == dict(result.values)["overlaps"] >= 1
+    assert check_fencing(history, fencing_expected=True).verdict is Verdict.FAIL
+
+
+def test_fencing_off_with_a_rejection_fails() -> None:
+    """A refusal recorded while fencing is off means the backend fences after all."""
+    result = check_fencing(frozen_holder(fenced=True), fencing_expected=False)
+    assert result.verdict is Verdict.FAIL
+    assert "although fencing is off" in result.details[0]
 
 
 def test_fencing_with_inverted_or_missing_tokens_fails() -> None:

@@ -16,13 +16,13 @@ from lab.checks.security import (
     check_security_headers,
     check_tls,
     hsts_max_age,
-    observe_certificate,
     required_headers,
 )
 from lab.config import LabConfig
 from lab.topology.nginx_conf import parse_nginx_policy
 from lab.topology.render import render_nginx
 from lab.topology.tls import make_tls
+from lab.workload.security_probe import observe_certificate
 
 CONFIG = LabConfig()
 POLICY = parse_nginx_policy(render_nginx(CONFIG))

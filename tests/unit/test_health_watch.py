@@ -5,7 +5,7 @@ from __future__ import annotations
 from lab.history import WATCHED
 from lab.workload.health_watch import parse_watch_output
 
-OUTPUT = "\n".join([
+OUTPUT = "\n".join([  # noqa: FLY002 - one line per sample reads better
     "S\t/health/ready\t100.000000\t100.004000\t503\t{\"status\":\"starting\"}",
     "S\t/health/live\t100.001000\t100.002000\t200\t{\"status\":\"alive\"}",
     "S\t/health/ready\t99.990000\t99.991000\t-\tConnectionRefusedError: [Errno 111] Connection refused",

@@ -1,4 +1,4 @@
-"""The limit_req model (infra-facts section 2) and the checks that compare NGINX with it."""
+"""The limit_req model (docs/semantics.md §2) and the checks that compare NGINX with it."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from lab.checks.rate_limit import (
     rate_milli,
 )
 from lab.config import LabConfig
+from lab.expectations import RateLimitRule
 from lab.history import AccessLogEntry, HeaderSample
-from lab.topology.nginx_conf import RateLimitRule, parse_nginx_policy
+from lab.topology.nginx_conf import parse_nginx_policy
 from lab.topology.render import render_nginx
 
 T0 = 1_700_000_000.0

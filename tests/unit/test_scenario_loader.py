@@ -6,8 +6,8 @@ import pytest
 
 from lab.config import LabConfig
 from lab.errors import ConfigError
+from lab.expectations import evaluate_duration
 from lab.scenarios.loader import available, check_nodes, load_scenario, parse_scenario
-from lab.scenarios.model import evaluate_duration
 
 VALID = """\
 name: t
@@ -37,17 +37,27 @@ def test_valid_scenario_parses() -> None:
     """A small valid scenario gives typed steps and checks."""
     scenario = parse_scenario(VALID, "t.yaml")
     assert [type(s).__name__ for s in scenario.steps] == ["WaitStep", "InjectStep", "HealStep"]
-    assert [c.name for c in scenario.checks] == ["availability", "ejection"]
+    assert [c.check for c in scenario.checks] == ["availability", "ejection"]
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
     (VALID.replace("fault: kill, target: backend-1}\n  - heal", "fault: nuke, target: backend-1}\n  - heal"),
-     "t.yaml:7: steps.1.inject.inject.fault: unknown fault 'nuke'"),
+     "t.yaml:7: steps.1.inject: unknown fault 'nuke'"),
     (VALID.replace("  - wait: 1", "  - sleep: 1"), "t.yaml:6: steps.0: each step is a mapping with one key"),
-    (VALID.replace("  - wait: 1", "  - wait: fail_timeot + 1"), "t.yaml:6: steps.0.wait.wait: unknown name 'fail_timeot'"),
+    (VALID.replace("  - wait: 1", "  - wait: fail_timeot + 1"), "t.yaml:6: steps.0.wait: unknown name 'fail_timeot'"),
     (VALID.replace("  - availability", "  - availabilty"), "t.yaml:10: checks.0: unknown check 'availabilty'"),
     (VALID.replace("rate: 10", "rate: -1"), "t.yaml:4: traffic.0.rate: Input should be greater than 0"),
-    (VALID.replace("  - ejection: {target: backend-1}", "  - ejection: {}"), "t.yaml:11: checks.1: check ejection needs a target node"),
+    (VALID.replace("  - ejection: {target: backend-1}", "  - ejection: {}"), "t.yaml:11: checks.1.ejection.target: Field required"),
+    (VALID.replace("{target: backend-1}\n", "{target: backend-1, slo: 0.5}\n"),
+     "t.yaml:11: checks.1.ejection.slo: unknown parameter 'slo' (check ejection takes client, target, tolerance_s)"),
+    (VALID.replace("fault: kill, target: backend-1}\n  - heal", "fault: kill, target: backend-1, percent: 5}\n  - heal"),
+     "t.yaml:7: steps.1.inject.kill.percent: unknown parameter 'percent' (fault kill takes target)"),
+    (VALID.replace("  - wait: 1", "  - inject: {fault: loss, target: backend-1}"),
+     "t.yaml:6: steps.0.inject.loss.percent: Field required"),
+    (VALID.replace("  - wait: 1", "  - probe: pools"), "t.yaml:6: steps.0.probe: unknown probe 'pools'"),
+    (VALID.replace("  - wait: 1", "  - probe: health:sick"), "probe health takes one of healthy, redis-down, database-down"),
+    (VALID + "objectives:\n  ejection: 5 parsecs\n", "t.yaml:13: objectives.ejection: unknown unit 'parsecs'"),
+    (VALID + "objectives:\n  speed: 1\n", "t.yaml:13: objectives.speed: unknown objective 'speed'"),
     ("name: t\ndescription: [unclosed\n", "t.yaml:3: not valid YAML"),
 ])
 def test_malformed_scenario_names_line_and_field(text: str, fragment: str) -> None:

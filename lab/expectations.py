@@ -1,0 +1,338 @@
+"""What the running configuration implies: the typed record every check derives its expectations from.
+
+One ``Expectations`` record is built once per run, before any traffic, either from what really
+runs (``lab.topology.expect.running``: the nginx.conf NGINX serves, PgBouncer's ``SHOW
+CONFIG``, the backends' environment, Redis's and PostgreSQL's own settings) or from a claimed
+configuration (``lab.topology.expect.claimed``: what a checklist says), which is how negative
+controls judge a deliberately broken topology against what it should have been. Checks read
+only this record and the history; they never read ``lab.toml`` or ``topology/``.
+
+A part that could not be read (PgBouncer down when the run starts, an ini that does not
+parse) is kept as the error: the checks that need it report ``unknown`` with that error, and
+the others still judge.
+
+The rules behind the derived numbers are in docs/semantics.md, cited by section.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+# -- NGINX ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """The upstream group the lab's locations proxy to, with its passive-check settings."""
+
+    name: str
+    servers: tuple[str, ...]            # node names (backend-1, ...) of the primary servers
+    max_fails: int
+    fail_timeout_s: float
+    connect_timeout_s: float
+    read_timeout_s: float
+    next_upstream: tuple[str, ...]      # () when "off"
+    zone: bool
+    worker_processes: int
+    balancing: str                      # round_robin, least_conn, ip_hash, hash, random
+    next_upstream_tries: int = 0        # 0: as many tries as live servers
+    backup_servers: tuple[str, ...] = ()
+
+    @property
+    def shared_counters(self) -> bool:
+        """Whether failure counts are global (a zone, or one worker) rather than per worker."""
+        return self.zone or self.worker_processes == 1
+
+    @property
+    def ejects(self) -> bool:
+        """Whether a failing server can be taken out of rotation at all (docs/semantics.md §1)."""
+        return self.max_fails > 0 and len(self.servers) > 1
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    """One ``limit_req`` in force for a location, with its zone's rate resolved."""
+
+    zone: str
+    location: str
+    rate_per_s: float                   # as nginx stores it: r/m is rate * 1000 // 60 milli
+    burst: int
+    nodelay: bool
+    delay: int
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    """One ``server`` block: where it listens and which headers it adds."""
+
+    listen: tuple[str, ...]
+    tls: bool
+    server_names: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]     # add_header name/value in force at server level
+    always_headers: tuple[str, ...]          # names of those added with "always"
+
+
+@dataclass(frozen=True)
+class NginxPolicy:
+    """Everything the checks read from nginx.conf."""
+
+    upstream: UpstreamPolicy
+    rate_limits: tuple[RateLimitRule, ...]
+    rate_limit_status: int
+    servers: tuple[ServerPolicy, ...]
+
+    def rate_limit_for(self, location: str) -> tuple[RateLimitRule, ...]:
+        """The limit_req rules of one location prefix (empty when it is not limited)."""
+        return tuple(rule for rule in self.rate_limits if rule.location == location)
+
+
+class FailureMode(StrEnum):
+    """How a failed backend looks to NGINX, which fixes what one failed attempt costs."""
+
+    REFUSED = "refused"          # port closed: RST at once, c = 0
+    UNREACHABLE = "unreachable"  # killed/stopped/cut off, no answer to SYN: c = connect timeout
+    FROZEN = "frozen"            # paused: handshake completes, no answer: c = read timeout
+
+
+# -- PgBouncer, PostgreSQL, Redis, the backends -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgBouncerPolicy:
+    """The pool settings PgBouncer runs with for the app database."""
+
+    pool_mode: str
+    default_pool_size: int
+    reserve_pool_size: int
+    max_client_conn: int
+    server_login_retry_s: float = 15.0
+    query_wait_timeout_s: float = 120.0
+
+    @property
+    def server_bound(self) -> int:
+        """Most server connections one pool may hold (docs/semantics.md §3)."""
+        return self.default_pool_size + self.reserve_pool_size
+
+
+@dataclass(frozen=True)
+class PostgresPolicy:
+    """The database settings that decide durability and the connection ceiling."""
+
+    synchronous_commit: bool
+    max_connections: int
+
+
+@dataclass(frozen=True)
+class RedisPolicy:
+    """Whether the lock store keeps its data across a restart."""
+
+    persistence: bool
+
+
+@dataclass(frozen=True)
+class BackendPolicy:
+    """The backends' job schedule, lock leases and dependency budgets (their LAB_* environment)."""
+
+    replicas: int
+    job_interval_s: float
+    lock_ttl_s: float
+    job_duration_s: float
+    dependency_timeout_s: float
+    drain_s: float
+    locking: bool = True
+    fencing: bool = True
+    lock_renewal: bool = True
+
+    @property
+    def db_budget_s(self) -> float:
+        """How long a request waits for the database: the backend's documented rule,
+        clamp(2 x LAB_DEPENDENCY_TIMEOUT_S, 1 s, 2 s) (images/backend/README.md)."""
+        return max(1.0, min(2.0, 2 * self.dependency_timeout_s))
+
+    @property
+    def max_run_s(self) -> float:
+        """The longest a job run can last: its work plus a bounded wait per database call."""
+        return self.job_duration_s + 4 * self.dependency_timeout_s + 1
+
+
+@dataclass(frozen=True)
+class DocumentedPort:
+    """A port the lab documents for a role: on 127.0.0.1, at ``host_port`` (0: any)."""
+
+    role: str
+    container_port: str
+    host_port: int = 0
+
+
+# -- the record -------------------------------------------------------------------------------
+
+
+class ExpectationUnavailable(Exception):
+    """A part of the expectations could not be read; the checks that need it are unknown."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the expectations: its value, or why it could not be read, and its source."""
+
+    value: object | None
+    source: str                  # "nginx.conf served by nginx", "claimed: lab.toml defaults", ...
+    error: str | None = None
+
+    def get(self, what: str) -> object:
+        if self.error is not None or self.value is None:
+            raise ExpectationUnavailable(f"{what} expectations unavailable ({self.source}): "
+                                         f"{self.error or 'not read'}")
+        return self.value
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """The configuration a run is judged against, part by part, each with where it came from."""
+
+    parts: Mapping[str, Part]
+    server_name: str                               # the TLS host name clients ask for
+    documented_ports: tuple[DocumentedPort, ...]
+    roles: Mapping[str, str] = field(default_factory=dict)   # node -> role
+
+    def _part(self, name: str) -> object:
+        part = self.parts.get(name)
+        if part is None:
+            raise ExpectationUnavailable(f"{name} expectations were not built")
+        return part.get(name)
+
+    @property
+    def nginx(self) -> NginxPolicy:
+        return self._part("nginx")  # type: ignore[return-value]
+
+    @property
+    def pgbouncer(self) -> PgBouncerPolicy:
+        return self._part("pgbouncer")  # type: ignore[return-value]
+
+    @property
+    def postgres(self) -> PostgresPolicy:
+        return self._part("postgres")  # type: ignore[return-value]
+
+    @property
+    def redis(self) -> RedisPolicy:
+        return self._part("redis")  # type: ignore[return-value]
+
+    @property
+    def backend(self) -> BackendPolicy:
+        return self._part("backend")  # type: ignore[return-value]
+
+    @property
+    def upstream(self) -> UpstreamPolicy:
+        return self.nginx.upstream
+
+    def sources(self) -> dict[str, str]:
+        """Part -> where it came from (and the error, when it could not be read)."""
+        return {name: part.source + (f" (unavailable: {part.error})" if part.error else "")
+                for name, part in self.parts.items()}
+
+
+# -- names scenario durations may use -----------------------------------------------------------
+
+DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval",
+                  "rate", "job_interval", "lock_ttl", "job_duration", "server_login_retry",
+                  "db_budget", "dependency_timeout", "drain")
+
+
+def duration_names(expectations: Expectations, rate_per_s: float) -> dict[str, float]:
+    """The values of ``DURATION_NAMES``: from NGINX, PgBouncer and the backends as expected,
+    and the scenario's total request rate (``interval`` is one round-robin turn per backend)."""
+    upstream = expectations.upstream
+    rate = rate_per_s or 1.0
+    names = {"fail_timeout": upstream.fail_timeout_s, "connect_timeout": upstream.connect_timeout_s,
+             "read_timeout": upstream.read_timeout_s, "max_fails": float(upstream.max_fails),
+             "rate": rate, "interval": len(upstream.servers) / rate}
+    try:
+        backend = expectations.backend
+        names |= {"job_interval": backend.job_interval_s, "lock_ttl": backend.lock_ttl_s,
+                  "job_duration": backend.job_duration_s, "db_budget": backend.db_budget_s,
+                  "dependency_timeout": backend.dependency_timeout_s, "drain": backend.drain_s}
+    except ExpectationUnavailable:
+        pass
+    try:
+        names["server_login_retry"] = expectations.pgbouncer.server_login_retry_s
+    except ExpectationUnavailable:
+        pass
+    return names
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "×", ast.Div: "/"}
+
+
+def _tree(expression: float | str) -> ast.AST:
+    try:
+        return ast.parse(str(expression), mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"not a duration expression: {expression!r}") from None
+
+
+def evaluate_duration(expression: float | str, names: Mapping[str, float]) -> float:
+    """A duration: a number, or + - * / over numbers and the given names."""
+    if isinstance(expression, int | float):
+        return float(expression)
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise ValueError(f"unknown name {node.id!r} (names: {', '.join(DURATION_NAMES)})")
+            return float(names[node.id])
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        raise ValueError(f"not a duration expression: {ast.unparse(node)!r}")
+
+    return walk(_tree(expression))
+
+
+def explain_duration(expression: float | str, names: Mapping[str, float]) -> str:
+    """The arithmetic of a duration with every name's value shown:
+    ``3.45 s = connect_timeout 1 + max_fails 3 × interval 0.15 + 2``."""
+    value = evaluate_duration(expression, names)
+    if isinstance(expression, int | float):
+        return f"{value:g} s"
+
+    def show(node: ast.AST, parent: int = 0) -> str:
+        if isinstance(node, ast.Constant):
+            return f"{node.value:g}"
+        if isinstance(node, ast.Name):
+            return f"{node.id} {names[node.id]:.4g}"
+        if isinstance(node, ast.UnaryOp):
+            return f"-{show(node.operand, 3)}"
+        assert isinstance(node, ast.BinOp)
+        rank = 1 if isinstance(node.op, ast.Add | ast.Sub) else 2
+        text = f"{show(node.left, rank)} {_SYMBOLS[type(node.op)]} {show(node.right, rank + 1)}"
+        return f"({text})" if rank < parent else text
+
+    tree = _tree(expression)
+    if isinstance(tree, ast.Constant):
+        return f"{value:g} s"
+    return f"{value:.4g} s = {show(tree)}"
+
+
+def check_duration(value: float | str) -> float | str:
+    """A duration expression's names and syntax, checked now with stand-in values, so that a
+    typo fails when the scenario loads, before anything starts."""
+    result = evaluate_duration(value, {name: 1.0 for name in DURATION_NAMES})
+    if isinstance(value, int | float) and result < 0:
+        raise ValueError("a duration cannot be negative")
+    return value
+
+
+# A duration in a scenario file: seconds, or an expression over DURATION_NAMES.
+DurationExpr = Annotated[float | str, AfterValidator(check_duration)]

@@ -1,0 +1,296 @@
+"""Objectives: the thresholds a topology must meet to be good enough for its users.
+
+Conformance asks whether the system did what its configuration implies; objectives ask
+whether that is good enough. They come, later ones overriding earlier ones, from the
+deployment checklist's stated targets (the defaults below), the ``[objectives]`` table of
+``lab.toml``, a scenario's ``objectives:`` block, and ``lab run --objective NAME=VALUE``::
+
+    [objectives]
+    ejection = "50s"            # a failed backend out of rotation within 50 s
+    availability = "99.9%"
+    health_latency = "5ms"      # p50 of /health through NGINX, healthy steady state
+    [objectives.rate_limits]
+    "/api/auth/" = "10r/s burst=5"
+
+Values carry their unit: durations are seconds or a string with ms, s, m, h, d or y;
+ratios a number in (0, 1] or a percentage. Every default, where it comes from and why, is in
+docs/objectives.md.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+
+from lab.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 31_536_000.0}
+
+
+def parse_seconds(value: Any) -> Any:
+    """A duration in seconds from a number (seconds) or "500ms", "50s", "1m", "365d", "1y"."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")  # noqa: TRY004 - pydantic reports ValueError only
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (a number and a unit: 50s, 5ms)")
+        number, unit = match.groups()
+        if unit not in _UNITS and unit != "":
+            raise ValueError(f"unknown unit {unit!r} in {value!r} (units: {', '.join(_UNITS)})")
+        return float(number) * _UNITS.get(unit, 1.0)
+    return value
+
+
+def parse_ratio(value: Any) -> Any:
+    """A ratio in (0, 1] from a number or a percentage ("99.9%")."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            try:
+                return float(text[:-1]) / 100
+            except ValueError:
+                raise ValueError(f"{value!r} is not a percentage") from None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a ratio (0.999 or 99.9%)") from None
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(ge=0)]
+Ratio = Annotated[float, BeforeValidator(parse_ratio), Field(gt=0, le=1)]
+Count = Annotated[int, Field(ge=0)]
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*r/s(?:\s+burst\s*=\s*(\d+))?\s*$")
+
+
+class RateLimitObjective(BaseModel):
+    """At most ``rate_per_s`` requests per second per client, after a burst of ``burst``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rate_per_s: Annotated[float, Field(gt=0)]
+    burst: Annotated[int, Field(ge=0)] = 0
+
+    def text(self) -> str:
+        return f"{self.rate_per_s:g} r/s" + (f" burst {self.burst}" if self.burst else "")
+
+
+def _rate_limit(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _RATE.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a rate limit (10r/s, or 10r/s burst=5)")
+        return {"rate_per_s": float(match.group(1)), "burst": int(match.group(2) or 0)}
+    return value
+
+
+RateLimit = Annotated[RateLimitObjective, BeforeValidator(_rate_limit)]
+
+
+def _checklist_rate_limits() -> dict[str, RateLimitObjective]:
+    return {"/api/auth/": RateLimitObjective(rate_per_s=10, burst=5),
+            "/api/": RateLimitObjective(rate_per_s=100),
+            "/webhooks/": RateLimitObjective(rate_per_s=50)}
+
+
+class Objectives(BaseModel):
+    """The thresholds in force; defaults are the checklist's targets (docs/objectives.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ejection: Seconds = Field(50.0, description="a failed backend out of rotation within (s)")
+    readmission: Seconds = Field(30.0, description="a recovered backend back in rotation within (s)")
+    availability: Ratio = Field(0.999, description="share of client requests answered ok")
+    health_latency: Seconds = Field(0.005, description="/health through NGINX, healthy steady state")
+    health_latency_percentile: Annotated[float, Field(gt=0, lt=100)] = Field(
+        50.0, description="the percentile health_latency judges")
+    failing_latency: Seconds = Field(6.0, description="p99 of client latency while a backend fails")
+    duplicate_job_runs: Count = Field(0, description="overlapping runs or ticks run twice")
+    lost_writes: Count = Field(0, description="acknowledged writes missing afterwards")
+    pool_server_connections: Count = Field(30, description="most server connections PostgreSQL sees")
+    pool_clients: Count = Field(300, description="clients the pool serves at once without error")
+    rate_limits: dict[str, RateLimit] = Field(default_factory=_checklist_rate_limits,
+                                              description="per location prefix")
+    hsts_max_age: Seconds = Field(31_536_000.0, description="HSTS max-age on every HTTPS answer")
+    dependency_recovery: Seconds = Field(30.0, description="errors end within this of a dependency's return")
+    lock_takeover: Seconds = Field(30.0, description="a dead lock holder's job runs again within")
+
+
+OBJECTIVE_NAMES = tuple(name for name in Objectives.model_fields if name != "health_latency_percentile")
+
+# Where each default comes from: the checklist's own words, or (where it states none) the
+# lab's choice, with the reason in docs/objectives.md.
+DEFAULT_SOURCE = {
+    "ejection": "checklist", "readmission": "checklist", "availability": "checklist",
+    "health_latency": "checklist", "health_latency_percentile": "lab default",
+    "failing_latency": "lab default", "duplicate_job_runs": "checklist",
+    "lost_writes": "lab default", "pool_server_connections": "checklist",
+    "pool_clients": "checklist", "rate_limits": "checklist", "hsts_max_age": "checklist",
+    "dependency_recovery": "lab default", "lock_takeover": "lab default",
+}
+
+
+
+def _optional(info: Any) -> Any:
+    typed = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return typed | None
+
+
+# Overrides (a scenario's block, --objective): every field optional, same validation.
+ObjectiveOverrides = create_model(
+    "ObjectiveOverrides", __config__=ConfigDict(frozen=True, extra="forbid"),
+    **{name: (_optional(info), Field(None, description=info.description))
+       for name, info in Objectives.model_fields.items()},
+)
+
+
+@dataclass(frozen=True)
+class ObjectivesInForce:
+    """The thresholds a run judges, and where each one came from."""
+
+    values: Objectives
+    sources: tuple[tuple[str, str], ...]
+
+    def source(self, name: str) -> str:
+        return dict(self.sources).get(name, DEFAULT_SOURCE.get(name, "lab default"))
+
+    def with_overrides(self, overrides: BaseModel | dict[str, Any] | None, source: str) -> ObjectivesInForce:
+        """These thresholds with the fields ``overrides`` sets replaced (rate limits merged)."""
+        given = (overrides.model_dump(exclude_none=True) if isinstance(overrides, BaseModel)
+                 else dict(overrides or {}))
+        if not given:
+            return self
+        data = self.values.model_dump()
+        for name, value in given.items():
+            if name == "rate_limits":
+                data[name] = {**data[name], **value}
+            else:
+                data[name] = value
+        values = _validate(data, source)
+        sources = dict(self.sources) | {name: source for name in given}
+        return ObjectivesInForce(values, tuple(sources.items()))
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid objectives"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown objective (objectives: {', '.join(Objectives.model_fields)})"
+        lines.append(f"  objectives.{field}: {message}")
+    return "\n".join(lines)
+
+
+def _validate(data: dict[str, Any], source: str) -> Objectives:
+    try:
+        return Objectives.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source), hint="see docs/objectives.md") from None
+
+
+def defaults() -> ObjectivesInForce:
+    """The checklist's targets."""
+    return ObjectivesInForce(Objectives(), ())
+
+
+def from_table(table: dict[str, Any] | None, source: str) -> ObjectivesInForce:
+    """The ``[objectives]`` table of a lab.toml, over the defaults."""
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{source}: [objectives] must be a table")
+    return defaults().with_overrides(table or {}, source)
+
+
+def load_objectives(path: Path | None) -> ObjectivesInForce:
+    """The objectives of a lab.toml (``path`` None: ./lab.toml when present, else the defaults)."""
+    from lab.config import config_path
+
+    path = config_path(path)
+    if path is None:
+        return defaults()
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_table(data.get("objectives"), str(path))
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``--objective NAME=VALUE`` options as overrides; ``rate_limits./api/=100r/s`` sets one location."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--objective {assignment!r}: expected NAME=VALUE",
+                              hint=f"objectives: {', '.join(Objectives.model_fields)}")
+        field, _, key = name.partition(".")
+        if field not in Objectives.model_fields:
+            raise ConfigError(f"--objective {assignment!r}: unknown objective {field!r}",
+                              hint=f"objectives: {', '.join(Objectives.model_fields)}")
+        if field == "rate_limits":
+            if not key:
+                raise ConfigError(f"--objective {assignment!r}: name the location, e.g. "
+                                  "rate_limits./api/auth/=10r/s burst=5")
+            overrides.setdefault("rate_limits", {})[key] = value.strip()
+        elif key:
+            raise ConfigError(f"--objective {assignment!r}: {field} has no part {key!r}")
+        else:
+            overrides[field] = value.strip()
+    try:
+        ObjectiveOverrides.model_validate(overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "--objective").replace("invalid objectives", "invalid value"),
+                          hint="see docs/objectives.md") from None
+    return overrides
+
+
+def text_seconds(seconds: float) -> str:
+    """A duration as people read it: 5 ms, 1.45 s, 365 d."""
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} d"
+    return f"{seconds:g} s"
+
+
+def threshold_text(values: Objectives, name: str) -> str:
+    """The threshold of one objective as a comparison: "<= 50 s", ">= 0.999"."""
+    v = values
+    texts = {
+        "ejection": f"<= {text_seconds(v.ejection)}",
+        "readmission": f"<= {text_seconds(v.readmission)}",
+        "availability": f">= {v.availability:g}",
+        "health_latency": f"p{v.health_latency_percentile:g} < {text_seconds(v.health_latency)}",
+        "failing_latency": f"p99 <= {text_seconds(v.failing_latency)}",
+        "duplicate_job_runs": f"<= {v.duplicate_job_runs}",
+        "lost_writes": f"<= {v.lost_writes}",
+        "pool_server_connections": f"<= {v.pool_server_connections}",
+        "pool_clients": f">= {v.pool_clients}",
+        "hsts_max_age": f">= {v.hsts_max_age:.0f} s",
+        "dependency_recovery": f"<= {text_seconds(v.dependency_recovery)}",
+        "lock_takeover": f"<= {text_seconds(v.lock_takeover)}",
+        "rate_limits": "; ".join(f"{loc} <= {r.text()}" for loc, r in v.rate_limits.items()),
+    }
+    return texts[name]
+
+
+def document(in_force: ObjectivesInForce) -> list[dict[str, Any]]:
+    """The thresholds in force, for result.json."""
+    values = in_force.values.model_dump(mode="json")
+    return [{"name": name, "threshold": threshold_text(in_force.values, name), "value": values[name],
+             "source": in_force.source(name),
+             "description": Objectives.model_fields[name].description}
+            for name in OBJECTIVE_NAMES]

@@ -1,0 +1,160 @@
+"""Building the expectations record (``lab.expectations.Expectations``).
+
+``running(lab)`` reads what really runs: the nginx.conf the NGINX container serves, PgBouncer's
+own ``SHOW CONFIG`` / ``SHOW DATABASES``, the backends' ``LAB_*`` environment as Docker holds
+it, Redis's ``CONFIG GET`` and PostgreSQL's ``SHOW``. ``claimed(config)`` derives the same record
+from a configuration someone claims (a checklist), without looking at a lab: negative
+controls run a deliberately broken topology and judge it against that claim.
+
+Each part is read on its own; one that cannot be read is kept as its error, so that only the
+checks that need it report ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import psycopg
+import redis
+
+from lab.config import BackendConfig, LabConfig, PublishConfig
+from lab.expectations import (
+    BackendPolicy,
+    DocumentedPort,
+    Expectations,
+    Part,
+    PgBouncerPolicy,
+    PostgresPolicy,
+    RedisPolicy,
+)
+from lab.topology.lab import Lab
+from lab.topology.nginx_conf import parse_nginx_policy
+from lab.topology.plan import node_roles
+from lab.topology.render import PGBOUNCER_PORT, render_nginx
+
+# The backend's own defaults for a LAB_* variable its environment does not set
+# (images/backend/lab_backend/config.py).
+_BACKEND_DEFAULTS = BackendConfig()
+
+
+def documented_ports(publish: PublishConfig) -> tuple[DocumentedPort, ...]:
+    """The published ports lab.toml's ``[publish]`` documents; a role not named publishes nothing."""
+    return (DocumentedPort("nginx", "80/tcp", publish.nginx_http),
+            DocumentedPort("nginx", "443/tcp", publish.nginx_https),
+            DocumentedPort("pgbouncer", f"{PGBOUNCER_PORT}/tcp", publish.pgbouncer),
+            DocumentedPort("postgres", "5432/tcp", publish.postgres),
+            DocumentedPort("redis", "6379/tcp", publish.redis))
+
+
+def _part(source: str, read: Callable[[], object]) -> Part:
+    try:
+        return Part(read(), source)
+    except Exception as exc:  # noqa: BLE001 - a part that cannot be read is kept as its error
+        return Part(None, source, f"{type(exc).__name__}: {exc}")
+
+
+def _backend_from_config(config: LabConfig) -> BackendPolicy:
+    b = config.backend
+    return BackendPolicy(b.replicas, b.job_interval_s, b.lock_ttl_s, b.job_duration_s,
+                         b.dependency_timeout_s, b.drain_s, b.locking, b.fencing, b.lock_renewal)
+
+
+def claimed(config: LabConfig, *, what: str = "claimed configuration") -> Expectations:
+    """The expectations a configuration implies, read from it alone (no lab)."""
+    p, pg = config.pgbouncer, config.postgres
+    source = f"{what} ({config.name})"
+    parts = {
+        "nginx": _part(f"{source}: rendered nginx.conf", lambda: parse_nginx_policy(render_nginx(config))),
+        "pgbouncer": Part(PgBouncerPolicy(p.pool_mode, p.default_pool_size, p.reserve_pool_size,
+                                          p.max_client_conn, float(p.server_login_retry_s),
+                                          float(p.query_wait_timeout_s)), f"{source}: [pgbouncer]"),
+        "postgres": Part(PostgresPolicy(pg.synchronous_commit, pg.max_connections), f"{source}: [postgres]"),
+        "redis": Part(RedisPolicy(config.redis.persistence), f"{source}: [redis]"),
+        "backend": Part(_backend_from_config(config), f"{source}: [backend]"),
+    }
+    return Expectations(parts, config.nginx.server_name, documented_ports(config.publish),
+                        node_roles(config))
+
+
+# -- what runs ------------------------------------------------------------------------------------
+
+
+def _pgbouncer(lab: Lab) -> PgBouncerPolicy:
+    with psycopg.connect(lab.endpoints.pgbouncer_admin_dsn, autocommit=True, connect_timeout=5,
+                         cursor_factory=psycopg.ClientCursor) as conn:
+        config = {key: value for key, value, *_ in conn.execute("SHOW CONFIG").fetchall()}
+        cursor = conn.execute("SHOW DATABASES")
+        columns = [d.name for d in cursor.description or ()]
+        databases = {row[0]: dict(zip(columns, row, strict=False)) for row in cursor.fetchall()}
+    app = databases.get(lab.config.postgres.database, {})
+    # A database's own pool_size / reserve_pool / pool_mode win over the global settings.
+    pool_size = app.get("pool_size") if app.get("pool_size") is not None else config["default_pool_size"]
+    reserve = app.get("reserve_pool") if app.get("reserve_pool") is not None else config["reserve_pool_size"]
+    return PgBouncerPolicy(app.get("pool_mode") or config["pool_mode"], int(pool_size), int(reserve),
+                           int(config["max_client_conn"]), float(config["server_login_retry"]),
+                           float(config["query_wait_timeout"]))
+
+
+def _postgres(lab: Lab) -> PostgresPolicy:
+    with psycopg.connect(lab.endpoints.postgres_dsn, autocommit=True, connect_timeout=5) as conn:
+        synchronous = conn.execute("SHOW synchronous_commit").fetchone()
+        limit = conn.execute("SHOW max_connections").fetchone()
+    assert synchronous is not None and limit is not None
+    return PostgresPolicy(synchronous[0] != "off", int(limit[0]))
+
+
+def _redis(lab: Lab) -> RedisPolicy:
+    with redis.Redis.from_url(lab.endpoints.redis_url, socket_timeout=5, socket_connect_timeout=5) as client:
+        appendonly = client.config_get("appendonly").get("appendonly", "no")
+        save = client.config_get("save").get("save", "")
+    return RedisPolicy(persistence=appendonly == "yes" or bool(save.strip()))
+
+
+def backend_from_env(env: Mapping[str, str], replicas: int) -> BackendPolicy:
+    """The backend policy its ``LAB_*`` environment gives (the backend's defaults where unset)."""
+    d = _BACKEND_DEFAULTS
+
+    def number(name: str, default: float) -> float:
+        raw = env.get(name, "").strip()
+        return float(raw) if raw else default
+
+    def flag(name: str, default: bool) -> bool:
+        raw = env.get(name, "").strip().lower()
+        return default if not raw else raw in ("1", "true", "yes", "on")
+
+    return BackendPolicy(
+        replicas=replicas,
+        job_interval_s=number("LAB_JOB_INTERVAL_S", d.job_interval_s),
+        lock_ttl_s=number("LAB_LOCK_TTL_S", d.lock_ttl_s),
+        job_duration_s=number("LAB_JOB_DURATION_S", d.job_duration_s),
+        dependency_timeout_s=number("LAB_DEPENDENCY_TIMEOUT_S", d.dependency_timeout_s),
+        drain_s=number("LAB_DRAIN_S", d.drain_s),
+        locking=flag("LAB_LOCKING", d.locking), fencing=flag("LAB_FENCING", d.fencing),
+        lock_renewal=flag("LAB_LOCK_RENEWAL", d.lock_renewal))
+
+
+def _backend(lab: Lab) -> BackendPolicy:
+    backends = [node for node, role in lab.roles.items() if role == "backend"]
+    policies = set()
+    for node in backends:
+        info = lab.inspect(node)
+        if info is None:
+            raise LookupError(f"{node} has no container")
+        policies.add(backend_from_env(info.env, len(backends)))
+    if len(policies) != 1:
+        raise ValueError("the backends run with different LAB_* settings; the checks need one policy")
+    return policies.pop()
+
+
+def running(lab: Lab) -> Expectations:
+    """The expectations of what this lab really runs, read from its nodes."""
+    parts = {
+        "nginx": _part("nginx.conf served by the nginx container",
+                       lambda: parse_nginx_policy(lab.nginx_conf())),
+        "pgbouncer": _part("PgBouncer's SHOW CONFIG and SHOW DATABASES", lambda: _pgbouncer(lab)),
+        "postgres": _part("PostgreSQL's SHOW synchronous_commit, max_connections", lambda: _postgres(lab)),
+        "redis": _part("Redis's CONFIG GET appendonly, save", lambda: _redis(lab)),
+        "backend": _part("the backends' LAB_* environment (docker inspect)", lambda: _backend(lab)),
+    }
+    return Expectations(parts, lab.config.nginx.server_name, documented_ports(lab.config.publish),
+                        dict(lab.roles))
