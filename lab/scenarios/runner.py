@@ -90,6 +90,7 @@ class Runner:
     def __init__(self, lab: Lab, scenario: Scenario, *, seed: int | None = None,
                  on_progress: Callable[[Progress], None] = lambda progress: None,
                  on_predictions: Callable[[tuple[Prediction, ...]], None] = lambda predictions: None,
+                 before_step: Callable[[int, str], None] = lambda index, sentence: None,
                  ready_timeout_s: float = 60.0, claimed: Expectations | None = None,
                  objectives: ObjectivesInForce | None = None,
                  objective_overrides: dict | None = None):
@@ -98,6 +99,9 @@ class Runner:
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.on_progress = on_progress
         self.on_predictions = on_predictions
+        # Called with each step's number and sentence before it runs; traffic keeps flowing
+        # while it blocks (a step-through run waits for Enter here).
+        self.before_step = before_step
         self.ready_timeout_s = ready_timeout_s
         # Normally the checks expect what the lab runs. A claimed configuration (the
         # checklist's) can be given instead: negative controls run a broken topology and
@@ -228,8 +232,10 @@ class Runner:
                 state.traffic = TrafficRun(lab.endpoints.nginx_http, self._traffic_specs(state, planned + 30),
                                            self.seed)
                 state.traffic.start()
-            for step in scenario.steps:
-                definition_of(step).run(state, step)
+            for index, step in enumerate(scenario.steps, start=1):
+                definition = definition_of(step)
+                self.before_step(index, definition.describe(step, names))
+                definition.run(state, step)
         finally:
             if sampler is not None:
                 sampler.stop()
