@@ -63,7 +63,7 @@ def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
     """fail_timeout = 45 s: the healed backend comes back when NGINX's timer says (conformance
     passes), long after the checklist's 30 s; the prediction shows the arithmetic."""
     config = lab_toml(tmp_path, "[nginx]\nfail_timeout_s = 45\n")
-    code, document, stderr = run_json("failover", "--name", session_lab_name("slow-readmit"),
+    code, document, _ = run_json("failover", "--name", session_lab_name("slow-readmit"),
                                       "--config", str(config), "--seed", "22",
                                       "--report-dir", str(tmp_path))
     assert code == 1
