@@ -23,7 +23,7 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.errors import DockerUnavailable, ImageBuildError, LabError, PortConflict
-from lab.history import PortBinding
+from lab.history import ContainerSample, PortBinding
 
 LABEL_PREFIX = "io.failover-lab"
 LABEL_LAB = f"{LABEL_PREFIX}.lab"            # the lab's name, on every resource
@@ -68,6 +68,27 @@ class ContainerSpec:
     cap_add: tuple[str, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     mem_limit: str | None = None
+    # Host path -> (container path, read-only): a load generator reads its script and writes
+    # its results in the run directory (the engine is local, like the published ports).
+    binds: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CpuLimit:
+    """A container's CFS quota as Docker holds it (``quota_us`` -1 or 0: unlimited)."""
+
+    period_us: int
+    quota_us: int
+    nano_cpus: int = 0
+
+    @property
+    def cpus(self) -> float | None:
+        """The limit in cores; None when unlimited."""
+        if self.nano_cpus:
+            return self.nano_cpus / 1e9
+        if self.quota_us > 0 and self.period_us > 0:
+            return self.quota_us / self.period_us
+        return None
 
 
 @dataclass(frozen=True)
@@ -121,6 +142,26 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
     whole, _, fraction = value.rstrip("Z").partition(".")
     return datetime.fromisoformat(f"{whole}.{(fraction[:6] or '0').ljust(6, '0')}").replace(tzinfo=UTC)
+
+
+def _container_sample(node: str, raw: Mapping) -> ContainerSample | None:
+    """One stats-API document as a sample; None for the empty one a stopped container sends."""
+    cpu = raw.get("cpu_stats") or {}
+    usage = (cpu.get("cpu_usage") or {}).get("total_usage")
+    read = _parse_time(raw.get("read"))
+    if usage is None or read is None:
+        return None
+    memory = raw.get("memory_stats") or {}
+    stats = memory.get("stats") or {}
+    # What `docker stats` shows: usage less the page cache (cgroup v1 total_inactive_file,
+    # v2 inactive_file), which the kernel can take back at once.
+    cache = stats.get("total_inactive_file", stats.get("inactive_file", 0))
+    throttling = cpu.get("throttling_data") or {}
+    return ContainerSample(
+        at=read.timestamp(), node=node, cpu_s=usage / 1e9,
+        memory_bytes=max(0, int(memory.get("usage") or 0) - int(cache or 0)),
+        throttled_periods=int(throttling.get("throttled_periods") or 0),
+        periods=int(throttling.get("periods") or 0))
 
 
 def _tar(files: Iterable[FileSpec]) -> bytes:
@@ -304,6 +345,8 @@ class Engine:
             port_bindings={port: ("127.0.0.1", host or None) for port, host in spec.publish.items()},
             cap_add=list(spec.cap_add) or None, tmpfs=dict(spec.tmpfs) or None,
             mem_limit=spec.mem_limit, network_mode=spec.network_mode or spec.network,
+            binds={host: {"bind": path, "mode": "ro" if read_only else "rw"}
+                   for host, (path, read_only) in spec.binds.items()} or None,
         )
         networking = None
         if spec.network and not spec.network_mode:
@@ -450,6 +493,53 @@ class Engine:
             return ExecResult(exit_code=125, output=f"{type(exc).__name__}: {exc}")
         finally:
             self.remove_container(container_id)
+
+    def wait(self, name: str, timeout_s: float) -> int:
+        """Wait until a container exits; its exit code (LabError when it outlasts the timeout)."""
+        try:
+            result = self._client.api.wait(name, timeout=timeout_s)
+        except docker.errors.NotFound:
+            raise LabError(f"cannot wait for {name}: no such container") from None
+        except (docker.errors.APIError, OSError) as exc:
+            # requests raises a ReadTimeout (an OSError) when the timeout passes first.
+            raise LabError(f"{name} did not exit within {timeout_s:.0f} s ({type(exc).__name__})") from None
+        return int(result.get("StatusCode", 1))
+
+    # -- resources ------------------------------------------------------------------------
+
+    def cpu_limit(self, name: str) -> CpuLimit:
+        """A container's CPU quota as Docker holds it."""
+        try:
+            host = self._client.api.inspect_container(name).get("HostConfig") or {}
+        except docker.errors.NotFound:
+            raise LabError(f"cannot read the CPU limit of {name}: no such container") from None
+        return CpuLimit(int(host.get("CpuPeriod") or 0), int(host.get("CpuQuota") or 0),
+                        int(host.get("NanoCpus") or 0))
+
+    def set_cpu_limit(self, name: str, cpus: float | None, period_us: int = 100_000) -> None:
+        """Limit a running container to ``cpus`` cores (a CFS quota); None lifts the limit."""
+        quota = -1 if cpus is None else max(1000, round(cpus * period_us))
+        self._call("update", name, lambda: self._client.api.update_container(
+            name, cpu_period=period_us, cpu_quota=quota))
+
+    def restore_cpu_limit(self, name: str, limit: CpuLimit) -> None:
+        """Put back a quota read with ``cpu_limit`` (NanoCpus limits are set at creation only)."""
+        if limit.nano_cpus:
+            return
+        self._call("update", name, lambda: self._client.api.update_container(
+            name, cpu_period=limit.period_us or 100_000, cpu_quota=limit.quota_us or -1))
+
+    def stats_stream(self, name: str, node: str) -> Iterator[ContainerSample]:
+        """Docker's stats stream for one container, one sample about every second, until the
+        container goes or the caller stops iterating."""
+        try:
+            stream = self._client.api.stats(name, stream=True, decode=True)
+            for raw in stream:
+                sample = _container_sample(node, raw)
+                if sample is not None:
+                    yield sample
+        except (docker.errors.APIError, OSError, ValueError):
+            return
 
     def remove_container(self, name: str) -> bool:
         try:

@@ -103,10 +103,13 @@ def plan(
     extra_labels: dict[str, str] | None = None,
     nginx_conf: str | None = None,
     extra_publish: Mapping[str, Mapping[str, int]] | None = None,
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[NodePlan]:
     """Every node of the lab, in start order. ``nginx_conf`` replaces the rendered one and
     ``extra_publish`` (node -> {container port: host port}) publishes more than documented:
-    negative controls run a deliberately broken load balancer or an exposed node."""
+    negative controls run a deliberately broken load balancer or an exposed node.
+    ``extra_env`` (node -> variables) changes a node's environment: the load comparison's
+    "before" runs its one backend straight on PostgreSQL."""
     network = network_name(config.name)
     publish = config.publish
     nodes: list[NodePlan] = []
@@ -140,7 +143,8 @@ def plan(
         spec = ContainerSpec(
             name=container_name(config.name, node), image=images[role], labels=labels,
             network=network, ipv4_address=node_address(config, subnet, node), aliases=(node,),
-            env=env, publish={**ports, **(extra_publish or {}).get(node, {})}, files=files,
+            env={**env, **(extra_env or {}).get(node, {})},
+            publish={**ports, **(extra_publish or {}).get(node, {})}, files=files,
             stop_timeout_s=stop_timeout,
         )
         nodes.append(NodePlan(node, role, spec))

@@ -1,0 +1,121 @@
+"""The k6 script a plan becomes: one ``ramping-arrival-rate`` scenario per request kind.
+
+Every answer is recorded once more as the custom Trend ``lab_request`` (its latency), tagged
+with the status and the serving backend (``X-Backend-Id``: k6 cannot tag its own HTTP samples
+with a response header), and with the iteration's number and the scenario's start as metadata (k6's
+high-cardinality field, so the number costs no new time series). ``lab.load.results`` reads those rows back as
+``RequestRecord``s and derives each one's intended send time from the iteration number and
+the schedule.
+
+The script reads everything about the lab from environment variables, the same ones a user's
+own script gets (README, "lab load"): ``LAB_BASE_URL``, ``LAB_TOKEN``, ``LAB_USERS`` (JSON:
+email, token, conversation_id of each seeded user) and ``LAB_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lab.load.profiles import LoadPlan, RequestKind
+
+RECORD_METRIC = "lab_request"
+REQUEST_TIMEOUT_S = 10
+GRACEFUL_STOP_S = REQUEST_TIMEOUT_S
+WRITE_MARKER = "lab-load"
+# Tags the lab's scripts keep on k6's own samples: fewer columns, a smaller CSV, less k6 CPU.
+SYSTEM_TAGS = ("status", "method", "name", "scenario", "expected_response", "error_code")
+
+
+def _duration(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
+
+
+def k6_options(plan: LoadPlan) -> dict[str, Any]:
+    """The script's ``options``: scenarios, thresholds and what k6 keeps."""
+    scenarios: dict[str, Any] = {}
+    for kind in plan.kinds:
+        pre, most = plan.vus_for(kind)
+        scenarios[kind.name] = {
+            "executor": "ramping-arrival-rate", "exec": kind.name,
+            "startRate": round(plan.start_rate * kind.share, 6), "timeUnit": "1s",
+            "preAllocatedVUs": pre, "maxVUs": most,
+            "stages": [{"duration": _duration(s.duration_s), "target": round(s.target * kind.share, 6)}
+                       for s in plan.stages],
+            "gracefulStop": _duration(GRACEFUL_STOP_S),
+        }
+    overrides = {k.name: k.p95_s for k in plan.kinds if k.p95_s is not None}
+    return {
+        "discardResponseBodies": True,
+        "systemTags": list(SYSTEM_TAGS),
+        "summaryTrendStats": ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)"],
+        "scenarios": scenarios,
+        "thresholds": plan.thresholds.k6(tuple(k.name for k in plan.kinds), overrides),
+    }
+
+
+def _body(kind: RequestKind) -> str:
+    if kind.body == "message":
+        return ("JSON.stringify({conversation_id: u.conversation_id, "
+                f"body: '{WRITE_MARKER} ' + exec.scenario.iterationInTest}})")
+    if kind.body == "login":
+        return "JSON.stringify({email: u.email, password: PASSWORD})"
+    return "null"
+
+
+def _function(kind: RequestKind) -> str:
+    headers = ["'Content-Type': 'application/json'"] if kind.body else []
+    if kind.auth:
+        headers.append("Authorization: 'Bearer ' + u.token")
+    params = f"{{headers: {{{', '.join(headers)}}}, timeout: '{REQUEST_TIMEOUT_S}s'}}"
+    path = json.dumps(kind.path)
+    return f"""export function {kind.name}() {{
+  const u = user();
+  record(http.request({json.dumps(kind.method)}, BASE + {path}, {_body(kind)}, {params}));
+}}"""
+
+
+def render_script(plan: LoadPlan) -> str:
+    """The whole script for a plan (a pure function of it)."""
+    needs_users = any(k.auth or k.body for k in plan.kinds)
+    options = json.dumps(k6_options(plan), indent=2)
+    functions = "\n\n".join(_function(kind) for kind in plan.kinds)
+    users_check = """
+if (USERS.length === 0) {
+  throw new Error('LAB_USERS names no user: the lab passes its seeded users there');
+}""" if needs_users else ""
+    return f"""// Written by Failover Lab for the load profile {plan.profile!r}: {plan.describe()}.
+// The lab reads every answer back from the {RECORD_METRIC} rows of k6's CSV output.
+import http from 'k6/http';
+import exec from 'k6/execution';
+import {{ Trend }} from 'k6/metrics';
+
+const BASE = __ENV.LAB_BASE_URL;
+const USERS = JSON.parse(__ENV.LAB_USERS || '[]');
+const PASSWORD = __ENV.LAB_PASSWORD || '';
+const record_metric = new Trend({json.dumps(RECORD_METRIC)}, true);
+{users_check}
+export const options = {options};
+
+function user() {{
+  return USERS.length ? USERS[exec.scenario.iterationInTest % USERS.length] : {{}};
+}}
+
+function record(res) {{
+  const tags = {{status: String(res.status), backend: res.headers['X-Backend-Id'] || ''}};
+  if (res.error_code) {{
+    tags.error_code = String(res.error_code);
+    tags.error = String(res.error).slice(0, 120);
+  }}
+  // Metadata, not tags: one value per iteration would be one k6 time series each. The
+  // iteration number and the scenario's start (ms) give the intended send time.
+  const meta = exec.vu.metrics.metadata;
+  meta.i = String(exec.scenario.iterationInTest);
+  meta.s = String(exec.scenario.startTime);
+  record_metric.add(res.timings.duration, tags);
+  delete meta.i;
+  delete meta.s;
+}}
+
+{functions}
+"""
