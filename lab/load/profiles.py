@@ -105,17 +105,26 @@ class LoadPlan:
             rate, start = stage.target, start + stage.duration_s
         return total
 
-    def time_of(self, iterations: float) -> float | None:
-        """When the schedule reaches ``iterations`` (seconds after the start); None if never.
+    def kind_rates(self, kind: RequestKind) -> tuple[float, tuple[Stage, ...]]:
+        """One kind's start rate and stages as k6 runs them: k6 takes whole iterations per
+        ``timeUnit``, so each kind's rates are rounded to whole iterations per minute."""
+        def rounded(rate: float) -> float:
+            return round(rate * kind.share * 60) / 60
+        return rounded(self.start_rate), tuple(Stage(s.duration_s, rounded(s.target))
+                                               for s in self.stages)
 
-        k6 starts iteration ``i`` (0-based) of a scenario when the integral of its rate reaches
-        ``i + 1``; a kind with share ``f`` reaches it when the total reaches ``(i + 1) / f``."""
-        done, rate, start = 0.0, self.start_rate, 0.0
-        for stage in self.stages:
+    def time_of(self, iteration: int, kind: RequestKind) -> float | None:
+        """When k6 starts iteration ``iteration`` (0-based) of a kind, in seconds after the
+        start; None if the schedule never reaches it.
+
+        k6 starts iteration ``i`` of a scenario when the integral of its rate reaches ``i + 1``."""
+        rate, stages = self.kind_rates(kind)
+        done, start, need_total = 0.0, 0.0, iteration + 1
+        for stage in stages:
             slope = (stage.target - rate) / stage.duration_s
             area = rate * stage.duration_s + slope * stage.duration_s ** 2 / 2
-            if done + area >= iterations - 1e-9:
-                need = iterations - done
+            if done + area >= need_total - 1e-9:
+                need = need_total - done
                 if abs(slope) < 1e-12:
                     return start + (need / rate if rate > 0 else 0.0)
                 # need = rate*x + slope*x^2/2: the root inside the stage.

@@ -164,7 +164,7 @@ class RecordBuilder:
         started = int(start) / 1000
         if self.collected.started_at is None or started < self.collected.started_at:
             self.collected.started_at = started
-        offset = self.plan.time_of((int(iteration) + 1) / kind.share)
+        offset = self.plan.time_of(int(iteration), kind)
         return sent_at if offset is None else started + offset
 
     def _record(self, row: K6Row) -> RequestRecord:

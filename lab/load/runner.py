@@ -191,7 +191,7 @@ class LoadRunner:
         self.timeout_s = timeout_s
         self.on_progress = on_progress
         self.label = label
-        self.name = plan.profile if plan is not None else (script.stem if script else "script")
+        self.name = plan.profile if plan is not None else (script.name if script else "script")
         self._proc: subprocess.Popen[bytes] | None = None
         self._container: str | None = None
 

@@ -36,12 +36,14 @@ def k6_options(plan: LoadPlan) -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
     for kind in plan.kinds:
         pre, most = plan.vus_for(kind)
+        start, stages = plan.kind_rates(kind)
+        # Per minute: k6 wants whole iterations per timeUnit, and a share of a rate rarely is.
         scenarios[kind.name] = {
             "executor": "ramping-arrival-rate", "exec": kind.name,
-            "startRate": round(plan.start_rate * kind.share, 6), "timeUnit": "1s",
+            "startRate": round(start * 60), "timeUnit": "1m",
             "preAllocatedVUs": pre, "maxVUs": most,
-            "stages": [{"duration": _duration(s.duration_s), "target": round(s.target * kind.share, 6)}
-                       for s in plan.stages],
+            "stages": [{"duration": _duration(s.duration_s), "target": round(s.target * 60)}
+                       for s in stages],
             "gracefulStop": _duration(GRACEFUL_STOP_S),
         }
     overrides = {k.name: k.p95_s for k in plan.kinds if k.p95_s is not None}
