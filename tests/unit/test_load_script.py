@@ -15,7 +15,7 @@ from lab.load.thresholds import LoadThresholds
 
 
 def _options(script: str) -> dict:
-    match = re.search(r"export const options = (\{.*?\n\});", script, re.S)
+    match = re.search(r"export const options = (\{.*?\n\});", script, re.DOTALL)
     assert match, "options block"
     return json.loads(match.group(1))
 
