@@ -162,6 +162,33 @@ def login_users(base_url: str, password: str, emails: tuple[str, ...] = SEEDED_U
     return tuple(users)
 
 
+def hold_quotas(lab: Lab, quotas: dict[str, float | None]) -> dict[str, CpuLimit]:
+    """Hold each node to its CPU quota; returns what each had before, for ``restore_quotas``."""
+    engine, before = lab.engine, {}
+    try:
+        for node, cpus in quotas.items():
+            if cpus is None:
+                continue
+            container = lab.container(node)
+            before[container] = engine.cpu_limit(container)
+            engine.set_cpu_limit(container, cpus)
+    except BaseException:
+        restore_quotas(lab, before)
+        raise
+    return before
+
+
+def restore_quotas(lab: Lab, before: dict[str, CpuLimit]) -> list[str]:
+    """Put back the quotas ``hold_quotas`` replaced; the problems, one sentence each."""
+    problems = []
+    for container, limit in before.items():
+        try:
+            lab.engine.restore_cpu_limit(container, limit)
+        except LabError as exc:
+            problems.append(f"restoring the CPU quota of {container} failed: {exc}")
+    return problems
+
+
 def _stamp(at: float) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(at))
 
@@ -202,25 +229,6 @@ class LoadRunner:
         if not self.settings.quotas:
             return {node: None for node in self.lab.roles}
         return {node: self.settings.cpus.get(role) for node, role in self.lab.roles.items()}
-
-    def _apply_quotas(self, quotas: dict[str, float | None]) -> dict[str, CpuLimit]:
-        engine, before = self.lab.engine, {}
-        for node, cpus in quotas.items():
-            if cpus is None:
-                continue
-            container = self.lab.container(node)
-            before[container] = engine.cpu_limit(container)
-            engine.set_cpu_limit(container, cpus)
-        return before
-
-    def _restore_quotas(self, before: dict[str, CpuLimit]) -> list[str]:
-        problems = []
-        for container, limit in before.items():
-            try:
-                self.lab.engine.restore_cpu_limit(container, limit)
-            except LabError as exc:
-                problems.append(f"restoring the CPU quota of {container} failed: {exc}")
-        return problems
 
     # -- placement ------------------------------------------------------------------------------
 
@@ -390,7 +398,7 @@ class LoadRunner:
                            lab.config.postgres.user, lab.config.postgres.database,
                            interval_s=1.0, max_duration_s=self._deadline_s() + 30)
         history = History()
-        before = self._apply_quotas(quotas)
+        before = hold_quotas(lab, quotas)
         process: ProcessSampler | None = None
         exit_code: int | None = None
         started = time.time()
@@ -432,7 +440,7 @@ class LoadRunner:
             if self._container is not None:
                 (directory / "k6.log").write_text(lab.engine.logs(self._container))
             self._kill()
-            notes.extend(self._restore_quotas(before))
+            notes.extend(restore_quotas(lab, before))
         builder.feed(tail.read())
         try:
             history.pool_stats.append(pool.stats())

