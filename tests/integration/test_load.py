@@ -146,3 +146,38 @@ def test_before_topology_runs_one_backend_on_postgres(engine: Engine, tmp_path: 
         assert not result.history.access_log      # NGINX saw none of it
     finally:
         lab.down()
+
+
+def test_live_line_in_a_real_terminal(running_lab: Lab, tmp_path: Path) -> None:
+    """In a terminal (tmux), the live line shows the current rate, p95, errors and drops while
+    k6 runs, and gives way to the end-of-run lines."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    tmux = shutil.which("tmux")
+    assert tmux, "the live-line test needs tmux (apt-get install tmux)"
+    session = f"lab-load-{running_lab.name}"
+    lab_cli = str(Path(sys.executable).with_name("lab"))
+    command = (f"{lab_cli} load smoke --name {running_lab.name} --set rate=20 --set duration_s=8 "
+               f"--report-dir {tmp_path} --no-dashboard; sleep 30")
+    subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command],
+                   check=True)
+    try:
+        seen, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True, check=True).stdout
+            if "(schedule 20/s)" in screen and " ms  sent " in screen:
+                seen = screen
+                break
+            time.sleep(0.5)
+        assert "(schedule 20/s)" in seen and "errors 0" in seen, seen
+        while time.monotonic() < deadline and "report:" not in screen:
+            screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True, check=True).stdout
+            time.sleep(0.5)
+        assert "smoke: pass" in screen, screen
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", session], check=False)
