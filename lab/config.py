@@ -228,7 +228,8 @@ def load_config(path: Path | None = None, *, name: str | None = None) -> LabConf
 
 
 def _default_cpus() -> dict[str, float]:
-    return {"nginx": 0.4, "backend": 0.3, "pgbouncer": 0.2, "postgres": 0.4, "redis": 0.1}
+    # 1.4 of this machine's 2 cores for the system, the rest for the generator.
+    return {"nginx": 0.3, "backend": 0.25, "pgbouncer": 0.1, "postgres": 0.2, "redis": 0.05}
 
 
 class LoadConfig(_Frozen):

@@ -177,6 +177,7 @@ class _Params(BaseModel):
 
 class _OnePath(_Params):
     path: Annotated[str, Field(pattern=r"^/")] = "/health"
+    auth: bool = False          # send a seeded user's token (the /api/ paths want one)
 
 
 class SmokeParams(_OnePath):
@@ -247,7 +248,7 @@ PROFILES: Registry[ProfileDef] = Registry("profile")
 def _one(profile: str, p: _OnePath, t: LoadThresholds, start: float,
          stages: list[tuple[float, float]]) -> LoadPlan:
     return LoadPlan(profile, start, tuple(Stage(d, r) for d, r in stages),
-                    (RequestKind("main", "GET", p.path, 1.0),), t, p.vus, p.max_vus,
+                    (RequestKind("main", "GET", p.path, 1.0, auth=p.auth),), t, p.vus, p.max_vus,
                     p.model_dump())
 
 

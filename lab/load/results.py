@@ -137,6 +137,7 @@ class Collected:
     records: list[RequestRecord] = field(default_factory=list)
     dropped: list[tuple[float, str]] = field(default_factory=list)   # (at, scenario)
     started_at: float | None = None     # the scenario start k6 reported (epoch s)
+    errors: int = 0                     # records not ok, kept as they come for the live line
 
 
 class RecordBuilder:
@@ -152,7 +153,9 @@ class RecordBuilder:
     def feed(self, rows: Iterable[K6Row]) -> None:
         for row in rows:
             if row.metric == self.metric:
-                self.collected.records.append(self._record(row))
+                record = self._record(row)
+                self.collected.records.append(record)
+                self.collected.errors += record.outcome is not Outcome.OK
             elif row.metric == DROPPED_METRIC:
                 self.collected.dropped.append((row.at, row.tags.get("scenario", "")))
 

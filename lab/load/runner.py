@@ -358,7 +358,7 @@ class LoadRunner:
         now = max((r.sent_at for r in records[-2000:]), default=time.time())
         recent = [r for r in records[-20000:] if r.sent_at >= now - 2.0]
         latencies = [r.latency_s if r.latency_s is not None else math.inf for r in recent]
-        errors = sum(1 for r in records if r.outcome.value != "ok")
+        errors = builder.collected.errors
         t0 = builder.collected.started_at
         scheduled = (self.plan.rate_at(now - t0) if self.plan is not None and t0 is not None
                      else None)

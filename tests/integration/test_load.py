@@ -49,7 +49,7 @@ def test_smoke_on_the_lab_network(running_lab: Lab, engine: Engine, tmp_path: Pa
     assert len(requests) == 60 and all(r["outcome"] == "ok" for r in requests)
     assert {r["backend"] for r in requests} == set(running_lab.config.backend_names)
     assert all(r["intended_at"] <= r["sent_at"] + 1e-3 for r in requests)
-    assert document["quotas"]["backend-1"] == 0.3
+    assert document["quotas"]["backend-1"] == 0.25
     nodes = {n["node"]: n for n in document["figures"]["nodes"]}
     assert {"k6", "nginx", "backend-1", "postgres"} <= set(nodes)
     assert len(document["history"]["access_log"]) >= 60

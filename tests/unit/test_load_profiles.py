@@ -35,7 +35,7 @@ def test_unknown_parameter_is_refused_with_what_the_profile_takes() -> None:
     """A misspelt parameter names the profile's own parameters; nothing falls through."""
     with pytest.raises(ConfigError) as info:
         build_plan("smoke", {"rat": 3}, DEFAULT)
-    assert "rat: unknown parameter (profile smoke takes vus, max_vus, path, rate, duration_s)" \
+    assert "rat: unknown parameter (profile smoke takes vus, max_vus, path, auth, rate, duration_s)" \
         in info.value.message
 
 
