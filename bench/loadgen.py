@@ -45,8 +45,13 @@ def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
     """wrk's requests/s and its CPU (cores) over the run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    done = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s",
-                           url], capture_output=True, text=True, timeout=seconds + 30, check=True)
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    )
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
@@ -59,15 +64,23 @@ def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
     return float(match.group(1)), cpu / wall
 
 
-def lab_load(lab: Lab, rate: float, seconds: float, path: str, generator: str, vus: int,
-             report_root: Path) -> tuple[float, float | None, str]:
+def lab_load(
+    lab: Lab, rate: float, seconds: float, path: str, generator: str, vus: int, report_root: Path
+) -> tuple[float, float | None, str]:
     """lab load's ok answers/s over the hold (the ramp left out), its CPU, its verdict."""
-    plan = build_plan("load", {"rate": round(rate), "ramp_s": RAMP_S, "duration_s": seconds,
-                               "path": path, "vus": vus},
-                      LoadThresholds(p95_s=None, error_rate=None))
-    result = LoadRunner(lab, plan=plan, generator=generator,  # type: ignore[arg-type]
-                        settings=load_load_config(None).model_copy(update={"quotas": False}),
-                        report_root=report_root, dashboard=False).run()
+    plan = build_plan(
+        "load",
+        {"rate": round(rate), "ramp_s": RAMP_S, "duration_s": seconds, "path": path, "vus": vus},
+        LoadThresholds(p95_s=None, error_rate=None),
+    )
+    result = LoadRunner(
+        lab,
+        plan=plan,
+        generator=generator,  # type: ignore[arg-type]
+        settings=load_load_config(None).model_copy(update={"quotas": False}),
+        report_root=report_root,
+        dashboard=False,
+    ).run()
     figs = figures(result)
     hold = [w for w in figs.windows if RAMP_S + 1 <= w.start < RAMP_S + seconds]
     ok_rate = sum(w.ok for w in hold) / sum(w.width for w in hold) if hold else 0.0
@@ -82,9 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--path", default="/health")
-    parser.add_argument("--vus", type=int, default=0,
-                        help="k6's VUs (default 4x --connections: k6 spends more per request "
-                        "than wrk, so it needs more in flight for the same rate)")
+    parser.add_argument(
+        "--vus",
+        type=int,
+        default=0,
+        help="k6's VUs (default 4x --connections: k6 spends more per request "
+        "than wrk, so it needs more in flight for the same rate)",
+    )
     parser.add_argument("--report-dir", type=Path, default=Path(".lab") / "bench-loadgen")
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 10 or not 1 <= args.seconds <= 60:
@@ -111,15 +128,19 @@ def main(argv: list[str] | None = None) -> int:
             wrk_rate, wrk_cpu = wrk(url, args.seconds, args.connections)
             offered = OVERLOAD * wrk_rate
             host_rate, host_cpu, host_verdict = lab_load(
-                lab, offered, args.seconds, args.path, "host", vus, args.report_dir)
+                lab, offered, args.seconds, args.path, "host", vus, args.report_dir
+            )
             net_rate, net_cpu, net_verdict = lab_load(
-                lab, offered, args.seconds, args.path, "network", vus, args.report_dir)
+                lab, offered, args.seconds, args.path, "network", vus, args.report_dir
+            )
             ratio = net_rate / wrk_rate if wrk_rate else 0.0
             ratios.append(ratio)
-            print(f"round {round_}: wrk {wrk_rate:7.0f} req/s (cpu {wrk_cpu:.2f}) | "
-                  f"lab load host {host_rate:7.0f} ok/s (cpu {host_cpu or 0:.2f}, {host_verdict}) | "
-                  f"lab load network {net_rate:7.0f} ok/s (cpu {net_cpu or 0:.2f}, {net_verdict}) "
-                  f"| offered {offered:.0f}/s | ratio {ratio:.2f} (host {host_rate / wrk_rate:.2f})")
+            print(
+                f"round {round_}: wrk {wrk_rate:7.0f} req/s (cpu {wrk_cpu:.2f}) | "
+                f"lab load host {host_rate:7.0f} ok/s (cpu {host_cpu or 0:.2f}, {host_verdict}) | "
+                f"lab load network {net_rate:7.0f} ok/s (cpu {net_cpu or 0:.2f}, {net_verdict}) "
+                f"| offered {offered:.0f}/s | ratio {ratio:.2f} (host {host_rate / wrk_rate:.2f})"
+            )
     except LabError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         return 2
@@ -127,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         restore_quotas(lab, before)
         if started_here:
             lab.down()
-    print(f"ratio (lab load / wrk, median of {len(ratios)}): {statistics.median(ratios):.2f}"
-          f"  (goal >= 0.9)")
+    print(
+        f"ratio (lab load / wrk, median of {len(ratios)}): {statistics.median(ratios):.2f}"
+        f"  (goal >= 0.9)"
+    )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

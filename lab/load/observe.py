@@ -18,16 +18,21 @@ from dataclasses import dataclass
 
 from lab.history import ContainerSample, PoolSample
 
-SATURATED = 0.9             # of the quota, in one interval
-THROTTLED = 0.5             # of the CFS periods in one interval
+SATURATED = 0.9  # of the quota, in one interval
+THROTTLED = 0.5  # of the CFS periods in one interval
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class StatsSampler:
     """Samples containers (name -> node) on Docker's stats streams until stopped."""
 
-    def __init__(self, stream: Callable[[str, str], Iterable[ContainerSample]],
-                 containers: Mapping[str, str], *, max_duration_s: float):
+    def __init__(
+        self,
+        stream: Callable[[str, str], Iterable[ContainerSample]],
+        containers: Mapping[str, str],
+        *,
+        max_duration_s: float,
+    ):
         self._stream = stream
         self.containers = dict(containers)
         self.max_duration_s = max_duration_s
@@ -48,8 +53,9 @@ class StatsSampler:
         return self
 
     def _spawn(self, container: str, node: str) -> None:
-        thread = threading.Thread(target=self._run, args=(container, node), daemon=True,
-                                  name=f"stats-{node}")
+        thread = threading.Thread(
+            target=self._run, args=(container, node), daemon=True, name=f"stats-{node}"
+        )
         self._threads.append(thread)
         thread.start()
 
@@ -76,8 +82,9 @@ class StatsSampler:
 class ProcessSampler:
     """The generator's own CPU and memory when it runs on the host (``/proc/<pid>``)."""
 
-    def __init__(self, pid: int, node: str = "k6", interval_s: float = 1.0,
-                 max_duration_s: float = 3600.0):
+    def __init__(
+        self, pid: int, node: str = "k6", interval_s: float = 1.0, max_duration_s: float = 3600.0
+    ):
         self.pid, self.node, self.interval_s = pid, node, interval_s
         self.max_duration_s = max_duration_s
         self._samples: list[ContainerSample] = []
@@ -91,8 +98,10 @@ class ProcessSampler:
             rss_pages = int(fields[21])
         except (OSError, IndexError, ValueError):
             return None
-        cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS   # utime + stime
-        return ContainerSample(time.time(), self.node, cpu_s, rss_pages * os.sysconf("SC_PAGE_SIZE"))
+        cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+        return ContainerSample(
+            time.time(), self.node, cpu_s, rss_pages * os.sysconf("SC_PAGE_SIZE")
+        )
 
     def start(self) -> ProcessSampler:
         self._thread.start()
@@ -121,12 +130,12 @@ class NodeLoad:
     """One node over the run: CPU (cores) against its quota, memory, first saturation."""
 
     node: str
-    quota_cpus: float | None    # the CFS quota in force during the load (None: unlimited)
+    quota_cpus: float | None  # the CFS quota in force during the load (None: unlimited)
     mean_cpus: float
     peak_cpus: float
-    saturated_s: float          # time spent saturated
-    first_saturated_at: float | None   # epoch s
-    throttled_share: float      # of the CFS periods while the quota was in force
+    saturated_s: float  # time spent saturated
+    first_saturated_at: float | None  # epoch s
+    throttled_share: float  # of the CFS periods while the quota was in force
     memory_start: int
     memory_end: int
     memory_peak: int
@@ -136,8 +145,13 @@ class NodeLoad:
         return self.memory_end - self.memory_start
 
 
-def node_loads(samples: Sequence[ContainerSample], quotas: Mapping[str, float | None],
-               cores: int, since: float, until: float) -> list[NodeLoad]:
+def node_loads(
+    samples: Sequence[ContainerSample],
+    quotas: Mapping[str, float | None],
+    cores: int,
+    since: float,
+    until: float,
+) -> list[NodeLoad]:
     """Per node, from its samples between ``since`` and ``until`` (the load's own span)."""
     by_node: dict[str, list[ContainerSample]] = {}
     for sample in samples:
@@ -167,13 +181,26 @@ def node_loads(samples: Sequence[ContainerSample], quotas: Mapping[str, float | 
         total_span = inside[-1].at - inside[0].at
         periods = inside[-1].periods - inside[0].periods
         memory = [s.memory_bytes for s in inside]
-        out.append(NodeLoad(
-            node=node, quota_cpus=limit,
-            mean_cpus=(inside[-1].cpu_s - inside[0].cpu_s) / total_span if total_span > 0 else 0.0,
-            peak_cpus=max(cpus, default=0.0), saturated_s=saturated, first_saturated_at=first,
-            throttled_share=((inside[-1].throttled_periods - inside[0].throttled_periods) / periods
-                             if periods > 0 else 0.0),
-            memory_start=memory[0], memory_end=memory[-1], memory_peak=max(memory)))
+        out.append(
+            NodeLoad(
+                node=node,
+                quota_cpus=limit,
+                mean_cpus=(inside[-1].cpu_s - inside[0].cpu_s) / total_span
+                if total_span > 0
+                else 0.0,
+                peak_cpus=max(cpus, default=0.0),
+                saturated_s=saturated,
+                first_saturated_at=first,
+                throttled_share=(
+                    (inside[-1].throttled_periods - inside[0].throttled_periods) / periods
+                    if periods > 0
+                    else 0.0
+                ),
+                memory_start=memory[0],
+                memory_end=memory[-1],
+                memory_peak=max(memory),
+            )
+        )
     return out
 
 

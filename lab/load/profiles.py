@@ -54,12 +54,12 @@ class Stage:
 class RequestKind:
     """One k6 scenario of a plan: what each of its iterations sends, and its share of the rate."""
 
-    name: str                   # the k6 scenario name, also the records' ``client``
+    name: str  # the k6 scenario name, also the records' ``client``
     method: str
     path: str
     share: float
     body: Body = ""
-    auth: bool = False          # sends a bearer token of a seeded user
+    auth: bool = False  # sends a bearer token of a seeded user
     p95_s: float | None = None  # its own p95 bound (logins hash a password)
 
 
@@ -72,7 +72,7 @@ class LoadPlan:
     stages: tuple[Stage, ...]
     kinds: tuple[RequestKind, ...]
     thresholds: LoadThresholds
-    vus: int | None = None      # pre-allocated VUs (None: sized from the peak rate)
+    vus: int | None = None  # pre-allocated VUs (None: sized from the peak rate)
     max_vus: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -109,10 +109,13 @@ class LoadPlan:
     def kind_rates(self, kind: RequestKind) -> tuple[float, tuple[Stage, ...]]:
         """One kind's start rate and stages as k6 runs them: k6 takes whole iterations per
         ``timeUnit``, so each kind's rates are rounded to whole iterations per minute."""
+
         def rounded(rate: float) -> float:
             return round(rate * kind.share * 60) / 60
-        return rounded(self.start_rate), tuple(Stage(s.duration_s, rounded(s.target))
-                                               for s in self.stages)
+
+        return rounded(self.start_rate), tuple(
+            Stage(s.duration_s, rounded(s.target)) for s in self.stages
+        )
 
     def time_of(self, iteration: int, kind: RequestKind) -> float | None:
         """When k6 starts iteration ``iteration`` (0-based) of a kind, in seconds after the
@@ -123,7 +126,7 @@ class LoadPlan:
         done, start, need_total = 0.0, 0.0, iteration + 1
         for stage in stages:
             slope = (stage.target - rate) / stage.duration_s
-            area = rate * stage.duration_s + slope * stage.duration_s ** 2 / 2
+            area = rate * stage.duration_s + slope * stage.duration_s**2 / 2
             if done + area >= need_total - 1e-9:
                 need = need_total - done
                 if abs(slope) < 1e-12:
@@ -153,8 +156,9 @@ class LoadPlan:
         """The same plan on another schedule."""
         if not stages:
             raise ConfigError("a load plan needs at least one stage")
-        return replace(self, stages=stages,
-                       start_rate=self.start_rate if start_rate is None else start_rate)
+        return replace(
+            self, stages=stages, start_rate=self.start_rate if start_rate is None else start_rate
+        )
 
     def describe(self) -> str:
         """The schedule in one line: ``0 -> 1500/s over 5s, 1500/s for 30s``."""
@@ -177,7 +181,7 @@ class _Params(BaseModel):
 
 class _OnePath(_Params):
     path: Annotated[str, Field(pattern=r"^/")] = "/health"
-    auth: bool = False          # send a seeded user's token (the /api/ paths want one)
+    auth: bool = False  # send a seeded user's token (the /api/ paths want one)
 
 
 class SmokeParams(_OnePath):
@@ -186,13 +190,13 @@ class SmokeParams(_OnePath):
 
 
 class LoadParams(_OnePath):
-    rate: Rate = 1500           # the checklist: 1,500-2,000 req/s
+    rate: Rate = 1500  # the checklist: 1,500-2,000 req/s
     ramp_s: Duration = 5
     duration_s: Duration = 30
 
 
 class StressParams(_OnePath):
-    rate: Rate = 1500           # the normal load; two steps above it up to the peak
+    rate: Rate = 1500  # the normal load; two steps above it up to the peak
     peak: Rate = 3000
     step_s: Duration = 15
     ramp_s: Duration = 5
@@ -219,7 +223,7 @@ class BreakpointParams(_OnePath):
 
 
 class ConversationParams(_Params):
-    rate: Rate = 200            # all three kinds together
+    rate: Rate = 200  # all three kinds together
     reads: Annotated[float, Field(gt=0, le=1)] = 0.8
     writes: Annotated[float, Field(ge=0, le=1)] = 0.18
     logins: Annotated[float, Field(ge=0, le=1)] = 0.02
@@ -245,57 +249,138 @@ class ProfileDef:
 PROFILES: Registry[ProfileDef] = Registry("profile")
 
 
-def _one(profile: str, p: _OnePath, t: LoadThresholds, start: float,
-         stages: list[tuple[float, float]]) -> LoadPlan:
-    return LoadPlan(profile, start, tuple(Stage(d, r) for d, r in stages),
-                    (RequestKind("main", "GET", p.path, 1.0, auth=p.auth),), t, p.vus, p.max_vus,
-                    p.model_dump())
+def _one(
+    profile: str, p: _OnePath, t: LoadThresholds, start: float, stages: list[tuple[float, float]]
+) -> LoadPlan:
+    return LoadPlan(
+        profile,
+        start,
+        tuple(Stage(d, r) for d, r in stages),
+        (RequestKind("main", "GET", p.path, 1.0, auth=p.auth),),
+        t,
+        p.vus,
+        p.max_vus,
+        p.model_dump(),
+    )
 
 
-PROFILES.add(ProfileDef(
-    "smoke", SmokeParams, "a few requests per second: does everything answer at all",
-    lambda p, t: _one("smoke", p, t, p.rate, [(p.duration_s, p.rate)])))
-PROFILES.add(ProfileDef(
-    "load", LoadParams, "the checklist's expected load (1,500 req/s), held after a short ramp",
-    lambda p, t: _one("load", p, t, 0, [(p.ramp_s, p.rate), (p.duration_s, p.rate)])))
-PROFILES.add(ProfileDef(
-    "stress", StressParams, "steps from the normal load to twice it, held at each step",
-    lambda p, t: _one("stress", p, t, 0, [
-        (p.ramp_s, p.rate), (p.step_s, p.rate),
-        (p.ramp_s, (p.rate + p.peak) / 2), (p.step_s, (p.rate + p.peak) / 2),
-        (p.ramp_s, p.peak), (p.step_s, p.peak), (p.ramp_s, 0)])))
-PROFILES.add(ProfileDef(
-    "spike", SpikeParams, "a quiet base load, a sudden spike, back to the base",
-    lambda p, t: _one("spike", p, t, p.base, [
-        (p.base_s, p.base), (p.ramp_s, p.peak), (p.spike_s, p.peak), (p.ramp_s, p.base),
-        (p.base_s, p.base)])))
-PROFILES.add(ProfileDef(
-    "soak", SoakParams, "a moderate load held long: memory growth per container",
-    lambda p, t: _one("soak", p, t, 0, [(p.ramp_s, p.rate), (p.duration_s, p.rate)])))
-PROFILES.add(ProfileDef(
-    "breakpoint", BreakpointParams,
-    "ramp until a threshold breaks (k6 abortOnFail), and report the rate where it did",
-    lambda p, t: _one("breakpoint", p, t, p.start, [(p.duration_s, p.peak)]),
-    thresholds=lambda given: given.model_copy(update={"abort_on_fail": True})))
+PROFILES.add(
+    ProfileDef(
+        "smoke",
+        SmokeParams,
+        "a few requests per second: does everything answer at all",
+        lambda p, t: _one("smoke", p, t, p.rate, [(p.duration_s, p.rate)]),
+    )
+)
+PROFILES.add(
+    ProfileDef(
+        "load",
+        LoadParams,
+        "the checklist's expected load (1,500 req/s), held after a short ramp",
+        lambda p, t: _one("load", p, t, 0, [(p.ramp_s, p.rate), (p.duration_s, p.rate)]),
+    )
+)
+PROFILES.add(
+    ProfileDef(
+        "stress",
+        StressParams,
+        "steps from the normal load to twice it, held at each step",
+        lambda p, t: _one(
+            "stress",
+            p,
+            t,
+            0,
+            [
+                (p.ramp_s, p.rate),
+                (p.step_s, p.rate),
+                (p.ramp_s, (p.rate + p.peak) / 2),
+                (p.step_s, (p.rate + p.peak) / 2),
+                (p.ramp_s, p.peak),
+                (p.step_s, p.peak),
+                (p.ramp_s, 0),
+            ],
+        ),
+    )
+)
+PROFILES.add(
+    ProfileDef(
+        "spike",
+        SpikeParams,
+        "a quiet base load, a sudden spike, back to the base",
+        lambda p, t: _one(
+            "spike",
+            p,
+            t,
+            p.base,
+            [
+                (p.base_s, p.base),
+                (p.ramp_s, p.peak),
+                (p.spike_s, p.peak),
+                (p.ramp_s, p.base),
+                (p.base_s, p.base),
+            ],
+        ),
+    )
+)
+PROFILES.add(
+    ProfileDef(
+        "soak",
+        SoakParams,
+        "a moderate load held long: memory growth per container",
+        lambda p, t: _one("soak", p, t, 0, [(p.ramp_s, p.rate), (p.duration_s, p.rate)]),
+    )
+)
+PROFILES.add(
+    ProfileDef(
+        "breakpoint",
+        BreakpointParams,
+        "ramp until a threshold breaks (k6 abortOnFail), and report the rate where it did",
+        lambda p, t: _one("breakpoint", p, t, p.start, [(p.duration_s, p.peak)]),
+        thresholds=lambda given: given.model_copy(update={"abort_on_fail": True}),
+    )
+)
 
 
 def _conversation(p: ConversationParams, t: LoadThresholds) -> LoadPlan:
     total = p.reads + p.writes + p.logins
     kinds = [RequestKind("reads", "GET", "/api/conversations", p.reads / total, auth=True)]
     if p.writes:
-        kinds.append(RequestKind("writes", "POST", "/api/messages", p.writes / total,
-                                 body="message", auth=True))
+        kinds.append(
+            RequestKind(
+                "writes", "POST", "/api/messages", p.writes / total, body="message", auth=True
+            )
+        )
     if p.logins:
-        kinds.append(RequestKind("logins", "POST", "/api/auth/login", p.logins / total,
-                                 body="login", p95_s=p.login_p95_s))
-    return LoadPlan("conversation", 0, (Stage(p.ramp_s, p.rate), Stage(p.duration_s, p.rate)),
-                    tuple(kinds), t, p.vus, p.max_vus, p.model_dump())
+        kinds.append(
+            RequestKind(
+                "logins",
+                "POST",
+                "/api/auth/login",
+                p.logins / total,
+                body="login",
+                p95_s=p.login_p95_s,
+            )
+        )
+    return LoadPlan(
+        "conversation",
+        0,
+        (Stage(p.ramp_s, p.rate), Stage(p.duration_s, p.rate)),
+        tuple(kinds),
+        t,
+        p.vus,
+        p.max_vus,
+        p.model_dump(),
+    )
 
 
-PROFILES.add(ProfileDef(
-    "conversation", ConversationParams,
-    "the checklist's conversation test: reads, writes and logins with the lab's seeded users",
-    _conversation))
+PROFILES.add(
+    ProfileDef(
+        "conversation",
+        ConversationParams,
+        "the checklist's conversation test: reads, writes and logins with the lab's seeded users",
+        _conversation,
+    )
+)
 
 
 def parse_stage(text: str) -> Stage:
@@ -315,9 +400,15 @@ def parse_stage(text: str) -> Stage:
     return Stage(seconds, rate)
 
 
-def build_plan(profile: str, params: dict[str, Any], thresholds: LoadThresholds, *,
-               stages: tuple[Stage, ...] = (), start_rate: float | None = None,
-               source: str = "--set") -> LoadPlan:
+def build_plan(
+    profile: str,
+    params: dict[str, Any],
+    thresholds: LoadThresholds,
+    *,
+    stages: tuple[Stage, ...] = (),
+    start_rate: float | None = None,
+    source: str = "--set",
+) -> LoadPlan:
     """A profile's plan from its parameters; unknown parameters are refused with the profile's
     own list."""
     definition = PROFILES.get(profile)
@@ -329,8 +420,10 @@ def build_plan(profile: str, params: dict[str, Any], thresholds: LoadThresholds,
             name = ".".join(str(p) for p in item["loc"]) or "(top level)"
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
-                message = (f"unknown parameter (profile {profile} takes "
-                           f"{', '.join(definition.params.model_fields)})")
+                message = (
+                    f"unknown parameter (profile {profile} takes "
+                    f"{', '.join(definition.params.model_fields)})"
+                )
             lines.append(f"  {name}: {message}")
         raise ConfigError("\n".join(lines)) from None
     plan = definition.build(values, definition.thresholds(thresholds))

@@ -42,6 +42,7 @@ class Latencies:
             if value is None:
                 return "-"
             return "none" if math.isinf(value) else f"{value * 1000:.1f}"
+
         return f"p50 {ms(self.p50_s)} / p95 {ms(self.p95_s)} / p99 {ms(self.p99_s)} ms"
 
 
@@ -55,17 +56,17 @@ class LoadFigures:
     unknown: int
     dropped: int
     scheduled: float | None
-    span_s: float               # first send to last send
-    achieved_rate: float        # answers ok per second over the span
+    span_s: float  # first send to last send
+    achieved_rate: float  # answers ok per second over the span
     statuses: dict[str, int]
     backends: dict[str, int]
-    client: Latencies           # k6's latency (no answer counts as longer than any)
-    nginx: Latencies            # NGINX's $request_time for the same requests
-    upstream: Latencies         # the backends' time, per NGINX ($upstream_response_time)
+    client: Latencies  # k6's latency (no answer counts as longer than any)
+    nginx: Latencies  # NGINX's $request_time for the same requests
+    upstream: Latencies  # the backends' time, per NGINX ($upstream_response_time)
     windows: tuple[Window, ...]
     breakpoint: BreakPoint
     nodes: tuple[NodeLoad, ...]
-    first_saturated: str        # one sentence
+    first_saturated: str  # one sentence
     pool_waiting_at: float | None
     transactions_per_s: float | None
     generator_cpus: float | None
@@ -88,38 +89,60 @@ def figures(result: LoadResult) -> LoadFigures:
     client = Latencies.of([r.latency_s if r.latency_s is not None else math.inf for r in records])
     log = result.history.access_log
     nginx = Latencies.of([e.request_time_s for e in log])
-    upstream = Latencies.of([sum(t for t in e.upstream_times_s if t is not None)
-                             for e in log if e.upstream_times_s])
+    upstream = Latencies.of(
+        [sum(t for t in e.upstream_times_s if t is not None) for e in log if e.upstream_times_s]
+    )
     wins = tuple(windows(records, [(d.at, d.client) for d in result.dropped], t0, result.plan))
     bounds = result.thresholds
     breakpoint = find_break(wins, bounds.p95_s, bounds.error_rate)
-    loads = tuple(node_loads(result.containers, result.quotas, result.cores,
-                             result.started_at, result.finished_at))
+    loads = tuple(
+        node_loads(
+            result.containers, result.quotas, result.cores, result.started_at, result.finished_at
+        )
+    )
     first = first_saturated(loads)
     waiting = pool_waiting_since(result.history.pool_samples)
     if first is not None and first.first_saturated_at is not None:
         at = first.first_saturated_at - t0
         rate = f", schedule {result.plan.rate_at(at):.0f}/s" if result.plan is not None else ""
         quota = f"{first.quota_cpus:g} CPU quota" if first.quota_cpus else "the machine's cores"
-        sentence = (f"{first.node} at {at:.1f} s{rate}: {first.peak_cpus:.2f} cores of its {quota}")
+        sentence = f"{first.node} at {at:.1f} s{rate}: {first.peak_cpus:.2f} cores of its {quota}"
     else:
         sentence = "no node reached 90% of its CPU quota"
     if waiting is not None:
-        sentence += f"; PgBouncer had clients waiting for a server connection from {waiting - t0:.1f} s"
+        sentence += (
+            f"; PgBouncer had clients waiting for a server connection from {waiting - t0:.1f} s"
+        )
     stats = result.history.pool_stats
     tps = None
     if len(stats) >= 2 and stats[-1].at > stats[0].at:
-        tps = (stats[-1].total_xact_count - stats[0].total_xact_count) / (stats[-1].at - stats[0].at)
+        tps = (stats[-1].total_xact_count - stats[0].total_xact_count) / (
+            stats[-1].at - stats[0].at
+        )
     generator = next((n.mean_cpus for n in loads if n.node == "k6"), None)
     scheduled = result.plan.scheduled() if result.plan is not None else None
     return LoadFigures(
-        sent=len(records), ok=tally[Outcome.OK], failed=tally[Outcome.FAIL],
-        unknown=tally[Outcome.UNKNOWN], dropped=len(result.dropped), scheduled=scheduled,
-        span_s=span, achieved_rate=tally[Outcome.OK] / span if span else 0.0,
-        statuses=dict(sorted(statuses.items())), backends=dict(sorted(backends.items())),
-        client=client, nginx=nginx, upstream=upstream, windows=wins, breakpoint=breakpoint,
-        nodes=loads, first_saturated=sentence, pool_waiting_at=waiting,
-        transactions_per_s=tps, generator_cpus=generator)
+        sent=len(records),
+        ok=tally[Outcome.OK],
+        failed=tally[Outcome.FAIL],
+        unknown=tally[Outcome.UNKNOWN],
+        dropped=len(result.dropped),
+        scheduled=scheduled,
+        span_s=span,
+        achieved_rate=tally[Outcome.OK] / span if span else 0.0,
+        statuses=dict(sorted(statuses.items())),
+        backends=dict(sorted(backends.items())),
+        client=client,
+        nginx=nginx,
+        upstream=upstream,
+        windows=wins,
+        breakpoint=breakpoint,
+        nodes=loads,
+        first_saturated=sentence,
+        pool_waiting_at=waiting,
+        transactions_per_s=tps,
+        generator_cpus=generator,
+    )
 
 
 def document(result: LoadResult, figs: LoadFigures | None = None) -> dict[str, Any]:
@@ -127,35 +150,60 @@ def document(result: LoadResult, figs: LoadFigures | None = None) -> dict[str, A
     figs = figs or figures(result)
     plan = result.plan
     return {
-        "schema": SCHEMA, "kind": "load", "profile": result.name, "lab": result.lab,
-        "lab_version": __version__, "started_at": result.started_at,
+        "schema": SCHEMA,
+        "kind": "load",
+        "profile": result.name,
+        "lab": result.lab,
+        "lab_version": __version__,
+        "started_at": result.started_at,
         "finished_at": result.finished_at,
         "wall_time_s": round(result.finished_at - result.started_at, 3),
-        "verdict": result.verdict.verdict.value, "reason": result.verdict.reason,
-        "k6": {"version": result.k6_version, "exit_code": result.k6_exit_code,
-               "generator": result.generator, "target": asdict(result.target),
-               "script": str(result.script) if result.script else "script.js"},
-        "plan": None if plan is None else {
-            "schedule": plan.describe(), "start_rate": plan.start_rate,
-            "stages": [asdict(s) for s in plan.stages], "kinds": [asdict(k) for k in plan.kinds],
-            "params": plan.params, "scheduled": plan.scheduled(),
-            "vus": {k.name: plan.vus_for(k) for k in plan.kinds}},
+        "verdict": result.verdict.verdict.value,
+        "reason": result.verdict.reason,
+        "k6": {
+            "version": result.k6_version,
+            "exit_code": result.k6_exit_code,
+            "generator": result.generator,
+            "target": asdict(result.target),
+            "script": str(result.script) if result.script else "script.js",
+        },
+        "plan": None
+        if plan is None
+        else {
+            "schedule": plan.describe(),
+            "start_rate": plan.start_rate,
+            "stages": [asdict(s) for s in plan.stages],
+            "kinds": [asdict(k) for k in plan.kinds],
+            "params": plan.params,
+            "scheduled": plan.scheduled(),
+            "vus": {k.name: plan.vus_for(k) for k in plan.kinds},
+        },
         "thresholds": result.thresholds.model_dump(),
         "threshold_results": [asdict(t) for t in result.threshold_results],
         "quotas": result.quotas,
         "figures": {
-            "sent": figs.sent, "ok": figs.ok, "failed": figs.failed, "unknown": figs.unknown,
-            "dropped": figs.dropped, "scheduled": figs.scheduled, "span_s": figs.span_s,
-            "achieved_rate": figs.achieved_rate, "statuses": figs.statuses,
-            "backends": figs.backends, "latency": {"client": asdict(figs.client),
-                                                   "nginx": asdict(figs.nginx),
-                                                   "upstream": asdict(figs.upstream)},
+            "sent": figs.sent,
+            "ok": figs.ok,
+            "failed": figs.failed,
+            "unknown": figs.unknown,
+            "dropped": figs.dropped,
+            "scheduled": figs.scheduled,
+            "span_s": figs.span_s,
+            "achieved_rate": figs.achieved_rate,
+            "statuses": figs.statuses,
+            "backends": figs.backends,
+            "latency": {
+                "client": asdict(figs.client),
+                "nginx": asdict(figs.nginx),
+                "upstream": asdict(figs.upstream),
+            },
             "breakpoint": asdict(figs.breakpoint),
             "first_saturated": figs.first_saturated,
             "pgbouncer_transactions_per_s": figs.transactions_per_s,
             "generator_cpus": figs.generator_cpus,
             "nodes": [asdict(n) | {"memory_growth": n.memory_growth} for n in figs.nodes],
-            "windows": [asdict(w) for w in figs.windows]},
+            "windows": [asdict(w) for w in figs.windows],
+        },
         "notes": list(result.notes),
         "k6_metrics": result.k6_metrics,
         "history": asdict(result.history),
@@ -184,17 +232,31 @@ def lines(result: LoadResult, figs: LoadFigures | None = None) -> list[Text]:
     """The end-of-run lines: verdict, rate, latency on each clock, saturation, per node."""
     figs = figs or figures(result)
     verdict = result.verdict.verdict.value
-    out = [Text.assemble((f"{result.name}: ", "bold"), (verdict, STYLE[verdict]),
-                         f" ({result.verdict.reason})")]
+    out = [
+        Text.assemble(
+            (f"{result.name}: ", "bold"), (verdict, STYLE[verdict]), f" ({result.verdict.reason})"
+        )
+    ]
     if result.plan is not None:
-        out.append(Text(f"  schedule   {result.plan.describe()}  ({figs.scheduled:.0f} iterations)"))
-    generator = (f", its CPU {figs.generator_cpus:.2f} cores" if figs.generator_cpus is not None
-                 else "")
-    out.append(Text(f"  generator  k6 {result.k6_version} on the {result.generator}"
-                    f" -> {result.target.node}:{result.target.port}{generator}"))
-    out.append(Text(f"  requests   {figs.sent} sent, {figs.ok} ok, {figs.failed} failed, "
-                    f"{figs.unknown} unknown, {figs.dropped} dropped; "
-                    f"{figs.achieved_rate:.0f} ok/s over {figs.span_s:.1f} s"))
+        out.append(
+            Text(f"  schedule   {result.plan.describe()}  ({figs.scheduled:.0f} iterations)")
+        )
+    generator = (
+        f", its CPU {figs.generator_cpus:.2f} cores" if figs.generator_cpus is not None else ""
+    )
+    out.append(
+        Text(
+            f"  generator  k6 {result.k6_version} on the {result.generator}"
+            f" -> {result.target.node}:{result.target.port}{generator}"
+        )
+    )
+    out.append(
+        Text(
+            f"  requests   {figs.sent} sent, {figs.ok} ok, {figs.failed} failed, "
+            f"{figs.unknown} unknown, {figs.dropped} dropped; "
+            f"{figs.achieved_rate:.0f} ok/s over {figs.span_s:.1f} s"
+        )
+    )
     out.append(Text(f"  statuses   {', '.join(f'{k}: {v}' for k, v in figs.statuses.items())}"))
     if figs.backends:
         out.append(Text(f"  backends   {', '.join(f'{k}: {v}' for k, v in figs.backends.items())}"))
@@ -204,20 +266,29 @@ def lines(result: LoadResult, figs: LoadFigures | None = None) -> list[Text]:
     for threshold in result.threshold_results:
         mark = ("held", "green") if threshold.passed else ("failed", "red")
         value = f" (was {threshold.value:g})" if threshold.value is not None else ""
-        out.append(Text.assemble(f"  threshold  {threshold.metric} {threshold.expression}{value} ",
-                                 mark))
+        out.append(
+            Text.assemble(f"  threshold  {threshold.metric} {threshold.expression}{value} ", mark)
+        )
     if figs.breakpoint.found or result.name == "breakpoint":
-        out.append(Text(f"  break      {figs.breakpoint.reason}; sustained "
-                        f"{figs.breakpoint.sustained_rate:.0f} ok/s before it"))
+        out.append(
+            Text(
+                f"  break      {figs.breakpoint.reason}; sustained "
+                f"{figs.breakpoint.sustained_rate:.0f} ok/s before it"
+            )
+        )
     out.append(Text(f"  saturated  first: {figs.first_saturated}"))
     if figs.transactions_per_s is not None:
         out.append(Text(f"  pgbouncer  {figs.transactions_per_s:.0f} transactions/s"))
     for node in figs.nodes:
         quota = f"/{node.quota_cpus:g}" if node.quota_cpus else ""
-        out.append(Text(f"    {node.node:10} cpu mean {node.mean_cpus:.2f} peak {node.peak_cpus:.2f}"
-                        f"{quota}  throttled {node.throttled_share:.0%}  memory "
-                        f"{_mib(node.memory_start)} -> {_mib(node.memory_end)}"
-                        f" ({node.memory_growth / 2**20:+.1f} MiB)"))
+        out.append(
+            Text(
+                f"    {node.node:10} cpu mean {node.mean_cpus:.2f} peak {node.peak_cpus:.2f}"
+                f"{quota}  throttled {node.throttled_share:.0%}  memory "
+                f"{_mib(node.memory_start)} -> {_mib(node.memory_end)}"
+                f" ({node.memory_growth / 2**20:+.1f} MiB)"
+            )
+        )
     for note in result.notes:
         out.append(Text(f"  note: {note}"))
     return out

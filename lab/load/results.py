@@ -41,10 +41,17 @@ _NOT_SENT = (range(1020, 1021), range(1100, 1200), range(1210, 1214), range(1300
 # k6's exit codes (errext/exitcodes): thresholds failed, and what "aborted" means.
 K6_OK, K6_THRESHOLDS_FAILED = 0, 99
 K6_EXIT_CODES = {
-    99: "a threshold failed", 100: "setup() timed out", 101: "teardown() timed out",
-    102: "timed out", 103: "k6 engine error", 104: "invalid configuration",
-    105: "aborted from outside", 107: "the script threw an exception",
-    108: "the script aborted the test", 109: "k6 panicked", 110: "the test was marked as failed",
+    99: "a threshold failed",
+    100: "setup() timed out",
+    101: "teardown() timed out",
+    102: "timed out",
+    103: "k6 engine error",
+    104: "invalid configuration",
+    105: "aborted from outside",
+    107: "the script threw an exception",
+    108: "the script aborted the test",
+    109: "k6 panicked",
+    110: "the test was marked as failed",
 }
 
 
@@ -114,10 +121,15 @@ def parse_rows(text: str, state: CsvTail | None = None) -> list[K6Row]:
             value = float(values["metric_value"])
         except (KeyError, ValueError):
             continue
-        tags = {k: v for k, v in values.items()
-                if k not in ("metric_name", "timestamp", "metric_value", "extra_tags", "metadata") and v}
+        tags = {
+            k: v
+            for k, v in values.items()
+            if k not in ("metric_name", "timestamp", "metric_value", "extra_tags", "metadata") and v
+        }
         tags.update(_pairs(values.get("extra_tags", "")))
-        rows.append(K6Row(values["metric_name"], at, value, tags, _pairs(values.get("metadata", ""))))
+        rows.append(
+            K6Row(values["metric_name"], at, value, tags, _pairs(values.get("metadata", "")))
+        )
     return rows
 
 
@@ -135,9 +147,9 @@ class Collected:
     """What the CSV said so far: records, dropped iterations, the first scenario start."""
 
     records: list[RequestRecord] = field(default_factory=list)
-    dropped: list[tuple[float, str]] = field(default_factory=list)   # (at, scenario)
-    started_at: float | None = None     # the scenario start k6 reported (epoch s)
-    errors: int = 0                     # records not ok, kept as they come for the live line
+    dropped: list[tuple[float, str]] = field(default_factory=list)  # (at, scenario)
+    started_at: float | None = None  # the scenario start k6 reported (epoch s)
+    errors: int = 0  # records not ok, kept as they come for the live line
 
 
 class RecordBuilder:
@@ -185,12 +197,19 @@ class RecordBuilder:
         outcome = outcome_of(status, error_code)
         iteration = row.metadata.get("i")
         return RequestRecord(
-            id=len(self.collected.records), client=scenario or "k6", method=method, path=path,
-            intended_at=self._intended(scenario, row, sent_at), sent_at=sent_at,
-            latency_s=latency if status else None, status=status or None,
-            backend=tags.get("backend") or None, outcome=outcome,
+            id=len(self.collected.records),
+            client=scenario or "k6",
+            method=method,
+            path=path,
+            intended_at=self._intended(scenario, row, sent_at),
+            sent_at=sent_at,
+            latency_s=latency if status else None,
+            status=status or None,
+            backend=tags.get("backend") or None,
+            outcome=outcome,
             error=(tags.get("error") or f"k6 error {error_code}") if error_code else None,
-            request_id=f"{scenario}-{iteration}" if iteration is not None else None)
+            request_id=f"{scenario}-{iteration}" if iteration is not None else None,
+        )
 
 
 # --- k6's end-of-test summary ----------------------------------------------------------------
@@ -200,10 +219,10 @@ class RecordBuilder:
 class ThresholdResult:
     """One k6 threshold and whether it held (k6's own evaluation, at the end of the run)."""
 
-    metric: str                 # "http_req_duration{scenario:main}"
-    expression: str             # "p(95)<200"
+    metric: str  # "http_req_duration{scenario:main}"
+    expression: str  # "p(95)<200"
     passed: bool
-    value: float | None         # the metric's value the expression reads, when the summary has it
+    value: float | None  # the metric's value the expression reads, when the summary has it
 
 
 def _value_for(expression: str, values: dict[str, Any]) -> float | None:
@@ -224,8 +243,9 @@ def read_summary(path: Path) -> tuple[dict[str, Any], tuple[ThresholdResult, ...
     results = []
     for name, values in metrics.items():
         for expression, failed in (values.get("thresholds") or {}).items():
-            results.append(ThresholdResult(name, expression, not failed,
-                                           _value_for(expression, values)))
+            results.append(
+                ThresholdResult(name, expression, not failed, _value_for(expression, values))
+            )
     return metrics, tuple(results)
 
 
@@ -247,7 +267,7 @@ class Window:
 
     start: float
     width: float
-    target_rate: float          # what the schedule asked for (mid-window); 0 for a user's script
+    target_rate: float  # what the schedule asked for (mid-window); 0 for a user's script
     sent: int
     ok: int
     failed: int
@@ -270,8 +290,13 @@ class Window:
         return (self.failed + self.unknown) / self.sent if self.sent else 0.0
 
 
-def windows(records: Sequence[RequestRecord], dropped: Sequence[tuple[float, str]], start: float,
-            plan: LoadPlan | None, width: float = 1.0) -> list[Window]:
+def windows(
+    records: Sequence[RequestRecord],
+    dropped: Sequence[tuple[float, str]],
+    start: float,
+    plan: LoadPlan | None,
+    width: float = 1.0,
+) -> list[Window]:
     """The run cut into windows of ``width`` seconds by send time."""
     if not records and not dropped:
         return []
@@ -289,12 +314,21 @@ def windows(records: Sequence[RequestRecord], dropped: Sequence[tuple[float, str
         tally = Counter(r.outcome for r in bucket)
         latencies = [r.latency_s if r.latency_s is not None else math.inf for r in bucket]
         mid = (index + 0.5) * width
-        out.append(Window(
-            start=index * width, width=width,
-            target_rate=plan.rate_at(mid) if plan is not None else 0.0, sent=len(bucket),
-            ok=tally[Outcome.OK], failed=tally[Outcome.FAIL], unknown=tally[Outcome.UNKNOWN],
-            dropped=drops[index], p50_s=percentile(latencies, 50), p95_s=percentile(latencies, 95),
-            p99_s=percentile(latencies, 99)))
+        out.append(
+            Window(
+                start=index * width,
+                width=width,
+                target_rate=plan.rate_at(mid) if plan is not None else 0.0,
+                sent=len(bucket),
+                ok=tally[Outcome.OK],
+                failed=tally[Outcome.FAIL],
+                unknown=tally[Outcome.UNKNOWN],
+                dropped=drops[index],
+                p50_s=percentile(latencies, 50),
+                p95_s=percentile(latencies, 95),
+                p99_s=percentile(latencies, 99),
+            )
+        )
     return out
 
 
@@ -306,14 +340,15 @@ class BreakPoint:
     say when the requests of one stretch stopped meeting the bound."""
 
     found: bool
-    at_s: float | None          # start of the first window that missed a bound
-    target_rate: float | None   # what the schedule asked for there
-    sustained_rate: float       # the most ok answers/s of a window before it that met every bound
+    at_s: float | None  # start of the first window that missed a bound
+    target_rate: float | None  # what the schedule asked for there
+    sustained_rate: float  # the most ok answers/s of a window before it that met every bound
     reason: str
 
 
-def find_break(wins: Sequence[Window], p95_s: float | None, error_rate: float | None,
-               *, min_sent: int = 20) -> BreakPoint:
+def find_break(
+    wins: Sequence[Window], p95_s: float | None, error_rate: float | None, *, min_sent: int = 20
+) -> BreakPoint:
     """The first window (with at least ``min_sent`` requests) that missed a bound, or dropped."""
     best = 0.0
     for window in wins:
@@ -327,10 +362,15 @@ def find_break(wins: Sequence[Window], p95_s: float | None, error_rate: float | 
         if error_rate is not None and window.error_rate >= error_rate:
             reasons.append(f"errors {window.error_rate:.1%} >= {error_rate:.1%}")
         if reasons:
-            return BreakPoint(True, window.start, window.target_rate, best,
-                              f"at {window.start:.0f}-{window.start + window.width:.0f} s "
-                              f"(schedule {window.target_rate:.0f}/s, sent {window.rate:.0f}/s): "
-                              + "; ".join(reasons))
+            return BreakPoint(
+                True,
+                window.start,
+                window.target_rate,
+                best,
+                f"at {window.start:.0f}-{window.start + window.width:.0f} s "
+                f"(schedule {window.target_rate:.0f}/s, sent {window.rate:.0f}/s): "
+                + "; ".join(reasons),
+            )
         best = max(best, window.ok_rate)
     return BreakPoint(False, None, None, best, "every window met its bounds")
 
@@ -343,32 +383,51 @@ class LoadVerdict:
     reason: str
 
 
-def verdict_of(exit_code: int, thresholds: Sequence[ThresholdResult], dropped: int,
-               scheduled: float | None, sent: int, max_dropped: float) -> LoadVerdict:
+def verdict_of(
+    exit_code: int,
+    thresholds: Sequence[ThresholdResult],
+    dropped: int,
+    scheduled: float | None,
+    sent: int,
+    max_dropped: float,
+) -> LoadVerdict:
     """k6's exit code and thresholds, and whether the generator kept its schedule.
 
     A run that dropped more than ``max_dropped`` of its schedule is unknown whatever the
     thresholds say: the requests that would have shown the system's behaviour were never sent,
     so a slow answer cannot be told from a generator without free VUs."""
     failed = [t for t in thresholds if not t.passed]
-    failed_text = "; ".join(f"{t.metric} {t.expression}" + (f" (was {t.value:g})" if t.value is not None else "")
-                            for t in failed)
+    failed_text = "; ".join(
+        f"{t.metric} {t.expression}" + (f" (was {t.value:g})" if t.value is not None else "")
+        for t in failed
+    )
     asked = scheduled if scheduled else dropped + sent
     share = dropped / asked if asked else 0.0
     if dropped and share > max_dropped:
-        reason = (f"the generator could not keep the schedule: k6 dropped {dropped} of "
-                  f"{asked:.0f} iterations ({share:.2%}; no free VU at their time), so the system "
-                  "was not loaded as asked")
+        reason = (
+            f"the generator could not keep the schedule: k6 dropped {dropped} of "
+            f"{asked:.0f} iterations ({share:.2%}; no free VU at their time), so the system "
+            "was not loaded as asked"
+        )
         if failed:
             reason += f"; on what was sent, thresholds failed: {failed_text}"
         return LoadVerdict(Verdict.UNKNOWN, reason)
     if exit_code == K6_THRESHOLDS_FAILED or failed:
         return LoadVerdict(Verdict.FAIL, f"thresholds failed: {failed_text or 'see k6 output'}")
     if exit_code != K6_OK:
-        return LoadVerdict(Verdict.UNKNOWN, f"k6 exited {exit_code}: "
-                                            f"{K6_EXIT_CODES.get(exit_code, 'unknown exit code')}")
+        return LoadVerdict(
+            Verdict.UNKNOWN,
+            f"k6 exited {exit_code}: {K6_EXIT_CODES.get(exit_code, 'unknown exit code')}",
+        )
     if sent == 0:
         return LoadVerdict(Verdict.UNKNOWN, "no request was recorded")
     held = f"{len(thresholds)} thresholds held" if thresholds else "no thresholds were set"
-    return LoadVerdict(Verdict.PASS, held + (f"; {dropped} iterations dropped, within the "
-                                             f"{max_dropped:.2%} allowed" if dropped else ""))
+    return LoadVerdict(
+        Verdict.PASS,
+        held
+        + (
+            f"; {dropped} iterations dropped, within the {max_dropped:.2%} allowed"
+            if dropped
+            else ""
+        ),
+    )

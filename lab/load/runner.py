@@ -66,8 +66,8 @@ from lab.workload.pool_load import PoolSampler
 
 Placement = Literal["network", "host"]
 SEEDED_USERS = ("user1@lab.test", "user2@lab.test", "user3@lab.test")
-FIRST_CLIENT_ADDRESS = 128          # of the lab's /24; nodes sit below 32, Docker's IPAM from 2
-STARTUP_ALLOWANCE_S = 60.0          # k6's start, VU initialisation, the summary and exports
+FIRST_CLIENT_ADDRESS = 128  # of the lab's /24; nodes sit below 32, Docker's IPAM from 2
+STARTUP_ALLOWANCE_S = 60.0  # k6's start, VU initialisation, the summary and exports
 K6_NODE = "k6"
 CONTAINER_DIR = "/lab"
 SCRIPT_DIR = "/script"
@@ -110,10 +110,10 @@ class LoadUser:
 class LoadResult:
     """One load run: what was asked, what k6 said, what the lab saw."""
 
-    name: str                           # the profile, or the user script's file name
+    name: str  # the profile, or the user script's file name
     lab: str
     directory: Path
-    started_at: float                   # k6's start (epoch s)
+    started_at: float  # k6's start (epoch s)
     finished_at: float
     verdict: LoadVerdict
     k6_exit_code: int
@@ -126,12 +126,12 @@ class LoadResult:
     history: History
     dropped: tuple[DroppedIteration, ...]
     containers: tuple[ContainerSample, ...]
-    quotas: dict[str, float | None]     # node -> CPU quota in force during the load
+    quotas: dict[str, float | None]  # node -> CPU quota in force during the load
     cores: int
-    scenario_start: float | None        # when k6's scenarios started (epoch s)
+    scenario_start: float | None  # when k6's scenarios started (epoch s)
     k6_metrics: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    script: Path | None = None          # the user's script, when one ran
+    script: Path | None = None  # the user's script, when one ran
 
     @property
     def t0(self) -> float:
@@ -141,8 +141,11 @@ class LoadResult:
         return min((r.sent_at for r in self.history.requests), default=self.started_at)
 
 
-def login_users(base_url: str, password: str, emails: tuple[str, ...] = SEEDED_USERS,
-                ) -> tuple[LoadUser, ...]:
+def login_users(
+    base_url: str,
+    password: str,
+    emails: tuple[str, ...] = SEEDED_USERS,
+) -> tuple[LoadUser, ...]:
     """Tokens (and each user's first conversation) for the seeded users, through NGINX's
     published port; spaced so the api zone's no-burst rule lets each one through."""
     users = []
@@ -150,12 +153,17 @@ def login_users(base_url: str, password: str, emails: tuple[str, ...] = SEEDED_U
         for email in emails:
             response = client.post("/api/auth/login", json={"email": email, "password": password})
             if response.status_code != 200:
-                raise LabError(f"login of {email} for the load failed: {response.status_code} "
-                               f"{response.text[:200]}", hint="is the lab ready? `lab status`")
+                raise LabError(
+                    f"login of {email} for the load failed: {response.status_code} "
+                    f"{response.text[:200]}",
+                    hint="is the lab ready? `lab status`",
+                )
             token = response.json()["token"]
             time.sleep(0.05)
             listed = client.get("/api/conversations", headers={"Authorization": f"Bearer {token}"})
-            conversations = listed.json().get("conversations", []) if listed.status_code == 200 else []
+            conversations = (
+                listed.json().get("conversations", []) if listed.status_code == 200 else []
+            )
             first = conversations[0]["id"] if conversations else None
             users.append(LoadUser(email, token, first))
             time.sleep(0.05)
@@ -196,13 +204,23 @@ def _stamp(at: float) -> str:
 class LoadRunner:
     """Runs one plan (or a user's script) with k6 against one running lab."""
 
-    def __init__(self, lab: Lab, *, plan: LoadPlan | None = None, script: Path | None = None,
-                 thresholds: LoadThresholds | None = None, settings: LoadConfig | None = None,
-                 generator: Placement | None = None, target: Target = Target(),
-                 report_root: Path = Path(".lab") / "runs", dashboard: bool = True,
-                 keep_points: bool = False, timeout_s: float = 3600.0,
-                 on_progress: Callable[[LoadProgress], None] = lambda progress: None,
-                 label: str | None = None):
+    def __init__(
+        self,
+        lab: Lab,
+        *,
+        plan: LoadPlan | None = None,
+        script: Path | None = None,
+        thresholds: LoadThresholds | None = None,
+        settings: LoadConfig | None = None,
+        generator: Placement | None = None,
+        target: Target = Target(),
+        report_root: Path = Path(".lab") / "runs",
+        dashboard: bool = True,
+        keep_points: bool = False,
+        timeout_s: float = 3600.0,
+        on_progress: Callable[[LoadProgress], None] = lambda progress: None,
+        label: str | None = None,
+    ):
         if (plan is None) == (script is None):
             raise ValueError("LoadRunner runs either a plan or a script")
         self.lab = lab
@@ -248,8 +266,10 @@ class LoadRunner:
         info = self.lab.inspect(self.target.node)
         key = f"{self.target.port}/tcp"
         if info is None or key not in info.published:
-            raise LabError(f"{self.target.node} publishes no port {key}: k6 on the host cannot "
-                           "reach it", hint="run the generator on the lab network (--from network)")
+            raise LabError(
+                f"{self.target.node} publishes no port {key}: k6 on the host cannot reach it",
+                hint="run the generator on the lab network (--from network)",
+            )
         return f"http://127.0.0.1:{info.published[key][1]}"
 
     def _env(self, users: tuple[LoadUser, ...], base_url: str, directory: str) -> dict[str, str]:
@@ -258,18 +278,30 @@ class LoadRunner:
             "LAB_TOKEN": users[0].token if users else "",
             "LAB_USERS": json.dumps([u.__dict__ for u in users]),
             "LAB_PASSWORD": self.lab.secrets.seed_password,
-            "K6_NO_USAGE_REPORT": "true",       # k6 never calls home from here
+            "K6_NO_USAGE_REPORT": "true",  # k6 never calls home from here
             "K6_CSV_TIME_FORMAT": "unix_micro",
             "K6_CSV_SAVE_INTERVAL": "1s",
         }
         if self.dashboard:
-            env.update({"K6_WEB_DASHBOARD": "true", "K6_WEB_DASHBOARD_PORT": "-1",
-                        "K6_WEB_DASHBOARD_EXPORT": f"{directory}/dashboard.html"})
+            env.update(
+                {
+                    "K6_WEB_DASHBOARD": "true",
+                    "K6_WEB_DASHBOARD_PORT": "-1",
+                    "K6_WEB_DASHBOARD_EXPORT": f"{directory}/dashboard.html",
+                }
+            )
         return env
 
     def _k6_args(self, directory: str, script: str) -> list[str]:
-        args = ["run", "--quiet", "--no-color", "--out", f"csv={directory}/points.csv",
-                "--summary-export", f"{directory}/summary.json"]
+        args = [
+            "run",
+            "--quiet",
+            "--no-color",
+            "--out",
+            f"csv={directory}/points.csv",
+            "--summary-export",
+            f"{directory}/summary.json",
+        ]
         if self.generator == "network":
             first, last = self._client_addresses() or ("", "")
             args += ["--local-ips", f"{first}-{last}"]
@@ -279,16 +311,23 @@ class LoadRunner:
         log = (directory / "k6.log").open("wb")
         self._proc = subprocess.Popen(
             [str(k6.path), *self._k6_args(str(directory), str(script))],
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=script.parent)
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=script.parent,
+        )
         log.close()
 
-    def _start_container(self, k6: K6Binary, env: dict[str, str], directory: Path,
-                         script: Path) -> None:
+    def _start_container(
+        self, k6: K6Binary, env: dict[str, str], directory: Path, script: Path
+    ) -> None:
         first, last = self._client_addresses() or ("", "")
         start, end = ipaddress.ip_address(first), ipaddress.ip_address(last)
-        binds = {str(k6.path): ("/usr/local/bin/k6", True),
-                 str(directory.resolve()): (CONTAINER_DIR, False)}
+        binds = {
+            str(k6.path): ("/usr/local/bin/k6", True),
+            str(directory.resolve()): (CONTAINER_DIR, False),
+        }
         if self.script is not None:
             binds[str(script.parent.resolve())] = (SCRIPT_DIR, True)
             inside = f"{SCRIPT_DIR}/{script.name}"
@@ -296,17 +335,28 @@ class LoadRunner:
             inside = f"{CONTAINER_DIR}/{script.name}"
         # Every VU gets one of these addresses (k6 --local-ips); they are on this container's
         # interface only, inside the lab's own /24, above the nodes and Docker's allocations.
-        add = " && ".join(f"ip addr add {ipaddress.ip_address(a)}/32 dev eth0"
-                          for a in range(int(start), int(end) + 1))
+        add = " && ".join(
+            f"ip addr add {ipaddress.ip_address(a)}/32 dev eth0"
+            for a in range(int(start), int(end) + 1)
+        )
         command = " ".join(["k6", *(f"'{a}'" for a in self._k6_args(CONTAINER_DIR, inside))])
         name = f"lab-{self.lab.name}-k6-{uuid.uuid4().hex[:6]}"
         spec = ContainerSpec(
-            name=name, image=self.lab.sidecar_image(),
-            labels={LABEL_LAB: self.lab.name, LABEL_KIND: "sidecar", LABEL_NODE: K6_NODE,
-                    LABEL_OWNER: owner_id()},
-            network=network_name(self.lab.name), env=env, cap_add=("NET_ADMIN",),
+            name=name,
+            image=self.lab.sidecar_image(),
+            labels={
+                LABEL_LAB: self.lab.name,
+                LABEL_KIND: "sidecar",
+                LABEL_NODE: K6_NODE,
+                LABEL_OWNER: owner_id(),
+            },
+            network=network_name(self.lab.name),
+            env=env,
+            cap_add=("NET_ADMIN",),
             command=("sh", "-c", f"{add} && cd {inside.rsplit('/', 1)[0]} && exec {command}"),
-            binds=binds, stop_timeout_s=GRACEFUL_STOP_S + 5)
+            binds=binds,
+            stop_timeout_s=GRACEFUL_STOP_S + 5,
+        )
         self.lab.engine.create_container(spec)
         self._container = name
         self.lab.engine.start(name)
@@ -349,7 +399,10 @@ class LoadRunner:
 
     def _directory(self) -> Path:
         label = f"-{self.label}" if self.label else ""
-        directory = self.report_root / f"{_stamp(time.time())}-load-{self.name}{label}-{uuid.uuid4().hex[:4]}"
+        directory = (
+            self.report_root
+            / f"{_stamp(time.time())}-load-{self.name}{label}-{uuid.uuid4().hex[:4]}"
+        )
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
@@ -360,10 +413,18 @@ class LoadRunner:
         latencies = [r.latency_s if r.latency_s is not None else math.inf for r in recent]
         errors = builder.collected.errors
         t0 = builder.collected.started_at
-        scheduled = (self.plan.rate_at(now - t0) if self.plan is not None and t0 is not None
-                     else None)
-        return LoadProgress(time.time() - started, len(recent) / 2.0, percentile(latencies, 95),
-                            len(records), errors, len(builder.collected.dropped), scheduled)
+        scheduled = (
+            self.plan.rate_at(now - t0) if self.plan is not None and t0 is not None else None
+        )
+        return LoadProgress(
+            time.time() - started,
+            len(recent) / 2.0,
+            percentile(latencies, 95),
+            len(records),
+            errors,
+            len(builder.collected.dropped),
+            scheduled,
+        )
 
     def _deadline_s(self) -> float:
         if self.plan is not None:
@@ -391,12 +452,19 @@ class LoadRunner:
         notes: list[str] = []
         builder = RecordBuilder(self.plan)
         tail = CsvTail(directory / "points.csv")
-        stats = StatsSampler(lab.engine.stats_stream,
-                             {lab.container(node): node for node in lab.roles},
-                             max_duration_s=self._deadline_s() + 30)
-        pool = PoolSampler(lab.endpoints.pgbouncer_admin_dsn, lab.endpoints.postgres_dsn,
-                           lab.config.postgres.user, lab.config.postgres.database,
-                           interval_s=1.0, max_duration_s=self._deadline_s() + 30)
+        stats = StatsSampler(
+            lab.engine.stats_stream,
+            {lab.container(node): node for node in lab.roles},
+            max_duration_s=self._deadline_s() + 30,
+        )
+        pool = PoolSampler(
+            lab.endpoints.pgbouncer_admin_dsn,
+            lab.endpoints.postgres_dsn,
+            lab.config.postgres.user,
+            lab.config.postgres.database,
+            interval_s=1.0,
+            max_duration_s=self._deadline_s() + 30,
+        )
         history = History()
         before = hold_quotas(lab, quotas)
         process: ProcessSampler | None = None
@@ -453,30 +521,55 @@ class LoadRunner:
         if exit_code is None:
             exit_code = 125
         if exit_code not in (0, 99) and not history.requests:
-            log = (directory / "k6.log").read_text(errors="replace") if (directory / "k6.log").exists() else ""
-            raise LabError(f"k6 failed (exit {exit_code}) before it sent a request",
-                           details="\n".join(log.strip().splitlines()[-15:]),
-                           hint=f"the whole output is in {directory / 'k6.log'}")
+            log = (
+                (directory / "k6.log").read_text(errors="replace")
+                if (directory / "k6.log").exists()
+                else ""
+            )
+            raise LabError(
+                f"k6 failed (exit {exit_code}) before it sent a request",
+                details="\n".join(log.strip().splitlines()[-15:]),
+                hint=f"the whole output is in {directory / 'k6.log'}",
+            )
         collected = builder.collected
         scheduled = self.plan.scheduled() if self.plan is not None else None
-        verdict = verdict_of(exit_code, thresholds, len(collected.dropped), scheduled,
-                             len(collected.records), self.thresholds.max_dropped)
+        verdict = verdict_of(
+            exit_code,
+            thresholds,
+            len(collected.dropped),
+            scheduled,
+            len(collected.records),
+            self.thresholds.max_dropped,
+        )
         if not self.keep_points:
             (directory / "points.csv").unlink(missing_ok=True)
         samples = [*stats.samples, *(process.samples if process else [])]
         return LoadResult(
-            name=self.name, lab=lab.name, directory=directory, started_at=started,
-            finished_at=finished, verdict=verdict, k6_exit_code=exit_code,
-            k6_version=k6.version_text, generator=self.generator, target=self.target,
-            plan=self.plan, thresholds=self.thresholds, threshold_results=thresholds,
+            name=self.name,
+            lab=lab.name,
+            directory=directory,
+            started_at=started,
+            finished_at=finished,
+            verdict=verdict,
+            k6_exit_code=exit_code,
+            k6_version=k6.version_text,
+            generator=self.generator,
+            target=self.target,
+            plan=self.plan,
+            thresholds=self.thresholds,
+            threshold_results=thresholds,
             history=history,
             dropped=tuple(DroppedIteration(at, client) for at, client in collected.dropped),
-            containers=tuple(samples), quotas=quotas, cores=os.cpu_count() or 1,
-            scenario_start=collected.started_at, k6_metrics=metrics, notes=tuple(notes),
-            script=self.script)
+            containers=tuple(samples),
+            quotas=quotas,
+            cores=os.cpu_count() or 1,
+            scenario_start=collected.started_at,
+            k6_metrics=metrics,
+            notes=tuple(notes),
+            script=self.script,
+        )
 
     def _access_log(self, since: float) -> list[AccessLogEntry]:
         addresses = {f"{ip}:{BACKEND_PORT}": node for ip, node in self.lab.addresses().items()}
         text = self.lab.logs("nginx", tail="all", since=since - 1)
         return [e for e in parse_access_log(text, addresses) if e.msec >= since]
-

@@ -2,10 +2,10 @@
 
 Every answer is recorded once more as the custom Trend ``lab_request`` (its latency), tagged
 with the status and the serving backend (``X-Backend-Id``: k6 cannot tag its own HTTP samples
-with a response header), and with the iteration's number and the scenario's start as metadata (k6's
-high-cardinality field, so the number costs no new time series). ``lab.load.results`` reads those rows back as
-``RequestRecord``s and derives each one's intended send time from the iteration number and
-the schedule.
+with a response header), and with the iteration's number and the scenario's start as
+metadata (k6's high-cardinality field, so the number costs no new time series).
+``lab.load.results`` reads those rows back as ``RequestRecord``s and derives each one's
+intended send time from the iteration number and the schedule.
 
 The script reads everything about the lab from environment variables, the same ones a user's
 own script gets (README, "lab load"): ``LAB_BASE_URL``, ``LAB_TOKEN``, ``LAB_USERS`` (JSON:
@@ -39,11 +39,16 @@ def k6_options(plan: LoadPlan) -> dict[str, Any]:
         start, stages = plan.kind_rates(kind)
         # Per minute: k6 wants whole iterations per timeUnit, and a share of a rate rarely is.
         scenarios[kind.name] = {
-            "executor": "ramping-arrival-rate", "exec": kind.name,
-            "startRate": round(start * 60), "timeUnit": "1m",
-            "preAllocatedVUs": pre, "maxVUs": most,
-            "stages": [{"duration": _duration(s.duration_s), "target": round(s.target * 60)}
-                       for s in stages],
+            "executor": "ramping-arrival-rate",
+            "exec": kind.name,
+            "startRate": round(start * 60),
+            "timeUnit": "1m",
+            "preAllocatedVUs": pre,
+            "maxVUs": most,
+            "stages": [
+                {"duration": _duration(s.duration_s), "target": round(s.target * 60)}
+                for s in stages
+            ],
             "gracefulStop": _duration(GRACEFUL_STOP_S),
         }
     overrides = {k.name: k.p95_s for k in plan.kinds if k.p95_s is not None}
@@ -58,8 +63,10 @@ def k6_options(plan: LoadPlan) -> dict[str, Any]:
 
 def _body(kind: RequestKind) -> str:
     if kind.body == "message":
-        return ("JSON.stringify({conversation_id: u.conversation_id, "
-                f"body: '{WRITE_MARKER} ' + exec.scenario.iterationInTest}})")
+        return (
+            "JSON.stringify({conversation_id: u.conversation_id, "
+            f"body: '{WRITE_MARKER} ' + exec.scenario.iterationInTest}})"
+        )
     if kind.body == "login":
         return "JSON.stringify({email: u.email, password: PASSWORD})"
     return "null"
@@ -82,10 +89,14 @@ def render_script(plan: LoadPlan) -> str:
     needs_users = any(k.auth or k.body for k in plan.kinds)
     options = json.dumps(k6_options(plan), indent=2)
     functions = "\n\n".join(_function(kind) for kind in plan.kinds)
-    users_check = """
+    users_check = (
+        """
 if (USERS.length === 0) {
   throw new Error('LAB_USERS names no user: the lab passes its seeded users there');
-}""" if needs_users else ""
+}"""
+        if needs_users
+        else ""
+    )
     return f"""// Written by Failover Lab for the load profile {plan.profile!r}: {plan.describe()}.
 // The lab reads every answer back from the {RECORD_METRIC} rows of k6's CSV output.
 import http from 'k6/http';

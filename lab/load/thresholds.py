@@ -1,8 +1,9 @@
 """What a load run must meet: a small typed record the CLI (and, later, the objectives
 registry) fills, written into the k6 script as k6 thresholds.
 
-    LoadThresholds(p95_s=0.2, error_rate=0.01)
-    -> {"http_req_duration{scenario:main}": ["p(95)<200"], "http_req_failed{scenario:main}": ["rate<0.01"]}
+    LoadThresholds(p95_s=0.2, error_rate=0.01).k6(("main",))
+    -> {"http_req_duration{scenario:main}": ["p(95)<200"],
+        "http_req_failed{scenario:main}": ["rate<0.01"]}
 
 Each bound applies to every k6 scenario of a profile on its own (a conversation's logins are
 judged apart from its reads), through k6's tag-filtered sub-metrics. ``max_dropped`` is the
@@ -38,8 +39,11 @@ class LoadThresholds(BaseModel):
     abort_on_fail: bool = False
     max_dropped: Share = 0.0
 
-    def k6(self, scenarios: tuple[str, ...], overrides: dict[str, float] | None = None,
-           ) -> dict[str, list[Any]]:
+    def k6(
+        self,
+        scenarios: tuple[str, ...],
+        overrides: dict[str, float] | None = None,
+    ) -> dict[str, list[Any]]:
         """The ``thresholds`` option of a k6 script; ``overrides``: scenario -> its p95 bound."""
         out: dict[str, list[Any]] = {}
         for scenario in scenarios:
@@ -53,7 +57,8 @@ class LoadThresholds(BaseModel):
                 out[f"http_req_duration{{scenario:{scenario}}}"] = duration
             if self.error_rate is not None:
                 out[f"http_req_failed{{scenario:{scenario}}}"] = [
-                    self._entry(f"rate<{self.error_rate:g}")]
+                    self._entry(f"rate<{self.error_rate:g}")
+                ]
         return out
 
     def _entry(self, expression: str) -> Any:
@@ -88,6 +93,8 @@ def thresholds_from(values: dict[str, Any], source: str) -> LoadThresholds:
             field = ".".join(str(p) for p in item["loc"]) or "(top level)"
             message = item["msg"].removeprefix("Value error, ")
             if item["type"] == "extra_forbidden":
-                message = f"unknown threshold (thresholds: {', '.join(LoadThresholds.model_fields)})"
+                message = (
+                    f"unknown threshold (thresholds: {', '.join(LoadThresholds.model_fields)})"
+                )
             lines.append(f"  {field}: {message}")
         raise ConfigError("\n".join(lines)) from None

@@ -27,8 +27,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "load.js"
 
 def load(lab: Lab, tmp_path: Path, *args: str) -> tuple[int, dict, str]:
     """`lab load ... --name <lab>`: the exit code, result.json, and the printed output."""
-    result = runner.invoke(app, ["load", *args, "--name", lab.name, "--report-dir",
-                                 str(tmp_path), "--no-dashboard"])
+    result = runner.invoke(
+        app, ["load", *args, "--name", lab.name, "--report-dir", str(tmp_path), "--no-dashboard"]
+    )
     assert result.exit_code in (0, 1), result.output
     (path,) = tmp_path.glob("*/result.json")
     return result.exit_code, json.loads(path.read_text()), result.output
@@ -41,8 +42,9 @@ def no_k6_containers(engine: Engine, lab: Lab) -> bool:
 def test_smoke_on_the_lab_network(running_lab: Lab, engine: Engine, tmp_path: Path) -> None:
     """A smoke run passes; every answer is a record with its backend and an intended time no
     later than its send; quotas are in force during the run and lifted after; nothing stays."""
-    code, document, output = load(running_lab, tmp_path, "smoke", "--set", "rate=20",
-                                  "--set", "duration_s=3")
+    code, document, output = load(
+        running_lab, tmp_path, "smoke", "--set", "rate=20", "--set", "duration_s=3"
+    )
     assert code == 0, output
     assert document["verdict"] == "pass" and document["k6"]["generator"] == "network"
     requests = document["history"]["requests"]
@@ -57,16 +59,28 @@ def test_smoke_on_the_lab_network(running_lab: Lab, engine: Engine, tmp_path: Pa
         assert engine.cpu_limit(running_lab.container(node)).cpus is None
     assert no_k6_containers(engine, running_lab)
     directory = Path(next(tmp_path.glob("*/result.json"))).parent
-    assert {"script.js", "summary.json", "k6.log", "result.json"} <= {p.name for p in directory.iterdir()}
+    assert {"script.js", "summary.json", "k6.log", "result.json"} <= {
+        p.name for p in directory.iterdir()
+    }
     assert "rate" in output and "saturated" in output
 
 
 def test_conversation_reads_writes_logins(running_lab: Lab, tmp_path: Path) -> None:
     """The conversation profile logs in, reads and writes with the lab's users; each 201
     write is in PostgreSQL."""
-    code, document, output = load(running_lab, tmp_path, "conversation", "--set", "rate=30",
-                                  "--set", "duration_s=4", "--set", "ramp_s=1",
-                                  "--set", "logins=0.05")
+    code, document, output = load(
+        running_lab,
+        tmp_path,
+        "conversation",
+        "--set",
+        "rate=30",
+        "--set",
+        "duration_s=4",
+        "--set",
+        "ramp_s=1",
+        "--set",
+        "logins=0.05",
+    )
     assert code == 0, output
     requests = document["history"]["requests"]
     kinds = {r["client"] for r in requests}
@@ -74,16 +88,26 @@ def test_conversation_reads_writes_logins(running_lab: Lab, tmp_path: Path) -> N
     assert {r["status"] for r in requests if r["client"] == "writes"} == {201}
     writes = sum(1 for r in requests if r["client"] == "writes")
     with psycopg.connect(running_lab.endpoints.postgres_dsn, connect_timeout=5) as conn:
-        stored = conn.execute("SELECT count(*) FROM messages WHERE body LIKE %s AND created_at > "
-                              "to_timestamp(%s)", (f"{WRITE_MARKER} %",
-                                                   document["started_at"] - 1)).fetchone()[0]
+        stored = conn.execute(
+            "SELECT count(*) FROM messages WHERE body LIKE %s AND created_at > to_timestamp(%s)",
+            (f"{WRITE_MARKER} %", document["started_at"] - 1),
+        ).fetchone()[0]
     assert stored == writes
 
 
 def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: Path) -> None:
     """Negative control: a p95 bound of 0.1 ms cannot be met through NGINX: fail, exit 1."""
-    code, document, _ = load(running_lab, tmp_path, "smoke", "--set", "rate=20", "--set",
-                             "duration_s=2", "--p95", "0.1ms")
+    code, document, _ = load(
+        running_lab,
+        tmp_path,
+        "smoke",
+        "--set",
+        "rate=20",
+        "--set",
+        "duration_s=2",
+        "--p95",
+        "0.1ms",
+    )
     assert code == 1 and document["verdict"] == "fail"
     failed = [t for t in document["threshold_results"] if not t["passed"]]
     assert [t["expression"] for t in failed] == ["p(95)<0.1"]
@@ -92,8 +116,17 @@ def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: P
 def test_starved_generator_is_unknown_not_slow(running_lab: Lab, tmp_path: Path) -> None:
     """Negative control: one VU cannot start 300 iterations a second; the run is unknown,
     with the generator named as the cause, though every request sent was fast."""
-    code, document, _ = load(running_lab, tmp_path, "smoke", "--set", "rate=300", "--set",
-                             "duration_s=3", "--set", "vus=1")
+    code, document, _ = load(
+        running_lab,
+        tmp_path,
+        "smoke",
+        "--set",
+        "rate=300",
+        "--set",
+        "duration_s=3",
+        "--set",
+        "vus=1",
+    )
     assert code == 1 and document["verdict"] == "unknown"
     assert "the generator could not keep the schedule" in document["reason"]
     assert document["figures"]["dropped"] > 0 and len(document["dropped"]) > 0
@@ -116,19 +149,37 @@ def test_one_client_address_meets_the_api_zone(running_lab: Lab, tmp_path: Path)
     results = {}
     for where in ("host", "network"):
         folder = tmp_path / where
-        code, document, _ = load(running_lab, folder, "conversation", "--from", where,
-                                 "--set", "rate=150", "--set", "writes=0", "--set", "logins=0",
-                                 "--set", "duration_s=3", "--set", "ramp_s=1")
-        remotes = {e["remote_addr"] for e in document["history"]["access_log"]
-                   if e["uri"].startswith("/api/")}
+        code, document, _ = load(
+            running_lab,
+            folder,
+            "conversation",
+            "--from",
+            where,
+            "--set",
+            "rate=150",
+            "--set",
+            "writes=0",
+            "--set",
+            "logins=0",
+            "--set",
+            "duration_s=3",
+            "--set",
+            "ramp_s=1",
+        )
+        remotes = {
+            e["remote_addr"]
+            for e in document["history"]["access_log"]
+            if e["uri"].startswith("/api/")
+        }
         results[where] = (code, document["figures"]["statuses"].get("429", 0), len(remotes))
     assert results["host"][1] > 50 and results["host"][2] == 1
     assert results["network"][1] == 0 and results["network"][2] > 10
-    assert results["host"][0] == 1      # its error rate fails the run
+    assert results["host"][0] == 1  # its error rate fails the run
 
 
-def test_before_topology_runs_one_backend_on_postgres(engine: Engine, tmp_path: Path,
-                                                      lab_images: dict[str, str]) -> None:
+def test_before_topology_runs_one_backend_on_postgres(
+    engine: Engine, tmp_path: Path, lab_images: dict[str, str]
+) -> None:
     """The comparison's "before": one backend whose database URL is PostgreSQL itself; k6
     reaches it directly and every answer comes from it."""
     lab = before_lab(engine, LabConfig(), session_lab_name("before"))
@@ -137,13 +188,17 @@ def test_before_topology_runs_one_backend_on_postgres(engine: Engine, tmp_path: 
         assert set(lab.roles) == {"postgres", "redis", "pgbouncer", "backend-1", "nginx"}
         info = lab.inspect("backend-1")
         assert info is not None and "@postgres:5432/" in info.env["LAB_DATABASE_URL"]
-        plan = build_plan("conversation", {"rate": 20, "duration_s": 2, "ramp_s": 1,
-                                           "logins": 0}, LoadThresholds())
-        result = LoadRunner(lab, plan=plan, target=BACKEND_DIRECT, report_root=tmp_path,
-                            dashboard=False).run()
+        plan = build_plan(
+            "conversation",
+            {"rate": 20, "duration_s": 2, "ramp_s": 1, "logins": 0},
+            LoadThresholds(),
+        )
+        result = LoadRunner(
+            lab, plan=plan, target=BACKEND_DIRECT, report_root=tmp_path, dashboard=False
+        ).run()
         assert result.verdict.verdict.value == "pass", result.verdict.reason
         assert {r.backend for r in result.history.requests} == {"backend-1"}
-        assert not result.history.access_log      # NGINX saw none of it
+        assert not result.history.access_log  # NGINX saw none of it
     finally:
         lab.down()
 
@@ -160,23 +215,34 @@ def test_live_line_in_a_real_terminal(running_lab: Lab, tmp_path: Path) -> None:
     assert tmux, "the live-line test needs tmux (apt-get install tmux)"
     session = f"lab-load-{running_lab.name}"
     lab_cli = str(Path(sys.executable).with_name("lab"))
-    command = (f"{lab_cli} load smoke --name {running_lab.name} --set rate=20 --set duration_s=8 "
-               f"--report-dir {tmp_path} --no-dashboard; sleep 30")
-    subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command],
-                   check=True)
+    command = (
+        f"{lab_cli} load smoke --name {running_lab.name} --set rate=20 --set duration_s=8 "
+        f"--report-dir {tmp_path} --no-dashboard; sleep 30"
+    )
+    subprocess.run(
+        [tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command], check=True
+    )
     try:
         seen, deadline = "", time.monotonic() + 60
         while time.monotonic() < deadline:
-            screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session],
-                                    capture_output=True, text=True, check=True).stdout
+            screen = subprocess.run(
+                [tmux, "capture-pane", "-p", "-t", session],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             if "(schedule 20/s)" in screen and " ms  sent " in screen:
                 seen = screen
                 break
             time.sleep(0.5)
         assert "(schedule 20/s)" in seen and "errors 0" in seen, seen
         while time.monotonic() < deadline and "report:" not in screen:
-            screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session],
-                                    capture_output=True, text=True, check=True).stdout
+            screen = subprocess.run(
+                [tmux, "capture-pane", "-p", "-t", session],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             time.sleep(0.5)
         assert "smoke: pass" in screen, screen
     finally:

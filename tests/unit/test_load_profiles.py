@@ -15,8 +15,15 @@ DEFAULT = LoadThresholds()
 
 def test_every_profile_builds_with_its_defaults() -> None:
     """Each registered profile makes a plan that sends something, shares summing to one."""
-    assert set(PROFILES.names()) == {"smoke", "load", "stress", "spike", "soak", "breakpoint",
-                                     "conversation"}
+    assert set(PROFILES.names()) == {
+        "smoke",
+        "load",
+        "stress",
+        "spike",
+        "soak",
+        "breakpoint",
+        "conversation",
+    }
     for definition in PROFILES:
         plan = build_plan(definition.name, {}, DEFAULT)
         assert plan.peak_rate > 0 and plan.duration_s > 0
@@ -35,8 +42,10 @@ def test_unknown_parameter_is_refused_with_what_the_profile_takes() -> None:
     """A misspelt parameter names the profile's own parameters; nothing falls through."""
     with pytest.raises(ConfigError) as info:
         build_plan("smoke", {"rat": 3}, DEFAULT)
-    assert "rat: unknown parameter (profile smoke takes vus, max_vus, path, auth, rate, duration_s)" \
+    assert (
+        "rat: unknown parameter (profile smoke takes vus, max_vus, path, auth, rate, duration_s)"
         in info.value.message
+    )
 
 
 def test_unknown_profile_names_the_known_ones() -> None:
@@ -77,7 +86,8 @@ def test_schedule_matches_k6_iteration_times() -> None:
     assert [round(plan.time_of(i, kind), 3) for i in range(3)] == [0.283, 0.4, 0.49]
     constant = build_plan("smoke", {"rate": 20, "duration_s": 2}, DEFAULT)
     assert [constant.time_of(i, constant.kinds[0]) for i in range(3)] == pytest.approx(
-        [0.05, 0.1, 0.15])
+        [0.05, 0.1, 0.15]
+    )
     assert constant.time_of(40, constant.kinds[0]) is None
 
 
@@ -126,8 +136,10 @@ def test_breakpoint_always_aborts_on_fail() -> None:
 def test_thresholds_become_k6_thresholds_per_scenario() -> None:
     """Bounds become tag-filtered k6 thresholds; abortOnFail wraps each expression."""
     bounds = thresholds_from({"p95_s": "150ms", "error_rate": "0.5%"}, "test")
-    assert bounds.k6(("main",)) == {"http_req_duration{scenario:main}": ["p(95)<150"],
-                                   "http_req_failed{scenario:main}": ["rate<0.005"]}
+    assert bounds.k6(("main",)) == {
+        "http_req_duration{scenario:main}": ["p(95)<150"],
+        "http_req_failed{scenario:main}": ["rate<0.005"],
+    }
     aborting = bounds.model_copy(update={"abort_on_fail": True, "p95_s": None})
     (entry,) = aborting.k6(("reads",))["http_req_failed{scenario:reads}"]
     assert entry == {"threshold": "rate<0.005", "abortOnFail": True, "delayAbortEval": "5s"}

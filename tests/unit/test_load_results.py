@@ -23,16 +23,26 @@ from lab.load.thresholds import LoadThresholds
 from lab.verdict import Verdict
 
 # The columns k6 1.1 writes with the lab's systemTags (lab.load.script.SYSTEM_TAGS).
-HEADER = ("metric_name,timestamp,metric_value,error_code,expected_response,method,name,"
-          "scenario,status,extra_tags,metadata\n")
-START_MS = 1_700_000_000_000          # the scenario's start, as k6 reports it (ms)
+HEADER = (
+    "metric_name,timestamp,metric_value,error_code,expected_response,method,name,"
+    "scenario,status,extra_tags,metadata\n"
+)
+START_MS = 1_700_000_000_000  # the scenario's start, as k6 reports it (ms)
 
 
-def lab_row(iteration: int, end_s: float, ms: float, status: int = 200,
-            backend: str = "backend-1", error: str = "") -> str:
+def lab_row(
+    iteration: int,
+    end_s: float,
+    ms: float,
+    status: int = 200,
+    backend: str = "backend-1",
+    error: str = "",
+) -> str:
     tags = f"backend={backend}" + (f"&error_code={error}&error=boom" if error else "")
-    return (f"lab_request,{round(end_s * 1e6)},{ms},,,,,main,{status},{tags},"
-            f"i={iteration}&s={START_MS}\n")
+    return (
+        f"lab_request,{round(end_s * 1e6)},{ms},,,,,main,{status},{tags},"
+        f"i={iteration}&s={START_MS}\n"
+    )
 
 
 def plan20():
@@ -42,14 +52,20 @@ def plan20():
 def test_lab_request_rows_become_records() -> None:
     """A lab_request row is one record: sent = end - latency, intended from the schedule."""
     t0 = START_MS / 1000
-    text = HEADER + (f"http_req_duration,{round((t0 + 0.06) * 1e6)},4.0,,true,GET,"
-                     "http://nginx/health,main,200,,\n") + lab_row(0, t0 + 0.06, 4.0)
+    text = (
+        HEADER
+        + (
+            f"http_req_duration,{round((t0 + 0.06) * 1e6)},4.0,,true,GET,"
+            "http://nginx/health,main,200,,\n"
+        )
+        + lab_row(0, t0 + 0.06, 4.0)
+    )
     builder = RecordBuilder(plan20())
     builder.feed(parse_rows(text))
     (record,) = builder.collected.records
     assert record.client == "main" and record.path == "/health" and record.method == "GET"
     assert record.sent_at == pytest.approx(t0 + 0.056)
-    assert record.intended_at == pytest.approx(t0 + 0.05)     # iteration 0 at 1/20 s
+    assert record.intended_at == pytest.approx(t0 + 0.05)  # iteration 0 at 1/20 s
     assert record.latency_s == pytest.approx(0.004)
     assert record.backend == "backend-1" and record.outcome is Outcome.OK
     assert record.request_id == "main-0"
@@ -59,10 +75,10 @@ def test_lab_request_rows_become_records() -> None:
 def test_status_and_error_outcomes() -> None:
     """>= 400 fails; no status: dial errors fail (never sent), timeouts are unknown."""
     assert outcome_of(201, 0) is Outcome.OK and outcome_of(429, 0) is Outcome.FAIL
-    assert outcome_of(0, 1212) is Outcome.FAIL           # connection refused
-    assert outcome_of(0, 1101) is Outcome.FAIL           # no IP for the host
-    assert outcome_of(0, 1050) is Outcome.UNKNOWN        # request timeout
-    assert outcome_of(0, 1220) is Outcome.UNKNOWN        # reset by peer: may have happened
+    assert outcome_of(0, 1212) is Outcome.FAIL  # connection refused
+    assert outcome_of(0, 1101) is Outcome.FAIL  # no IP for the host
+    assert outcome_of(0, 1050) is Outcome.UNKNOWN  # request timeout
+    assert outcome_of(0, 1220) is Outcome.UNKNOWN  # reset by peer: may have happened
     builder = RecordBuilder(plan20())
     builder.feed(parse_rows(HEADER + lab_row(3, 1.7e9, 10000.0, status=0, error="1050")))
     (record,) = builder.collected.records
@@ -72,13 +88,15 @@ def test_status_and_error_outcomes() -> None:
 
 def test_user_script_rows_without_plan() -> None:
     """A user's script: http_req_duration rows, path from the name tag, intended = sent."""
-    text = ("metric_name,timestamp,metric_value,check,error,error_code,expected_response,group,"
-            "method,name,proto,scenario,service,status,subproto,tls_version,url,extra_tags,"
-            "metadata\n"
-            "http_req_duration,1700000000500000,5.0,,,,true,,GET,health,HTTP/1.1,browse,,200,,,"
-            "http://nginx/health,,\n"
-            "lab_request,1700000000500000,5.0,,,,,,,,,browse,,200,,,,backend=backend-2,i=0\n"
-            "dropped_iterations,1700000000600000,1,,,,,,,,,browse,,,,,,,\n")
+    text = (
+        "metric_name,timestamp,metric_value,check,error,error_code,expected_response,group,"
+        "method,name,proto,scenario,service,status,subproto,tls_version,url,extra_tags,"
+        "metadata\n"
+        "http_req_duration,1700000000500000,5.0,,,,true,,GET,health,HTTP/1.1,browse,,200,,,"
+        "http://nginx/health,,\n"
+        "lab_request,1700000000500000,5.0,,,,,,,,,browse,,200,,,,backend=backend-2,i=0\n"
+        "dropped_iterations,1700000000600000,1,,,,,,,,,browse,,,,,,,\n"
+    )
     builder = RecordBuilder(None)
     builder.feed(parse_rows(text))
     (record,) = builder.collected.records
@@ -108,14 +126,30 @@ def test_csv_tail_reads_only_complete_lines(tmp_path) -> None:
 def test_summary_thresholds_map_failed_flags(tmp_path) -> None:
     """k6's summary export maps each threshold to whether it failed."""
     path = tmp_path / "summary.json"
-    path.write_text(json.dumps({"metrics": {
-        "http_req_duration{scenario:main}": {"p(95)": 250.0, "thresholds": {"p(95)<200": True}},
-        "http_req_failed{scenario:main}": {"value": 0.0, "thresholds": {"rate<0.01": False}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "metrics": {
+                    "http_req_duration{scenario:main}": {
+                        "p(95)": 250.0,
+                        "thresholds": {"p(95)<200": True},
+                    },
+                    "http_req_failed{scenario:main}": {
+                        "value": 0.0,
+                        "thresholds": {"rate<0.01": False},
+                    },
+                }
+            }
+        )
+    )
     _, results = read_summary(path)
     by = {r.metric: r for r in results}
     assert not by["http_req_duration{scenario:main}"].passed
     assert by["http_req_duration{scenario:main}"].value == 250.0
-    assert by["http_req_failed{scenario:main}"].passed and by["http_req_failed{scenario:main}"].value == 0
+    assert (
+        by["http_req_failed{scenario:main}"].passed
+        and by["http_req_failed{scenario:main}"].value == 0
+    )
     assert read_summary(tmp_path / "missing.json") == ({}, ())
 
 
@@ -142,21 +176,25 @@ def test_threshold_failure_fails_and_pass_passes() -> None:
 
 def _thresholds(passed: bool):
     from lab.load.results import ThresholdResult
+
     return {}, (ThresholdResult("http_req_duration{scenario:main}", "p(95)<200", passed, 250.0),)
 
 
 def _record(i: int, sent: float, latency: float | None, status: int | None = 200) -> RequestRecord:
-    outcome = Outcome.OK if status and status < 400 else (Outcome.FAIL if status else Outcome.UNKNOWN)
-    return RequestRecord(i, "main", "GET", "/health", sent, sent, latency, status, "backend-1",
-                         outcome)
+    outcome = (
+        Outcome.OK if status and status < 400 else (Outcome.FAIL if status else Outcome.UNKNOWN)
+    )
+    return RequestRecord(
+        i, "main", "GET", "/health", sent, sent, latency, status, "backend-1", outcome
+    )
 
 
 def test_windows_and_break_point() -> None:
     """Windows count by send time; the break is the first window past a bound."""
     plan = build_plan("breakpoint", {"start": 10, "peak": 50, "duration_s": 4}, LoadThresholds())
-    records = [_record(i, 0.01 * i, 0.005) for i in range(100)]            # 0-1 s: fast
+    records = [_record(i, 0.01 * i, 0.005) for i in range(100)]  # 0-1 s: fast
     records += [_record(100 + i, 1 + 0.01 * i, 0.005) for i in range(100)]  # 1-2 s: fast
-    records += [_record(200 + i, 2 + 0.01 * i, 0.5) for i in range(100)]    # 2-3 s: slow
+    records += [_record(200 + i, 2 + 0.01 * i, 0.5) for i in range(100)]  # 2-3 s: slow
     wins = windows(records, [], 0.0, plan)
     assert [w.sent for w in wins] == [100, 100, 100]
     assert wins[0].target_rate == pytest.approx(15)
@@ -165,7 +203,10 @@ def test_windows_and_break_point() -> None:
     assert "p95 500.0 ms >= 200 ms" in point.reason
     failing = [_record(i, 0.01 * i, 0.005, 503 if i % 10 == 0 else 200) for i in range(100)]
     assert "errors 10.0%" in find_break(windows(failing, [], 0.0, None), 0.2, 0.01).reason
-    assert "dropped" in find_break(windows(records[:100], [(0.5, "main")], 0.0, None), None, None).reason
+    assert (
+        "dropped"
+        in find_break(windows(records[:100], [(0.5, "main")], 0.0, None), None, None).reason
+    )
 
 
 def test_no_answer_counts_as_slower_than_any() -> None:
@@ -180,15 +221,26 @@ def _samples(node: str, cores: list[float], throttled: list[int] | None = None):
     cpu, out = 0.0, []
     for second, used in enumerate([0.0, *cores]):
         cpu += used
-        out.append(ContainerSample(100.0 + second, node, cpu, 2**20 * (10 + second),
-                                   (throttled or [0] * (len(cores) + 1))[second], 10 * second))
+        out.append(
+            ContainerSample(
+                100.0 + second,
+                node,
+                cpu,
+                2**20 * (10 + second),
+                (throttled or [0] * (len(cores) + 1))[second],
+                10 * second,
+            )
+        )
     return out
 
 
 def test_node_saturation_against_its_quota() -> None:
     """A node at 90% of its quota is saturated; the earliest one is named, not the generator."""
-    samples = (_samples("backend-1", [0.1, 0.29, 0.3, 0.3]) + _samples("nginx", [0.1, 0.1, 0.39, 0.4])
-               + _samples("k6", [1.9, 1.9, 1.9, 1.9]))
+    samples = (
+        _samples("backend-1", [0.1, 0.29, 0.3, 0.3])
+        + _samples("nginx", [0.1, 0.1, 0.39, 0.4])
+        + _samples("k6", [1.9, 1.9, 1.9, 1.9])
+    )
     loads = node_loads(samples, {"backend-1": 0.3, "nginx": 0.4, "k6": None}, 2, 100.0, 104.0)
     by = {n.node: n for n in loads}
     assert by["backend-1"].first_saturated_at == 101.0 and by["nginx"].first_saturated_at == 102.0

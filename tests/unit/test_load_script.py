@@ -50,18 +50,32 @@ def test_api_kinds_need_users_and_send_tokens() -> None:
     assert "JSON.stringify({email: u.email, password: PASSWORD})" in script
 
 
-@pytest.mark.parametrize("profile", ["smoke", "load", "stress", "spike", "soak", "breakpoint",
-                                     "conversation"])
+@pytest.mark.parametrize(
+    "profile", ["smoke", "load", "stress", "spike", "soak", "breakpoint", "conversation"]
+)
 def test_k6_accepts_every_profile_script(profile: str, tmp_path) -> None:
     """k6 itself parses each script's options (``k6 inspect``; no request is sent)."""
     k6 = find_k6()
     path = tmp_path / "script.js"
     path.write_text(render_script(build_plan(profile, {}, LoadThresholds(abort_on_fail=True))))
     users = json.dumps([{"email": "a", "token": "t", "conversation_id": 1}])
-    done = subprocess.run([str(k6.path), "inspect", "--execution-requirements",
-                           "-e", f"LAB_USERS={users}", "-e", "LAB_BASE_URL=http://127.0.0.1:9",
-                           str(path)], capture_output=True, text=True, timeout=60, check=False,
-                          env={"K6_NO_USAGE_REPORT": "true", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [
+            str(k6.path),
+            "inspect",
+            "--execution-requirements",
+            "-e",
+            f"LAB_USERS={users}",
+            "-e",
+            "LAB_BASE_URL=http://127.0.0.1:9",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"K6_NO_USAGE_REPORT": "true", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     inspected = json.loads(done.stdout)
     kinds = build_plan(profile, {}, LoadThresholds()).kinds
