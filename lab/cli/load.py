@@ -158,7 +158,7 @@ def _print(result: LoadResult, as_json: bool) -> report.LoadFigures:
     if not as_json:
         for line in report.lines(result, figs):
             out.print(line, soft_wrap=True)
-        out.print(Text(f"  report: {path}"))
+        out.print(Text(f"  report: {path}"), soft_wrap=True)
     return figs
 
 
@@ -404,17 +404,18 @@ def _print_comparison(result: comparison.Comparison, as_json: bool) -> None:
             soft_wrap=True,
         )
         out.print(Text(f"        first saturated: {row['first_saturated']}"), soft_wrap=True)
-        out.print(Text(f"        report: {row['report']}"))
-    out.print(Text(f"{result.verdict_line()} (after / before)", style="bold"))
+        out.print(Text(f"        report: {row['report']}"), soft_wrap=True)
+    out.print(Text(f"{result.verdict_line()} (after / before)", style="bold"), soft_wrap=True)
     out.print(
         Text(
             f"latency at {equal['rate']:.0f} req/s: before {equal['before']}; "
             f"after {equal['after']}"
-        )
+        ),
+        soft_wrap=True,
     )
     if result.before.result.name == "soak":
         for side in (result.before, result.after):
             growth = ", ".join(
                 f"{n.node} {n.memory_growth / 2**20:+.1f} MiB" for n in side.figures.nodes
             )
-            out.print(Text(f"memory growth ({side.label}): {growth}"))
+            out.print(Text(f"memory growth ({side.label}): {growth}"), soft_wrap=True)
