@@ -23,7 +23,6 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.errors import DockerUnavailable, ImageBuildError, LabError, PortConflict
-from lab.history import PortBinding
 
 LABEL_PREFIX = "io.failover-lab"
 LABEL_LAB = f"{LABEL_PREFIX}.lab"            # the lab's name, on every resource
@@ -71,6 +70,15 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class HostBinding:
+    """One host port Docker forwards to a container port, as Docker reports it."""
+
+    container_port: str         # "80/tcp"
+    host_ip: str                # "0.0.0.0" or "::" is every interface
+    host_port: int              # 0: not assigned yet (a container that is not running)
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """What Docker says about one container, reduced to what the lab reads."""
 
@@ -84,7 +92,7 @@ class ContainerInfo:
     env: Mapping[str, str]
     exit_code: int | None
     # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
-    bindings: tuple[PortBinding, ...] = ()
+    bindings: tuple[HostBinding, ...] = ()
     network_mode: str = ""           # HostConfig.NetworkMode: a network name, "host", "container:<id>"
 
     @property
@@ -408,7 +416,7 @@ class Engine:
         ports = settings.get("Ports") if state.get("Running") else host_config.get("PortBindings")
         all_bindings = tuple(
             # An empty HostIp binds every interface (Docker's default for `-p 80:80`).
-            PortBinding(port, binding.get("HostIp") or "0.0.0.0", int(binding.get("HostPort") or 0))
+            HostBinding(port, binding.get("HostIp") or "0.0.0.0", int(binding.get("HostPort") or 0))
             for port, bindings in sorted((ports or {}).items()) for binding in bindings or [])
         env = {}
         for item in (attrs.get("Config") or {}).get("Env") or []:

@@ -31,7 +31,7 @@ from lab.engine import (
     Removed,
 )
 from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
-from lab.history import NodeExposure
+from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
 from lab.topology.plan import (
     READY_BEFORE_NEXT_STAGE,
@@ -229,7 +229,9 @@ class Lab:
         now = time.time()
         return [NodeExposure(now, info.node if info.labels.get(LABEL_KIND) == "node" else info.name,
                              info.role if info.labels.get(LABEL_KIND) == "node" else "",
-                             info.status, info.network_mode, info.bindings)
+                             info.status, info.network_mode,
+                             tuple(PortBinding(b.container_port, b.host_ip, b.host_port)
+                                   for b in info.bindings))
                 for info in self.engine.list_containers({LABEL_LAB: self.name})]
 
     def addresses(self) -> dict[str, str]:
