@@ -27,6 +27,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
+from lab.config import config_path
 from lab.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -213,8 +214,6 @@ def from_table(table: dict[str, Any] | None, source: str) -> ObjectivesInForce:
 
 def load_objectives(path: Path | None) -> ObjectivesInForce:
     """The objectives of a lab.toml (``path`` None: ./lab.toml when present, else the defaults)."""
-    from lab.config import config_path
-
     path = config_path(path)
     if path is None:
         return defaults()
