@@ -207,20 +207,23 @@ def config_path(path: Path | None) -> Path | None:
     return path
 
 
+def read_toml(path: Path) -> dict:
+    """A TOML file as a mapping; a missing or malformed file is a ConfigError naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_config(path: Path | None = None, *, name: str | None = None) -> LabConfig:
     """Read ``lab.toml`` (explicit path, or ./lab.toml when present, else the defaults).
 
     Its ``[objectives]`` table is not part of the lab's configuration (a lab runs the same
     whatever it is judged against): ``lab.objectives.load_objectives`` reads it."""
     path = config_path(path)
-    data: dict = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such configuration file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path) if path is not None else {}
     data.pop("objectives", None)
     config = parse_config(data, source=str(path or "defaults"))
     return config.with_name(name)

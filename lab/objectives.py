@@ -20,14 +20,13 @@ docs/objectives.md.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
-from lab.config import config_path
+from lab.config import config_path, read_toml
 from lab.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -217,13 +216,7 @@ def load_objectives(path: Path | None) -> ObjectivesInForce:
     path = config_path(path)
     if path is None:
         return defaults()
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return from_table(data.get("objectives"), str(path))
+    return from_table(read_toml(path).get("objectives"), str(path))
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
