@@ -21,11 +21,11 @@ import psycopg
 
 from lab import __version__
 from lab.checks import CHECKS, CheckResult, Observation
-from lab.checks.locks import JOBS
+from lab.checks.locks import DEATHS, JOBS
 from lab.checks.rate_limit import predict_checklist_experiments
 from lab.expectations import Expectations, UpstreamPolicy, duration_names
 from lab.faults import FaultSpec, heal_leftovers
-from lab.history import History
+from lab.history import FaultPhase, History, JobRun
 from lab.objectives import ObjectivesInForce, defaults
 from lab.scenarios.judge import RunFacts, failure_modes, judge, planned_failure_modes, predictions
 from lab.scenarios.model import Scenario
@@ -164,16 +164,30 @@ class Runner:
         return frozenset(body.split(" ", 1)[1] for (body,) in rows)
 
     def _read_job_records(self, state: RunState) -> None:
-        """Job runs and fencing rejections since the run started, read from PostgreSQL."""
+        """Job runs and fencing rejections since the run started, read from PostgreSQL, once
+        every run in progress at the end has recorded its finish (or max_run_s has passed)."""
         state.phase = "reading job records"
         history = state.history
         since = history.mark_at("start") or 0.0
         end = history.mark_at("end") or time.time()
-        # A run in progress at the end records its finish within max_run_s; runs that began
-        # after the end are outside the observation and left out.
-        state.sleep(end + state.expectations.backend.max_run_s - time.time())
         dsn = self.lab.endpoints.postgres_dsn
-        history.job_runs.extend(run for run in read_job_runs(dsn, since) if run.started_at <= end)
+        # A run whose node died (kill, stop, restart) after it started never records a finish.
+        deaths: dict[str, list[float]] = {}
+        for event in history.faults:
+            if event.phase is FaultPhase.INJECT and event.fault in DEATHS:
+                deaths.setdefault(event.target, []).append(event.started_at)
+
+        def pending(runs: list[JobRun]) -> list[JobRun]:
+            return [r for r in runs if r.started_at <= end and r.finished_at is None
+                    and not any(r.started_at <= t for t in deaths.get(r.node, ()))]
+
+        # Runs that began after the end are outside the observation and left out.
+        deadline = end + state.expectations.backend.max_run_s
+        runs = [r for r in read_job_runs(dsn, since) if r.started_at <= end]
+        while pending(runs) and time.time() < deadline:
+            state.sleep(min(0.2, max(0.0, deadline - time.time())))
+            runs = [r for r in read_job_runs(dsn, since) if r.started_at <= end]
+        history.job_runs.extend(runs)
         history.fencing_rejections.extend(read_fencing_rejections(dsn, since))
 
     def _observe(self, state: RunState, needs: set[Observation]) -> dict[str, object]:
