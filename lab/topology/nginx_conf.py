@@ -167,8 +167,9 @@ def read_tree(text: str) -> tuple[Directive, ...]:
 
 
 def read_host_files(main: str | os.PathLike[str]) -> dict[str, str]:
-    """A configuration on this host: the main file and every file it includes (relative
-    includes below the main file's folder; absolute ones that exist here), as {path: text}."""
+    """A configuration on this host: the main file and every file its relative includes name
+    (relative to the main file's folder), as {path: text}. Absolute includes are left to the
+    image NGINX runs in (``/etc/nginx/mime.types``)."""
     main = os.path.abspath(main)
     files: dict[str, str] = {}
     prefix = os.path.dirname(main)
@@ -179,13 +180,13 @@ def read_host_files(main: str | os.PathLike[str]) -> dict[str, str]:
         with open(path, encoding="utf-8") as handle:
             files[path] = handle.read()
         for d in _walk(parse_file_text(files[path], path)):
-            if d.name != "include" or not d.args:
+            if d.name != "include" or not d.args or os.path.isabs(d.args[0]):
                 continue
-            pattern = d.args[0] if os.path.isabs(d.args[0]) else os.path.join(prefix, d.args[0])
+            pattern = os.path.join(prefix, d.args[0])
             for found in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
                 if os.path.isfile(found):
                     visit(os.path.normpath(found))
-                elif not os.path.isabs(d.args[0]):
+                else:
                     raise ConfigError(f"{d.where}: include {d.args[0]}: no such file "
                                       f"({found})", hint="includes are resolved relative to "
                                       "the main file's folder")
