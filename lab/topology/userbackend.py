@@ -53,7 +53,9 @@ def user_backend_env(config: LabConfig, secrets: LabSecrets, node: str, port: in
 
 def health_command(config: LabConfig, port: int, path: str) -> tuple[str, ...]:
     """``docker exec`` command asking a user's backend ``path`` (exit 0 on 2xx)."""
-    return (BUSYBOX, "wget", "-q", "-O", "-", "-T", "2", f"http://127.0.0.1:{port}{path}")
+    # busybox's own `timeout` bounds it: its wget -T crashes (SIGSEGV) on a 2xx answer.
+    return (BUSYBOX, "timeout", "3", BUSYBOX, "wget", "-q", "-O", "-",
+            f"http://127.0.0.1:{port}{path}")
 
 
 def _folder_tar(folder: Path) -> tuple[bytes, str]:
@@ -88,7 +90,9 @@ def ensure_user_backend(engine: Engine, config: LabConfig, *,
     """The image the lab runs for a user's backend: theirs plus the probe tool (built once)."""
     b = config.backend
     probe = image_builder.ensure_images(engine, config.build, roles=("probe",), say=say)["probe"]
-    base = image_builder.ensure_base(engine, config.build, say)
+    # ensure_images made sure of the base: the configured one, or the bootstrapped one.
+    base = (config.build.base_image if engine.image_id(config.build.base_image)
+            else image_builder.BOOTSTRAPPED_BASE)
     if b.build is not None:
         folder = Path(b.build)
         if not (folder / "Dockerfile").is_file():

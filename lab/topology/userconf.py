@@ -382,8 +382,14 @@ def user_nginx(config: Any) -> UserNginx | None:
     tree = resolve_includes(files, main, shown=shown, missing_ok=True)
     refused = unprovidable(tree, shown)
     if refused:
+        by_reason: dict[str, list[str]] = {}
+        for line in refused:
+            where, name, reason = line.split(": ", 2)
+            by_reason.setdefault(reason, []).append(f"{where}: {name}")
+        text = "\n".join("  " + "\n  ".join(lines) + f"\n    why: {reason}"
+                         for reason, lines in by_reason.items())
         raise ConfigError("the lab's NGINX (Debian bookworm's nginx 1.22, open source) cannot "
-                          "run this configuration:\n  " + "\n  ".join(refused),
+                          "run this configuration:\n" + text,
                           hint="remove these lines to rehearse what NGINX really does; "
                           "`lab lint` explains what that means for failover")
     notes: list[str] = []
@@ -547,11 +553,17 @@ def user_pgbouncer(config: Any) -> UserPgBouncer | None:
     for name, value in replaced.items():
         if name in settings:
             lines[settings[name].line - 1] = f"{name} = {value}"
-    missing = {k: v for k, v in replaced.items() if k not in settings}
+    missing = [f"{k} = {v}" for k, v in replaced.items() if k not in settings]
     if missing:
-        # A second [pgbouncer] section after the file: every line of yours keeps its number.
-        lines += ["", "; Added by the lab.", "[pgbouncer]"] + [f"{k} = {v}" for k, v in
-                                                               missing.items()]
+        # After the [pgbouncer] section's last setting (PgBouncer ignores a second section of
+        # the same name): only lines of a later section move.
+        last = max(e.line for e in ini.entries if e.section == "pgbouncer") \
+            if settings else next(line for name, line in ini.sections if name == "pgbouncer")
+        lines[last:last] = missing
+        later = [name for name, line in ini.sections if line > last]
+        if later:
+            notes.append(f"{len(missing)} settings added at the end of [pgbouncer]: lines of "
+                         f"[{later[0]}] and after move down by {len(missing)}")
     return UserPgBouncer("\n".join(lines) + "\n", str(path), tuple(notes))
 
 
