@@ -256,7 +256,8 @@ async function schedule(job) {
   // Every node wakes at the same wall-clock ticks (multiples of the interval since the epoch).
   while (!stopping) {
     const next = Math.floor(now() / JOB_INTERVAL_MS) + 1;
-    await sleep(Math.max(0, next * JOB_INTERVAL_MS - now()));
+    // setTimeout may fire up to a millisecond early: the tick must have begun.
+    while (now() < next * JOB_INTERVAL_MS) await sleep(Math.max(1, next * JOB_INTERVAL_MS - now()));
     if (stopping) return;
     runOnce(job, next).catch((err) => log(`Job failed: ${job} (${err.message})`));
   }
