@@ -75,7 +75,9 @@ def backend_from_contract(config: LabConfig) -> BackendPolicy:
 
 
 def _claimed_nginx(config: LabConfig) -> NginxPolicy:
-    user = user_nginx(config)
+    # What the files claim, read statically: directives NGINX would refuse are skipped here
+    # (`lab up` refuses them; `lab lint` explains them).
+    user = user_nginx(config, strict=False)
     if user is None:
         return parse_nginx_policy(render_nginx(config))
     return policy_from_tree(user.tree, nodes=user.nodes)

@@ -558,3 +558,38 @@ def policy_from_tree(main: Sequence[Directive], *, path: str = "/",
             raise ConfigError(f"{d.where}: limit_req_status must be 400-599",
                               hint=_HINT)
     return NginxPolicy(upstream, tuple(rules), status, tuple(servers))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request path goes in a configuration: its location and what is in force there."""
+
+    location: str
+    where: str                         # file:line of the location
+    upstream: str | None               # the proxy_pass target's host part, None: not proxied
+    next_upstream: tuple[str, ...]
+
+
+def route(main: Sequence[Directive], path: str, *, port: int = 80) -> Route | None:
+    """The location a request for ``path`` on ``port`` reaches (the first server listening
+    there, longest prefix), or None when no server or location takes it."""
+    http = [d for d in _children(main, "http") if d.block is not None]
+    if not http:
+        return None
+    http_scope = _Scope().enter(http[0].block or ())
+    for server in _children(http[0].block, "server"):
+        block = server.block or ()
+        ports = {d.args[0].rsplit(":", 1)[-1] for d in _children(block, "listen") if d.args}
+        if str(port) not in ports and not (port == 80 and not ports):
+            continue
+        scope = http_scope.enter(block)
+        locations = list(_locations(block, scope))
+        best = _best_location(locations, path)
+        if best is None:
+            return None
+        line = next((d.where for d in _walk(block) if d.name == "location"
+                     and d.args and d.args[-1] == best.prefix), server.where)
+        target = (re.sub(r"^https?://", "", best.proxy_pass).split("/", 1)[0]
+                  if best.proxy_pass else None)
+        return Route(best.prefix, line, target, best.scope.next_upstream)
+    return None

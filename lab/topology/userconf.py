@@ -346,8 +346,9 @@ def unprovidable(tree: Sequence[Directive], shown: Mapping[str, str]) -> list[st
             for d in _walk(tree) if d.name in UNPROVIDABLE]
 
 
-def user_nginx(config: Any) -> UserNginx | None:
-    """The user's NGINX files ready to copy, or None when the lab renders its own."""
+def user_nginx(config: Any, *, strict: bool = True) -> UserNginx | None:
+    """The user's NGINX files ready to copy, or None when the lab renders its own; without
+    ``strict``, directives the lab's NGINX cannot run are kept (``lab lint`` explains them)."""
     conf = config.nginx.conf
     if conf is None:
         return None
@@ -381,7 +382,7 @@ def user_nginx(config: Any) -> UserNginx | None:
         shown[main] = f"the lab's stand-in nginx.conf around {path}"
     tree = resolve_includes(files, main, shown=shown, missing_ok=True)
     refused = unprovidable(tree, shown)
-    if refused:
+    if refused and strict:
         by_reason: dict[str, list[str]] = {}
         for line in refused:
             where, name, reason = line.split(": ", 2)
