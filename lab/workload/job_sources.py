@@ -234,11 +234,11 @@ def runs_from_samples(samples: list[LockSample], job_interval_s: float) -> list[
         last: LockSample | None = None
         for sample in [*stream, None]:
             same = sample is not None and first is not None and sample.holder == first.holder \
-                and sample.token == first.token
+                and sample.fencing_token == first.fencing_token
             if first is not None and not same:
                 assert last is not None
                 runs.append(JobRun(id=len(runs) + 1, job=job, node=first.holder or "?",
-                                   fencing_token=first.token,
+                                   fencing_token=first.fencing_token,
                                    tick=math.floor(first.sent_at / job_interval_s),
                                    started_at=first.sent_at, finished_at=last.received_at,
                                    outcome="ok"))
