@@ -275,8 +275,8 @@ def _active_checks(lint: LintInput) -> list[Finding]:
                 passive = (f"; what runs instead is passive: out after max_fails "
                            f"{upstream.max_fails} failed client requests (each costing "
                            f"proxy_connect_timeout {text_seconds(upstream.connect_timeout_s)} "
-                           f"when killed), back fail_timeout {text_seconds(upstream.fail_timeout_s)}"
-                           " + 1 s after the last failure")
+                           "when killed), back fail_timeout "
+                           f"{text_seconds(upstream.fail_timeout_s)} + 1 s after the last failure")
             out.append(Finding(
                 "active-health-checks", Level.ERROR, d.where,
                 claim + passive,

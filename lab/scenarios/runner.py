@@ -256,7 +256,8 @@ class Runner:
             if sampler is not None:
                 sampler.stop()
                 state.history.lock_samples.extend(sampler.samples)
-                state.notes.append(f"lock samples: {len(sampler.samples) // len(sampler.jobs)} answered, "
+                answered = len(sampler.samples) // len(sampler.jobs)
+                state.notes.append(f"lock samples: {answered} answered, "
                                    f"{sampler.errors} failed")
             state.heal_all()
             end_watches(state)

@@ -352,6 +352,8 @@ class Lab:
             leftovers = Removed(leftovers.containers + removed.containers,
                                 leftovers.networks + removed.networks, leftovers.volumes + removed.volumes)
         user = self.user  # the user's files are refused here, before anything is created
+        for note in user.notes:
+            say(f"your files: {note}")
         refs = image_builder.ensure_images(self.engine, self.config.build, say=say, on_progress=on_build)
         images = {role: ref.reference for role, ref in refs.items()}
         built = tuple(role for role, ref in refs.items() if ref.built)

@@ -157,7 +157,8 @@ def plan(
         spec = ContainerSpec(
             name=container_name(config.name, node), image=images[role], labels=labels,
             network=network, ipv4_address=node_address(config, subnet, node), aliases=aliases,
-            env=env, command=command, publish={**ports, **(extra_publish or {}).get(node, {})}, files=files,
+            env=env, command=command, files=files,
+            publish={**ports, **(extra_publish or {}).get(node, {})},
             stop_timeout_s=stop_timeout,
         )
         nodes.append(NodePlan(node, role, spec))

@@ -33,7 +33,8 @@ def contract_of(config: LabConfig) -> BackendContract | None:
     return config.backend.contract
 
 
-def user_backend_env(config: LabConfig, secrets: LabSecrets, node: str, port: int) -> dict[str, str]:
+def user_backend_env(config: LabConfig, secrets: LabSecrets, node: str,
+                     port: int) -> dict[str, str]:
     """The environment a user's backend gets: the contract's variable names, the lab's values."""
     contract = config.backend.contract
     assert contract is not None

@@ -19,13 +19,13 @@ CONTRACT = load_config(Path(__file__).resolve().parents[2] / "examples" / "check
                        "lab.toml").backend.contract
 assert CONTRACT is not None
 
-LOG = """\
-2026-12-01T23:47:26.006100000Z [2026-12-01T23:47:26.005779Z] Acquired lock for job: recurring-messages
-2026-12-01T23:47:26.016000000Z [2026-12-01T23:47:26.015833Z] Job lock held by another server: phone-linking-recovery
-2026-12-01T23:47:26.520000000Z [2026-12-01T23:47:26.519739Z] Released lock for job: recurring-messages
-2026-12-01T23:47:28.006000000Z [2026-12-01T23:47:28.005000Z] Acquired lock for job: phone-linking-recovery
-2026-12-01T23:47:28.100000000Z something else
-"""
+DAY = "2026-12-01T23:47:"
+LOG = "".join(f"{DAY}{docker}Z [{DAY}{own}Z] {text}\n" for docker, own, text in (
+    ("26.006100000", "26.005779", "Acquired lock for job: recurring-messages"),
+    ("26.016000000", "26.015833", "Job lock held by another server: phone-linking-recovery"),
+    ("26.520000000", "26.519739", "Released lock for job: recurring-messages"),
+    ("28.006000000", "28.005000", "Acquired lock for job: phone-linking-recovery"))) + \
+    f"{DAY}28.100000000Z something else\n"
 
 
 def test_log_lines_become_runs() -> None:
@@ -35,7 +35,8 @@ def test_log_lines_become_runs() -> None:
     assert events[0].at == pytest.approx(1796168846.005779)    # the line's own time
     runs = runs_from_events(events, 2.0)
     assert [(r.job, r.node, r.outcome) for r in runs] == [
-        ("recurring-messages", "backend-2", "ok"), ("phone-linking-recovery", "backend-2", "running")]
+        ("recurring-messages", "backend-2", "ok"),
+        ("phone-linking-recovery", "backend-2", "running")]
     assert runs[0].finished_at - runs[0].started_at == pytest.approx(0.51396, abs=1e-5)
     assert runs[0].tick == int(runs[0].started_at // 2.0)
     assert runs[1].finished_at is None
@@ -68,4 +69,5 @@ def test_runs_from_lock_samples() -> None:
                                  (10.3, None), (12.1, "backend-2"), (12.2, None))]
     runs = runs_from_samples(samples, 2.0)
     assert [(r.node, r.started_at, r.finished_at, r.tick) for r in runs] == [
-        ("backend-1", 10.1, pytest.approx(10.201), 5), ("backend-2", 12.1, pytest.approx(12.101), 6)]
+        ("backend-1", 10.1, pytest.approx(10.201), 5),
+        ("backend-2", 12.1, pytest.approx(12.101), 6)]

@@ -112,7 +112,8 @@ def test_nginx_dump_is_read_with_its_includes() -> None:
 
 
 REFUSALS = {
-    "active check": (lambda t: t.replace("keepalive 32;", "keepalive 32;\n    check interval=3000;"),
+    "active check": (lambda t: t.replace("keepalive 32;",
+                                         "keepalive 32;\n    check interval=3000;"),
                      r"backend\.conf:\d+: check\n.*third-party"),
     "ip address": (lambda t: t.replace("backend-2.internal:3000", "10.0.0.2:3000"),
                    r"backend\.conf:\d+: upstream server 10\.0\.0\.2:3000: an IP address"),
@@ -124,8 +125,10 @@ REFUSALS = {
                  "lab's own redis node"),
     "ports differ": (lambda t: t.replace("backend-2.internal:3000", "backend-2.internal:4000"),
                      "different ports"),
-    "no port 80": (lambda t: t.replace("listen 80;", "listen 8080;"), "no server listens on port 80"),
-    "dhparam": (lambda t: t.replace("ssl_protocols", "ssl_dhparam /etc/ssl/dh.pem;\n    ssl_protocols"),
+    "no port 80": (lambda t: t.replace("listen 80;", "listen 8080;"),
+                   "no server listens on port 80"),
+    "dhparam": (lambda t: t.replace("ssl_protocols",
+                                    "ssl_dhparam /etc/ssl/dh.pem;\n    ssl_protocols"),
                 r"ssl_dhparam /etc/ssl/dh\.pem: a file the lab cannot provide"),
     "syntax": (lambda t: t.rstrip().rstrip("}"), r"backend\.conf:\d+: unexpected end of file"),
     "include outside": (lambda t: "include ../other.conf;\n" + t, "no such file|outside"),
@@ -144,7 +147,8 @@ def test_refused_with_file_and_line(example: Path, case: str) -> None:
 
 def test_missing_files_are_named(example: Path) -> None:
     """A missing conf, ini or userlist is one message naming the field and the path."""
-    for name, field in (("backend.conf", r"\[nginx\] conf"), ("pgbouncer.ini", r"\[pgbouncer\] ini"),
+    for name, field in (("backend.conf", r"\[nginx\] conf"),
+                        ("pgbouncer.ini", r"\[pgbouncer\] ini"),
                         ("userlist.txt", r"\[pgbouncer\] userlist")):
         saved = (example / name).read_bytes()
         (example / name).unlink()
