@@ -67,6 +67,8 @@ class ContainerSpec:
     cap_add: tuple[str, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     mem_limit: str | None = None
+    # host name -> address written to the container's /etc/hosts (``--add-host``)
+    extra_hosts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,7 @@ class Engine:
             port_bindings={port: ("127.0.0.1", host or None) for port, host in spec.publish.items()},
             cap_add=list(spec.cap_add) or None, tmpfs=dict(spec.tmpfs) or None,
             mem_limit=spec.mem_limit, network_mode=spec.network_mode or spec.network,
+            extra_hosts=dict(spec.extra_hosts) or None,
         )
         networking = None
         if spec.network and not spec.network_mode:
@@ -383,10 +386,12 @@ class Engine:
                           output=output.decode(errors="replace"))
 
     def logs(self, name: str, *, tail: int | str = "all", since: float | None = None,
-             stdout: bool = True, stderr: bool = True) -> str:
+             stdout: bool = True, stderr: bool = True, timestamps: bool = False) -> str:
+        """A container's output; with ``timestamps``, each line starts with Docker's RFC 3339
+        time of it (when the daemon read it) and a space."""
         try:
             data = self._client.api.logs(name, stdout=stdout, stderr=stderr, tail=tail,
-                                         since=since, timestamps=False)
+                                         since=since, timestamps=timestamps)
         except docker.errors.APIError:
             return ""
         return data.decode(errors="replace")
