@@ -30,7 +30,6 @@ from lab.history import Outcome
 from lab.registry import Registry, tagged_union
 from lab.scenarios.probes import PROBES, parse_probe
 from lab.scenarios.state import RunState, is_dynamic
-from lab.topology.render import BACKEND_PORT
 from lab.workload.health_watch import HealthWatcher, HealthWatchSpec
 
 
@@ -241,7 +240,7 @@ def _watch(state: RunState, step: WatchStep) -> None:
     state.tick(f"starting a health watch on {node}")
     # Longer than the slowest health answer: each dependency check waits the timeout at most.
     timeout = 2 * state.lab.config.backend.dependency_timeout_s + 1
-    watcher = HealthWatcher(state.lab, HealthWatchSpec(node, BACKEND_PORT, spec.interval_s,
+    watcher = HealthWatcher(state.lab, HealthWatchSpec(node, state.lab.backend_port, spec.interval_s,
                                                        evaluate_duration(spec.max_duration, state.names),
                                                        timeout))
     watcher.start()
