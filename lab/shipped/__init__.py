@@ -20,7 +20,8 @@ def _folder(package: str) -> Path:
         resource = files(package)
     except ModuleNotFoundError:
         raise LabError(f"the installed lab has no {package} (its package data is missing)",
-                       hint="reinstall with `pip install .` from a checkout, or `pip install -e .`") from None
+                       hint="reinstall: `pip install .` from a checkout, or `pip install -e .`",
+                       ) from None
     if not isinstance(resource, Path) or not resource.is_dir():
         # A zipped install (zipimport) would need extracting; pip always installs unpacked.
         raise LabError(f"{package} is not a folder on disk ({resource})",
