@@ -348,7 +348,8 @@ def _share_panel(svg: _Svg, run: StoredRun, axis: Axis, colours: dict[str, str])
     for i in sorted(bins):
         counts = bins[i]
         total = sum(counts.values())
-        x0, x1 = axis.x(axis.t0 + i * width), axis.x(axis.t0 + (i + 1) * width)
+        x0 = axis.x(axis.t0 + i * width)
+        x1 = min(axis.x(axis.t0 + (i + 1) * width), LEFT + PLOT_W)
         y = top + SHARE_H
         for layer in layers:
             n = counts.get(layer, 0)
