@@ -68,11 +68,10 @@ def synthetic_history(duration_s: float, rate: float, seed: int) -> tuple[Histor
     history.faults += [
         FaultEvent("kill", "backend-1", FaultPhase.INJECT, inject, inject - 0.1, "SIGKILL"),
         FaultEvent("kill", "backend-1", FaultPhase.HEAL, heal, heal - 0.4, "started")]
-    turn = 0
     for i in range(int(duration_s * rate)):
         at = T0 + i / rate
-        backend = BACKENDS[turn % 3]
-        turn += 1
+        backend = BACKENDS[i % 3]
+        turn = i + 1
         latency = rng.lognormvariate(math.log(0.004), 0.45)
         tried = [backend]
         if backend == "backend-1" and inject <= at < back_at:
@@ -141,7 +140,7 @@ def synthetic_document(duration_s: float, rate: float, seed: int) -> dict:
     }
 
 
-def _browser():  # noqa: ANN202 - selenium's WebDriver
+def _browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -163,7 +162,7 @@ requestAnimationFrame(() => requestAnimationFrame(() => {
 """
 
 
-def load_seconds(driver, path: Path) -> tuple[float, float]:  # noqa: ANN001
+def load_seconds(driver, path: Path) -> tuple[float, float]:
     """(load event, painted) in seconds from the navigation's start, for one fresh load."""
     driver.get("about:blank")
     driver.get(path.resolve().as_uri())

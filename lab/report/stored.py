@@ -106,22 +106,27 @@ class RunSummary(_Stored):
         return self.finished_at - self.started_at
 
 
-class StoredRun(RunSummary):
-    """A whole run: its checks, what it was judged against, and its history."""
+class StoredVerdicts(RunSummary):
+    """A run's checks and objectives, without its history (what JUnit reports)."""
 
     checks: tuple[StoredCheck, ...] = ()
     objectives: tuple[ObjectiveInForce, ...] = ()
     predictions: tuple[Prediction, ...] = ()
+
+    def predictions_for(self, check: str) -> list[Prediction]:
+        """The predictions made for one check's objectives."""
+        return [p for p in self.predictions if p.check == check]
+
+
+class StoredRun(StoredVerdicts):
+    """A whole run: its checks, what it was judged against, and its history."""
+
     steps: tuple[str, ...] = ()
     config: dict[str, Any] | None = None
     faults: tuple[dict[str, Any], ...] = ()
     durations: dict[str, float] = Field(default_factory=dict)
     notes: tuple[str, ...] = ()
     history: History = Field(default_factory=History)
-
-    def predictions_for(self, check: str) -> list[Prediction]:
-        """The predictions made for one check's objectives."""
-        return [p for p in self.predictions if p.check == check]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -160,3 +165,8 @@ def load(path: Path) -> StoredRun:
 def load_summary(path: Path) -> RunSummary:
     """The top of the run in ``path``, without rebuilding its history."""
     return _validate(RunSummary, _read(Path(path)), str(path))
+
+
+def load_verdicts(path: Path) -> StoredVerdicts:
+    """The checks and objectives of the run in ``path``, without rebuilding its history."""
+    return _validate(StoredVerdicts, _read(Path(path)), str(path))
