@@ -31,7 +31,7 @@ def report_command(
         if not (directory / RESULT_FILE).is_file():
             raise LabError(f"{directory} holds no {RESULT_FILE}",
                            hint="name a run directory (see `lab runs`)")
-        out.print(str(html.write(directory)))
+        out.print(str(html.write(directory)), soft_wrap=True)
 
 
 def runs_command(report_dir: ReportDirOption = report.DEFAULT_REPORT_ROOT) -> None:

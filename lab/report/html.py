@@ -158,7 +158,7 @@ MARKERS: dict[str, Callable[[StoredCheck, History], list[Marker]]] = {
     "ejection": _after_inject("last routed attempt"),
     "readmission": _after_heal("first 2xx"),
     "recovery": _after_heal("first success", last=True),
-    "lock_takeover": _after_inject("next run"),
+    "lock-takeover": _after_inject("next run"),
 }
 
 
