@@ -158,8 +158,13 @@ def failure_text(result: RunResult, directory: Path) -> str:
     lines = [buffer.getvalue().rstrip()]
     for check in result.checks:
         if check.verdict is not Verdict.PASS:
-            lines.append(f"{check.name}: {check.verdict.value}: {check.measured} (expected "
+            lines.append(f"{check.shown}: {check.verdict.value}: {check.measured} (expected "
                          f"{check.expected}; {check.derivation})")
+        for objective in check.objectives:
+            if objective.verdict is not Verdict.PASS:
+                lines.append(f"{check.shown}: objective {objective.name}: "
+                             f"{objective.verdict.value}: {objective.measured} (threshold "
+                             f"{objective.threshold}; {objective.derivation})")
     lines.append(f"report: {directory / 'report.html'}")
     return "\n".join(lines)
 
