@@ -46,6 +46,7 @@ SCATTER_H, STRIP_H, SHARE_H, POOL_H, LANE_H, GAP = 240, 16, 90, 140, 14, 34
 BACKEND_COLOURS = ("#3366cc", "#109618", "#990099", "#0099c6", "#8c564b", "#dd4477")
 FAIL_COLOUR, UNKNOWN_COLOUR, OTHER_COLOUR = "#d62728", "#e69500", "#7f7f7f"
 STATUS_COLOURS = {200: "#2ca02c", 503: "#ff7f0e"}
+READS = frozenset({"GET", "HEAD"})
 
 
 def _esc(text: object) -> str:
@@ -242,8 +243,11 @@ def _point(r: RequestRecord, axis: Axis, scale: _LogScale, strip_y: float,
     tip = f"<title>{_esc(_request_title(r, axis))}</title>"
     if r.outcome is Outcome.OK:
         colour = colours.get(r.backend or "", OTHER_COLOUR)
-        cy = _num(scale.y(r.latency_s or scale.lo))
-        return (f'<circle class="req" {attrs} cx="{x}" cy="{cy}" '
+        y = scale.y(r.latency_s or scale.lo)
+        if r.method.upper() not in READS:  # writes as squares, so the two streams tell apart
+            return (f'<rect class="req" {attrs} x="{_num(float(x) - 2.2)}" y="{_num(y - 2.2)}" '
+                    f'width="4.4" height="4.4" fill="{colour}">{tip}</rect>')
+        return (f'<circle class="req" {attrs} cx="{x}" cy="{_num(y)}" '
                 f'r="2.2" fill="{colour}">{tip}</circle>')
     if r.latency_s is None:  # no answer: drawn in the strip above the plot
         y = strip_y + STRIP_H / 2
@@ -612,13 +616,14 @@ def _overlays(svg: _Svg, run: StoredRun, axis: Axis, top: float, marks: list[Mar
 
 def _legend(y: float, colours: dict[str, str], history: History, marks: bool) -> str:
     items = [(f"● {name}", colour) for name, colour in colours.items()]
+    if any(r.method.upper() not in READS for r in history.requests):
+        items.append(("■ write", "#444"))
     if history.requests:
-        items += [("✕ failed", FAIL_COLOUR), ("△ unknown (no answer, or an answer too late)",
-                                               UNKNOWN_COLOUR)]
+        items += [("✕ failed", FAIL_COLOUR), ("△ unknown: no answer", UNKNOWN_COLOUR)]
     if history.faults:
-        items.append(("▮ fault, inject to heal", "#d98c8c"))
+        items.append(("▮ fault: inject to heal", "#d98c8c"))
     if marks:
-        items.append(("┆ the moment a check measured", "#222"))
+        items.append(("┆ a check measured here", "#222"))
     x, out = float(LEFT), []
     for text, colour in items:
         out.append(f'<text class="legend" x="{_num(x)}" y="{_num(y)}" fill="{colour}">'
