@@ -83,12 +83,15 @@ class Axis:
 
 
 def _axis(run: StoredRun) -> Axis:
+    # From the run's start (or anything recorded before it) to the last thing recorded: the
+    # records of several streams and samplers are not in time order.
     h = run.history
-    ends = [run.finished_at, *(r.intended_at for r in h.requests[-1:]),
-            *(r.finished_at or r.sent_at for r in h.requests[-200:]),
-            *(e.at for e in h.faults), *(j.finished_at or j.started_at for j in h.job_runs),
-            *(s.at for s in h.pool_samples[-1:]), *(s.at for s in h.health_samples[-50:])]
-    starts = [run.started_at, *(r.intended_at for r in h.requests[:1]), *(e.at for e in h.faults)]
+    ends = [run.finished_at, *(r.finished_at or r.sent_at for r in h.requests),
+            *(r.intended_at for r in h.requests), *(e.at for e in h.faults),
+            *(j.finished_at or j.started_at for j in h.job_runs),
+            *(s.at for s in h.pool_samples), *(s.at for s in h.health_samples),
+            *(s.received_at for s in h.lock_samples)]
+    starts = [run.started_at, *(r.intended_at for r in h.requests), *(e.at for e in h.faults)]
     t0 = min(starts)
     return Axis(t0, max(1.0, max(ends) - t0))
 

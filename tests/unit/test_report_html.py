@@ -193,3 +193,14 @@ def test_markers_registry_names_checks_that_exist() -> None:
     from lab.checks import CHECKS
 
     assert set(html.MARKERS) <= set(CHECKS.names())
+
+
+def test_a_run_without_time_series_says_so(tmp_path: Path) -> None:
+    """A run that recorded no requests or samples (a probe-only scenario) still gets a page."""
+    result = failover_result()
+    result.history.requests.clear()
+    result.history.access_log.clear()
+    result.history.faults.clear()
+    page = (write(result, tmp_path) / "report.html").read_text()
+    assert "No time series were recorded in this run" in page
+    assert len(_tags(page, r"<tr class=\"check\"[^>]*>")) == len(result.checks)
