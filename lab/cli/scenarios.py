@@ -177,7 +177,7 @@ def run(
                 out.print(report.table(result))
                 for note in result.notes:
                     out.print(Text(f"  note: {note}"))
-                out.print(Text(f"  report: {directory / 'result.json'}"))
+                out.print(Text(f"  report: {directory / 'report.html'} (data: {directory / 'result.json'})"))
         if as_json:
             out.print_json(json.dumps([report.document(r) for r in results], default=str))
         raise typer.Exit(report.exit_code(results))
