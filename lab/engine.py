@@ -23,7 +23,6 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.errors import DockerUnavailable, ImageBuildError, LabError, PortConflict
-from lab.history import ContainerSample, PortBinding
 
 LABEL_PREFIX = "io.failover-lab"
 LABEL_LAB = f"{LABEL_PREFIX}.lab"            # the lab's name, on every resource
@@ -68,9 +67,20 @@ class ContainerSpec:
     cap_add: tuple[str, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     mem_limit: str | None = None
+    # host name -> address written to the container's /etc/hosts (``--add-host``)
+    extra_hosts: Mapping[str, str] = field(default_factory=dict)
     # Host path -> (container path, read-only): a load generator reads its script and writes
     # its results in the run directory (the engine is local, like the published ports).
     binds: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostBinding:
+    """One host port Docker forwards to a container port, as Docker reports it."""
+
+    container_port: str         # "80/tcp"
+    host_ip: str                # "0.0.0.0" or "::" is every interface
+    host_port: int              # 0: not assigned yet (a container that is not running)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,17 @@ class CpuLimit:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """One reading of Docker's stats stream for a container (cumulative counters)."""
+
+    at: float                   # when Docker read it, epoch seconds
+    cpu_s: float                # CPU time since the container started
+    memory_bytes: int           # usage less the inactive page cache, as `docker stats` shows
+    throttled_periods: int      # CFS periods in which the quota ran out
+    periods: int                # CFS periods with a quota in force
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """What Docker says about one container, reduced to what the lab reads."""
 
@@ -105,7 +126,7 @@ class ContainerInfo:
     env: Mapping[str, str]
     exit_code: int | None
     # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
-    bindings: tuple[PortBinding, ...] = ()
+    bindings: tuple[HostBinding, ...] = ()
     network_mode: str = ""           # HostConfig.NetworkMode: a network name, "host", "container:<id>"
 
     @property
@@ -144,7 +165,7 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(f"{whole}.{(fraction[:6] or '0').ljust(6, '0')}").replace(tzinfo=UTC)
 
 
-def _container_sample(node: str, raw: Mapping) -> ContainerSample | None:
+def _container_stats(raw: Mapping) -> ContainerStats | None:
     """One stats-API document as a sample; None for the empty one a stopped container sends."""
     cpu = raw.get("cpu_stats") or {}
     usage = (cpu.get("cpu_usage") or {}).get("total_usage")
@@ -157,8 +178,8 @@ def _container_sample(node: str, raw: Mapping) -> ContainerSample | None:
     # v2 inactive_file), which the kernel can take back at once.
     cache = stats.get("total_inactive_file", stats.get("inactive_file", 0))
     throttling = cpu.get("throttling_data") or {}
-    return ContainerSample(
-        at=read.timestamp(), node=node, cpu_s=usage / 1e9,
+    return ContainerStats(
+        at=read.timestamp(), cpu_s=usage / 1e9,
         memory_bytes=max(0, int(memory.get("usage") or 0) - int(cache or 0)),
         throttled_periods=int(throttling.get("throttled_periods") or 0),
         periods=int(throttling.get("periods") or 0))
@@ -345,6 +366,7 @@ class Engine:
             port_bindings={port: ("127.0.0.1", host or None) for port, host in spec.publish.items()},
             cap_add=list(spec.cap_add) or None, tmpfs=dict(spec.tmpfs) or None,
             mem_limit=spec.mem_limit, network_mode=spec.network_mode or spec.network,
+            extra_hosts=dict(spec.extra_hosts) or None,
             binds={host: {"bind": path, "mode": "ro" if read_only else "rw"}
                    for host, (path, read_only) in spec.binds.items()} or None,
         )
@@ -418,10 +440,12 @@ class Engine:
                           output=output.decode(errors="replace"))
 
     def logs(self, name: str, *, tail: int | str = "all", since: float | None = None,
-             stdout: bool = True, stderr: bool = True) -> str:
+             stdout: bool = True, stderr: bool = True, timestamps: bool = False) -> str:
+        """A container's output; with ``timestamps``, each line starts with Docker's RFC 3339
+        time of it (when the daemon read it) and a space."""
         try:
             data = self._client.api.logs(name, stdout=stdout, stderr=stderr, tail=tail,
-                                         since=since, timestamps=False)
+                                         since=since, timestamps=timestamps)
         except docker.errors.APIError:
             return ""
         return data.decode(errors="replace")
@@ -451,7 +475,7 @@ class Engine:
         ports = settings.get("Ports") if state.get("Running") else host_config.get("PortBindings")
         all_bindings = tuple(
             # An empty HostIp binds every interface (Docker's default for `-p 80:80`).
-            PortBinding(port, binding.get("HostIp") or "0.0.0.0", int(binding.get("HostPort") or 0))
+            HostBinding(port, binding.get("HostIp") or "0.0.0.0", int(binding.get("HostPort") or 0))
             for port, bindings in sorted((ports or {}).items()) for binding in bindings or [])
         env = {}
         for item in (attrs.get("Config") or {}).get("Env") or []:
@@ -518,13 +542,13 @@ class Engine:
         self._call("update", name, lambda: self._client.api.update_container(
             name, cpu_period=limit.period_us or 100_000, cpu_quota=limit.quota_us or -1))
 
-    def stats_stream(self, name: str, node: str) -> Iterator[ContainerSample]:
+    def stats_stream(self, name: str) -> Iterator[ContainerStats]:
         """Docker's stats stream for one container, one sample about every second, until the
         container goes or the caller stops iterating."""
         try:
             stream = self._client.api.stats(name, stream=True, decode=True)
             for raw in stream:
-                sample = _container_sample(node, raw)
+                sample = _container_stats(raw)
                 if sample is not None:
                     yield sample
         except (docker.errors.APIError, OSError, ValueError):

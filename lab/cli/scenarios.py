@@ -14,10 +14,12 @@ from rich.text import Text
 from lab import report
 from lab.checks import CHECKS
 from lab.cli.common import ConfigOption, NameOption, config_for, console, engine, lab_errors, out
+from lab.cli.lint import say_findings_for
 from lab.config import LabConfig
 from lab.errors import ConfigError, LabNotFound
 from lab.expectations import duration_names
 from lab.objectives import ObjectivesInForce, load_objectives, parse_assignments
+from lab.report import junit as junit_report
 from lab.scenarios.judge import RunFacts, planned_failure_modes, predictions
 from lab.scenarios.loader import available, check_nodes, load_scenario, resolve
 from lab.scenarios.model import Scenario
@@ -125,6 +127,9 @@ def run(
     report_dir: Annotated[Path, typer.Option("--report-dir", help="Where each run's directory is written.")] = report.DEFAULT_REPORT_ROOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     objective: ObjectiveOption = None,
+    junit: Annotated[Path | None, typer.Option(
+        "--junit", help="Also write a JUnit XML file: a suite per scenario, a case per check "
+        "and objective.", dir_okay=False)] = None,
 ) -> None:
     """Run scenarios on a running lab, or on one started (and removed) for the purpose.
 
@@ -142,6 +147,7 @@ def run(
         results: list[RunResult] = []
         for scenario, _ in scenarios:
             config = _effective_config(base, scenario)
+            say_findings_for(scenario, config, objectives)   # lab lint's findings for its checks
             started_here = False
             try:
                 lab = Lab.attach(docker_engine, config.name)
@@ -165,11 +171,13 @@ def run(
                     lab.down()
             results.append(result)
             directory = report.write(result, report_dir)
+            if junit is not None:
+                junit_report.add_run(junit, directory, fresh=len(results) == 1)
             if not as_json:
                 out.print(report.table(result))
                 for note in result.notes:
                     out.print(Text(f"  note: {note}"))
-                out.print(Text(f"  report: {directory / 'result.json'}"))
+                out.print(Text(f"  report: {directory / 'report.html'} (data: {directory / 'result.json'})"))
         if as_json:
             out.print_json(json.dumps([report.document(r) for r in results], default=str))
         raise typer.Exit(report.exit_code(results))

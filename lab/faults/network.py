@@ -235,7 +235,7 @@ class Latency(_NetworkFault):
     def _drain_s(self) -> float:
         # Removing the proxy would reset the connections it carries, and NGINX would count
         # those resets as failures of the target: wait out one slowed round trip first.
-        return 0.0 if self._netem else self.round_trip_s + 2 * self.spec.paramp.jitter_ms / 1000 + 0.5
+        return 0.0 if self._netem else self.round_trip_s + 2 * self.spec.params.jitter_ms / 1000 + 0.5
 
     def inject(self) -> str:
         s, p = self.spec, self.spec.params

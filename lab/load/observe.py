@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from lab.engine import ContainerStats
 from lab.history import ContainerSample, PoolSample
 
 SATURATED = 0.9  # of the quota, in one interval
@@ -28,7 +29,7 @@ class StatsSampler:
 
     def __init__(
         self,
-        stream: Callable[[str, str], Iterable[ContainerSample]],
+        stream: Callable[[str], Iterable[ContainerStats]],
         containers: Mapping[str, str],
         *,
         max_duration_s: float,
@@ -61,7 +62,9 @@ class StatsSampler:
 
     def _run(self, container: str, node: str) -> None:
         deadline = time.monotonic() + self.max_duration_s
-        for sample in self._stream(container, node):
+        for stats in self._stream(container):
+            sample = ContainerSample(stats.at, node, stats.cpu_s, stats.memory_bytes,
+                                     stats.throttled_periods, stats.periods)
             with self._lock:
                 self._samples.append(sample)
             if self._stop.is_set() or time.monotonic() > deadline:

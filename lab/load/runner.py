@@ -570,6 +570,7 @@ class LoadRunner:
         )
 
     def _access_log(self, since: float) -> list[AccessLogEntry]:
-        addresses = {f"{ip}:{BACKEND_PORT}": node for ip, node in self.lab.addresses().items()}
+        addresses = {f"{ip}:{self.lab.backend_port}": node
+                     for ip, node in self.lab.addresses().items()}
         text = self.lab.logs("nginx", tail="all", since=since - 1)
         return [e for e in parse_access_log(text, addresses) if e.msec >= since]

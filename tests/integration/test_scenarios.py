@@ -25,8 +25,9 @@ from lab.config import LabConfig
 from lab.engine import LABEL_KIND, LABEL_LAB, Engine
 from lab.errors import LabError
 from lab.scenarios.loader import available, load_scenario, parse_scenario
-from lab.scenarios.model import InjectStep, Scenario
+from lab.scenarios.model import Scenario
 from lab.scenarios.runner import Runner, RunResult, rejudge
+from lab.scenarios.steps import InjectStep
 from lab.topology.expect import claimed
 from lab.topology.lab import Lab
 from lab.topology.render import render_nginx
