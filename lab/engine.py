@@ -72,6 +72,8 @@ class ContainerSpec:
     # Host path -> (container path, read-only): a load generator reads its script and writes
     # its results in the run directory (the engine is local, like the published ports).
     binds: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    # CFS weight against the other containers when the CPU is contended (Docker's default 1024).
+    cpu_shares: int | None = None
 
 
 @dataclass(frozen=True)
@@ -369,6 +371,7 @@ class Engine:
             extra_hosts=dict(spec.extra_hosts) or None,
             binds={host: {"bind": path, "mode": "ro" if read_only else "rw"}
                    for host, (path, read_only) in spec.binds.items()} or None,
+            cpu_shares=spec.cpu_shares,
         )
         networking = None
         if spec.network and not spec.network_mode:
