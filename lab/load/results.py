@@ -346,22 +346,34 @@ class BreakPoint:
     reason: str
 
 
+def _misses(window: Window, p95_s: float | None, error_rate: float | None) -> list[str]:
+    reasons = []
+    if window.dropped:
+        reasons.append(f"k6 dropped {window.dropped} iterations")
+    if p95_s is not None and window.p95_s is not None and window.p95_s >= p95_s:
+        reasons.append(f"p95 {window.p95_s * 1000:.1f} ms >= {p95_s * 1000:g} ms")
+    if error_rate is not None and window.error_rate >= error_rate:
+        reasons.append(f"errors {window.error_rate:.1%} >= {error_rate:.1%}")
+    return reasons
+
+
 def find_break(
-    wins: Sequence[Window], p95_s: float | None, error_rate: float | None, *, min_sent: int = 20
+    wins: Sequence[Window],
+    p95_s: float | None,
+    error_rate: float | None,
+    *,
+    min_sent: int = 20,
+    persist: int = 2,
 ) -> BreakPoint:
-    """The first window (with at least ``min_sent`` requests) that missed a bound, or dropped."""
+    """The first of ``persist`` consecutive windows (each with at least ``min_sent`` requests,
+    or drops) that missed a bound: one slow second at the start (k6 opening its connections)
+    or a neighbour's burst on a shared machine is not where the system broke."""
+    counted = [w for w in wins if w.sent >= min_sent or w.dropped]
     best = 0.0
-    for window in wins:
-        if window.sent < min_sent and not window.dropped:
-            continue
-        reasons = []
-        if window.dropped:
-            reasons.append(f"k6 dropped {window.dropped} iterations")
-        if p95_s is not None and window.p95_s is not None and window.p95_s >= p95_s:
-            reasons.append(f"p95 {window.p95_s * 1000:.1f} ms >= {p95_s * 1000:g} ms")
-        if error_rate is not None and window.error_rate >= error_rate:
-            reasons.append(f"errors {window.error_rate:.1%} >= {error_rate:.1%}")
-        if reasons:
+    for index, window in enumerate(counted):
+        reasons = _misses(window, p95_s, error_rate)
+        following = counted[index + 1 : index + persist]
+        if reasons and all(_misses(w, p95_s, error_rate) for w in following):
             return BreakPoint(
                 True,
                 window.start,
@@ -371,7 +383,8 @@ def find_break(
                 f"(schedule {window.target_rate:.0f}/s, sent {window.rate:.0f}/s): "
                 + "; ".join(reasons),
             )
-        best = max(best, window.ok_rate)
+        if not reasons:
+            best = max(best, window.ok_rate)
     return BreakPoint(False, None, None, best, "every window met its bounds")
 
 
