@@ -254,7 +254,7 @@ class LoadRunner:
 
     # -- placement ------------------------------------------------------------------------------
 
-    def _client_addresses(self) -> tuple[str, str] | None:
+    def _client_addresses(self) -> tuple[str, str]:
         """The first and last client address on the lab's /24 (network placement)."""
         info = self.lab.inspect("nginx")
         if info is None or info.ip_address is None:
@@ -307,7 +307,7 @@ class LoadRunner:
             f"{directory}/summary.json",
         ]
         if self.generator == "network":
-            first, last = self._client_addresses() or ("", "")
+            first, last = self._client_addresses()
             args += ["--local-ips", f"{first}-{last}"]
         return [*args, script]
 
@@ -326,7 +326,7 @@ class LoadRunner:
     def _start_container(
         self, k6: K6Binary, env: dict[str, str], directory: Path, script: Path
     ) -> None:
-        first, last = self._client_addresses() or ("", "")
+        first, last = self._client_addresses()
         start, end = ipaddress.ip_address(first), ipaddress.ip_address(last)
         binds = {
             str(k6.path): ("/usr/local/bin/k6", True),
