@@ -4,7 +4,8 @@ generator's own CPU, and which node ran out of compute first.
 Each container is read on its own stats stream (one sample a second, from its own thread),
 bounded by the run's deadline and stopped with the run. A node counts as saturated in an
 interval where it used at least ``SATURATED`` of its CPU quota (or, without a quota, of the
-machine's cores), or where the kernel throttled it in most CFS periods.
+machine's cores), or where the kernel throttled it in most CFS periods while it used at least
+half of its quota.
 """
 
 from __future__ import annotations
@@ -63,8 +64,14 @@ class StatsSampler:
     def _run(self, container: str, node: str) -> None:
         deadline = time.monotonic() + self.max_duration_s
         for stats in self._stream(container):
-            sample = ContainerSample(stats.at, node, stats.cpu_s, stats.memory_bytes,
-                                     stats.throttled_periods, stats.periods)
+            sample = ContainerSample(
+                stats.at,
+                node,
+                stats.cpu_s,
+                stats.memory_bytes,
+                stats.throttled_periods,
+                stats.periods,
+            )
             with self._lock:
                 self._samples.append(sample)
             if self._stop.is_set() or time.monotonic() > deadline:
@@ -178,7 +185,9 @@ def node_loads(
             cpus.append(used)
             periods = b.periods - a.periods
             throttled = (b.throttled_periods - a.throttled_periods) / periods if periods > 0 else 0
-            if used >= SATURATED * capacity or throttled >= THROTTLED:
+            # Throttling counts only with real use: a node that wakes for a moment in one
+            # 10 ms period and is throttled there has "most periods throttled" at 1% CPU.
+            if used >= SATURATED * capacity or (throttled >= THROTTLED and used >= BUSY * capacity):
                 saturated += span
                 first = first if first is not None else a.at
         total_span = inside[-1].at - inside[0].at

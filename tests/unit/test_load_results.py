@@ -248,8 +248,10 @@ def test_node_saturation_against_its_quota() -> None:
     assert by["backend-1"].memory_growth == 4 * 2**20
     first = first_saturated(loads)
     assert first is not None and first.node == "backend-1"
-    throttled = node_loads(_samples("redis", [0.01, 0.01], [0, 8, 16]), {"redis": 0.1}, 2, 100, 102)
+    throttled = node_loads(_samples("redis", [0.06, 0.06], [0, 8, 16]), {"redis": 0.1}, 2, 100, 102)
     assert throttled[0].first_saturated_at == 100.0 and throttled[0].throttled_share == 0.8
+    idle = node_loads(_samples("redis", [0.01, 0.01], [0, 8, 16]), {"redis": 0.1}, 2, 100, 102)
+    assert idle[0].first_saturated_at is None
 
 
 def test_one_slow_second_is_not_a_break() -> None:
@@ -259,6 +261,6 @@ def test_one_slow_second_is_not_a_break() -> None:
     slow = [_record(100 + i, 1 + 0.01 * i, 0.5) for i in range(100)]
     again = [_record(200 + i, 2 + 0.01 * i, 0.005) for i in range(100)]
     assert not find_break(windows(fast + slow + again, [], 0.0, None), 0.2, None).found
-    later = [_record(300 + i, 3 + 0.02 * i, 0.5) for i in range(100)]     # 3-5 s: slow
+    later = [_record(300 + i, 3 + 0.02 * i, 0.5) for i in range(100)]  # 3-5 s: slow
     point = find_break(windows(fast + slow + again + later, [], 0.0, None), 0.2, None)
     assert point.found and point.at_s == 3.0 and point.sustained_rate == 100
