@@ -21,7 +21,8 @@ from lab.engine import ContainerStats
 from lab.history import ContainerSample, PoolSample
 
 SATURATED = 0.9  # of the quota, in one interval
-THROTTLED = 0.5  # of the CFS periods in one interval
+THROTTLED = 0.5  # of the CFS periods in one interval ...
+BUSY = 0.5  # ... while using at least this share of the quota
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
