@@ -94,8 +94,10 @@ class Comparison:
         line = f"ratio {ratio:.2f}x, {where} the claimed {low:g}-{high:g}x"
         unbroken = [s.label for s in (self.before, self.after) if not s.figures.breakpoint.found]
         if unbroken:
-            line += (f" (the {' and '.join(unbroken)} side never missed a bound: its figure is "
-                     "what it was offered, a lower bound; raise the peak)")
+            line += (
+                f" (the {' and '.join(unbroken)} side never missed a bound: its figure is "
+                "what it was offered, a lower bound; raise the peak)"
+            )
         return line
 
 

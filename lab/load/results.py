@@ -2,12 +2,12 @@
 
 k6 writes one CSV row per metric sample (``--out csv``, microsecond timestamps). The lab keeps:
 
-- ``lab_request`` rows (the lab's own scripts, ``lab.load.script``): one per answer, with the
-  status, the serving backend and the iteration number, so the intended send time follows
-  from the schedule (``LoadPlan.time_of``);
-- ``http_req_duration`` rows, for a user's own script: the same record without the backend,
-  and with the intended time equal to the sent time (k6 does not say when an iteration of an
-  arbitrary script was due);
+- ``http_req_duration`` rows: one per answer (or error), with its status and scenario. The
+  lab's own scripts (``lab.load.script``) add the iteration number and the scenario's start
+  as metadata, so the intended send time follows from the schedule (``LoadPlan.time_of``),
+  and the request id they sent, by which the runner joins NGINX's access log for the serving
+  backend. A user's own script gives the same record without them: the intended time is the
+  sent time (k6 does not say when an iteration of an arbitrary script was due);
 - ``dropped_iterations`` rows: iterations k6 could not start on time (no free VU).
 
 An HTTP sample's timestamp is when the answer ended; it was sent ``metric_value`` ms earlier.
@@ -30,7 +30,6 @@ from typing import Any
 
 from lab.history import Outcome, RequestRecord
 from lab.load.profiles import LoadPlan
-from lab.load.script import RECORD_METRIC
 from lab.verdict import Verdict
 
 DURATION_METRIC = "http_req_duration"
@@ -158,13 +157,11 @@ class RecordBuilder:
     def __init__(self, plan: LoadPlan | None):
         self.plan = plan
         self.kinds = {k.name: k for k in plan.kinds} if plan is not None else {}
-        # The lab's scripts record lab_request; a user's script only k6's own samples.
-        self.metric = RECORD_METRIC if plan is not None else DURATION_METRIC
         self.collected = Collected()
 
     def feed(self, rows: Iterable[K6Row]) -> None:
         for row in rows:
-            if row.metric == self.metric:
+            if row.metric == DURATION_METRIC:
                 record = self._record(row)
                 self.collected.records.append(record)
                 self.collected.errors += record.outcome is not Outcome.OK
@@ -205,7 +202,7 @@ class RecordBuilder:
             sent_at=sent_at,
             latency_s=latency if status else None,
             status=status or None,
-            backend=tags.get("backend") or None,
+            backend=None,  # from NGINX's access log, by request id (LoadRunner)
             outcome=outcome,
             error=(tags.get("error") or f"k6 error {error_code}") if error_code else None,
             request_id=f"{scenario}-{iteration}" if iteration is not None else None,

@@ -29,7 +29,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +43,7 @@ from lab.history import (
     ContainerSample,
     DroppedIteration,
     History,
+    RequestRecord,
 )
 from lab.load.k6 import K6Binary, find_k6
 from lab.load.observe import ProcessSampler, StatsSampler
@@ -172,6 +173,24 @@ def login_users(
             users.append(LoadUser(email, token, first))
             time.sleep(0.05)
     return tuple(users)
+
+
+def with_backends(
+    records: list[RequestRecord],
+    log: list[AccessLogEntry],
+    target: Target,
+) -> list[RequestRecord]:
+    """Each answered record with the backend that served it: NGINX's access log entry of
+    its request id (the last upstream tried), or the target itself when k6 sent to a backend
+    directly (no NGINX in the path)."""
+    if target.node != "nginx":
+        return [replace(r, backend=target.node) if r.status else r for r in records]
+    served = {
+        e.request_id: e.upstream_backends[-1] for e in log if e.request_id and e.upstream_backends
+    }
+    return [
+        replace(r, backend=served.get(r.request_id or "")) if r.request_id else r for r in records
+    ]
 
 
 def hold_quotas(lab: Lab, quotas: dict[str, float | None]) -> dict[str, CpuLimit]:
@@ -520,8 +539,10 @@ class LoadRunner:
         except Exception as exc:  # noqa: BLE001 - the figures that need it are left out
             notes.append(f"SHOW STATS after the load failed: {type(exc).__name__}: {exc}")
         history.pool_samples.extend(pool.samples)
-        history.requests.extend(builder.collected.records)
         history.access_log.extend(self._access_log(started))
+        history.requests.extend(
+            with_backends(builder.collected.records, history.access_log, self.target)
+        )
         metrics, thresholds = read_summary(directory / "summary.json")
         if exit_code is None:
             exit_code = 125
@@ -575,7 +596,8 @@ class LoadRunner:
         )
 
     def _access_log(self, since: float) -> list[AccessLogEntry]:
-        addresses = {f"{ip}:{self.lab.backend_port}": node
-                     for ip, node in self.lab.addresses().items()}
+        addresses = {
+            f"{ip}:{self.lab.backend_port}": node for ip, node in self.lab.addresses().items()
+        }
         text = self.lab.logs("nginx", tail="all", since=since - 1)
         return [e for e in parse_access_log(text, addresses) if e.msec >= since]

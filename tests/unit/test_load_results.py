@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lab.history import ContainerSample, Outcome, RequestRecord
+from lab.history import AccessLogEntry, ContainerSample, Outcome, RequestRecord
 from lab.load.observe import first_saturated, node_loads
 from lab.load.profiles import build_plan
 from lab.load.results import (
@@ -19,29 +19,24 @@ from lab.load.results import (
     verdict_of,
     windows,
 )
+from lab.load.runner import Target, with_backends
 from lab.load.thresholds import LoadThresholds
 from lab.verdict import Verdict
 
 # The columns k6 1.1 writes with the lab's systemTags (lab.load.script.SYSTEM_TAGS).
 HEADER = (
-    "metric_name,timestamp,metric_value,error_code,expected_response,method,name,"
+    "metric_name,timestamp,metric_value,error,error_code,expected_response,method,name,"
     "scenario,status,extra_tags,metadata\n"
 )
 START_MS = 1_700_000_000_000  # the scenario's start, as k6 reports it (ms)
 
 
-def lab_row(
-    iteration: int,
-    end_s: float,
-    ms: float,
-    status: int = 200,
-    backend: str = "backend-1",
-    error: str = "",
-) -> str:
-    tags = f"backend={backend}" + (f"&error_code={error}&error=boom" if error else "")
+def lab_row(iteration: int, end_s: float, ms: float, status: int = 200, error: str = "") -> str:
+    """An http_req_duration row of the lab's script: its metadata names the iteration."""
+    text, code = ("boom", error) if error else ("", "")
     return (
-        f"lab_request,{round(end_s * 1e6)},{ms},,,,,main,{status},{tags},"
-        f"i={iteration}&s={START_MS}\n"
+        f"http_req_duration,{round(end_s * 1e6)},{ms},{text},{code},true,GET,"
+        f"http://nginx/health,main,{status},,i={iteration}&s={START_MS}\n"
     )
 
 
@@ -49,16 +44,13 @@ def plan20():
     return build_plan("smoke", {"rate": 20, "duration_s": 2}, LoadThresholds())
 
 
-def test_lab_request_rows_become_records() -> None:
-    """A lab_request row is one record: sent = end - latency, intended from the schedule."""
+def test_duration_rows_become_records() -> None:
+    """An http_req_duration row is one record: sent = end - latency, intended from the
+    schedule; k6's other metrics are not records."""
     t0 = START_MS / 1000
     text = (
-        HEADER
-        + (
-            f"http_req_duration,{round((t0 + 0.06) * 1e6)},4.0,,true,GET,"
-            "http://nginx/health,main,200,,\n"
-        )
-        + lab_row(0, t0 + 0.06, 4.0)
+        HEADER + f"http_req_waiting,{round((t0 + 0.06) * 1e6)},3.0,,,true,GET,http://nginx/health,"
+        "main,200,,i=0&s=1\n" + lab_row(0, t0 + 0.06, 4.0)
     )
     builder = RecordBuilder(plan20())
     builder.feed(parse_rows(text))
@@ -67,9 +59,33 @@ def test_lab_request_rows_become_records() -> None:
     assert record.sent_at == pytest.approx(t0 + 0.056)
     assert record.intended_at == pytest.approx(t0 + 0.05)  # iteration 0 at 1/20 s
     assert record.latency_s == pytest.approx(0.004)
-    assert record.backend == "backend-1" and record.outcome is Outcome.OK
+    assert record.backend is None and record.outcome is Outcome.OK
     assert record.request_id == "main-0"
     assert builder.collected.started_at == pytest.approx(t0)
+
+
+def test_backend_from_nginx_by_request_id() -> None:
+    """The serving backend is NGINX's last upstream for the request id; sent straight to a
+    backend, it is that backend."""
+    builder = RecordBuilder(plan20())
+    builder.feed(parse_rows(HEADER + lab_row(0, 1.7e9, 3.0) + lab_row(1, 1.7e9 + 0.05, 3.0)))
+    entry = AccessLogEntry(
+        1.7e9,
+        0.003,
+        "GET",
+        "/health",
+        200,
+        ("a", "b"),
+        ("backend-1", "backend-2"),
+        ("502", "200"),
+        (0.001, 0.002),
+        "-",
+        request_id="main-0",
+    )
+    served = with_backends(builder.collected.records, [entry], Target())
+    assert [r.backend for r in served] == ["backend-2", None]
+    direct = with_backends(builder.collected.records, [], Target("backend-1", 8000))
+    assert {r.backend for r in direct} == {"backend-1"}
 
 
 def test_status_and_error_outcomes() -> None:
@@ -94,14 +110,14 @@ def test_user_script_rows_without_plan() -> None:
         "metadata\n"
         "http_req_duration,1700000000500000,5.0,,,,true,,GET,health,HTTP/1.1,browse,,200,,,"
         "http://nginx/health,,\n"
-        "lab_request,1700000000500000,5.0,,,,,,,,,browse,,200,,,,backend=backend-2,i=0\n"
+        "http_reqs,1700000000500000,1,,,,true,,GET,health,HTTP/1.1,browse,,200,,,,,\n"
         "dropped_iterations,1700000000600000,1,,,,,,,,,browse,,,,,,,\n"
     )
     builder = RecordBuilder(None)
     builder.feed(parse_rows(text))
     (record,) = builder.collected.records
     assert record.path == "health" and record.client == "browse" and record.backend is None
-    assert record.intended_at == record.sent_at
+    assert record.intended_at == record.sent_at and record.request_id is None
     assert builder.collected.dropped == [(1700000000.6, "browse")]
 
 
@@ -116,11 +132,11 @@ def test_csv_tail_reads_only_complete_lines(tmp_path) -> None:
     with path.open("a") as handle:
         handle.write(row[20:] + lab_row(1, 1.7e9 + 0.05, 2.0)[:10])
     (first,) = tail.read()
-    assert first.metric == "lab_request" and first.metadata["i"] == "0"
+    assert first.metric == "http_req_duration" and first.metadata["i"] == "0"
     with path.open("a") as handle:
         handle.write(lab_row(1, 1.7e9 + 0.05, 2.0)[10:])
     (second,) = tail.read()
-    assert second.metadata["i"] == "1" and second.tags["backend"] == "backend-1"
+    assert second.metadata["i"] == "1" and second.tags["status"] == "200"
 
 
 def test_summary_thresholds_map_failed_flags(tmp_path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from lab.load.k6 import find_k6
 from lab.load.profiles import build_plan
-from lab.load.script import RECORD_METRIC, k6_options, render_script
+from lab.load.script import k6_options, render_script
 from lab.load.thresholds import LoadThresholds
 
 
@@ -32,13 +32,13 @@ def test_one_arrival_rate_scenario_per_kind() -> None:
     assert options == k6_options(plan)
 
 
-def test_script_records_backend_status_and_iteration() -> None:
-    """Every answer goes to the lab_request Trend with the backend and the iteration."""
+def test_script_tags_each_request_with_its_iteration() -> None:
+    """Each request carries its iteration as metadata and as X-Request-Id (for NGINX's log)."""
     script = render_script(build_plan("smoke", {}, LoadThresholds()))
-    assert f'new Trend("{RECORD_METRIC}", true)' in script
-    assert "res.headers['X-Backend-Id']" in script
     assert "meta.i = String(exec.scenario.iterationInTest)" in script
     assert "meta.s = String(exec.scenario.startTime)" in script
+    assert "'X-Request-Id': id" in script and "delete meta.i" in script
+    assert "new Trend" not in script and "res.headers" not in script
     assert "export function main()" in script and "LAB_USERS names no user" not in script
 
 
