@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--path", default="/health")
+    parser.add_argument("--offered", type=float, default=OVERLOAD,
+                        help="k6's arrival rate as a multiple of what wrk reached")
     parser.add_argument(
         "--vus",
         type=int,
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"{lab.endpoints.nginx_http}{args.path}"
         for round_ in range(1, args.rounds + 1):
             wrk_rate, wrk_cpu = wrk(url, args.seconds, args.connections)
-            offered = OVERLOAD * wrk_rate
+            offered = args.offered * wrk_rate
             host_rate, host_cpu, host_verdict = lab_load(
                 lab, offered, args.seconds, args.path, "host", vus, args.report_dir
             )

@@ -107,6 +107,10 @@ def figures(result: LoadResult) -> LoadFigures:
         rate = f", schedule {result.plan.rate_at(at):.0f}/s" if result.plan is not None else ""
         quota = f"{first.quota_cpus:g} CPU quota" if first.quota_cpus else "the machine's cores"
         sentence = f"{first.node} at {at:.1f} s{rate}: {first.peak_cpus:.2f} cores of its {quota}"
+    elif breakpoint.found:
+        # Latency without a node at its quota is time spent waiting for the machine's CPU.
+        sentence = ("no node reached 90% of its CPU quota: the break is the machine's (other "
+                    "processes' load), not the topology's")
     else:
         sentence = "no node reached 90% of its CPU quota"
     if waiting is not None:
@@ -205,6 +209,7 @@ def document(result: LoadResult, figs: LoadFigures | None = None) -> dict[str, A
             "windows": [asdict(w) for w in figs.windows],
         },
         "notes": list(result.notes),
+        "load_average": list(result.load_average),
         "k6_metrics": result.k6_metrics,
         "history": asdict(result.history),
         "dropped": [asdict(d) for d in result.dropped],
@@ -277,6 +282,13 @@ def lines(result: LoadResult, figs: LoadFigures | None = None) -> list[Text]:
             )
         )
     out.append(Text(f"  saturated  first: {figs.first_saturated}"))
+    before, after = result.load_average
+    out.append(
+        Text(
+            f"  host       load average {before:.2f} at the start, {after:.2f} at the end"
+            f" ({result.cores} cores)"
+        )
+    )
     if figs.transactions_per_s is not None:
         out.append(Text(f"  pgbouncer  {figs.transactions_per_s:.0f} transactions/s"))
     for node in figs.nodes:

@@ -137,6 +137,9 @@ class LoadResult:
     k6_metrics: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     script: Path | None = None  # the user's script, when one ran
+    # The host's 1-minute load average at the start and the end: on a shared machine a
+    # neighbour's load is latency no node's quota explains.
+    load_average: tuple[float, float] = (0.0, 0.0)
 
     @property
     def t0(self) -> float:
@@ -494,6 +497,7 @@ class LoadRunner:
         process: ProcessSampler | None = None
         exit_code: int | None = None
         started = time.time()
+        load_before = os.getloadavg()[0]
         try:
             stats.start()
             pool.start()
@@ -593,6 +597,7 @@ class LoadRunner:
             k6_metrics=metrics,
             notes=tuple(notes),
             script=self.script,
+            load_average=(load_before, os.getloadavg()[0]),
         )
 
     def _access_log(self, since: float) -> list[AccessLogEntry]:
