@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import compose, lint, report, scenarios, topology
+from lab.cli import compose, lint, load, report, scenarios, topology
 
 app = typer.Typer(
     name="lab",
@@ -22,6 +22,7 @@ app.command()(scenarios.run)
 app.command("lint")(lint.lint_command)
 app.command("report")(report.report_command)
 app.command("runs")(report.runs_command)
+app.command()(load.load)
 app.add_typer(topology.images_app, name="images")
 app.add_typer(compose.compose_app, name="compose")
 
