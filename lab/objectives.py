@@ -124,6 +124,7 @@ class Objectives(BaseModel):
     hsts_max_age: Seconds = Field(31_536_000.0, description="HSTS max-age on every HTTPS answer")
     dependency_recovery: Seconds = Field(30.0, description="errors end within this of a dependency's return")
     lock_takeover: Seconds = Field(30.0, description="a dead lock holder's job runs again within")
+    load_p95: Seconds = Field(0.2, description="p95 of each request kind under a k6 load profile")
 
 
 OBJECTIVE_NAMES = tuple(name for name in Objectives.model_fields if name != "health_latency_percentile")
@@ -137,6 +138,7 @@ DEFAULT_SOURCE = {
     "lost_writes": "lab default", "pool_server_connections": "checklist",
     "pool_clients": "checklist", "rate_limits": "checklist", "hsts_max_age": "checklist",
     "dependency_recovery": "lab default", "lock_takeover": "lab default",
+    "load_p95": "lab default",
 }
 
 
@@ -274,6 +276,7 @@ def threshold_text(values: Objectives, name: str) -> str:
         "hsts_max_age": f">= {v.hsts_max_age:.0f} s",
         "dependency_recovery": f"<= {text_seconds(v.dependency_recovery)}",
         "lock_takeover": f"<= {text_seconds(v.lock_takeover)}",
+        "load_p95": f"p95 < {text_seconds(v.load_p95)}",
         "rate_limits": "; ".join(f"{loc} <= {r.text()}" for loc, r in v.rate_limits.items()),
     }
     return texts[name]

@@ -9,20 +9,32 @@ from typing import Annotated, Any, Literal
 
 import typer
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from rich.live import Live
 from rich.text import Text
 
+from lab import report as run_report
 from lab.cli.common import ConfigOption, NameOption, config_for, console, engine, lab_errors, out
+from lab.cli.scenarios import ObjectiveOption, effective_config, say_predictions
 from lab.config import LabConfig, load_load_config
 from lab.errors import ConfigError, LabNotFound
 from lab.load import compare as comparison
 from lab.load import report
+from lab.load.alongside import LOAD_CLIENT, LoadAlongside
 from lab.load.k6 import find_k6
 from lab.load.profiles import PROFILES, LoadPlan, Stage, build_plan, parse_stage
 from lab.load.runner import LoadProgress, LoadResult, LoadRunner, Placement, Target
-from lab.load.thresholds import LoadThresholds, thresholds_from
-from lab.objectives import parse_seconds
+from lab.load.thresholds import LoadThresholds, from_objectives
+from lab.objectives import (
+    ObjectiveOverrides,
+    Objectives,
+    load_objectives,
+    parse_assignments,
+    parse_seconds,
+)
+from lab.scenarios.loader import check_nodes, line_of, load_scenario, resolve
+from lab.scenarios.model import CheckSpec, Scenario
+from lab.scenarios.runner import Runner
 from lab.topology.lab import Lab
 from lab.verdict import Verdict
 
@@ -39,12 +51,13 @@ class PlanFile(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     start_rate: Annotated[float, Field(ge=0, le=100_000)] | None = None
     stages: list[dict[str, Any]] = Field(default_factory=list)
+    # The generator's own knobs (p99_s, max_dropped, abort_on_fail); the p95 and error-rate
+    # bounds are objectives (load_p95, availability), set under ``objectives``.
     thresholds: dict[str, Any] = Field(default_factory=dict)
+    objectives: ObjectiveOverrides | None = None  # type: ignore[valid-type]
 
 
 def _read_plan_file(path: Path) -> PlanFile:
-    from lab.scenarios.loader import _line_of
-
     try:
         text = path.read_text()
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -63,7 +76,7 @@ def _read_plan_file(path: Path) -> PlanFile:
         lines = []
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"])
-            line = _line_of(root, error["loc"])
+            line = line_of(root, error["loc"])
             message = error["msg"]
             if error["type"] == "extra_forbidden":
                 message = f"unknown key (a plan file takes {', '.join(PlanFile.model_fields)})"
@@ -91,30 +104,24 @@ def _assignments(values: list[str], what: str) -> dict[str, Any]:
     return out_
 
 
-def _thresholds(
-    base: dict[str, Any],
-    p95: str | None,
-    p99: str | None,
-    error_rate: str | None,
-    max_dropped: str | None,
-    abort: bool,
-) -> LoadThresholds:
+def _thresholds(objectives: Objectives, base: dict[str, Any], p99: str | None,
+                max_dropped: str | None, abort: bool) -> LoadThresholds:
+    """k6's thresholds: p95 and error rate from the objectives in force, the rest as given."""
     values = dict(base)
-    if "p95" in values:
-        values["p95_s"] = values.pop("p95")
+    for moved, objective in (("p95", "load_p95"), ("p95_s", "load_p95"),
+                             ("error_rate", "availability")):
+        if moved in values:
+            raise ConfigError(f"thresholds.{moved} is an objective now: set {objective} "
+                              "(a plan file's objectives:, lab.toml's [objectives] or "
+                              f"--objective {objective}=...)")
     if "p99" in values:
         values["p99_s"] = values.pop("p99")
-    for key, given in (
-        ("p95_s", p95),
-        ("p99_s", p99),
-        ("error_rate", error_rate),
-        ("max_dropped", max_dropped),
-    ):
+    for key, given in (("p99_s", p99), ("max_dropped", max_dropped)):
         if given is not None:
             values[key] = None if given.lower() == "none" else given
     if abort:
         values["abort_on_fail"] = True
-    return thresholds_from(values, "thresholds")
+    return from_objectives(objectives, **values)
 
 
 def _live_line(progress: LoadProgress) -> Text:
@@ -201,13 +208,8 @@ def load(
     start_rate: Annotated[
         float | None, typer.Option(help="The rate the first stage starts from.")
     ] = None,
-    p95: Annotated[
-        str | None, typer.Option(help="p95 latency bound, e.g. 200ms ('none': off).")
-    ] = None,
+    objective: ObjectiveOption = None,
     p99: Annotated[str | None, typer.Option(help="p99 latency bound ('none': off).")] = None,
-    error_rate: Annotated[
-        str | None, typer.Option(help="Error-rate bound, e.g. 1% ('none': off).")
-    ] = None,
     max_dropped: Annotated[
         str | None,
         typer.Option(
@@ -237,6 +239,14 @@ def load(
             "PostgreSQL) and after (three behind NGINX and PgBouncer) and print the ratio.",
         ),
     ] = False,
+    scenario_name: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            help="Run a scenario's steps while the load runs; its checks and objectives judge "
+            "both, and an availability check judges the load's own requests.",
+        ),
+    ] = None,
     timeout: Annotated[str, typer.Option(help="Longest a user script may run.")] = "1h",
     name: NameOption = None,
     config_path: ConfigOption = None,
@@ -266,14 +276,11 @@ def load(
                 "name a profile (or a --plan file) or a --script, not both",
                 hint=f"profiles: {', '.join(PROFILES.names())}",
             )
-        thresholds = _thresholds(
-            file_plan.thresholds if file_plan else {},
-            p95,
-            p99,
-            error_rate,
-            max_dropped,
-            abort_on_fail,
-        )
+        objectives = load_objectives(config_path).with_overrides(
+            file_plan.objectives if file_plan else None, str(plan_file)).with_overrides(
+            parse_assignments(objective or []), "--objective")
+        thresholds = _thresholds(objectives.values, file_plan.thresholds if file_plan else {},
+                                 p99, max_dropped, abort_on_fail)
         plan: LoadPlan | None = None
         if chosen is not None:
             params = {
@@ -304,12 +311,18 @@ def load(
             raise ConfigError(f"{script}: no such k6 script")
         if compare and plan is None:
             raise ConfigError("--compare runs a profile, not a script")
+        if compare and scenario_name is not None:
+            raise ConfigError("--compare and --scenario do not go together")
+        scenario = load_scenario(scenario_name) if scenario_name is not None else None
         settings = load_load_config(config_path)
         if no_quotas:
             settings = settings.model_copy(update={"quotas": False})
         placement: Placement = generator or settings.generator
         find_k6(static=placement == "network")  # no k6: exit 2 before any lab starts
         config = config_for(config_path, name)
+        if scenario is not None:
+            config = effective_config(config, scenario)
+            check_nodes(scenario, config, str(resolve(scenario_name or "")))
         limit_s = float(parse_seconds(timeout))
 
         def make(lab: Lab, target: Target, label: str | None, live: Live) -> LoadRunner:
@@ -346,6 +359,9 @@ def load(
             )
         lab, started_here = _attach_or_start(config, keep)
         try:
+            if scenario is not None:
+                raise typer.Exit(_with_scenario(lab, scenario, make, objectives, as_json,
+                                                report_dir))
             with Live(console=console, transient=True, refresh_per_second=4) as live:
                 result = make(lab, Target(), None, live).run()
         finally:
@@ -357,6 +373,39 @@ def load(
                 json.dumps(report.document(result), default=str).replace("Infinity", "null")
             )
         raise typer.Exit(_exit([result.verdict.verdict]))
+
+
+def _load_check(scenario: Scenario) -> CheckSpec:
+    """Availability of the load's own requests, at the scenario's own SLO where it states one."""
+    slo = next((getattr(c, "slo", None) for c in scenario.checks if c.check == "availability"), None)
+    return TypeAdapter(CheckSpec).validate_python(
+        {"availability": {"client": LOAD_CLIENT, "slo": slo or 0.999}})
+
+
+def _with_scenario(lab: Lab, scenario: Scenario, make: Any, objectives: Any, as_json: bool,
+                   report_dir: Path) -> int:
+    """The scenario's steps with the load beside them: one result, judged on both."""
+    judged = scenario.model_copy(update={"checks": (*scenario.checks, _load_check(scenario))})
+    with Live(console=console, transient=True, refresh_per_second=4) as live:
+        alongside = LoadAlongside(make(lab, Target(), None, live))
+        runner = Runner(lab, judged, objectives=objectives, alongside=alongside,
+                        on_predictions=lambda stated: say_predictions(scenario, stated),
+                        on_progress=lambda p: None)
+        result = runner.run()
+    directory = run_report.write(result, report_dir)
+    load_verdict = Verdict.UNKNOWN
+    if alongside.result is not None:
+        report.write(alongside.result, report.figures(alongside.result))
+        load_verdict = alongside.result.verdict.verdict
+    if as_json:
+        out.print_json(json.dumps([run_report.document(result)], default=str))
+    else:
+        out.print(run_report.table(result))
+        for note in result.notes:
+            out.print(Text(f"  note: {note}"))
+        out.print(Text(f"  k6 thresholds: {load_verdict.value}"))
+        out.print(Text(f"  report: {directory / 'report.html'} (data: {directory / 'result.json'})"))
+    return _exit([result.verdict, load_verdict])
 
 
 def _print_comparison(result: comparison.Comparison, as_json: bool) -> None:

@@ -43,7 +43,7 @@ def list_scenarios() -> None:
             out.print(Text.assemble((f"{name:18}", "bold"), f" {first_sentence}."), soft_wrap=True)
 
 
-def _effective_config(base: LabConfig, scenario: Scenario) -> LabConfig:
+def effective_config(base: LabConfig, scenario: Scenario) -> LabConfig:
     config = base
     for section, values in scenario.lab.items():
         config = config.with_overrides(section, **values)
@@ -72,7 +72,7 @@ def explain(
     """Print what a scenario does, what it expects and why, with the configuration's numbers."""
     with lab_errors():
         scenario = load_scenario(name)
-        config = _effective_config(config_for(config_path, None), scenario)
+        config = effective_config(config_for(config_path, None), scenario)
         in_force = load_objectives(config_path).with_overrides(
             scenario.objectives, f"scenario {scenario.name}").with_overrides(
             parse_assignments(objective or []), "--objective")
@@ -110,7 +110,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _say_predictions(scenario: Scenario, stated: tuple[Prediction, ...]) -> None:
+def say_predictions(scenario: Scenario, stated: tuple[Prediction, ...]) -> None:
     """Before any traffic: every objective the configuration cannot meet, one line each."""
     for prediction in stated:
         if prediction.reachable is False:
@@ -142,11 +142,11 @@ def run(
         overrides = parse_assignments(objective or [])
         scenarios = [(load_scenario(n), str(resolve(n))) for n in names]
         for scenario, source in scenarios:
-            check_nodes(scenario, _effective_config(base, scenario), source)
+            check_nodes(scenario, effective_config(base, scenario), source)
         docker_engine = engine()
         results: list[RunResult] = []
         for scenario, _ in scenarios:
-            config = _effective_config(base, scenario)
+            config = effective_config(base, scenario)
             say_findings_for(scenario, config, objectives)   # lab lint's findings for its checks
             started_here = False
             try:
@@ -163,7 +163,7 @@ def run(
             try:
                 with Live(console=console, transient=True, refresh_per_second=4) as live:
                     runner = Runner(lab, scenario, seed=seed, on_progress=lambda p: live.update(_live_line(p)),
-                                    on_predictions=lambda stated, s=scenario: _say_predictions(s, stated),
+                                    on_predictions=lambda stated, s=scenario: say_predictions(s, stated),
                                     objectives=objectives, objective_overrides=overrides)
                     result = runner.run()
             finally:

@@ -388,6 +388,10 @@ class LoadRunner:
         self._container = name
         self.lab.engine.start(name)
 
+    def stop(self) -> None:
+        """Ask a running k6 to end now, gracefully: what it recorded is still read and judged."""
+        self._interrupt()
+
     def _exited(self) -> int | None:
         if self._proc is not None:
             return self._proc.poll()

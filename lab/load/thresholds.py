@@ -1,5 +1,7 @@
-"""What a load run must meet: a small typed record the CLI (and, later, the objectives
-registry) fills, written into the k6 script as k6 thresholds.
+"""What a load run must meet, written into the k6 script as k6 thresholds. The bounds are
+objectives (lab/objectives.py): ``load_p95`` becomes each request kind's p95 bound and
+``availability`` its error-rate bound (1 - availability), so a load run is judged against the
+same thresholds, from the same lab.toml and --objective, as a scenario.
 
     LoadThresholds(p95_s=0.2, error_rate=0.01).k6(("main",))
     -> {"http_req_duration{scenario:main}": ["p(95)<200"],
@@ -18,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from lab.errors import ConfigError
-from lab.objectives import parse_ratio, parse_seconds
+from lab.objectives import Objectives, parse_ratio, parse_seconds
 
 Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(gt=0, le=3600)]
 Share = Annotated[float, BeforeValidator(parse_ratio), Field(ge=0, le=1)]
@@ -98,3 +100,11 @@ def thresholds_from(values: dict[str, Any], source: str) -> LoadThresholds:
                 )
             lines.append(f"  {field}: {message}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def from_objectives(objectives: Objectives, **others: Any) -> LoadThresholds:
+    """The k6 thresholds the objectives in force set (p95 from load_p95, the error rate from
+    availability), with the generator's own knobs (p99_s, abort_on_fail, max_dropped)."""
+    return thresholds_from({"p95_s": objectives.load_p95,
+                            "error_rate": round(1 - objectives.availability, 12), **others},
+                           "objectives")

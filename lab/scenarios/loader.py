@@ -43,7 +43,7 @@ def resolve(name_or_path: str) -> Path:
                       hint=f"scenarios: {', '.join(shipped) or '(none)'}; or give a path to a .yaml file")
 
 
-def _line_of(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
+def line_of(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
     """The 1-based line of the YAML node at a validation error's location (best effort)."""
     node = root
     line = node.start_mark.line + 1 if node is not None else None
@@ -117,7 +117,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
         for error in exc.errors():
             loc = _shown_loc(error["loc"])
             field = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(root, loc)
+            line = line_of(root, loc)
             message = _message(error)
             lines.append(f"{source}:{line}: {field}: {message}" if line else f"{source}: {field}: {message}")
         raise ConfigError("invalid scenario\n" + "\n".join(lines), hint="see `lab explain failover` for a valid example") from None

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psycopg
 
@@ -25,7 +26,7 @@ from lab.checks.locks import DEATHS
 from lab.checks.rate_limit import predict_checklist_experiments
 from lab.expectations import Expectations, UpstreamPolicy, duration_names
 from lab.faults import FaultSpec, heal_leftovers
-from lab.history import FaultPhase, History, JobRun
+from lab.history import FaultPhase, History, JobRun, RequestRecord
 from lab.objectives import ObjectivesInForce, defaults
 from lab.scenarios.judge import RunFacts, failure_modes, judge, planned_failure_modes, predictions
 from lab.scenarios.model import Scenario
@@ -41,6 +42,20 @@ from lab.workload.job_sources import job_source
 __all__ = ["Progress", "RunResult", "Runner", "rejudge"]
 
 WRITE_MARKER = "lab-write"
+
+
+class Alongside(Protocol):
+    """Traffic that runs beside the steps (a k6 load): started before them, stopped after,
+    its requests judged with the scenario's own."""
+
+    @property
+    def rate_per_s(self) -> float: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def collect(self) -> tuple[list[RequestRecord], list[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -77,9 +92,14 @@ class RunResult:
         return combine(o.verdict for c in self.checks for o in c.objectives)
 
 
-def _stream_facts(scenario: Scenario) -> dict[str, object]:
-    return {"rate_per_s": sum(s.rate for s in scenario.traffic) or 1.0,
-            "stream_rates": tuple((s.client, s.rate) for s in scenario.traffic),
+def _stream_facts(scenario: Scenario, alongside: Alongside | None) -> dict[str, object]:
+    # A load beside the steps reaches NGINX too: its rate is part of every round-robin turn.
+    extra = alongside.rate_per_s if alongside is not None else 0.0
+    rates = tuple((s.client, s.rate) for s in scenario.traffic)
+    if extra:
+        rates += (("load", extra),)
+    return {"rate_per_s": sum(s.rate for s in scenario.traffic) + extra or 1.0,
+            "stream_rates": rates,
             "stream_paths": tuple((s.client, (s.method, s.path)) for s in scenario.traffic)}
 
 
@@ -92,7 +112,8 @@ class Runner:
                  before_step: Callable[[int, str], None] = lambda index, sentence: None,
                  ready_timeout_s: float = 60.0, claimed: Expectations | None = None,
                  objectives: ObjectivesInForce | None = None,
-                 objective_overrides: dict | None = None):
+                 objective_overrides: dict | None = None,
+                 alongside: Alongside | None = None):
         self.lab = lab
         self.scenario = scenario
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
@@ -106,6 +127,7 @@ class Runner:
         # checklist's) can be given instead: negative controls run a broken topology and
         # judge it against what it should have been.
         self.claimed = claimed
+        self.alongside = alongside
         # lab.toml's objectives (or the checklist's), then the scenario's, then --objective.
         self.objectives = (objectives or defaults()).with_overrides(
             scenario.objectives, f"scenario {scenario.name}").with_overrides(
@@ -218,7 +240,7 @@ class Runner:
         started_at = time.time()
         leftovers = heal_leftovers(lab)
         expectations = self.claimed or running(lab)
-        streams = _stream_facts(scenario)
+        streams = _stream_facts(scenario, self.alongside)
         names = duration_names(expectations, streams["rate_per_s"])  # type: ignore[arg-type]
         state = RunState(lab, expectations, names, self.seed, self.on_progress, self.ready_timeout_s)
         state.notes.extend(leftovers)
@@ -243,6 +265,9 @@ class Runner:
                 sampler = job_source(lab).sampler(planned + 60)
             if sampler is not None:
                 sampler.start()
+            if self.alongside is not None:
+                state.tick("starting the load beside the steps")
+                self.alongside.start()
             if scenario.traffic:
                 # The traffic outlasts the planned steps; it is finished when they end.
                 state.traffic = TrafficRun(lab.endpoints.nginx_http, self._traffic_specs(state, planned + 30),
@@ -261,6 +286,8 @@ class Runner:
                                    f"{sampler.errors} failed")
             state.heal_all()
             end_watches(state)
+            if self.alongside is not None:
+                self.alongside.stop()
             if state.traffic is not None:
                 state.tick("draining traffic")
                 state.traffic.finish()
@@ -269,6 +296,10 @@ class Runner:
         state.tick("steady state after")
         lab.wait_all_ready(self.ready_timeout_s)
         history.requests.extend(state.traffic.records if state.traffic else [])
+        if self.alongside is not None:
+            records, notes = self.alongside.collect()
+            history.requests.extend(records)
+            state.notes.extend(notes)
         log = lab.logs("nginx", tail="all", since=started_at - 1)
         history.access_log.extend(e for e in parse_access_log(log, addresses) if e.msec >= started_at)
         observed = self._observe(state, needs)

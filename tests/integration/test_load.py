@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from lab.cli.app import app
@@ -95,8 +96,10 @@ def test_conversation_reads_writes_logins(running_lab: Lab, tmp_path: Path) -> N
     assert stored == writes
 
 
+@pytest.mark.covers("objective:load_p95")
 def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: Path) -> None:
-    """Negative control: a p95 bound of 0.1 ms cannot be met through NGINX: fail, exit 1."""
+    """Negative control: a load_p95 objective of 0.1 ms cannot be met through NGINX: k6's
+    threshold fails, exit 1."""
     code, document, _ = load(
         running_lab,
         tmp_path,
@@ -105,8 +108,8 @@ def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: P
         "rate=20",
         "--set",
         "duration_s=2",
-        "--p95",
-        "0.1ms",
+        "--objective",
+        "load_p95=0.1ms",
     )
     assert code == 1 and document["verdict"] == "fail"
     failed = [t for t in document["threshold_results"] if not t["passed"]]

@@ -64,6 +64,9 @@ class Simulation:
     ready_after_heal_s: float = 0.0  # the target keeps failing this long after the heal
     mark_ready: bool = True
     cost_s: float = 1.0              # what one failed attempt costs
+    # What a failed attempt costs while the fault's action is still under way (before
+    # inject_at), when the process is gone but not yet its address; None: cost_s.
+    lead_cost_s: float | None = None
     max_fails: int = 3               # 0: never ejects
     fail_timeout_s: float = 4.0
     retry: bool = True
@@ -127,8 +130,10 @@ class Simulation:
             while (peer := self._pick(t, names)) is not None:
                 names.add(peer.name)
                 if peer.name == self.target and self._down(t):
-                    tried.append((peer.name, "504", self.cost_s))
-                    self._pending.append(t + self.cost_s)
+                    leading = self.lead_cost_s is not None and t < self.inject_at
+                    cost = self.lead_cost_s if leading else self.cost_s
+                    tried.append((peer.name, "502" if leading else "504", cost))
+                    self._pending.append(t + cost)
                     if self.retry:
                         continue
                 else:

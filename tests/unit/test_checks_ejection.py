@@ -34,6 +34,20 @@ def test_nginx_model_passes(mode: FailureMode, cost: float, max_fails: int) -> N
     assert values["client_errors"] == 0
 
 
+def test_tries_refused_while_a_kill_is_under_way_count_at_once() -> None:
+    """A slow kill: the process is gone 0.3 s before its address, so tries in that time are
+    refused at once and eject the backend before the action returns; the window says so."""
+    history = Simulation(rate_per_s=55.0, effect_lead_s=0.3, lead_cost_s=0.0).run()
+    result = eject(history, rate=55.0)
+    assert result.verdict is Verdict.PASS, result
+    values = dict(result.values)
+    assert values["refused_during_action"] >= 3 and values["measured_s"] < 0
+    assert "k = 3 tries refused at once" in result.derivation
+    # Where every try costs the connect timeout, the window stays where it was.
+    slow = eject(Simulation(rate_per_s=55.0, effect_lead_s=0.3).run(), rate=55.0)
+    assert slow.verdict is Verdict.PASS and dict(slow.values)["lower_s"] > 0.7
+
+
 def test_derivation_shows_the_arithmetic() -> None:
     """The derivation spells out g, c and the window from the policy numbers."""
     result = eject(Simulation().run())

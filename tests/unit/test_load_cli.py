@@ -8,10 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.cli.app import app
-from lab.cli.load import _read_plan_file, _stages_from_file
+from lab.cli.load import _read_plan_file, _stages_from_file, _thresholds
 from lab.errors import ConfigError
 from lab.load import k6 as k6_module
 from lab.load.profiles import Stage
+from lab.objectives import defaults
 
 
 def test_lab_load_without_k6_exits_2_before_any_lab(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,7 +32,8 @@ def test_lab_load_refuses_bad_input_with_exit_2() -> None:
         (["load", "smoke", "--script", "x.js"], "name a profile"),
         (["load", "smoke", "--set", "nope=1"], "unknown parameter"),
         (["load", "smoke", "--stage", "fast:100"], "--stage 'fast:100'"),
-        (["load", "smoke", "--p95", "soon"], "invalid thresholds"),
+        (["load", "smoke", "--objective", "load_p95=soon"], "'soon' is not a duration"),
+        (["load", "smoke", "--objective", "p95=1s"], "unknown objective 'p95'"),
     ):
         result = runner.invoke(app, [*args, "--name", "no-such-lab-k6"])
         assert result.exit_code == 2, (args, result.output)
@@ -52,8 +54,23 @@ def test_plan_file_stages(tmp_path: Path) -> None:
     path = tmp_path / "plan.yaml"
     path.write_text(
         "profile: stress\nstages:\n  - {duration: 30s, target: 800}\n"
-        "  - {duration: 1m, target: 0}\nthresholds: {p95: 300ms}\n"
+        "  - {duration: 1m, target: 0}\nthresholds: {max_dropped: 1%}\n"
+        "objectives: {load_p95: 300ms}\n"
     )
     plan = _read_plan_file(path)
     assert _stages_from_file(plan, path) == (Stage(30, 800), Stage(60, 0))
-    assert plan.thresholds == {"p95": "300ms"}
+    assert plan.thresholds == {"max_dropped": "1%"}
+    assert plan.objectives is not None and plan.objectives.load_p95 == 0.3
+
+
+@pytest.mark.covers("objective:load_p95", "objective:availability")
+def test_thresholds_come_from_the_objectives() -> None:
+    """k6's p95 bound is load_p95 and its error-rate bound 1 - availability; a plan file that
+    still names them as thresholds is told where they went."""
+    in_force = defaults().with_overrides({"load_p95": "300ms", "availability": "99%"}, "t").values
+    thresholds = _thresholds(in_force, {"max_dropped": "1%"}, None, None, False)
+    assert (thresholds.p95_s, thresholds.error_rate, thresholds.max_dropped) == (0.3, 0.01, 0.01)
+    assert thresholds.k6(("main",)) == {"http_req_duration{scenario:main}": ["p(95)<300"],
+                                        "http_req_failed{scenario:main}": ["rate<0.01"]}
+    with pytest.raises(ConfigError, match="thresholds.p95 is an objective now: set load_p95"):
+        _thresholds(in_force, {"p95": "1s"}, None, None, False)
