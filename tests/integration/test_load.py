@@ -250,3 +250,23 @@ def test_live_line_in_a_real_terminal(running_lab: Lab, tmp_path: Path) -> None:
         assert "smoke: pass" in screen, screen
     finally:
         subprocess.run([tmux, "kill-session", "-t", session], check=False)
+
+
+def test_a_scenario_beside_the_load_is_judged_on_both(running_lab: Lab, tmp_path: Path) -> None:
+    """`lab load smoke --scenario failover`: one scenario result whose checks saw the k6
+    traffic (NGINX logged it, an availability check judged the load's own requests), whose
+    ejection window used the combined rate, and the load's own report beside it."""
+    result = runner.invoke(app, ["load", "smoke", "--set", "rate=30", "--set", "duration_s=60",
+                                 "--scenario", "failover", "--name", running_lab.name,
+                                 "--report-dir", str(tmp_path), "--no-dashboard", "--json"])
+    assert result.exit_code in (0, 1), result.output
+    document = json.loads(result.stdout)[0]
+    assert document["scenario"] == "failover"
+    load_requests = [r for r in document["history"]["requests"] if r["client"] == "load"]
+    assert len(load_requests) > 100
+    labels = [c["label"] for c in document["checks"]]
+    assert labels.count("availability") == 2, labels
+    ejection = next(c for c in document["checks"] if c["name"] == "ejection")
+    assert "/ 55 = 0.055 s" in ejection["derivation"], ejection["derivation"]  # (20 + 5 + 30)/s
+    assert any(n.startswith("load smoke beside the steps") for n in document["notes"])
+    assert len(list(tmp_path.glob("*-load-smoke-*/result.json"))) == 1
