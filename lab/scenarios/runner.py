@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import psycopg
@@ -337,5 +337,8 @@ def rejudge(result: RunResult, scenario: Scenario, expectations: Expectations,
     if result.facts is None:
         raise ValueError("this result carries no run facts to judge again")
     in_force = objectives or result.objectives
-    return judge(scenario, result.history, expectations, result.facts, in_force.values)
+    # Bounds written as expressions (recovery's `within`) mean what the other record implies.
+    names = duration_names(expectations, result.facts.rate_per_s)
+    facts = replace(result.facts, names=tuple(names.items()))
+    return judge(scenario, result.history, expectations, facts, in_force.values)
 

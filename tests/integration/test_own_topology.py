@@ -114,10 +114,11 @@ def test_config_nginx_rejects_is_refused_before_start(engine: Engine, lab_images
 def test_backend_that_never_answers(engine: Engine, lab_images: dict[str, str],
                                     example: Path) -> None:
     """A backend whose health endpoint never answers 200: one message naming the node and
-    the answer, exit 2, nothing left running."""
+    the answer, exit 2, nothing left running. The timeout leaves a loaded machine time to
+    start Node and listen, so the answer (404) is what times out, not the start."""
     toml = example / "lab.toml"
     toml.write_text(toml.read_text().replace('job_runs = "logs"', 'job_runs = "logs"\n'
-                                             'ready_timeout_s = 5\n'
+                                             'ready_timeout_s = 20\n'
                                              'health = { ready = "/never" }'))
     name = session_lab_name("never-ready")
     result = runner.invoke(app, ["up", "--config", str(toml), "--name", name])

@@ -566,11 +566,13 @@ def test_takeover_fails_when_the_ttl_is_longer_than_claimed(engine: Engine, lab_
 def test_network_faults_apply_and_heal_without_leftovers(running_lab: Lab) -> None:
     """Loss, a one-way partition of one link and a throttle are in place while injected and gone after heal."""
     from lab.faults import FaultSpec, make_fault
+    from lab.faults.base import LinkParams, LossParams, ThrottleParams
     from lab.faults.network import Sidecar
 
-    faults = [make_fault(FaultSpec("loss", "backend-2", percent=30.0), running_lab),
-              make_fault(FaultSpec("partition", "backend-2", peers=("pgbouncer",), direction="out"), running_lab),
-              make_fault(FaultSpec("throttle", "backend-2", rate="2mbit"), running_lab)]
+    specs = [FaultSpec("loss", LossParams(target="backend-2", percent=30.0)),
+             FaultSpec("partition", LinkParams(target="backend-2", peers=("pgbouncer",), direction="out")),
+             FaultSpec("throttle", ThrottleParams(target="backend-2", rate="2mbit"))]
+    faults = [make_fault(spec, running_lab) for spec in specs]
     looker = Sidecar(running_lab.engine, running_lab.name, running_lab.sidecar_image(), "backend-2")
     try:
         for fault in faults:
