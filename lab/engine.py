@@ -86,6 +86,7 @@ class ContainerInfo:
     # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
     bindings: tuple[PortBinding, ...] = ()
     network_mode: str = ""           # HostConfig.NetworkMode: a network name, "host", "container:<id>"
+    image: str = ""                  # the image reference it was created from
 
     @property
     def node(self) -> str:
@@ -422,6 +423,7 @@ class Engine:
             ip_address=ip or None, published=published, env=env,
             exit_code=state.get("ExitCode"), bindings=all_bindings,
             network_mode=host_config.get("NetworkMode") or "",
+            image=(attrs.get("Config") or {}).get("Image") or "",
         )
 
     def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
