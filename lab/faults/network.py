@@ -150,8 +150,8 @@ class _NetworkFault:
         """Take over this fault from the process that injected it (``handover``'s state)."""
         name = str(state.get("sidecar") or "")
         if name:
-            lab = self.lab
-            self.sidecar = Sidecar(lab.engine, lab.name, "", self.spec.target, name)  # type: ignore[attr-defined]
+            lab: Any = self.lab
+            self.sidecar = Sidecar(lab.engine, lab.name, "", self.spec.target, name)
 
     def _cleanup(self) -> str:
         """The script that removes exactly what this fault adds."""
