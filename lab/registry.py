@@ -86,7 +86,7 @@ class Registry(Generic[T]):
 
 
 def takes(owner: str, model: type[BaseModel], *, exclude: tuple[str, ...] = ()) -> str:
-    """What an entry accepts, as errors say it: "fault loss takes target, peers, direction, percent"."""
+    """What an entry accepts, as errors say it: "fault loss takes target, peers, ..."."""
     fields = [name for name in model.model_fields if name not in exclude]
     return f"{owner} takes {', '.join(fields) or 'no parameters'}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import compose, scenarios, topology
+from lab.cli import compose, faults, scenarios, topology
 
 app = typer.Typer(
     name="lab",
@@ -19,6 +19,9 @@ app.command()(topology.down)
 app.command("list")(scenarios.list_scenarios)
 app.command()(scenarios.explain)
 app.command()(scenarios.run)
+app.command("break")(faults.break_)
+app.command()(faults.heal)
+app.command("faults")(faults.faults)
 app.add_typer(topology.images_app, name="images")
 app.add_typer(compose.compose_app, name="compose")
 

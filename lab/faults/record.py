@@ -49,7 +49,7 @@ class Origin(BaseModel):
     owner: str = Field(default_factory=owner_id)   # host:pid
 
     def text(self) -> str:
-        """"lab break (pid 4242)", with "ended" once that process is gone."""
+        """"lab break --for 30s (pid 4242)", with "ended" once that process is gone."""
         pid = self.owner.rpartition(":")[2]
         ended = "" if owner_alive(self.owner) else ", ended"
         return f"{self.name} (pid {pid}{ended})"
@@ -87,6 +87,12 @@ class FaultRecord(BaseModel):
         spec = self.spec()
         given = spec.params.model_dump(mode="json", exclude={"target"}, exclude_defaults=True)
         return " ".join(f"{key}={_text(value)}" for key, value in given.items())
+
+    def who(self) -> str:
+        """Who injected it; the process only where it matters (it would heal the fault)."""
+        if self.by.kind == "manual" and self.until is None:
+            return self.by.name
+        return self.by.text()
 
     def container_name(self) -> str:
         return f"lab-{self.lab}-record-{self.target}-{self.kind}-{self.id}"
