@@ -315,7 +315,11 @@ class Engine:
                 spec.image, name=spec.name, labels=dict(spec.labels), environment=dict(spec.env),
                 command=list(spec.command) if spec.command is not None else None, detach=True,
                 stop_timeout=spec.stop_timeout_s,  # the image's own STOPSIGNAL (SIGINT for postgres)
-                ports=list(spec.publish) or None, host_config=host_config, networking_config=networking,
+                # (number, protocol): docker-py appends "/tcp" to a "8080/tcp" string, and a
+                # port the image does not EXPOSE would then be bound to nothing.
+                ports=[(port.partition("/")[0], port.partition("/")[2] or "tcp")
+                       for port in spec.publish] or None,
+                host_config=host_config, networking_config=networking,
             )["Id"]
             if spec.files:
                 api.put_archive(container_id, "/", _tar(spec.files))

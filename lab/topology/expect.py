@@ -30,7 +30,7 @@ from lab.expectations import (
 from lab.topology.lab import Lab
 from lab.topology.nginx_conf import parse_nginx_policy
 from lab.topology.plan import node_roles
-from lab.topology.render import PGBOUNCER_PORT, render_nginx
+from lab.topology.render import PGBOUNCER_PORT, STATUS_PORT, render_nginx
 
 # The backend's own defaults for a LAB_* variable its environment does not set
 # (images/backend/lab_backend/config.py).
@@ -38,9 +38,11 @@ _BACKEND_DEFAULTS = BackendConfig()
 
 
 def documented_ports(publish: PublishConfig) -> tuple[DocumentedPort, ...]:
-    """The published ports lab.toml's ``[publish]`` documents; a role not named publishes nothing."""
+    """The published ports lab.toml's ``[publish]`` documents (and NGINX's stub_status, always
+    on an ephemeral port); a role not named publishes nothing."""
     return (DocumentedPort("nginx", "80/tcp", publish.nginx_http),
             DocumentedPort("nginx", "443/tcp", publish.nginx_https),
+            DocumentedPort("nginx", f"{STATUS_PORT}/tcp", 0),
             DocumentedPort("pgbouncer", f"{PGBOUNCER_PORT}/tcp", publish.pgbouncer),
             DocumentedPort("postgres", "5432/tcp", publish.postgres),
             DocumentedPort("redis", "6379/tcp", publish.redis))
