@@ -120,8 +120,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def break_(
     node: Annotated[str, typer.Argument(metavar="NODE", help="The node to break (`lab status`).")],
-    fault: Annotated[str, typer.Argument(metavar="FAULT", help="kill, stop, freeze, restart, partition, loss, "
-                                              "throttle, latency (or none).")],
+    fault: Annotated[str, typer.Argument(
+        metavar="FAULT", help="kill, stop, freeze, restart, partition, loss, throttle, latency "
+        "(or none).")],
     params: Annotated[list[str] | None, typer.Argument(
         metavar="[KEY=VALUE]...", help="The fault's parameters, e.g. percent=30, "
         "peers=nginx,redis, delay_ms=200.")] = None,
