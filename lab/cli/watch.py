@@ -192,7 +192,7 @@ def errors_line(snap: Snapshot) -> Text:
                 style="yellow")
 
 
-# -- the Textual app --------------------------------------------------------------------------------
+# -- the Textual app -------------------------------------------------------------------------
 
 
 class WatchApp(App[None]):

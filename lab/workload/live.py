@@ -503,7 +503,7 @@ class LiveView:
                 await asyncio.wait_for(read(), READ_TIMEOUT_S + 1)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - shown as that source's error, sampling goes on
+            except Exception as exc:  # noqa: BLE001 - shown as the source's error; sampling goes on
                 self._latest.fail(source, _why(exc))
             await asyncio.sleep(max(0.05, interval_s - (time.monotonic() - started)))
 
