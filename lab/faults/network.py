@@ -148,10 +148,17 @@ class _NetworkFault:
 
     def resume(self, state: Mapping[str, Any]) -> None:
         """Take over this fault from the process that injected it (``handover``'s state)."""
+        lab: Any = self.lab
         name = str(state.get("sidecar") or "")
-        if name:
-            lab: Any = self.lab
+        info = lab.engine.inspect(name) if name else None
+        if info is not None and info.status == "running":
             self.sidecar = Sidecar(lab.engine, lab.name, "", self.spec.target, name)
+            return
+        # Its sidecar is gone (an orphan cleanup that did not know the record) but its rules
+        # live in the target's namespace: a fresh sidecar lets heal remove them.
+        if info is not None:
+            lab.engine.remove_container(name)
+        self.sidecar = Sidecar(lab.engine, lab.name, lab.sidecar_image(), self.spec.target)
 
     def _cleanup(self) -> str:
         """The script that removes exactly what this fault adds."""

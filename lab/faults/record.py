@@ -179,7 +179,8 @@ def state(record: FaultRecord, containers: Mapping[str, ContainerInfo], lab_name
     if definition.family == "network":
         sidecar = containers.get(str(record.handover.get("sidecar", "")))
         if sidecar is None or sidecar.status != "running":
-            return "gone: its sidecar was removed"
+            # Removing a sidecar does not remove the rules it put in the target's namespace.
+            return "sidecar removed: its rules may remain (lab heal removes them)"
         return "in place"
     if definition.family != "lifecycle":
         return "in place"

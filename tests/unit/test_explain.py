@@ -70,5 +70,6 @@ def test_explain_prints_each_checks_expectation() -> None:
     """The command shows the expectation under each check line."""
     result = CliRunner().invoke(app, ["explain", "failover"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "expects: last attempt routed to backend-1 1.120-1.860 s after the fault" in result.output
+    expects = "expects: last attempt routed to backend-1 1.120-1.860 s after the fault"
+    assert expects in result.output
     assert "wait 3.36 s = connect_timeout 1 + max_fails 3 × interval 0.12 + 2" in result.output

@@ -76,7 +76,7 @@ def test_unknown_fields_are_refused() -> None:
     ("freeze", "running", None, "gone: backend-1 is running"),
     ("restart", "running", None, "done: restarted"),
     ("loss", "running", "running", "in place"),
-    ("loss", "running", None, "gone: its sidecar was removed"),
+    ("loss", "running", None, "sidecar removed: its rules may remain (lab heal removes them)"),
 ])
 def test_state_says_whether_the_fault_is_still_in_place(kind: str, node_status: str,
                                                         sidecar_status: str | None,
