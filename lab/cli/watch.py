@@ -7,6 +7,7 @@ and a clean exit are Textual's), or prints one JSON snapshot per interval with `
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import time
@@ -217,6 +218,7 @@ class WatchApp(App[None]):
         self.pool_size = pool_size
         self.redraws = 0
         self.first_redraw: float | None = None
+        self.shown: dict[str, object] = {}
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -239,6 +241,8 @@ class WatchApp(App[None]):
         return panel
 
     def on_mount(self) -> None:
+        # SIGTERM ends it like q: Textual restores the terminal on the way out.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.exit)
         self.set_interval(REDRAW_S, self.redraw)
         self.redraw()
 
@@ -252,15 +256,26 @@ class WatchApp(App[None]):
         self.first_redraw = self.first_redraw or now
         self.redraws += 1
         per_s = (self.redraws - 1) / (now - self.first_redraw) if now > self.first_redraw else None
-        self.query_one("#title", Static).update(title_line(snap, per_s))
-        self.query_one("#nodes", Static).update(nodes_panel(snap))
-        self.query_one("#faults", Static).update(faults_panel(snap))
-        self.query_one("#probe", Static).update(probe_panel(snap))
-        self.query_one("#nginx", Static).update(nginx_panel(snap, self.policy))
-        self.query_one("#stub", Static).update(stub_panel(snap))
-        self.query_one("#locks", Static).update(locks_panel(snap))
-        self.query_one("#pool", Static).update(pool_panel(snap, self.pool_size))
-        self.query_one("#errors", Static).update(errors_line(snap))
+        second = int(snap.at)
+        pool = snap.pool.model_copy(update={"at": 0.0}) if snap.pool else None
+        # Each panel with what it shows: a panel whose inputs did not change is not drawn again
+        # (the probe and NGINX panels show ages, so they change at every redraw).
+        panels = {
+            "title": ((second, round(per_s or 0, 1)), lambda: title_line(snap, per_s)),
+            "nodes": (snap.nodes, lambda: nodes_panel(snap)),
+            "faults": ((snap.faults, second), lambda: faults_panel(snap)),
+            "probe": (None, lambda: probe_panel(snap)),
+            "nginx": (None, lambda: nginx_panel(snap, self.policy)),
+            "stub": (snap.stub_status, lambda: stub_panel(snap)),
+            "locks": (snap.locks, lambda: locks_panel(snap)),
+            "pool": (pool, lambda: pool_panel(snap, self.pool_size)),
+            "errors": (snap.errors, lambda: errors_line(snap)),
+        }
+        for name, (key, draw) in panels.items():
+            if key is not None and self.shown.get(name) == key:
+                continue
+            self.shown[name] = key
+            self.query_one(f"#{name}", Static).update(draw())
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
