@@ -130,14 +130,16 @@ def nginx_panel(snap: Snapshot, policy: UpstreamPolicy | None) -> Group:
     for column in ("upstream", "tries", "failed", "last try", "while faulted"):
         table.add_column(column, no_wrap=True)
     kinds = {f.target: f.kind for f in snap.faults if f.state.startswith("in place")}
+    # NGINX's request rate, every client's: the round-robin turn the prediction needs.
+    rate = n.requests_per_s or snap.probe.rate_per_s
     for u in n.upstreams:
         faulted = ""
         if u.fault_since is not None:
             expect = ""
             mode = FAULTS.get(kinds[u.name]).failure_mode if u.name in kinds else None
             if policy is not None and mode is not None and policy.ejects:
-                worst, _ = worst_case_ejection_s(policy, mode, snap.probe.rate_per_s)
-                expect = f" (predicted <= {worst:.2f} s)"
+                worst, _ = worst_case_ejection_s(policy, mode, rate)
+                expect = f" (predicted <= {worst:.2f} s at {rate:.0f} req/s)"
             if u.ejected_after_s is None:
                 faulted = "not tried since the fault" if u.ejection_settled else "..."
             elif u.ejection_settled:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import re
 import threading
@@ -131,6 +132,7 @@ class NginxView(_Model):
 
     window_s: float
     requests: int
+    requests_per_s: float            # over the window, or the part of it the log covers
     retried: int                     # requests NGINX tried on more than one server
     no_live_upstream: int            # answered 502 with no server left to try
     statuses: tuple[tuple[str, int], ...]
@@ -312,14 +314,30 @@ def nginx_view(entries: Iterable[AccessLogEntry], now: float, window_s: float,
             view = view.model_copy(update={"fault_since": since[name], "ejected_after_s": ejected,
                                            "ejection_settled": done})
         views.append(view)
+    covered = min(window_s, now - min((e.msec for e in recent), default=now))
     return NginxView(
         window_s=window_s, requests=len(recent),
+        requests_per_s=len(recent) / covered if covered > 0 else 0.0,
         retried=sum(len(e.upstream_addrs) > 1 for e in recent),
         no_live_upstream=sum(e.status == 502 and any(b not in backends and ":" not in b
                                                      for b in e.upstream_backends)
                              for e in recent),
         statuses=tuple(sorted(Counter(str(e.status) for e in recent).items())),
         upstreams=tuple(views))
+
+
+def readiness_detail(detail: str) -> str:
+    """A readiness answer made short: a backend's ``503 {"checks": {"redis": "failed"}}``
+    becomes "503: redis failed"; anything else stays as it is."""
+    status, _, body = detail.partition(" ")
+    if not status.isdigit() or not body.startswith("{"):
+        return detail
+    try:
+        checks = json.loads(body).get("checks") or {}
+    except (ValueError, AttributeError):
+        return status
+    failed = [name for name, state in checks.items() if state != "ok"]
+    return f"{status}: {', '.join(failed)} failed" if failed else status
 
 
 def node_views(roles: Mapping[str, str], containers: Mapping[str, ContainerInfo], lab_name: str,
@@ -528,8 +546,7 @@ class LiveView:
 
         def ask(node: str) -> tuple[str, tuple[bool, str]]:
             result = self.lab.probe(node).check()
-            # A backend's probe prints the status and the body's first line: the status says it.
-            return node, (result.ok, result.detail.split(" {", 1)[0])
+            return node, (result.ok, readiness_detail(result.detail))
 
         nodes = [n for n, role in self.lab.roles.items() if role != "nginx"
                  and getattr(containers.get(container_name(self.lab.name, n)), "status", "")

@@ -20,6 +20,7 @@ from lab.workload.live import (
     node_views,
     parse_stub_status,
     probe_view,
+    readiness_detail,
     sparkline,
 )
 
@@ -107,6 +108,7 @@ def test_nginx_view_counts_tries_failures_retries_and_the_ejection() -> None:
     one = view.upstreams[0]
     assert one.failed == 2 and one.tries == 5     # three answered before the kill
     assert view.retried == 2 and view.no_live_upstream == 1
+    assert view.requests_per_s == pytest.approx(41 / 9.5, rel=0.01)   # the log covers 9.5 s
     assert one.fault_since == kill and one.ejection_settled
     assert one.ejected_after_s == pytest.approx(0.9, abs=0.01)
     assert view.upstreams[1].failed == 0
@@ -167,7 +169,16 @@ def test_a_snapshot_serialises_and_reads_back() -> None:
     snapshot = Snapshot(
         at=NOW, lab="x", ends_at=NOW + 600, nodes=(), faults=(),
         probe=probe_view(records, NOW, 10.0, BACKENDS, rate_per_s=20, path="/health", total=240),
-        nginx=NginxView(window_s=10.0, requests=0, retried=0, no_live_upstream=0, statuses=(),
-                        upstreams=()),
+        nginx=NginxView(window_s=10.0, requests=0, requests_per_s=0.0, retried=0,
+                        no_live_upstream=0, statuses=(), upstreams=()),
         stub_status=None, locks=None, pool=None, errors=(("pool", "TimeoutError"),))
     assert Snapshot.model_validate_json(snapshot.model_dump_json()) == snapshot
+
+
+def test_readiness_details_are_made_short() -> None:
+    """A backend's JSON answer becomes the status and what failed; other details stay."""
+    body = '{"status":"not_ready","checks":{"database":"ok","redis":"failed"},"errors":{}}'
+    assert readiness_detail(f"503 {body}") == "503: redis failed"
+    assert readiness_detail('200 {"status":"ready","timestamp":1}') == "200"
+    assert readiness_detail("SELECT 1 answered") == "SELECT 1 answered"
+    assert readiness_detail("503 {not json") == "503"
