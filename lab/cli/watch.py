@@ -158,7 +158,7 @@ def nginx_panel(snap: Snapshot, policy: UpstreamPolicy | None) -> Group:
 def stub_panel(snap: Snapshot) -> RenderableType:
     s = snap.stub_status
     if s is None:
-        return Text("no answer yet", style="dim")
+        return Text("no answer", style="dim")
     rate = "-" if s.requests_per_s is None else f"{s.requests_per_s:.1f}"
     return Text(f"active connections {s.active}\nreading {s.reading}  writing {s.writing}  "
                 f"waiting {s.waiting}\nrequests/s {rate}\naccepts {s.accepts}  handled "
@@ -167,7 +167,7 @@ def stub_panel(snap: Snapshot) -> RenderableType:
 
 def locks_panel(snap: Snapshot) -> RenderableType:
     if snap.locks is None:
-        return Text("no answer from Redis yet", style="dim")
+        return Text("no answer from Redis", style="dim")
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column in ("job", "holder", "fencing token"):
         table.add_column(column, no_wrap=True)
@@ -180,7 +180,7 @@ def locks_panel(snap: Snapshot) -> RenderableType:
 def pool_panel(snap: Snapshot, pool_size: int) -> RenderableType:
     p = snap.pool
     if p is None:
-        return Text("no answer from PgBouncer yet", style="dim")
+        return Text("no answer from PgBouncer", style="dim")
     waiting = Text(str(p.cl_waiting), style="bold yellow" if p.cl_waiting else "")
     return Text.assemble(f"clients active {p.cl_active}  waiting ", waiting,
                          f"\nserver connections {p.servers} of {pool_size} "

@@ -377,6 +377,11 @@ def pool_view(sample: PoolSample) -> PoolView:
 # -- sampling -------------------------------------------------------------------------------------
 
 
+# A failed read of these leaves no reading: an old lock holder or pool shown as current would
+# mislead. Docker's states and the readiness answers stay until the next reading.
+_DROPPED_ON_FAILURE = frozenset({"stub_status", "locks", "pool"})
+
+
 class _Latest:
     """The last reading of each source, or why there is none, shared between threads."""
 
@@ -393,6 +398,8 @@ class _Latest:
     def fail(self, source: str, why: str) -> None:
         with self._lock:
             self._errors[source] = why
+            if source in _DROPPED_ON_FAILURE:
+                self._values.pop(source, None)
 
     def get(self, source: str, default: Any = None) -> Any:
         with self._lock:
