@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lab.contract import BackendContract
 from lab.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "lab.toml"
@@ -69,6 +70,8 @@ class NginxConfig(_Frozen):
     server_name: str = "lab.local"
     hsts_max_age_s: Annotated[int, Field(ge=0)] = 31_536_000
     security_headers: bool = True
+    # Your own nginx.conf or conf.d file (lab.topology.userconf): run instead of the rendered one.
+    conf: str | None = None
 
 
 class PgBouncerConfig(_Frozen):
@@ -81,6 +84,10 @@ class PgBouncerConfig(_Frozen):
     query_wait_timeout_s: Annotated[int, Field(ge=0)] = 120
     # After a failed login to PostgreSQL, PgBouncer refuses new server logins this long.
     server_login_retry_s: Annotated[int, Field(ge=0, le=3600)] = 15
+    # Your own pgbouncer.ini (and userlist.txt), the lab's database address and credentials
+    # substituted (lab.topology.userconf).
+    ini: str | None = None
+    userlist: str | None = None
 
 
 class PostgresConfig(_Frozen):
@@ -118,12 +125,22 @@ class BackendConfig(_Frozen):
     stop_timeout_s: Annotated[int, Field(ge=1, le=300)] = 10
     # After SIGTERM: readiness 503 for this long while requests are still served (LAB_DRAIN_S).
     drain_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    # Your own backend instead of the reference one: an image, or a folder to build, run
+    # under a contract (lab.contract).
+    image: str | None = None
+    build: str | None = None
+    contract: BackendContract | None = None
 
     @model_validator(mode="after")
     def _drain_within_stop(self) -> BackendConfig:
         # The backend refuses to start otherwise (LAB_DRAIN_S < LAB_STOP_TIMEOUT_S): say it now.
         if self.drain_s >= self.stop_timeout_s:
             raise ValueError("drain_s must be shorter than stop_timeout_s")
+        if self.image is not None and self.build is not None:
+            raise ValueError("give image or build, not both")
+        if (self.image is not None or self.build is not None) != (self.contract is not None):
+            raise ValueError("a backend image (image or build) needs [backend.contract], and a "
+                             "contract needs an image or build")
         return self
 
 
@@ -207,20 +224,27 @@ def config_path(path: Path | None) -> Path | None:
     return path
 
 
+def read_toml(path: Path) -> dict:
+    """A TOML file as a mapping; a missing or malformed file is a ConfigError naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_config(path: Path | None = None, *, name: str | None = None) -> LabConfig:
     """Read ``lab.toml`` (explicit path, or ./lab.toml when present, else the defaults).
 
     Its ``[objectives]`` table is not part of the lab's configuration (a lab runs the same
     whatever it is judged against): ``lab.objectives.load_objectives`` reads it."""
     path = config_path(path)
-    data: dict = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such configuration file") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path) if path is not None else {}
     data.pop("objectives", None)
+    if path is not None:
+        from lab.topology.userconf import absolute_paths
+
+        data = absolute_paths(data, Path(path).resolve().parent)
     config = parse_config(data, source=str(path or "defaults"))
     return config.with_name(name)

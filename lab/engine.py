@@ -23,7 +23,6 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.errors import DockerUnavailable, ImageBuildError, LabError, PortConflict
-from lab.history import PortBinding
 
 LABEL_PREFIX = "io.failover-lab"
 LABEL_LAB = f"{LABEL_PREFIX}.lab"            # the lab's name, on every resource
@@ -68,6 +67,17 @@ class ContainerSpec:
     cap_add: tuple[str, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     mem_limit: str | None = None
+    # host name -> address written to the container's /etc/hosts (``--add-host``)
+    extra_hosts: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostBinding:
+    """One host port Docker forwards to a container port, as Docker reports it."""
+
+    container_port: str         # "80/tcp"
+    host_ip: str                # "0.0.0.0" or "::" is every interface
+    host_port: int              # 0: not assigned yet (a container that is not running)
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class ContainerInfo:
     env: Mapping[str, str]
     exit_code: int | None
     # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
-    bindings: tuple[PortBinding, ...] = ()
+    bindings: tuple[HostBinding, ...] = ()
     network_mode: str = ""           # HostConfig.NetworkMode: a network name, "host", "container:<id>"
     image: str = ""                  # the image reference it was created from
 
@@ -305,6 +315,7 @@ class Engine:
             port_bindings={port: ("127.0.0.1", host or None) for port, host in spec.publish.items()},
             cap_add=list(spec.cap_add) or None, tmpfs=dict(spec.tmpfs) or None,
             mem_limit=spec.mem_limit, network_mode=spec.network_mode or spec.network,
+            extra_hosts=dict(spec.extra_hosts) or None,
         )
         networking = None
         if spec.network and not spec.network_mode:
@@ -380,10 +391,12 @@ class Engine:
                           output=output.decode(errors="replace"))
 
     def logs(self, name: str, *, tail: int | str = "all", since: float | None = None,
-             stdout: bool = True, stderr: bool = True) -> str:
+             stdout: bool = True, stderr: bool = True, timestamps: bool = False) -> str:
+        """A container's output; with ``timestamps``, each line starts with Docker's RFC 3339
+        time of it (when the daemon read it) and a space."""
         try:
             data = self._client.api.logs(name, stdout=stdout, stderr=stderr, tail=tail,
-                                         since=since, timestamps=False)
+                                         since=since, timestamps=timestamps)
         except docker.errors.APIError:
             return ""
         return data.decode(errors="replace")
@@ -413,7 +426,7 @@ class Engine:
         ports = settings.get("Ports") if state.get("Running") else host_config.get("PortBindings")
         all_bindings = tuple(
             # An empty HostIp binds every interface (Docker's default for `-p 80:80`).
-            PortBinding(port, binding.get("HostIp") or "0.0.0.0", int(binding.get("HostPort") or 0))
+            HostBinding(port, binding.get("HostIp") or "0.0.0.0", int(binding.get("HostPort") or 0))
             for port, bindings in sorted((ports or {}).items()) for binding in bindings or [])
         env = {}
         for item in (attrs.get("Config") or {}).get("Env") or []:

@@ -20,13 +20,13 @@ docs/objectives.md.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
+from lab.config import config_path, read_toml
 from lab.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -213,18 +213,10 @@ def from_table(table: dict[str, Any] | None, source: str) -> ObjectivesInForce:
 
 def load_objectives(path: Path | None) -> ObjectivesInForce:
     """The objectives of a lab.toml (``path`` None: ./lab.toml when present, else the defaults)."""
-    from lab.config import config_path
-
     path = config_path(path)
     if path is None:
         return defaults()
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return from_table(data.get("objectives"), str(path))
+    return from_table(read_toml(path).get("objectives"), str(path))
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ raises ``ConfigError`` listing the known names and the nearest one, never a defa
 from __future__ import annotations
 
 import difflib
+import functools
+import operator
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -38,6 +40,12 @@ def strict_model(model: type[BaseModel], owner: str) -> type[BaseModel]:
         raise TypeError(f"{owner}: parameter model {model.__name__} must be frozen and forbid "
                         "extra keys, so a misspelt parameter is refused instead of ignored")
     return model
+
+
+def tagged_union(members: tuple[Any, ...]) -> Any:
+    """One type of a registry's tagged members (``Annotated[Model, Tag(name)]``), for a
+    pydantic discriminator to pick from."""
+    return functools.reduce(operator.or_, members)
 
 
 class Registry(Generic[T]):

@@ -40,16 +40,17 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def fault_windows(history: History) -> list[tuple[float, float]]:
-    """Each fault from its inject until it is over: its heal, or, for a fault that stopped the
-    node, the moment the node was ready again (until then requests routed to it still fail)."""
+    """Each fault from the moment its inject was issued (it takes effect somewhere before the
+    action returns) until it is over: its heal, or, for a fault that stopped the node, the
+    moment the node was ready again (until then requests routed to it still fail)."""
     end = max((r.sent_at for r in history.requests), default=0.0) + 1.0
     windows = []
     for inject, heal in history.fault_windows():
         if heal is None:
-            windows.append((inject.at, end))
+            windows.append((inject.started_at, end))
             continue
         ready = [m.at for m in history.marks if m.name == ready_mark(heal.target) and m.at >= heal.at]
-        windows.append((inject.at, min(ready) if ready else heal.at))
+        windows.append((inject.started_at, min(ready) if ready else heal.at))
     return windows
 
 

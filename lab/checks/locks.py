@@ -386,6 +386,7 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
     details: list[str] = []
     verdicts: list[Verdict] = []
     worst = 0.0
+    untaken = 0.0       # the longest stretch after the kill in which a held job did not run again
     for span in hit:
         killed = span.run
         after = next((r for r in runs if r.job == killed.job and r.id != killed.id
@@ -399,6 +400,7 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
                 verdicts.append(Verdict.FAIL)
                 details.append(f"{killed.job}: no run in the {horizon - kill.at:.3f} s after "
                                f"{target_node} was killed at {t(kill.at)}")
+            untaken = max(untaken, horizon - kill.at)
             continue
         delay = after.started_at - kill.at
         worst = max(worst, delay)
@@ -415,7 +417,13 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
                Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.PASS)
     measured = (f"next run {worst:.3f} s after the kill at {t(kill.at)} (the worst of the "
                 f"{len(hit)} job(s) {target_node} held)")
-    values = (("measured_s", worst), ("bound_s", bound), ("jobs_held", float(len(hit))))
+    if untaken:
+        # A job that never ran again has no takeover time; how long it went without one is known.
+        measured = (f"not taken over: no run in the {untaken:.3f} s after the kill at {t(kill.at)}"
+                    + (f" (others {worst:.3f} s)" if worst else ""))
+        values = (("bound_s", bound), ("jobs_held", float(len(hit))), ("not_taken_over_s", untaken))
+    else:
+        values = (("measured_s", worst), ("bound_s", bound), ("jobs_held", float(len(hit))))
     return CheckResult(TAKEOVER, verdict, measured, expected, derivation, tuple(details), values)
 
 
@@ -728,6 +736,13 @@ def _takeover(ctx: CheckContext, params: TakeoverParams) -> CheckResult:
 def _takeover_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
                         params: TakeoverParams) -> ObjectiveResult:
     measured = result.value("measured_s")
+    untaken = result.value("not_taken_over_s")
+    if untaken is not None:
+        return measured_objective("lock_takeover", objectives, value=None,
+                                  passed=False if untaken >= objectives.lock_takeover else None,
+                                  measured=f"not taken over in the {untaken:.3f} s after the kill",
+                                  derivation="the first run of the dead holder's job after its kill "
+                                  "(job_runs)")
     return measured_objective("lock_takeover", objectives, value=measured,
                               passed=None if measured is None else measured <= objectives.lock_takeover,
                               measured="not measured" if measured is None else

@@ -119,7 +119,8 @@ def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objective
     latest = earliest + policy.connect_timeout_s + g
     arithmetic = (f"fail_timeout + c_probe + g = {earliest:g} + {policy.connect_timeout_s:g} + "
                   f"{g:.3f} = {latest:.3f} s after the backend is ready (its start-up adds to it)"
-                  if policy.ejects else "never ejected, so routed again as soon as it answers")
+                  if policy.ejects else f"never ejected, so routed again as soon as it answers: c_probe "
+                  f"+ g = {policy.connect_timeout_s:g} + {g:.3f} = {latest:.3f} s")
     reachable = None if earliest <= objectives.readmission < latest else latest <= objectives.readmission
     return Prediction("readmission", NAME, threshold_text(objectives, "readmission"),
                       f"serving again within {latest:.3f} s of readiness", reachable, arithmetic)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import compose, faults, scenarios, topology, watch
+from lab.cli import compose, faults, lint, scenarios, topology, watch
 
 app = typer.Typer(
     name="lab",
@@ -23,6 +23,7 @@ app.command("break")(faults.break_)
 app.command()(faults.heal)
 app.command("faults")(faults.faults)
 app.command()(watch.watch)
+app.command("lint")(lint.lint_command)
 app.add_typer(topology.images_app, name="images")
 app.add_typer(compose.compose_app, name="compose")
 

@@ -16,6 +16,7 @@ from rich.text import Text
 from lab import report
 from lab.checks import CHECKS
 from lab.cli.common import ConfigOption, NameOption, config_for, console, engine, lab_errors, out
+from lab.cli.lint import say_findings_for
 from lab.config import LabConfig
 from lab.errors import ConfigError, LabNotFound
 from lab.expectations import duration_names
@@ -219,6 +220,7 @@ def run(
         results: list[RunResult] = []
         for scenario, _ in scenarios:
             config = _effective_config(base, scenario)
+            say_findings_for(scenario, config, objectives)   # lab lint's findings for its checks
             started_here = False
             try:
                 lab = Lab.attach(docker_engine, config.name)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from lab.cli.common import (
     CaOption,
@@ -39,7 +40,8 @@ class BuildDisplay:
     def _table(self) -> Table:
         table = Table.grid(padding=(0, 2))
         for role, step in self.steps.items():
-            table.add_row(f"[bold]{role}[/]", step[:100])
+            # A build log line is text, never markup: "[2/5] RUN ..." must print as it is.
+            table.add_row(Text(role, style="bold"), Text(step[:100]))
         return table
 
     def on_line(self, role: str, line: str) -> None:
@@ -49,7 +51,7 @@ class BuildDisplay:
 
 
 def _say(text: str) -> None:
-    console.print(f"[dim]lab:[/] {text}")
+    console.print(Text(f"lab: {text}", style="dim"))
 
 
 @images_app.command("build")

@@ -43,7 +43,8 @@ from lab.checks import CHECKS
 from lab.checks.registry import CheckParams
 from lab.expectations import DURATION_NAMES
 from lab.objectives import ObjectiveOverrides
-from lab.scenarios.steps import Step, union
+from lab.registry import tagged_union
+from lab.scenarios.steps import Step
 
 __all__ = ["DURATION_NAMES", "CheckSpec", "Scenario", "TrafficStream"]
 
@@ -104,7 +105,7 @@ def _check_tag(value: Any) -> str | None:
 
 
 CheckSpec = Annotated[
-    union(tuple(Annotated[_check_model(c.name), Tag(c.name)] for c in CHECKS)),
+    tagged_union(tuple(Annotated[_check_model(c.name), Tag(c.name)] for c in CHECKS)),
     Discriminator(_check_tag, custom_error_type="check",
                   custom_error_message=f"checks: {', '.join(CHECKS.names())}"),
     BeforeValidator(_check_item),

@@ -28,7 +28,6 @@ from lab.errors import ConfigError, LabError
 from lab.history import HealthSample, PoolLoadPhase
 from lab.registry import Registry
 from lab.scenarios.state import RunState
-from lab.topology.render import BACKEND_PORT
 from lab.workload.backend_load import run_backend_load
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
 from lab.workload.security_probe import connect_published, observe_tls, sample_headers
@@ -140,7 +139,7 @@ def _pool_backends(state: RunState, argument: str | None, clients: int = 90,
     backends = [node for node, role in lab.roles.items() if role == "backend"]
     with _pool_sampler(state) as sampler:
         before = sampler.stats()
-        load = run_backend_load(lab.run_client, backends, BACKEND_PORT, token, clients=clients,
+        load = run_backend_load(lab.run_client, backends, lab.backend_port, token, clients=clients,
                                 duration_s=duration_s)
         state.sleep(1.0)
         after = sampler.stats()

@@ -21,11 +21,11 @@ import psycopg
 
 from lab import __version__
 from lab.checks import CHECKS, CheckResult, Observation
-from lab.checks.locks import JOBS
+from lab.checks.locks import DEATHS
 from lab.checks.rate_limit import predict_checklist_experiments
 from lab.expectations import Expectations, UpstreamPolicy, duration_names
 from lab.faults import FaultSpec, heal_leftovers
-from lab.history import History
+from lab.history import FaultPhase, History, JobRun
 from lab.objectives import ObjectivesInForce, defaults
 from lab.scenarios.judge import RunFacts, failure_modes, judge, planned_failure_modes, predictions
 from lab.scenarios.model import Scenario
@@ -34,10 +34,9 @@ from lab.scenarios.steps import definition_of, end_watches
 from lab.topology.expect import running
 from lab.topology.lab import Lab
 from lab.topology.nginx_conf import parse_nginx_policy
-from lab.topology.render import BACKEND_PORT
 from lab.verdict import Prediction, Verdict, combine
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
-from lab.workload.jobs import LockSampler, read_fencing_rejections, read_job_runs
+from lab.workload.job_sources import job_source
 
 __all__ = ["Progress", "RunResult", "Runner", "rejudge"]
 
@@ -164,23 +163,39 @@ class Runner:
         return frozenset(body.split(" ", 1)[1] for (body,) in rows)
 
     def _read_job_records(self, state: RunState) -> None:
-        """Job runs and fencing rejections since the run started, read from PostgreSQL."""
+        """Job runs and fencing rejections since the run started, read from PostgreSQL, once
+        every run in progress at the end has recorded its finish (or max_run_s has passed)."""
         state.phase = "reading job records"
         history = state.history
         since = history.mark_at("start") or 0.0
         end = history.mark_at("end") or time.time()
-        # A run in progress at the end records its finish within max_run_s; runs that began
-        # after the end are outside the observation and left out.
-        state.sleep(end + state.expectations.backend.max_run_s - time.time())
-        dsn = self.lab.endpoints.postgres_dsn
-        history.job_runs.extend(run for run in read_job_runs(dsn, since) if run.started_at <= end)
-        history.fencing_rejections.extend(read_fencing_rejections(dsn, since))
+        source = job_source(self.lab)   # tables, a user's backend's logs, or its lock keys
+        # A run whose node died (kill, stop, restart) after it started never records a finish.
+        deaths: dict[str, list[float]] = {}
+        for event in history.faults:
+            if event.phase is FaultPhase.INJECT and event.fault in DEATHS:
+                deaths.setdefault(event.target, []).append(event.started_at)
+
+        def pending(runs: list[JobRun]) -> list[JobRun]:
+            return [r for r in runs if r.started_at <= end and r.finished_at is None
+                    and not any(r.started_at <= t for t in deaths.get(r.node, ()))]
+
+        # Runs that began after the end are outside the observation and left out.
+        deadline = end + state.expectations.backend.max_run_s
+        runs = source.runs(since, end, history.lock_samples)
+        while pending(runs) and time.time() < deadline:
+            state.sleep(min(0.2, max(0.0, deadline - time.time())))
+            runs = source.runs(since, end, history.lock_samples)
+        history.job_runs.extend(runs)
+        history.fencing_rejections.extend(source.rejections(since))
 
     def _observe(self, state: RunState, needs: set[Observation]) -> dict[str, object]:
         """The observations the checks need; one that fails is recorded, not raised, so only
         the checks needing it are unknown."""
         made: list[str] = [Observation.LOCK_SAMPLES.value] if Observation.LOCK_SAMPLES in needs else []
         unavailable: list[tuple[str, str]] = []
+        if made and (why := job_source(self.lab).locks_unavailable) is not None:
+            made, unavailable = [], [(Observation.LOCK_SAMPLES.value, why)]
         stored: frozenset[str] | None = None
         if Observation.JOB_RECORDS in needs:
             try:
@@ -214,7 +229,7 @@ class Runner:
         stated = predictions(scenario, expectations, before, self.objectives.values)
         self.on_predictions(stated)
         # NGINX logs upstreams as ip:port; the checks want node names.
-        addresses = {f"{ip}:{BACKEND_PORT}": node for ip, node in lab.addresses().items()}
+        addresses = {f"{ip}:{lab.backend_port}": node for ip, node in lab.addresses().items()}
         # Quiescing follows the fail_timeout NGINX really runs, whatever the run is judged against.
         self._quiesce(state, parse_nginx_policy(lab.nginx_conf()).upstream, addresses)
         lab.wait_all_ready(self.ready_timeout_s)
@@ -225,7 +240,8 @@ class Runner:
             if Observation.LOCK_SAMPLES in needs:
                 # Redis's view of the lock holders all along the steps (bounded: stopped in
                 # finally, and by its own deadline).
-                sampler = LockSampler(lambda: lab.endpoints.redis_url, JOBS, max_duration_s=planned + 60)
+                sampler = job_source(lab).sampler(planned + 60)
+            if sampler is not None:
                 sampler.start()
             if scenario.traffic:
                 # The traffic outlasts the planned steps; it is finished when they end.
@@ -240,7 +256,8 @@ class Runner:
             if sampler is not None:
                 sampler.stop()
                 state.history.lock_samples.extend(sampler.samples)
-                state.notes.append(f"lock samples: {len(sampler.samples) // len(JOBS)} answered, "
+                answered = len(sampler.samples) // len(sampler.jobs)
+                state.notes.append(f"lock samples: {answered} answered, "
                                    f"{sampler.errors} failed")
             state.heal_all()
             end_watches(state)

@@ -15,8 +15,6 @@ it does with the configuration's numbers filled in.
 
 from __future__ import annotations
 
-import functools
-import operator
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,10 +27,9 @@ from lab.errors import ConfigError, LabError
 from lab.expectations import DurationExpr, evaluate_duration, explain_duration
 from lab.faults import FAULTS, FaultSpec
 from lab.history import Outcome
-from lab.registry import Registry
+from lab.registry import Registry, tagged_union
 from lab.scenarios.probes import PROBES, parse_probe
 from lab.scenarios.state import RunState, is_dynamic
-from lab.topology.render import BACKEND_PORT
 from lab.workload.health_watch import HealthWatcher, HealthWatchSpec
 
 
@@ -74,13 +71,8 @@ def _fault_name(value: Any) -> Any:
     return value
 
 
-def union(members: tuple[Any, ...]) -> Any:
-    """One type from the registry's members (a tagged union for the discriminator)."""
-    return functools.reduce(operator.or_, members)
-
-
 InjectRef = Annotated[
-    union(tuple(Annotated[_inject_model(f.name), Tag(f.name)] for f in FAULTS)),
+    tagged_union(tuple(Annotated[_inject_model(f.name), Tag(f.name)] for f in FAULTS)),
     Discriminator(_fault_tag, custom_error_type="fault",
                   custom_error_message=f"a fault needs 'fault:' (faults: {', '.join(FAULTS.names())})"),
 ]
@@ -248,7 +240,7 @@ def _watch(state: RunState, step: WatchStep) -> None:
     state.tick(f"starting a health watch on {node}")
     # Longer than the slowest health answer: each dependency check waits the timeout at most.
     timeout = 2 * state.lab.config.backend.dependency_timeout_s + 1
-    watcher = HealthWatcher(state.lab, HealthWatchSpec(node, BACKEND_PORT, spec.interval_s,
+    watcher = HealthWatcher(state.lab, HealthWatchSpec(node, state.lab.backend_port, spec.interval_s,
                                                        evaluate_duration(spec.max_duration, state.names),
                                                        timeout))
     watcher.start()
@@ -277,7 +269,7 @@ def end_watches(state: RunState) -> None:
 def _describe_inject(step: InjectStep, names: Mapping[str, float]) -> str:
     ref = step.inject
     definition = FAULTS.get(ref.fault)
-    extra = {k: v for k, v in ref.model_dump(exclude={"fault", "target"}, exclude_defaults=True).items()}
+    extra = ref.model_dump(exclude={"fault", "target"}, exclude_defaults=True)
     params = "".join(f", {k} {v}" for k, v in extra.items())
     return f"inject {ref.fault} on {ref.target}{params}: {definition.summary}"
 
@@ -371,7 +363,7 @@ def definition_of(step: BaseModel) -> StepDef:
 
 
 Step = Annotated[
-    union(tuple(Annotated[d.model, Tag(d.name)] for d in STEPS)),
+    tagged_union(tuple(Annotated[d.model, Tag(d.name)] for d in STEPS)),
     Discriminator(step_kind, custom_error_type="step",
                   custom_error_message=f"each step is a mapping with one key: {', '.join(STEPS.names())}"),
 ]

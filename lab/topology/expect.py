@@ -22,27 +22,33 @@ from lab.expectations import (
     BackendPolicy,
     DocumentedPort,
     Expectations,
+    NginxPolicy,
     Part,
     PgBouncerPolicy,
     PostgresPolicy,
     RedisPolicy,
 )
 from lab.topology.lab import Lab
-from lab.topology.nginx_conf import parse_nginx_policy
+from lab.topology.nginx_conf import parse_nginx_policy, policy_from_tree
+from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.topology.plan import node_roles
 from lab.topology.render import PGBOUNCER_PORT, STATUS_PORT, render_nginx
+from lab.topology.userconf import user_nginx, user_pgbouncer
 
 # The backend's own defaults for a LAB_* variable its environment does not set
 # (images/backend/lab_backend/config.py).
 _BACKEND_DEFAULTS = BackendConfig()
 
 
-def documented_ports(publish: PublishConfig) -> tuple[DocumentedPort, ...]:
-    """The published ports lab.toml's ``[publish]`` documents (and NGINX's stub_status, always
-    on an ephemeral port); a role not named publishes nothing."""
+def documented_ports(publish: PublishConfig, *,
+                     stub_status: bool = True) -> tuple[DocumentedPort, ...]:
+    """The published ports lab.toml's ``[publish]`` documents, and the rendered nginx.conf's
+    stub_status (always on an ephemeral port; a user's own nginx.conf has none); a role not
+    named publishes nothing."""
+    status = (DocumentedPort("nginx", f"{STATUS_PORT}/tcp", 0),) if stub_status else ()
     return (DocumentedPort("nginx", "80/tcp", publish.nginx_http),
             DocumentedPort("nginx", "443/tcp", publish.nginx_https),
-            DocumentedPort("nginx", f"{STATUS_PORT}/tcp", 0),
+            *status,
             DocumentedPort("pgbouncer", f"{PGBOUNCER_PORT}/tcp", publish.pgbouncer),
             DocumentedPort("postgres", "5432/tcp", publish.postgres),
             DocumentedPort("redis", "6379/tcp", publish.redis))
@@ -57,8 +63,35 @@ def _part(source: str, read: Callable[[], object]) -> Part:
 
 def _backend_from_config(config: LabConfig) -> BackendPolicy:
     b = config.backend
+    if b.contract is not None:
+        return backend_from_contract(config)
     return BackendPolicy(b.replicas, b.job_interval_s, b.lock_ttl_s, b.job_duration_s,
                          b.dependency_timeout_s, b.drain_s, b.locking, b.fencing, b.lock_renewal)
+
+
+def backend_from_contract(config: LabConfig) -> BackendPolicy:
+    """A user's backend: what its contract in lab.toml says its scheduler does (a black box
+    has no LAB_* environment to read)."""
+    c = config.backend.contract
+    assert c is not None
+    return BackendPolicy(config.backend.replicas, c.job_interval_s, c.lock_ttl_s,
+                         c.job_duration_s, c.dependency_timeout_s, c.drain_s, True, c.fencing,
+                         c.lock_renewal)
+
+
+def _claimed_nginx(config: LabConfig) -> NginxPolicy:
+    # What the files claim, read statically: directives NGINX would refuse are skipped here
+    # (`lab up` refuses them; `lab lint` explains them).
+    user = user_nginx(config, strict=False)
+    if user is None:
+        return parse_nginx_policy(render_nginx(config))
+    return policy_from_tree(user.tree, nodes=user.nodes)
+
+
+def _claimed_pgbouncer(config: LabConfig) -> PgBouncerPolicy:
+    user = user_pgbouncer(config)
+    assert user is not None
+    return parse_pgbouncer_ini(user.ini, database=config.postgres.database, file=user.source)
 
 
 def claimed(config: LabConfig, *, what: str = "claimed configuration") -> Expectations:
@@ -66,15 +99,20 @@ def claimed(config: LabConfig, *, what: str = "claimed configuration") -> Expect
     p, pg = config.pgbouncer, config.postgres
     source = f"{what} ({config.name})"
     parts = {
-        "nginx": _part(f"{source}: rendered nginx.conf", lambda: parse_nginx_policy(render_nginx(config))),
-        "pgbouncer": Part(PgBouncerPolicy(p.pool_mode, p.default_pool_size, p.reserve_pool_size,
-                                          p.max_client_conn, float(p.server_login_retry_s),
-                                          float(p.query_wait_timeout_s)), f"{source}: [pgbouncer]"),
+        "nginx": _part(f"{source}: " + ("your nginx conf, as the lab would run it"
+                                         if config.nginx.conf else "rendered nginx.conf"),
+                       lambda: _claimed_nginx(config)),
+        "pgbouncer": _part(f"{source}: {p.ini}", lambda: _claimed_pgbouncer(config)) if p.ini
+        else Part(PgBouncerPolicy(p.pool_mode, p.default_pool_size, p.reserve_pool_size,
+                                  p.max_client_conn, float(p.server_login_retry_s),
+                                  float(p.query_wait_timeout_s)), f"{source}: [pgbouncer]"),
         "postgres": Part(PostgresPolicy(pg.synchronous_commit, pg.max_connections), f"{source}: [postgres]"),
         "redis": Part(RedisPolicy(config.redis.persistence), f"{source}: [redis]"),
-        "backend": Part(_backend_from_config(config), f"{source}: [backend]"),
+        "backend": Part(_backend_from_config(config), f"{source}: [backend]"
+                        + (" contract" if config.backend.contract else "")),
     }
-    return Expectations(parts, config.nginx.server_name, documented_ports(config.publish),
+    return Expectations(parts, config.nginx.server_name,
+                        documented_ports(config.publish, stub_status=config.nginx.conf is None),
                         node_roles(config))
 
 
@@ -136,6 +174,8 @@ def backend_from_env(env: Mapping[str, str], replicas: int) -> BackendPolicy:
 
 
 def _backend(lab: Lab) -> BackendPolicy:
+    if lab.config.backend.contract is not None:
+        return backend_from_contract(lab.config)
     backends = [node for node, role in lab.roles.items() if role == "backend"]
     policies = set()
     for node in backends:
@@ -148,15 +188,24 @@ def _backend(lab: Lab) -> BackendPolicy:
     return policies.pop()
 
 
+def _nodes(lab: Lab) -> dict[str, str] | None:
+    return dict(lab.user.nginx.nodes) if lab.user.nginx is not None else None
+
+
 def running(lab: Lab) -> Expectations:
     """The expectations of what this lab really runs, read from its nodes."""
     parts = {
-        "nginx": _part("nginx.conf served by the nginx container",
-                       lambda: parse_nginx_policy(lab.nginx_conf())),
+        "nginx": _part("what NGINX loaded (nginx -T in the nginx container)",
+                       lambda: parse_nginx_policy(lab.nginx_conf(), nodes=_nodes(lab))),
         "pgbouncer": _part("PgBouncer's SHOW CONFIG and SHOW DATABASES", lambda: _pgbouncer(lab)),
         "postgres": _part("PostgreSQL's SHOW synchronous_commit, max_connections", lambda: _postgres(lab)),
         "redis": _part("Redis's CONFIG GET appendonly, save", lambda: _redis(lab)),
-        "backend": _part("the backends' LAB_* environment (docker inspect)", lambda: _backend(lab)),
+        "backend": _part("the backend contract in lab.toml ([backend.contract])"
+                         if lab.config.backend.contract is not None
+                         else "the backends' LAB_* environment (docker inspect)",
+                         lambda: _backend(lab)),
     }
-    return Expectations(parts, lab.config.nginx.server_name, documented_ports(lab.config.publish),
+    return Expectations(parts, lab.config.nginx.server_name,
+                        documented_ports(lab.config.publish,
+                                         stub_status=lab.config.nginx.conf is None),
                         dict(lab.roles))

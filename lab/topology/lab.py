@@ -31,7 +31,7 @@ from lab.engine import (
     Removed,
 )
 from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
-from lab.history import NodeExposure
+from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
 from lab.topology.plan import (
     READY_BEFORE_NEXT_STAGE,
@@ -42,6 +42,7 @@ from lab.topology.plan import (
     node_roles,
     plan,
 )
+from lab.topology.preflight import check_nginx
 from lab.topology.readiness import (
     ExecProbe,
     Probe,
@@ -53,6 +54,8 @@ from lab.topology.readiness import (
 )
 from lab.topology.render import PGBOUNCER_ADMIN_USER, PGBOUNCER_PORT, LabSecrets
 from lab.topology.tls import make_tls
+from lab.topology.userbackend import ensure_user_backend, health_command
+from lab.topology.userconf import UserTopology, main_conf_path, user_topology
 
 LABEL_SECRETS = "io.failover-lab.secrets"
 LABEL_OWNER = "io.failover-lab.owner"
@@ -142,6 +145,7 @@ class Lab:
         # Negative controls only: node -> {container port: host port} published on top.
         self._extra_publish = extra_publish
         self.roles = node_roles(config)
+        self._user: UserTopology | None = None
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -226,18 +230,34 @@ class Lab:
         self.engine.kill(name, "SIGTERM")
 
     def nginx_conf(self) -> str:
-        """The nginx.conf NGINX actually runs, read from its container."""
-        result = self.exec("nginx", ["cat", "/etc/lab/nginx.conf"])
-        if result.exit_code != 0:
-            raise LabError(f"cannot read nginx.conf from lab {self.name}: {result.output.strip()}")
+        """What NGINX actually loaded: ``nginx -T`` in its container (every file it read)."""
+        main = main_conf_path(self.config)
+        result = self.exec("nginx", ["sh", "-c", f"nginx -T -q -c {main} 2>/dev/null"])
+        if result.exit_code != 0 or not result.output.strip():
+            raise LabError(f"cannot read nginx's configuration from lab {self.name}: "
+                           f"{result.output.strip() or f'nginx -T exited {result.exit_code}'}")
         return result.output
+
+    @property
+    def user(self) -> UserTopology:
+        """The user's own files and backend in this configuration (read once, checked)."""
+        if self._user is None:
+            self._user = user_topology(self.config)
+        return self._user
+
+    @property
+    def backend_port(self) -> int:
+        """The port every backend listens on (the upstream's, for a user's nginx.conf)."""
+        return self.user.backend_port
 
     def exposure(self) -> list[NodeExposure]:
         """What every container of this lab (nodes and helpers) publishes on the host, per Docker."""
         now = time.time()
         return [NodeExposure(now, info.node if info.labels.get(LABEL_KIND) == "node" else info.name,
                              info.role if info.labels.get(LABEL_KIND) == "node" else "",
-                             info.status, info.network_mode, info.bindings)
+                             info.status, info.network_mode,
+                             tuple(PortBinding(b.container_port, b.host_ip, b.host_port)
+                                   for b in info.bindings))
                 for info in self.engine.list_containers({LABEL_LAB: self.name})]
 
     def addresses(self) -> dict[str, str]:
@@ -285,9 +305,17 @@ class Lab:
             return SqlProbe(self._dsn("pgbouncer", f"{PGBOUNCER_PORT}/tcp", pg.user, s.db_password, pg.database))
         if role == "redis":
             return RedisProbe(f"redis://127.0.0.1:{self._port('redis', '6379/tcp')}/0")
+        contract = self.config.backend.contract
+        if role == "backend" and contract is not None:
+            command = health_command(self.config, self.backend_port, contract.health.ready)
+            return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), command)
         if role == "backend":
             return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), ("lab-probe", "/health/ready"))
-        return ThroughNginxProbe(f"http://127.0.0.1:{self._port('nginx', '80/tcp')}", self.config.backend_names)
+        base = f"http://127.0.0.1:{self._port('nginx', '80/tcp')}"
+        if contract is not None:
+            return ThroughNginxProbe(base, self.config.backend_names, contract.health.ready,
+                                     identified=contract.node_id_env is not None)
+        return ThroughNginxProbe(base, self.config.backend_names)
 
     def wait_ready(self, node: str, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
         """Wait for one node; a node that does not get ready is a ``NodeStartError``."""
@@ -331,9 +359,18 @@ class Lab:
             removed = self.down()
             leftovers = Removed(leftovers.containers + removed.containers,
                                 leftovers.networks + removed.networks, leftovers.volumes + removed.volumes)
+        user = self.user  # the user's files are refused here, before anything is created
+        for note in user.notes:
+            say(f"your files: {note}")
         refs = image_builder.ensure_images(self.engine, self.config.build, say=say, on_progress=on_build)
         images = {role: ref.reference for role, ref in refs.items()}
         built = tuple(role for role, ref in refs.items() if ref.built)
+        if user.user_backend:
+            images["backend"] = ensure_user_backend(self.engine, self.config, say=say)
+        if user.nginx is not None:
+            check_nginx(self.engine, self.name, images["nginx"], user.nginx,
+                        make_tls(self.name, self.config.nginx.server_name),
+                        {LABEL_OWNER: owner_id()})
         try:
             self._create_and_start(images, say=say, ephemeral=ephemeral)
             say("waiting for every node to be ready")
@@ -354,7 +391,7 @@ class Lab:
         subnet = self.engine.create_network(network_name(self.name), labels)
         tls = make_tls(self.name, self.config.nginx.server_name)
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
-                     extra_publish=self._extra_publish,
+                     extra_publish=self._extra_publish, user=self.user,
                      extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
         by_role: dict[str, list[NodePlan]] = {}
         for node in nodes:
@@ -379,11 +416,20 @@ class Lab:
         last = [node for node, role in self.roles.items() if role == "nginx"]
         for group in (first, last):
             with ThreadPoolExecutor(max_workers=len(group)) as pool:
-                results = dict(zip(group, pool.map(lambda n: wait_until_ready(self.probe(n), timeout_s), group)))
+                results = dict(zip(group, pool.map(
+                    lambda n: wait_until_ready(self.probe(n), self._ready_timeout(n, timeout_s)),
+                    group)))
             failed = [node for node, result in results.items() if not result.ok]
             if failed:
                 # Name the first failure in dependency order: a dead database explains the rest.
                 raise self._start_error(failed[0], results[failed[0]].detail)
+
+    def _ready_timeout(self, node: str, timeout_s: float) -> float:
+        # A user's backend says in its contract how long it may take to answer.
+        contract = self.config.backend.contract
+        if contract is not None and self.roles.get(node) == "backend":
+            return min(timeout_s, contract.ready_timeout_s)
+        return timeout_s
 
     def down(self) -> Removed:
         """Remove every container, network and volume of this lab (by label; idempotent)."""

@@ -1,22 +1,37 @@
-"""The policy NGINX really runs, read back from a rendered nginx.conf text.
+"""The policy NGINX really runs, read back from its configuration.
 
-Checks derive their expectations from this, not from ``LabConfig``: a hand-edited or
-deliberately broken nginx.conf then yields the expectations of what NGINX actually loads.
-Where a directive is absent, NGINX's own default applies (nginx 1.22, docs/semantics.md §1)::
+The text is either one nginx.conf (the rendered one) or what ``nginx -T`` prints in the
+running container: every file NGINX loaded, each after a ``# configuration file PATH:`` line.
+crossplane (the maintained ``nginx-crossplane`` fork) lexes and parses each file into a
+syntax tree; includes are resolved here against the files the dump holds, because a dump is
+exactly what NGINX loaded (globs already expanded, absolute paths of the container).
+What the directives *mean* (inheritance from http to server to location, time units, the
+longest-prefix location, limit_req's stored rate) is the lab's own reading below, since no
+parser gives semantics.
+
+Checks derive their expectations from this, not from ``LabConfig``: a hand-edited,
+user-supplied or deliberately broken nginx.conf then yields the expectations of what NGINX
+actually loads. Where a directive is absent, NGINX's own default applies (nginx 1.22,
+docs/semantics.md §1)::
 
     max_fails 1, fail_timeout 10s, proxy_connect_timeout 60s, proxy_read_timeout 60s,
     proxy_next_upstream "error timeout", worker_processes 1, limit_req_status 503
 
-Only what the checks need is interpreted; the rest of the file is tokenized (so that an
-unbalanced brace or an unterminated quote is still an error) and otherwise ignored.
+Only what the checks need is interpreted; the rest is parsed (so that an unbalanced brace or
+an unterminated quote is still an error) and otherwise ignored.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import os
+import posixpath
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+
+import crossplane
 
 from lab.errors import ConfigError
 from lab.expectations import NginxPolicy, RateLimitRule, ServerPolicy, UpstreamPolicy
@@ -30,110 +45,166 @@ DEFAULT_WORKER_PROCESSES = 1
 DEFAULT_LIMIT_REQ_STATUS = 503
 
 _HINT = "render nginx.conf from lab.toml again, or fix the directive named above"
+_DUMP_HEADER = re.compile(r"^# configuration file (.+):$", re.MULTILINE)
 
 
-# --- tokenizer and block tree -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Token:
-    text: str
-    line: int
-    quoted: bool = False
+# --- syntax tree --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Directive:
+class Directive:
+    """One directive of the tree: its name, arguments, where it is written, and its block."""
+
     name: str
     args: tuple[str, ...]
     line: int
-    block: tuple[_Directive, ...] | None = None
+    block: tuple[Directive, ...] | None = None
+    file: str = ""
+
+    @property
+    def where(self) -> str:
+        """``file:line`` (or ``line N`` for text without a file name)."""
+        return f"{self.file}:{self.line}" if self.file else f"line {self.line}"
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+_Directive = Directive
 
 
-def _tokens(text: str) -> Iterator[_Token]:
-    i, line, n = 0, 1, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\n":
-            line += 1
-            i += 1
-        elif ch.isspace():
-            i += 1
-        elif ch == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-        elif ch in ";{}":
-            yield _Token(ch, line)
-            i += 1
-        elif ch in "'\"":
-            start_line, quote, i = line, ch, i + 1
-            out: list[str] = []
-            while True:
-                if i >= n:
-                    raise ConfigError(f"nginx.conf line {start_line}: unterminated {quote} string",
-                                      hint=_HINT)
-                c = text[i]
-                if c == "\\" and i + 1 < n:
-                    nxt = text[i + 1]
-                    # nginx keeps unknown escapes verbatim; only \" \' \\ \n \t \r are special.
-                    if nxt in _ESCAPES:
-                        out.append(_ESCAPES[nxt])
-                    elif nxt in "'\"\\":
-                        out.append(nxt)
-                    else:
-                        out.append(c + nxt)
-                    i += 2
-                    continue
-                if c == quote:
-                    i += 1
-                    break
-                if c == "\n":
-                    line += 1
-                out.append(c)
-                i += 1
-            yield _Token("".join(out), start_line, quoted=True)
-        else:
-            start = i
-            while i < n and not text[i].isspace() and text[i] not in ";{}'\"":
-                i += 1
-            yield _Token(text[start:i], line)
+def _tree(payload: Sequence[Mapping], file: str) -> tuple[Directive, ...]:
+    return tuple(Directive(d["directive"], tuple(d.get("args", ())), d["line"],
+                           _tree(d["block"], file) if "block" in d else None, file)
+                 for d in payload if d["directive"] != "#")
 
 
-def _parse_block(tokens: Iterator[_Token], *, top: bool) -> tuple[_Directive, ...]:
-    directives: list[_Directive] = []
-    words: list[_Token] = []
-    for token in tokens:
-        if token.quoted or token.text not in ";{}":
-            words.append(token)
-        elif token.text == ";":
-            if not words:
-                raise ConfigError(f"nginx.conf line {token.line}: unexpected ';'", hint=_HINT)
-            directives.append(_Directive(words[0].text, tuple(w.text for w in words[1:]),
-                                         words[0].line))
-            words = []
-        elif token.text == "{":
-            if not words:
-                raise ConfigError(f"nginx.conf line {token.line}: block without a name", hint=_HINT)
-            block = _parse_block(tokens, top=False)
-            directives.append(_Directive(words[0].text, tuple(w.text for w in words[1:]),
-                                         words[0].line, block))
-            words = []
-        else:  # "}"
-            if top:
-                raise ConfigError(f"nginx.conf line {token.line}: unexpected '}}'", hint=_HINT)
-            if words:
-                raise ConfigError(f"nginx.conf line {words[0].line}: directive "
-                                  f"{words[0].text!r} has no terminating ';'", hint=_HINT)
-            return tuple(directives)
-    if words:
-        raise ConfigError(f"nginx.conf line {words[0].line}: directive {words[0].text!r} "
-                          "has no terminating ';'", hint=_HINT)
-    if not top:
-        raise ConfigError("nginx.conf: unexpected end of file, a '{' is never closed", hint=_HINT)
-    return tuple(directives)
+def _crossplane_error(error: Mapping, shown: str) -> ConfigError:
+    # crossplane appends " in FILE:LINE"; the lab names the file the user knows.
+    message = re.sub(r" in \S+:\d+$", "", str(error.get("error", "parse error")))
+    return ConfigError(f"{shown}:{error.get('line', '?')}: {message}", hint=_HINT)
+
+
+def parse_file_text(text: str, file: str = "nginx.conf", *, shown: str | None = None
+                    ) -> tuple[Directive, ...]:
+    """One file's directives (its includes left unresolved); ConfigError on a syntax error."""
+    payload = crossplane.parse_string(text, filename=file, single=True, check_ctx=False,
+                                      check_args=False, catch_errors=False)
+    config = payload["config"][0]
+    if payload["errors"] or config["errors"]:
+        raise _crossplane_error((payload["errors"] or config["errors"])[0], shown or file)
+    return _tree(config["parsed"], shown or file)
+
+
+def split_dump(text: str) -> dict[str, str]:
+    """``nginx -T`` output as {path: content}, in the order NGINX loaded the files."""
+    heads = list(_DUMP_HEADER.finditer(text))
+    files: dict[str, str] = {}
+    for index, head in enumerate(heads):
+        end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
+        # nginx separates files with one blank line after each file's content.
+        body = text[head.end() + 1:end]
+        files[head.group(1)] = body[:-1] if body.endswith("\n\n") else body
+    return files
+
+
+def is_dump(text: str) -> bool:
+    """Whether ``text`` is ``nginx -T`` output rather than one nginx.conf."""
+    return _DUMP_HEADER.search(text) is not None and text.lstrip().startswith("# configuration")
+
+
+def resolve_includes(files: Mapping[str, str], main: str, *,
+                     shown: Mapping[str, str] | None = None,
+                     missing_ok: bool = False) -> tuple[Directive, ...]:
+    """The main file's tree with every ``include`` replaced by the included files' directives.
+
+    Relative include paths are relative to the main file's folder (NGINX's conf prefix when
+    started with ``-c``). An include that names no file in ``files`` is an error, except with
+    ``missing_ok`` for absolute paths (left to the image: ``/etc/nginx/mime.types``)."""
+    shown = shown or {}
+    prefix = posixpath.dirname(main)
+    parsed: dict[str, tuple[Directive, ...]] = {}
+
+    def tree_of(path: str) -> tuple[Directive, ...]:
+        if path not in parsed:
+            parsed[path] = parse_file_text(files[path], path, shown=shown.get(path))
+        return parsed[path]
+
+    def expand(block: Sequence[Directive], stack: tuple[str, ...]) -> tuple[Directive, ...]:
+        out: list[Directive] = []
+        for d in block:
+            if d.name == "include" and d.args:
+                pattern = d.args[0]
+                absolute = posixpath.isabs(pattern)
+                target = pattern if absolute else posixpath.normpath(
+                    posixpath.join(prefix, pattern))
+                if glob.has_magic(target):
+                    matched = sorted(p for p in files if fnmatch.fnmatchcase(p, target))
+                else:
+                    matched = [target] if target in files else []
+                if not matched and not glob.has_magic(target):
+                    if missing_ok and absolute:
+                        continue
+                    raise ConfigError(f"{d.where}: include {pattern}: no such file",
+                                      hint="includes are resolved relative to the main file's "
+                                      "folder")
+                for path in matched:
+                    if path in stack:
+                        raise ConfigError(f"{d.where}: include {pattern} includes itself")
+                    out.extend(expand(tree_of(path), (*stack, path)))
+                continue
+            if d.block is not None:
+                d = Directive(d.name, d.args, d.line, expand(d.block, stack), d.file)
+            out.append(d)
+        return tuple(out)
+
+    return expand(tree_of(main), (main,))
+
+
+def read_tree(text: str) -> tuple[Directive, ...]:
+    """The whole configuration tree of one nginx.conf or of an ``nginx -T`` dump."""
+    if is_dump(text):
+        files = split_dump(text)
+        return resolve_includes(files, next(iter(files)))
+    return parse_file_text(text, "", shown="nginx.conf")
+
+
+def read_host_files(main: str | os.PathLike[str]) -> dict[str, str]:
+    """A configuration on this host: the main file and every file its relative includes name
+    (relative to the main file's folder), as {path: text}. Absolute includes are left to the
+    image NGINX runs in (``/etc/nginx/mime.types``)."""
+    main = os.path.abspath(main)
+    files: dict[str, str] = {}
+    prefix = os.path.dirname(main)
+
+    def visit(path: str) -> None:
+        if path in files:
+            return
+        with open(path, encoding="utf-8") as handle:
+            files[path] = handle.read()
+        for d in _walk(parse_file_text(files[path], path)):
+            if d.name != "include" or not d.args or os.path.isabs(d.args[0]):
+                continue
+            pattern = os.path.join(prefix, d.args[0])
+            for found in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
+                if os.path.isfile(found):
+                    visit(os.path.normpath(found))
+                else:
+                    raise ConfigError(f"{d.where}: include {d.args[0]}: no such file "
+                                      f"({found})", hint="includes are resolved relative to "
+                                      "the main file's folder")
+
+    visit(main)
+    return files
+
+
+def _walk(block: Sequence[Directive]) -> Iterator[Directive]:
+    for d in block:
+        yield d
+        if d.block is not None:
+            yield from _walk(d.block)
+
+
+def walk(block: Sequence[Directive]) -> Iterator[Directive]:
+    """Every directive of a tree, depth first."""
+    return _walk(block)
 
 
 def _children(block: Sequence[_Directive] | None, name: str) -> list[_Directive]:
@@ -157,14 +228,14 @@ def parse_time_s(value: str, *, where: str = "time") -> float:
     """An nginx time value ("500ms", "10s", "1m30s", "5") in seconds; ConfigError otherwise."""
     pos, total = 0, 0.0
     if not value:
-        raise ConfigError(f"nginx.conf: {where}: empty time value", hint=_HINT)
+        raise ConfigError(f"{where}: empty time value", hint=_HINT)
     while pos < len(value):
         match = _TIME_PART.match(value, pos)
         if match is None:
-            raise ConfigError(f"nginx.conf: {where}: invalid time value {value!r}", hint=_HINT)
+            raise ConfigError(f"{where}: invalid time value {value!r}", hint=_HINT)
         number, unit = match.groups()
         if unit is None and match.end() != len(value):
-            raise ConfigError(f"nginx.conf: {where}: invalid time value {value!r}", hint=_HINT)
+            raise ConfigError(f"{where}: invalid time value {value!r}", hint=_HINT)
         total += int(number) * _TIME_UNITS[unit or "s"]
         pos = match.end()
     return total
@@ -172,7 +243,7 @@ def parse_time_s(value: str, *, where: str = "time") -> float:
 
 def _int(value: str, where: str, *, minimum: int = 0) -> int:
     if not value.isdigit() or int(value) < minimum:
-        raise ConfigError(f"nginx.conf: {where}: expected an integer >= {minimum}, got {value!r}",
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}",
                           hint=_HINT)
     return int(value)
 
@@ -180,14 +251,14 @@ def _int(value: str, where: str, *, minimum: int = 0) -> int:
 def _rate_per_s(value: str, where: str) -> float:
     match = re.fullmatch(r"(\d+)r/([sm])", value)
     if match is None:
-        raise ConfigError(f"nginx.conf: {where}: invalid rate {value!r} (want N r/s or N r/m)",
+        raise ConfigError(f"{where}: invalid rate {value!r} (want N r/s or N r/m)",
                           hint=_HINT)
     milli = int(match.group(1)) * 1000
     if match.group(2) == "m":
         # nginx stores milli-requests per second as an integer: the remainder is lost.
         milli //= 60
     if milli <= 0:
-        raise ConfigError(f"nginx.conf: {where}: rate {value!r} is zero", hint=_HINT)
+        raise ConfigError(f"{where}: rate {value!r} is zero", hint=_HINT)
     return milli / 1000
 
 
@@ -197,6 +268,7 @@ def _rate_per_s(value: str, where: str) -> float:
 @dataclass(frozen=True)
 class _Server:
     host: str
+    address: str
     max_fails: int
     fail_timeout_s: float
     backup: bool
@@ -204,9 +276,9 @@ class _Server:
 
 
 def _upstream_server(directive: _Directive) -> _Server:
-    where = f"line {directive.line}: server"
+    where = f"{directive.where}: server"
     if not directive.args:
-        raise ConfigError(f"nginx.conf {where}: missing address", hint=_HINT)
+        raise ConfigError(f"{where}: missing address", hint=_HINT)
     address = directive.args[0]
     host = address.rsplit(":", 1)[0] if ":" in address and not address.startswith("unix:") \
         else address
@@ -228,8 +300,8 @@ def _upstream_server(directive: _Directive) -> _Server:
         elif param in ("resolve",) or key in ("route", "service"):
             pass
         else:
-            raise ConfigError(f"nginx.conf {where}: unknown parameter {param!r}", hint=_HINT)
-    return _Server(host, max_fails, fail_timeout, backup, down)
+            raise ConfigError(f"{where}: unknown parameter {param!r}", hint=_HINT)
+    return _Server(host, address, max_fails, fail_timeout, backup, down)
 
 
 _BALANCERS = {"least_conn": "least_conn", "ip_hash": "ip_hash", "hash": "hash",
@@ -238,8 +310,15 @@ _BALANCERS = {"least_conn": "least_conn", "ip_hash": "ip_hash", "hash": "hash",
 
 def _upstream_policy(name: str, block: Sequence[_Directive], *, connect_timeout_s: float,
                      read_timeout_s: float, next_upstream: tuple[str, ...], tries: int,
-                     worker_processes: int) -> UpstreamPolicy:
+                     worker_processes: int,
+                     nodes: Mapping[str, str] | None = None) -> UpstreamPolicy:
     servers = [_upstream_server(d) for d in _children(block, "server")]
+    nodes = nodes or {}
+
+    def node(server: _Server) -> str:
+        # A user's upstream names hosts (backend-1.internal:3000); the checks want nodes.
+        return nodes.get(server.address) or nodes.get(server.host) or server.host
+
     if not servers:
         raise ConfigError(f"nginx.conf: upstream {name!r} has no server", hint=_HINT)
     primary = [s for s in servers if not s.backup and not s.down]
@@ -256,7 +335,7 @@ def _upstream_policy(name: str, block: Sequence[_Directive], *, connect_timeout_
             balancing = _BALANCERS[directive.name]
     return UpstreamPolicy(
         name=name,
-        servers=tuple(s.host for s in primary),
+        servers=tuple(node(s) for s in primary),
         max_fails=max_fails,
         fail_timeout_s=fail_timeout,
         connect_timeout_s=connect_timeout_s,
@@ -266,7 +345,7 @@ def _upstream_policy(name: str, block: Sequence[_Directive], *, connect_timeout_
         worker_processes=worker_processes,
         balancing=balancing,
         next_upstream_tries=tries,
-        backup_servers=tuple(s.host for s in servers if s.backup and not s.down),
+        backup_servers=tuple(node(s) for s in servers if s.backup and not s.down),
     )
 
 
@@ -284,18 +363,18 @@ class _Scope:
     def enter(self, block: Sequence[_Directive]) -> _Scope:
         connect, read = self.connect_timeout_s, self.read_timeout_s
         if (d := _last(block, "proxy_connect_timeout")) is not None:
-            connect = parse_time_s(_one_arg(d), where=f"line {d.line}: proxy_connect_timeout")
+            connect = parse_time_s(_one_arg(d), where=f"{d.where}: proxy_connect_timeout")
         if (d := _last(block, "proxy_read_timeout")) is not None:
-            read = parse_time_s(_one_arg(d), where=f"line {d.line}: proxy_read_timeout")
+            read = parse_time_s(_one_arg(d), where=f"{d.where}: proxy_read_timeout")
         next_upstream = self.next_upstream
         if (d := _last(block, "proxy_next_upstream")) is not None:
             if not d.args:
-                raise ConfigError(f"nginx.conf line {d.line}: proxy_next_upstream needs a value",
+                raise ConfigError(f"{d.where}: proxy_next_upstream needs a value",
                                   hint=_HINT)
             next_upstream = () if d.args == ("off",) else d.args
         tries = self.tries
         if (d := _last(block, "proxy_next_upstream_tries")) is not None:
-            tries = _int(_one_arg(d), f"line {d.line}: proxy_next_upstream_tries")
+            tries = _int(_one_arg(d), f"{d.where}: proxy_next_upstream_tries")
         # limit_req and add_header are inherited only when the level defines none of its own.
         limit_req = tuple(_children(block, "limit_req")) or self.limit_req
         headers = tuple(_children(block, "add_header")) or self.headers
@@ -304,7 +383,7 @@ class _Scope:
 
 def _one_arg(directive: _Directive) -> str:
     if len(directive.args) != 1:
-        raise ConfigError(f"nginx.conf line {directive.line}: {directive.name} takes one value",
+        raise ConfigError(f"{directive.where}: {directive.name} takes one value",
                           hint=_HINT)
     return directive.args[0]
 
@@ -322,7 +401,7 @@ def _locations(block: Sequence[_Directive], scope: _Scope) -> Iterator[_Location
         if directive.name != "location" or directive.block is None:
             continue
         if not directive.args:
-            raise ConfigError(f"nginx.conf line {directive.line}: location without a path",
+            raise ConfigError(f"{directive.where}: location without a path",
                               hint=_HINT)
         inner = scope.enter(directive.block)
         proxy = _last(directive.block, "proxy_pass")
@@ -340,7 +419,7 @@ def _headers(
     always: list[str] = []
     for d in directives:
         if len(d.args) not in (2, 3) or (len(d.args) == 3 and d.args[2] != "always"):
-            raise ConfigError(f"nginx.conf line {d.line}: add_header takes a name, a value and "
+            raise ConfigError(f"{d.where}: add_header takes a name, a value and "
                               "an optional 'always'", hint=_HINT)
         pairs.append((d.args[0], d.args[1]))
         if len(d.args) == 3:
@@ -357,18 +436,18 @@ def _limit_rules(location: _Location, zones: dict[str, tuple[float, str]]) -> li
             if key == "zone":
                 zone = value
             elif key == "burst":
-                burst = _int(value, f"line {d.line}: limit_req burst")
+                burst = _int(value, f"{d.where}: limit_req burst")
             elif key == "delay":
-                delay = _int(value, f"line {d.line}: limit_req delay")
+                delay = _int(value, f"{d.where}: limit_req delay")
             elif arg == "nodelay":
                 nodelay = True
             else:
-                raise ConfigError(f"nginx.conf line {d.line}: limit_req: unknown parameter {arg!r}",
+                raise ConfigError(f"{d.where}: limit_req: unknown parameter {arg!r}",
                                   hint=_HINT)
         if zone is None:
-            raise ConfigError(f"nginx.conf line {d.line}: limit_req without zone=", hint=_HINT)
+            raise ConfigError(f"{d.where}: limit_req without zone=", hint=_HINT)
         if zone not in zones:
-            raise ConfigError(f"nginx.conf line {d.line}: limit_req zone {zone!r} is not defined "
+            raise ConfigError(f"{d.where}: limit_req zone {zone!r} is not defined "
                               "by any limit_req_zone", hint=_HINT)
         rate, key = zones[zone]
         rules.append(RateLimitRule(zone, location.prefix, rate, burst, nodelay, delay, key))
@@ -385,9 +464,9 @@ def _limit_zones(http: Sequence[_Directive]) -> dict[str, tuple[float, str]]:
             if k == "zone":
                 name = value.split(":", 1)[0]
             elif k == "rate":
-                rate = _rate_per_s(value, f"line {d.line}: limit_req_zone rate")
+                rate = _rate_per_s(value, f"{d.where}: limit_req_zone rate")
         if not key or name is None or rate is None:
-            raise ConfigError(f"nginx.conf line {d.line}: limit_req_zone needs a key, zone= "
+            raise ConfigError(f"{d.where}: limit_req_zone needs a key, zone= "
                               "and rate=", hint=_HINT)
         zones[name] = (rate, key)
     return zones
@@ -401,7 +480,7 @@ def _worker_processes(main: Sequence[_Directive]) -> int:
     if value == "auto":
         # nginx starts one worker per CPU it can see; containers see the host's CPUs.
         return os.cpu_count() or 1
-    return _int(value, f"line {d.line}: worker_processes", minimum=1)
+    return _int(value, f"{d.where}: worker_processes", minimum=1)
 
 
 def _best_location(locations: Sequence[_Location], path: str) -> _Location | None:
@@ -416,9 +495,16 @@ def _best_location(locations: Sequence[_Location], path: str) -> _Location | Non
     return best
 
 
-def parse_nginx_policy(text: str, *, path: str = "/") -> NginxPolicy:
-    """Parse a rendered nginx.conf into typed policy; timeouts are those in force for ``path``."""
-    main = _parse_block(_tokens(text), top=True)
+def parse_nginx_policy(text: str, *, path: str = "/",
+                       nodes: Mapping[str, str] | None = None) -> NginxPolicy:
+    """The typed policy of one nginx.conf or an ``nginx -T`` dump; timeouts are those in force
+    for ``path``; ``nodes`` maps upstream addresses (``host:port`` or ``host``) to node names."""
+    return policy_from_tree(read_tree(text), path=path, nodes=nodes)
+
+
+def policy_from_tree(main: Sequence[Directive], *, path: str = "/",
+                     nodes: Mapping[str, str] | None = None) -> NginxPolicy:
+    """The typed policy of a configuration tree whose includes are resolved."""
     http_blocks = [d for d in _children(main, "http") if d.block is not None]
     if len(http_blocks) != 1:
         raise ConfigError("nginx.conf: expected exactly one http { } block", hint=_HINT)
@@ -463,12 +549,47 @@ def parse_nginx_policy(text: str, *, path: str = "/") -> NginxPolicy:
     upstream = _upstream_policy(
         name, upstreams[name], connect_timeout_s=scope.connect_timeout_s,
         read_timeout_s=scope.read_timeout_s, next_upstream=scope.next_upstream,
-        tries=scope.tries, worker_processes=_worker_processes(main))
+        tries=scope.tries, worker_processes=_worker_processes(main), nodes=nodes)
 
     status = DEFAULT_LIMIT_REQ_STATUS
     if (d := _last(http, "limit_req_status")) is not None:
-        status = _int(_one_arg(d), f"line {d.line}: limit_req_status")
+        status = _int(_one_arg(d), f"{d.where}: limit_req_status")
         if not 400 <= status <= 599:
-            raise ConfigError(f"nginx.conf line {d.line}: limit_req_status must be 400-599",
+            raise ConfigError(f"{d.where}: limit_req_status must be 400-599",
                               hint=_HINT)
     return NginxPolicy(upstream, tuple(rules), status, tuple(servers))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request path goes in a configuration: its location and what is in force there."""
+
+    location: str
+    where: str                         # file:line of the location
+    upstream: str | None               # the proxy_pass target's host part, None: not proxied
+    next_upstream: tuple[str, ...]
+
+
+def route(main: Sequence[Directive], path: str, *, port: int = 80) -> Route | None:
+    """The location a request for ``path`` on ``port`` reaches (the first server listening
+    there, longest prefix), or None when no server or location takes it."""
+    http = [d for d in _children(main, "http") if d.block is not None]
+    if not http:
+        return None
+    http_scope = _Scope().enter(http[0].block or ())
+    for server in _children(http[0].block, "server"):
+        block = server.block or ()
+        ports = {d.args[0].rsplit(":", 1)[-1] for d in _children(block, "listen") if d.args}
+        if str(port) not in ports and not (port == 80 and not ports):
+            continue
+        scope = http_scope.enter(block)
+        locations = list(_locations(block, scope))
+        best = _best_location(locations, path)
+        if best is None:
+            return None
+        line = next((d.where for d in _walk(block) if d.name == "location"
+                     and d.args and d.args[-1] == best.prefix), server.where)
+        target = (re.sub(r"^https?://", "", best.proxy_pass).split("/", 1)[0]
+                  if best.proxy_pass else None)
+        return Route(best.prefix, line, target, best.scope.next_upstream)
+    return None

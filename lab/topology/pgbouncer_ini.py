@@ -1,11 +1,17 @@
 """The pool settings a pgbouncer.ini file gives, with PgBouncer 1.18's defaults where a setting
 is absent (docs/semantics.md §3). The running pooler's own ``SHOW CONFIG`` is read instead
 where there is one (``lab.topology.expect``); this reads files: the rendered one and a user's.
+
+The reader is the lab's own, not ``configparser``: PgBouncer's dialect is line by line (an
+indented line is a setting of its own, where configparser would append it to the previous
+value; ``%include`` is a directive), and every error must name its line, which configparser
+does not keep for values.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 from lab.errors import ConfigError
 from lab.expectations import PgBouncerPolicy
@@ -34,44 +40,78 @@ def _mode(value: str, where: str) -> str:
     return value
 
 
-def parse_pgbouncer_ini(text: str, *, database: str | None = None) -> PgBouncerPolicy:
-    """The pool settings of a rendered pgbouncer.ini; with ``database``, its own overrides apply."""
+@dataclass(frozen=True)
+class IniEntry:
+    """One ``name = value`` line of a pgbouncer.ini, with its section and line number."""
+
+    section: str          # lower case: "pgbouncer", "databases", "users", ...
+    name: str
+    value: str
+    line: int
+
+
+@dataclass(frozen=True)
+class IniFile:
+    """A pgbouncer.ini read line by line: its settings and where each section starts."""
+
+    entries: tuple[IniEntry, ...]
+    sections: tuple[tuple[str, int], ...]      # (section, line of its header)
+    line_count: int
+
+    def get(self, section: str, name: str) -> IniEntry | None:
+        """The last entry of ``name`` in ``section`` (PgBouncer keeps the last)."""
+        found = [e for e in self.entries if e.section == section
+                 and (e.name if section != "pgbouncer" else e.name.lower()) == name]
+        return found[-1] if found else None
+
+
+def read_ini(text: str, *, file: str = "pgbouncer.ini") -> IniFile:
+    """Every setting of a pgbouncer.ini; ConfigError naming the line for what PgBouncer refuses."""
     section = ""
-    seen: set[str] = set()
-    settings: dict[str, tuple[str, int]] = {}
-    databases: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    sections: list[tuple[str, int]] = []
+    entries: list[IniEntry] = []
+    lines = text.splitlines()
+    for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line[0] in ";#":
             continue
+        if line.startswith("%include"):
+            raise ConfigError(f"{file} line {number}: %include is not supported by the lab",
+                              hint="put the included settings into the one file")
         if line.startswith("["):
             if not line.endswith("]"):
-                raise ConfigError(f"pgbouncer.ini line {number}: unterminated section header",
+                raise ConfigError(f"{file} line {number}: unterminated section header",
                                   hint=_HINT)
             section = line[1:-1].strip().lower()
-            seen.add(section)
+            sections.append((section, number))
             continue
         name, sep, value = line.partition("=")
         if not sep:
-            raise ConfigError(f"pgbouncer.ini line {number}: expected 'name = value'", hint=_HINT)
-        name, value = name.strip(), value.strip()
-        if section == "pgbouncer":
-            settings[name.lower()] = (value, number)
-        elif section == "databases":
-            databases[name] = (value, number)
+            raise ConfigError(f"{file} line {number}: expected 'name = value'", hint=_HINT)
+        entries.append(IniEntry(section, name.strip(), value.strip(), number))
+    return IniFile(tuple(entries), tuple(sections), len(lines))
+
+
+def parse_pgbouncer_ini(text: str, *, database: str | None = None,
+                        file: str = "pgbouncer.ini") -> PgBouncerPolicy:
+    """The pool settings of a pgbouncer.ini; with ``database``, its own overrides apply."""
+    ini = read_ini(text, file=file)
+    seen = {name for name, _ in ini.sections}
+    settings = {e.name.lower(): (e.value, e.line) for e in ini.entries if e.section == "pgbouncer"}
+    databases = {e.name: (e.value, e.line) for e in ini.entries if e.section == "databases"}
     if "pgbouncer" not in seen:
-        raise ConfigError("pgbouncer.ini: no [pgbouncer] section", hint=_HINT)
+        raise ConfigError(f"{file}: no [pgbouncer] section", hint=_HINT)
 
     def setting(name: str, default: int, *, minimum: int = 0) -> int:
         if name not in settings:
             return default
         value, number = settings[name]
-        return _int(value, f"pgbouncer.ini line {number}: {name}", minimum=minimum)
+        return _int(value, f"{file} line {number}: {name}", minimum=minimum)
 
     pool_mode = DEFAULT_POOL_MODE
     if "pool_mode" in settings:
         value, number = settings["pool_mode"]
-        pool_mode = _mode(value, f"pgbouncer.ini line {number}")
+        pool_mode = _mode(value, f"{file} line {number}")
     pool_size = setting("default_pool_size", DEFAULT_POOL_SIZE)
     reserve = setting("reserve_pool_size", DEFAULT_RESERVE_POOL_SIZE)
     max_client = setting("max_client_conn", DEFAULT_MAX_CLIENT_CONN, minimum=1)
@@ -81,10 +121,10 @@ def parse_pgbouncer_ini(text: str, *, database: str | None = None) -> PgBouncerP
     if database is not None:
         entry = databases.get(database) or databases.get("*")
         if entry is None:
-            raise ConfigError(f"pgbouncer.ini: database {database!r} is not in [databases]",
+            raise ConfigError(f"{file}: database {database!r} is not in [databases]",
                               hint=_HINT)
         value, number = entry
-        where = f"pgbouncer.ini line {number}"
+        where = f"{file} line {number}"
         try:
             words = shlex.split(value)
         except ValueError as exc:

@@ -26,6 +26,8 @@ from lab.topology.render import (
     render_userlist,
 )
 from lab.topology.tls import TlsMaterial
+from lab.topology.userbackend import user_backend_env
+from lab.topology.userconf import UserTopology, nginx_command, nginx_file_specs
 
 # Start order. Nodes of one stage start together; a stage in ``READY_BEFORE`` is awaited
 # before the next starts. PgBouncer waits for PostgreSQL: a failed server login makes it refuse
@@ -104,10 +106,13 @@ def plan(
     extra_labels: dict[str, str] | None = None,
     nginx_conf: str | None = None,
     extra_publish: Mapping[str, Mapping[str, int]] | None = None,
+    user: UserTopology | None = None,
 ) -> list[NodePlan]:
     """Every node of the lab, in start order. ``nginx_conf`` replaces the rendered one and
     ``extra_publish`` (node -> {container port: host port}) publishes more than documented:
-    negative controls run a deliberately broken load balancer or an exposed node."""
+    negative controls run a deliberately broken load balancer or an exposed node. ``user``
+    carries the user's own files and backend (lab.topology.userconf)."""
+    port = user.backend_port if user is not None else BACKEND_PORT
     network = network_name(config.name)
     publish = config.publish
     nodes: list[NodePlan] = []
@@ -118,22 +123,34 @@ def plan(
         files: tuple[FileSpec, ...] = ()
         ports: dict[str, int] = {}
         stop_timeout = 10
+        command: tuple[str, ...] | None = None
+        aliases: tuple[str, ...] = (node,)
         if role == "postgres":
             files = (FileSpec("/etc/lab/postgres.env", render_postgres_env(config, secrets).encode(), 0o644),
                      FileSpec("/etc/lab/postgresql.conf", render_postgresql_conf(config).encode()))
             ports = {"5432/tcp": publish.postgres}
         elif role == "pgbouncer":
-            files = (FileSpec("/etc/lab/pgbouncer.ini", render_pgbouncer_ini(config).encode()),
+            ini = user.pgbouncer.ini if user and user.pgbouncer else render_pgbouncer_ini(config)
+            files = (FileSpec("/etc/lab/pgbouncer.ini", ini.encode()),
                      FileSpec("/etc/lab/userlist.txt", render_userlist(config, secrets).encode(), 0o600))
             ports = {f"{PGBOUNCER_PORT}/tcp": publish.pgbouncer}
         elif role == "redis":
             files = (FileSpec("/etc/lab/redis.conf", render_redis_conf(config).encode()),)
             ports = {"6379/tcp": publish.redis}
         elif role == "backend":
-            env = backend_env(config, secrets, node)
+            env = (user_backend_env(config, secrets, node, port) if user and user.user_backend
+                   else {**backend_env(config, secrets, node), "LAB_PORT": str(port)})
             stop_timeout = config.backend.stop_timeout_s
+            if user is not None and user.nginx is not None:
+                # The host names the user's upstream blocks use resolve to this backend.
+                aliases += user.nginx.aliases.get(node, ())
+        elif role == "nginx" and user is not None and user.nginx is not None:
+            files = nginx_file_specs(user.nginx, tls)
+            command = nginx_command(user.nginx)
+            ports = {"80/tcp": publish.nginx_http, "443/tcp": publish.nginx_https}
         elif role == "nginx":
-            files = (FileSpec("/etc/lab/nginx.conf", (nginx_conf or render_nginx(config)).encode()),
+            rendered = nginx_conf or render_nginx(config, backend_port=port)
+            files = (FileSpec("/etc/lab/nginx.conf", rendered.encode()),
                      FileSpec("/etc/lab/tls/server.crt", tls.cert_pem),
                      FileSpec("/etc/lab/tls/server.key", tls.key_pem, 0o600),
                      FileSpec("/etc/lab/tls/ca.crt", tls.ca_pem))
@@ -141,8 +158,9 @@ def plan(
                      f"{STATUS_PORT}/tcp": 0}
         spec = ContainerSpec(
             name=container_name(config.name, node), image=images[role], labels=labels,
-            network=network, ipv4_address=node_address(config, subnet, node), aliases=(node,),
-            env=env, publish={**ports, **(extra_publish or {}).get(node, {})}, files=files,
+            network=network, ipv4_address=node_address(config, subnet, node), aliases=aliases,
+            env=env, command=command, files=files,
+            publish={**ports, **(extra_publish or {}).get(node, {})},
             stop_timeout_s=stop_timeout,
         )
         nodes.append(NodePlan(node, role, spec))

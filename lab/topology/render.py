@@ -46,11 +46,11 @@ def _ms(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
-def render_nginx(config: LabConfig) -> str:
+def render_nginx(config: LabConfig, *, backend_port: int = BACKEND_PORT) -> str:
     """nginx.conf: upstream with passive checks, TLS, security headers, rate limits, access log."""
     n = config.nginx
     servers = "\n".join(
-        f"        server {name}:{BACKEND_PORT} max_fails={n.max_fails} fail_timeout={n.fail_timeout_s}s;"
+        f"        server {name}:{backend_port} max_fails={n.max_fails} fail_timeout={n.fail_timeout_s}s;"
         for name in config.backend_names
     )
     zone_line = "        zone backend 64k;\n" if n.zone else ""

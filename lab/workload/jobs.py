@@ -105,11 +105,16 @@ class LockSampler:
 
     def __init__(self, redis_url: str | Callable[[], str], jobs: tuple[str, ...], *,
                  interval_s: float = 0.1, timeout_s: float = 1.0, max_duration_s: float = 600.0,
-                 max_samples: int = 20_000):
+                 max_samples: int = 20_000,
+                 reader: Callable[[redis.Redis, tuple[str, ...]],
+                                  dict[str, tuple[str, int | None]]] = read_locks):
         self._url = redis_url if callable(redis_url) else lambda: redis_url
         self._client: redis.Redis | None = None
         self._reconnect_at = 0.0
         self._jobs = jobs
+        self.jobs = jobs
+        # How a job's lock is read: the reference backend's keys, or a contract's pattern.
+        self._reader = reader
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._max_duration_s = max_duration_s
@@ -149,7 +154,7 @@ class LockSampler:
             self._reconnect_at = time.monotonic() + 1.0
             self._client = redis_client(self._url(), self._timeout_s)
         try:
-            return read_locks(self._client, self._jobs)
+            return self._reader(self._client, self._jobs)
         except redis.RedisError:
             self._drop_client()
             raise

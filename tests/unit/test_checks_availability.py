@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from synthetic_history import T0, request
 
 from lab.checks import Verdict, check_availability
 from lab.history import History, Outcome
+
+pytestmark = pytest.mark.covers("check:availability", "check:durability")
 
 
 def history(ok: int, failed: int = 0, unknown: int = 0) -> History:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lab.checks.base import Verdict
 from lab.checks.dependency import check_fail_fast, check_recovery
 from lab.history import FaultEvent, FaultPhase, History, Outcome, RequestRecord
+
+pytestmark = pytest.mark.covers("check:fail-fast", "check:recovery")
 
 T0 = 1_800_000_000.0
 

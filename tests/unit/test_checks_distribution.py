@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from synthetic_history import SERVERS, T0, request
 
 from lab.checks import Verdict, check_distribution
 from lab.history import History, Outcome
+
+pytestmark = pytest.mark.covers("check:distribution")
 
 
 def spread(*counts: int, start: float = 0.0) -> History:

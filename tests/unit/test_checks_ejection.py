@@ -8,6 +8,8 @@ from synthetic_history import T0, Simulation, policy
 from lab.checks import FailureMode, Verdict, check_ejection, upstream_attempts
 from lab.history import AccessLogEntry, History
 
+pytestmark = pytest.mark.covers("check:ejection")
+
 TARGET = "backend-2"
 
 

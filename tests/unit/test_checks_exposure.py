@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from lab.checks.base import Verdict
 from lab.checks.exposure import check_exposure
 from lab.config import LabConfig, PublishConfig
 from lab.history import NodeExposure, PortBinding, PortConnect
 from lab.topology.expect import documented_ports
 from lab.topology.plan import node_roles
+
+pytestmark = pytest.mark.covers("check:exposure")
 
 T0 = 1_700_000_000.0
 ROLES = node_roles(LabConfig())

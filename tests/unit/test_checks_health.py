@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
+import pytest
+
 from lab.checks.base import Verdict
 from lab.checks.health import (
     check_detailed_follows_dependency,
@@ -13,6 +15,8 @@ from lab.checks.health import (
     check_ready_while_draining,
 )
 from lab.history import WATCHED, FaultEvent, FaultPhase, HealthSample, HealthWatch, History
+
+pytestmark = pytest.mark.covers("check:health-contract", "check:health-startup", "check:health-drain", "check:health-detailed-timing")
 
 
 def detailed(database: str = "ok", redis: str = "ok") -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from synthetic_history import T0, Simulation, policy, request
 
 from lab.checks import FailureMode, Verdict, check_latency, percentile
 from lab.history import FaultEvent, FaultPhase, History
+
+pytestmark = pytest.mark.covers("check:latency")
 
 
 def test_failover_latency_within_one_failed_attempt_passes() -> None:

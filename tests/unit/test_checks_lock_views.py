@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from test_checks_locks import IV, JOB, TICK0, fault, run, steady
 
 from lab.checks.base import Verdict
 from lab.checks.locks import check_lock_after_store_restart, check_lock_holders
 from lab.history import FaultPhase, History, LockSample
+
+pytestmark = pytest.mark.covers("check:lock-after-store-restart", "check:lock-holders")
 
 
 def sampled(history: History, *, holder_of=None, every: float = 0.25) -> History:

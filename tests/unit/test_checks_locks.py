@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from synthetic_history import SERVERS, T0
 
 from lab.checks.base import Verdict
@@ -15,6 +16,8 @@ from lab.checks.locks import (
     find_overlaps,
 )
 from lab.history import FaultEvent, FaultPhase, FencingRejection, History, JobRun
+
+pytestmark = pytest.mark.covers("check:fencing", "check:jobs-paused", "check:lock-exclusivity", "check:lock-takeover")
 
 IV = 2.0                     # LAB_JOB_INTERVAL_S
 TTL = 10.0                   # LAB_LOCK_TTL_S

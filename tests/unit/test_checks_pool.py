@@ -16,6 +16,8 @@ from lab.config import LabConfig
 from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.topology.render import render_pgbouncer_ini
 
+pytestmark = pytest.mark.covers("check:pool-bound")
+
 T0 = 1_700_000_000.0
 POLICY = parse_pgbouncer_ini(render_pgbouncer_ini(LabConfig()), database="app")
 BOUND_ARGS = (POLICY.default_pool_size, POLICY.reserve_pool_size)

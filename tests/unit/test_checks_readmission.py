@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from synthetic_history import Simulation, policy
 
 from lab.checks import Verdict, check_readmission
+
+pytestmark = pytest.mark.covers("check:readmission")
 
 TARGET = "backend-2"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +24,8 @@ from lab.topology.nginx_conf import parse_nginx_policy
 from lab.topology.render import render_nginx
 from lab.topology.tls import make_tls
 from lab.workload.security_probe import observe_certificate
+
+pytestmark = pytest.mark.covers("check:tls", "check:security-headers")
 
 CONFIG = LabConfig()
 POLICY = parse_nginx_policy(render_nginx(CONFIG))

@@ -23,6 +23,8 @@ from lab.history import AccessLogEntry, HeaderSample
 from lab.topology.nginx_conf import parse_nginx_policy
 from lab.topology.render import render_nginx
 
+pytestmark = pytest.mark.covers("check:rate-limit", "check:rate-limit-headers")
+
 T0 = 1_700_000_000.0
 POLICY = parse_nginx_policy(render_nginx(LabConfig()))
 AUTH = POLICY.rate_limit_for("/api/auth/")[0]

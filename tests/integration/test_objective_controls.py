@@ -1,0 +1,109 @@
+"""Objectives as a user meets them: `lab run` with a lab.toml whose topology cannot meet the
+checklist's targets, or with objectives tightened below what the default topology achieves,
+exits 1 naming the objective, while every conformance verdict still passes. The prediction
+says so before the first request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lab.cli.app import app
+from lab.engine import LABEL_LAB, Engine
+from lab.topology.lab import Lab
+from tests.conftest import session_lab_name
+
+runner = CliRunner()
+
+
+def run_json(*args: str) -> tuple[int, dict, str]:
+    """`lab run ... --json`: the exit code, the one result document, and what went to stderr."""
+    result = runner.invoke(app, ["run", *args, "--json"])
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout)[0], result.stderr
+
+
+def layers(document: dict) -> dict[str, tuple[str, dict[str, str]]]:
+    """Each check's conformance verdict and its objectives' verdicts, by label."""
+    return {c["label"]: (c["conformance"], {o["name"]: o["verdict"] for o in c["objectives"]})
+            for c in document["checks"]}
+
+
+def lab_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lab.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.covers("objective:ejection")
+def test_a_balancer_that_never_ejects_conforms_and_fails_its_ejection_objective(
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path) -> None:
+    """max_fails = 0: NGINX never ejects the killed backend, exactly as its configuration says
+    (conformance passes), which fails the checklist's 50 s target; predicted before the run."""
+    config = lab_toml(tmp_path, "[nginx]\nmax_fails = 0\n")
+    code, document, stderr = run_json("failover", "--name", session_lab_name("never-ejects"),
+                                      "--config", str(config), "--seed", "21",
+                                      "--report-dir", str(tmp_path))
+    assert code == 1
+    assert document["verdict"] == "fail"
+    assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
+    ejection = layers(document)["ejection"]
+    assert ejection == ("pass", {"ejection": "fail"}), ejection
+    assert "predicted: ejection <= 50 s" in stderr and "UNREACHABLE" in stderr, stderr
+    prediction = next(p for p in document["predictions"] if p["objective"] == "ejection")
+    assert prediction["reachable"] is False and "max_fails = 0" in prediction["arithmetic"]
+
+
+@pytest.mark.covers("objective:readmission")
+def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path) -> None:
+    """fail_timeout = 45 s: the healed backend comes back when NGINX's timer says (conformance
+    passes), long after the checklist's 30 s; the prediction shows the arithmetic."""
+    config = lab_toml(tmp_path, "[nginx]\nfail_timeout_s = 45\n")
+    code, document, _ = run_json("failover", "--name", session_lab_name("slow-readmit"),
+                                      "--config", str(config), "--seed", "22",
+                                      "--report-dir", str(tmp_path))
+    assert code == 1
+    assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
+    readmission = layers(document)["readmission"]
+    assert readmission == ("pass", {"readmission": "fail"}), readmission
+    prediction = next(p for p in document["predictions"] if p["objective"] == "readmission")
+    assert prediction["reachable"] is False and "fail_timeout + c_probe + g = 45" in prediction["arithmetic"]
+
+
+@pytest.mark.covers("objective:health_latency", "objective:failing_latency", "objective:ejection",
+                    "objective:readmission")
+def test_objectives_tightened_below_the_default_topology_fail(running_lab: Lab, tmp_path: Path) -> None:
+    """The default topology, judged against objectives tighter than it can meet, conforms and
+    fails each of them by name; the thresholds' source is the command line."""
+    code, document, _ = run_json(
+        "failover", "--name", running_lab.name, "--seed", "23", "--report-dir", str(tmp_path),
+        "--objective", "ejection=0.2s", "--objective", "readmission=2s",
+        "--objective", "failing_latency=0.3s", "--objective", "health_latency=0.01ms")
+    assert code == 1
+    assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
+    judged = layers(document)
+    assert judged["ejection"][1] == {"ejection": "fail"}
+    assert judged["readmission"][1] == {"readmission": "fail"}
+    assert judged["latency"][1] == {"health_latency": "fail", "failing_latency": "fail"}
+    assert judged["availability"][1] == {"availability": "pass"}
+    sources = {o["name"]: o["source"] for o in document["objectives"]}
+    assert sources["ejection"] == "--objective" and sources["availability"] == "checklist"
+
+
+def test_a_bad_objective_is_refused_before_anything_starts(engine: Engine, tmp_path: Path) -> None:
+    """An unknown objective, a wrong unit or a wrong type is named with its field, exit 2, no lab."""
+    name = session_lab_name("bad-objective")
+    for args, message in (
+            (["--objective", "ejektion=5s"], "unknown objective 'ejektion'"),
+            (["--objective", "ejection=5 parsecs"], "unknown unit 'parsecs'"),
+            (["--config", str(lab_toml(tmp_path, "[objectives]\navailability = \"lots\"\n"))],
+             "objectives.availability: 'lots' is not a ratio")):
+        result = runner.invoke(app, ["run", "failover", "--name", name, *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr, result.stderr
+        assert "Traceback" not in result.output
+    assert not engine.list_containers({LABEL_LAB: name})

@@ -1,0 +1,110 @@
+"""The objectives table: units, defaults from the checklist, and how lab.toml, a scenario and
+--objective override one another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.errors import ConfigError
+from lab.objectives import (
+    OBJECTIVE_NAMES,
+    Objectives,
+    RateLimitObjective,
+    defaults,
+    document,
+    load_objectives,
+    parse_assignments,
+    threshold_text,
+)
+
+
+def test_defaults_are_the_checklists_targets() -> None:
+    """Out of rotation in 50 s, back in 30 s, 99.9%, /health under 5 ms, 30 connections for 300
+    clients, auth 10 r/s burst 5, api 100 r/s, webhooks 50 r/s, HSTS of a year."""
+    o = Objectives()
+    assert (o.ejection, o.readmission, o.availability, o.health_latency) == (50, 30, 0.999, 0.005)
+    assert (o.pool_server_connections, o.pool_clients, o.duplicate_job_runs) == (30, 300, 0)
+    assert o.rate_limits["/api/auth/"] == RateLimitObjective(rate_per_s=10, burst=5)
+    assert o.rate_limits["/api/"].rate_per_s == 100 and o.rate_limits["/webhooks/"].rate_per_s == 50
+    assert o.hsts_max_age == 365 * 86400
+    assert {d["name"]: d["source"] for d in document(defaults())}["ejection"] == "checklist"
+    assert {d["name"]: d["source"] for d in document(defaults())}["failing_latency"] == "lab default"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (50, 50.0), (2.5, 2.5), ("50s", 50.0), ("500ms", 0.5), ("1m", 60.0), ("365d", 31_536_000.0),
+    ("1y", 31_536_000.0), ("5 ms", 0.005),
+])
+def test_durations_carry_their_unit(value: object, seconds: float) -> None:
+    """A duration is seconds, or a number with ms, s, m, h, d or y."""
+    assert defaults().with_overrides({"ejection": value}, "t").values.ejection == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"ejection": "50kg"}, "objectives.ejection: unknown unit 'kg'"),
+    ({"ejection": True}, "objectives.ejection: a duration, not a boolean"),
+    ({"availability": "lots"}, "objectives.availability: 'lots' is not a ratio"),
+    ({"availability": "120%"}, "objectives.availability: Input should be less than or equal to 1"),
+    ({"duplicate_job_runs": 0.5}, "objectives.duplicate_job_runs: Input should be a valid integer"),
+    ({"ejektion": 3}, "objectives.ejektion: unknown objective"),
+    ({"rate_limits": {"/api/": "fast"}}, "is not a rate limit"),
+])
+def test_bad_values_are_named_with_their_field(overrides: dict, message: str) -> None:
+    """An unknown objective, a wrong unit or a wrong type names the field."""
+    with pytest.raises(ConfigError) as error:
+        defaults().with_overrides(overrides, "lab.toml")
+    assert message in error.value.render()
+    assert error.value.render().startswith("lab.toml: invalid objectives")
+
+
+def test_later_sources_win_and_are_remembered() -> None:
+    """lab.toml, then a scenario, then --objective; rate limits merge by location."""
+    in_force = (defaults().with_overrides({"ejection": "20s", "rate_limits": {"/api/": "5r/s"}}, "lab.toml")
+                .with_overrides({"ejection": "10s"}, "scenario failover")
+                .with_overrides(parse_assignments(["availability=99%"]), "--objective"))
+    values = in_force.values
+    assert (values.ejection, values.availability) == (10.0, 0.99)
+    assert values.rate_limits["/api/"].rate_per_s == 5 and "/api/auth/" in values.rate_limits
+    assert in_force.source("ejection") == "scenario failover"
+    assert in_force.source("availability") == "--objective"
+    assert in_force.source("rate_limits") == "lab.toml"
+    assert in_force.source("readmission") == "checklist"
+
+
+def test_command_line_assignments() -> None:
+    """NAME=VALUE, and rate_limits.<location>=<rate> for one location."""
+    assert parse_assignments(["ejection=5s", "rate_limits./api/auth/=10r/s burst=5"]) == {
+        "ejection": "5s", "rate_limits": {"/api/auth/": "10r/s burst=5"}}
+    for bad, message in ((["ejection"], "expected NAME=VALUE"), (["speed=1"], "unknown objective 'speed'"),
+                         (["rate_limits=10r/s"], "name the location"),
+                         (["ejection=soon"], "'soon' is not a duration")):
+        with pytest.raises(ConfigError) as error:
+            parse_assignments(bad)
+        assert message in error.value.render()
+
+
+def test_lab_toml_table(tmp_path: Path) -> None:
+    """[objectives] of a lab.toml is read over the defaults; the lab's own sections are ignored here."""
+    path = tmp_path / "lab.toml"
+    path.write_text('[nginx]\nmax_fails = 1\n[objectives]\nreadmission = "15s"\n'
+                    '[objectives.rate_limits]\n"/webhooks/" = "20r/s burst=2"\n')
+    in_force = load_objectives(path)
+    assert in_force.values.readmission == 15
+    assert in_force.values.rate_limits["/webhooks/"] == RateLimitObjective(rate_per_s=20, burst=2)
+    assert in_force.source("readmission") == str(path)
+    path.write_text("[objectives]\nreadmission = [1, 2]\n")
+    with pytest.raises(ConfigError, match="objectives.readmission"):
+        load_objectives(path)
+
+
+def test_every_objective_has_a_threshold_text() -> None:
+    """Each objective reads as a comparison with its unit."""
+    values = Objectives()
+    assert threshold_text(values, "ejection") == "<= 50 s"
+    assert threshold_text(values, "availability") == ">= 0.999"
+    assert threshold_text(values, "health_latency") == "p50 < 5 ms"
+    assert threshold_text(values, "rate_limits").startswith("/api/auth/ <= 10 r/s burst 5")
+    for name in OBJECTIVE_NAMES:
+        assert threshold_text(values, name)
