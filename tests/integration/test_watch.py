@@ -29,8 +29,8 @@ def probe_row(screen: str, node: str) -> tuple[int, int] | None:
 
 def node_row(screen: str, node: str) -> tuple[str, str] | None:
     """(Docker state, ready) of a node in the nodes panel."""
-    match = re.search(rf"│ {node}\s+(running|exited|paused|created|dead|missing)\s+(yes|no|\.\.\.)",
-                      screen)
+    states = "running|exited|paused|created|dead|missing"
+    match = re.search(rf"│ {node}\s+({states})\s+(yes|no|\.\.\.)", screen)
     return (match.group(1), match.group(2)) if match else None
 
 
@@ -167,5 +167,6 @@ def test_a_step_through_run_has_the_verdict_of_a_normal_one(running_lab: Lab,
         assert "short-step: pass" in tmux.screen(stepped)
     finally:
         tmux.close()
-    assert (stepped_rc, _verdict(tmp_path / "stepped")) == (normal_rc, _verdict(tmp_path / "normal"))
+    stepped_verdict, normal_verdict = _verdict(tmp_path / "stepped"), _verdict(tmp_path / "normal")
+    assert (stepped_rc, stepped_verdict) == (normal_rc, normal_verdict)
     assert normal_rc == 0
