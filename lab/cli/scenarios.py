@@ -21,6 +21,7 @@ from lab.config import LabConfig
 from lab.errors import ConfigError, LabNotFound
 from lab.expectations import duration_names
 from lab.objectives import ObjectivesInForce, load_objectives, parse_assignments
+from lab.report import junit as junit_report
 from lab.scenarios.judge import RunFacts, expected_before, planned_failure_modes, predictions
 from lab.scenarios.loader import available, check_nodes, load_scenario, resolve
 from lab.scenarios.model import Scenario
@@ -200,6 +201,9 @@ def run(
     report_dir: Annotated[Path, typer.Option("--report-dir", help="Where each run's directory is written.")] = report.DEFAULT_REPORT_ROOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     objective: ObjectiveOption = None,
+    junit: Annotated[Path | None, typer.Option(
+        "--junit", help="Also write a JUnit XML file: a suite per scenario, a case per check "
+        "and objective.", dir_okay=False)] = None,
     step: Annotated[bool, typer.Option(
         "--step", help="Before each step, print what it does and why (the configuration's "
         "numbers) and wait for Enter; traffic keeps flowing meanwhile.")] = False,
@@ -251,11 +255,13 @@ def run(
                     lab.down()
             results.append(result)
             directory = report.write(result, report_dir)
+            if junit is not None:
+                junit_report.add_run(junit, directory, fresh=len(results) == 1)
             if not as_json:
                 out.print(report.table(result))
                 for note in result.notes:
                     out.print(Text(f"  note: {note}"))
-                out.print(Text(f"  report: {directory / 'result.json'}"))
+                out.print(Text(f"  report: {directory / 'report.html'} (data: {directory / 'result.json'})"))
         if as_json:
             out.print_json(json.dumps([report.document(r) for r in results], default=str))
         raise typer.Exit(report.exit_code(results))

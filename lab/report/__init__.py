@@ -20,6 +20,7 @@ from rich.text import Text
 
 from lab.checks import CheckResult, Verdict
 from lab.objectives import document as objectives_document
+from lab.report import html
 from lab.scenarios.runner import RunResult
 from lab.verdict import Prediction
 
@@ -83,6 +84,7 @@ def write(result: RunResult, root: Path = DEFAULT_REPORT_ROOT) -> Path:
     directory = Path(root) / f"{stamp}-{result.scenario}-{result.seed}"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "result.json").write_text(json.dumps(document(result), indent=1, default=str))
+    html.write(directory)
     return directory
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from lab import shipped
 from lab.checks import CHECKS
 from lab.config import LabConfig
 from lab.errors import ConfigError
@@ -21,8 +22,8 @@ from lab.topology.plan import node_roles
 
 
 def scenarios_dir() -> Path:
-    """The ``scenarios/`` folder shipped beside the package."""
-    return Path(__file__).resolve().parents[2] / "scenarios"
+    """The shipped ``scenarios/`` folder, wherever the lab is installed (lab.shipped)."""
+    return shipped.scenarios_dir()
 
 
 def available() -> dict[str, Path]:

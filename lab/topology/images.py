@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import shipped
 from lab.config import BuildConfig
 from lab.engine import LABEL_IMAGE, LABEL_INPUTS, Engine
 from lab.errors import ImageBuildError
@@ -35,11 +36,8 @@ _IGNORED = ("__pycache__", ".pyc", ".pytest_cache")
 
 
 def images_dir() -> Path:
-    """The ``images/`` folder: beside the package in a checkout or an editable install."""
-    here = Path(__file__).resolve().parents[2] / "images"
-    if not here.is_dir():
-        raise ImageBuildError(f"no images/ folder at {here}", hint="install the lab from its checkout (`pip install -e .`)")
-    return here
+    """The shipped ``images/`` folder, wherever the lab is installed (lab.shipped)."""
+    return shipped.images_dir()
 
 
 @dataclass(frozen=True)

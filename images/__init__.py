@@ -1,0 +1,1 @@
+"""Image build contexts, installed as the package data of ``lab.shipped.images``."""

@@ -1,0 +1,47 @@
+"""The runs in a report directory: one folder per run, each with its ``result.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import LabError
+from lab.report.stored import RESULT_FILE, RunSummary, load_summary
+
+
+@dataclass(frozen=True)
+class ListedRun:
+    """One run folder and the top of its result (None, with the reason, when unreadable)."""
+
+    directory: Path
+    summary: RunSummary | None
+    problem: str = ""
+
+
+def run_directories(root: Path) -> list[Path]:
+    """Every run folder under ``root``, oldest first (by when its result.json was written)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p.parent for p in root.glob(f"*/{RESULT_FILE}")]
+    return sorted(found, key=lambda d: ((d / RESULT_FILE).stat().st_mtime, d.name))
+
+
+def newest(root: Path) -> Path:
+    """The folder of the run written last under ``root``."""
+    directories = run_directories(root)
+    if not directories:
+        raise LabError(f"no runs in {root}", hint="`lab run NAME` writes one; or name a run "
+                       "directory, or another --report-dir")
+    return directories[-1]
+
+
+def list_runs(root: Path) -> list[ListedRun]:
+    """Every run under ``root``, oldest first; unreadable ones say why."""
+    listed = []
+    for directory in run_directories(root):
+        try:
+            listed.append(ListedRun(directory, load_summary(directory)))
+        except LabError as error:
+            listed.append(ListedRun(directory, None, error.render()))
+    return listed

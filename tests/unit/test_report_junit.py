@@ -1,0 +1,137 @@
+"""JUnit XML of runs, read back with junitparser as CI's readers would; `lab report` and
+`lab runs` on written run directories (no Docker)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from junitparser import Error, Failure, JUnitXml
+from report_runs import failover_result, write
+from typer.testing import CliRunner
+
+from lab.cli.app import app
+from lab.errors import LabError
+from lab.report import junit, runs
+
+cli = CliRunner()
+
+
+def _cases(path: Path) -> dict[tuple[str, str], object]:
+    return {(suite.name, case.name): case for suite in JUnitXml.fromfile(str(path))
+            for case in suite}
+
+
+def test_a_testcase_per_check_and_objective(tmp_path: Path) -> None:
+    """Each check and each objective it judged is a testcase of the scenario's suite."""
+    directory = write(failover_result(unknown_check=True), tmp_path)
+    path = tmp_path / "junit.xml"
+    junit.add_run(path, directory, fresh=True)
+    document = json.loads((directory / "result.json").read_text())
+    expected = {("failover", c["label"]) for c in document["checks"]}
+    expected |= {("failover", f"{c['label']}: objective {o['name']}")
+                 for c in document["checks"] for o in c["objectives"]}
+    assert set(_cases(path)) == expected
+
+
+def test_fail_is_a_failure_and_unknown_an_error(tmp_path: Path) -> None:
+    """A failed check is a <failure> with measured, expected and derivation; an undecided one
+    an <error>; a failed objective its own <failure>; passing ones have no result."""
+    path = tmp_path / "junit.xml"
+    junit.add_run(path, write(failover_result(unknown_check=True), tmp_path), fresh=True)
+    cases = _cases(path)
+    [failure] = cases[("failover", "availability")].result
+    assert isinstance(failure, Failure)
+    assert failure.message == ("fail: measured: 396/400 ok; expected: success ratio >= 0.999; "
+                               "derivation: SLO 0.999 over 400 requests allows 0 non-ok")
+    [error] = cases[("failover", "distribution")].result
+    assert isinstance(error, Error) and error.type == "unknown"
+    [missed] = cases[("failover", "availability: objective availability")].result
+    assert isinstance(missed, Failure) and "expected: >= 0.9999" in missed.message
+    assert cases[("failover", "ejection")].is_passed
+    assert "predicted: out of rotation within 1.45 s" in \
+        cases[("failover", "ejection: objective ejection")].system_out
+    suite = next(iter(JUnitXml.fromfile(str(path))))
+    assert (suite.tests, suite.failures, suite.errors) == (6, 2, 1)
+
+
+def test_the_run_directory_is_a_property(tmp_path: Path) -> None:
+    """The suite names the run directory, its report and the seed."""
+    directory = write(failover_result(), tmp_path)
+    path = tmp_path / "junit.xml"
+    junit.add_run(path, directory, fresh=True)
+    suite = next(iter(JUnitXml.fromfile(str(path))))
+    properties = {p.name: p.value for p in suite.properties()}
+    assert properties["run_dir"] == str(directory)
+    assert properties["report"] == str(directory / "report.html")
+    assert properties["seed"] == "7"
+    assert suite.time == pytest.approx(20.5)
+
+
+def test_suites_are_added_one_run_at_a_time(tmp_path: Path) -> None:
+    """A second run adds a suite; fresh starts a new file; a foreign file is refused."""
+    path = tmp_path / "junit.xml"
+    first, second = write(failover_result(), tmp_path / "a"), write(failover_result(), tmp_path / "b")
+    junit.add_run(path, first, fresh=True)
+    junit.add_run(path, second, fresh=False)
+    document = JUnitXml.fromfile(str(path))
+    assert len(list(document)) == 2 and document.tests == 10 and document.failures == 4
+    junit.add_run(path, first, fresh=True)
+    assert len(list(JUnitXml.fromfile(str(path)))) == 1
+    path.write_text("<html/>")
+    with pytest.raises(LabError, match="not a JUnit file"):
+        junit.add_run(path, first, fresh=False)
+
+
+def test_runs_are_listed_oldest_first_and_unreadable_ones_said(tmp_path: Path) -> None:
+    """The newest run is the last written; a broken result.json is listed with its problem."""
+    old, new = write(failover_result(), tmp_path / "x"), write(failover_result(), tmp_path / "y")
+    root = tmp_path / "runs"
+    root.mkdir()
+    (old.rename(root / "old")).joinpath("result.json").touch()
+    os.utime(root / "old" / "result.json", (1, 1))
+    new.rename(root / "new")
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "result.json").write_text("{")
+    os.utime(broken / "result.json", (2, 2))
+    assert [d.name for d in runs.run_directories(root)] == ["old", "broken", "new"]
+    assert runs.newest(root).name == "new"
+    listed = runs.list_runs(root)
+    assert [r.summary.scenario if r.summary else None for r in listed] == ["failover", None,
+                                                                           "failover"]
+    assert "not a readable result" in listed[1].problem
+    with pytest.raises(LabError, match="no runs in"):
+        runs.newest(tmp_path / "nothing")
+
+
+def test_lab_report_rerenders_the_newest_run(tmp_path: Path) -> None:
+    """`lab report` without a directory re-renders the newest run's report.html."""
+    directory = write(failover_result(), tmp_path)
+    (directory / "report.html").unlink()
+    done = cli.invoke(app, ["report", "--report-dir", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == str(directory / "report.html")
+    assert (directory / "report.html").is_file()
+
+
+def test_lab_report_and_runs_refuse_what_is_not_a_run(tmp_path: Path) -> None:
+    """A directory without result.json, or an empty report dir: one message, exit 2."""
+    done = cli.invoke(app, ["report", str(tmp_path)])
+    assert done.exit_code == 2 and "holds no result.json" in done.output
+    done = cli.invoke(app, ["report", "--report-dir", str(tmp_path / "none")])
+    assert done.exit_code == 2 and "no runs in" in done.output
+    done = cli.invoke(app, ["runs", "--report-dir", str(tmp_path / "none")])
+    assert done.exit_code == 0 and "no runs in" in done.output
+
+
+def test_lab_runs_lists_time_scenario_verdict_seed_and_wall_time(tmp_path: Path) -> None:
+    """One row per run with the columns a person scans for."""
+    directory = write(failover_result(), tmp_path)
+    done = cli.invoke(app, ["runs", "--report-dir", str(tmp_path)], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    row = next(line for line in done.stdout.splitlines() if directory.name in line)
+    for text in ("2023-11-14", "failover", "fail", "7", "20.5 s"):
+        assert text in row, (text, row)
