@@ -16,7 +16,6 @@ from typing import Annotated, ClassVar
 
 import typer
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -64,6 +63,27 @@ def _state_style(state: str) -> str:
 # -- panels (pure: a snapshot in, a renderable out) ------------------------------------------------
 
 
+def _grid(columns: tuple[str, ...], rows: list[tuple[str | Text, ...]]) -> Text:
+    """Rows under bold column names, each column as wide as its widest cell. Plain text, not a
+    rich Table: a table measures and lays out its cells again for every line Textual draws,
+    which was most of the watch's drawing time."""
+    cells = [tuple(Text(c) if isinstance(c, str) else c for c in row) for row in rows]
+    widths = [max([len(name)] + [cell.cell_len for cell in column])
+              for name, column in zip(columns, zip(*cells, strict=True) if cells else
+                                      [()] * len(columns), strict=True)]
+    out = Text("  ".join(name.ljust(w) for name, w in zip(columns, widths, strict=True)).rstrip(),
+               style="bold")
+    for row in cells:
+        line = Text()
+        for index, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            line.append_text(cell)
+            if index < len(row) - 1:
+                line.append(" " * (width - cell.cell_len + 2))
+        out.append("\n")
+        out.append_text(line)
+    return out
+
+
 def title_line(snap: Snapshot, redraws_per_s: float | None = None) -> Text:
     """What is watched, until when, and the keys."""
     left = max(0.0, snap.ends_at - snap.at)
@@ -74,47 +94,44 @@ def title_line(snap: Snapshot, redraws_per_s: float | None = None) -> Text:
                          f"ends in {left:.0f} s   {_clock(snap.at)}{rate}   ", ("q quits", "bold"))
 
 
-def nodes_panel(snap: Snapshot) -> Table:
+def nodes_panel(snap: Snapshot) -> Text:
     """Every node: Docker's state and its readiness."""
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("node", "state", "ready", "detail"):
-        table.add_column(column, no_wrap=True)
+    rows: list[tuple[str | Text, ...]] = []
     for node in snap.nodes:
         ready = ("..." if node.ready is None else
                  Text("yes", style="green") if node.ready else Text("no", style="bold red"))
-        table.add_row(node.name, Text(node.state, style=_state_style(node.state)), ready,
-                      node.detail[:34])
-    return table
+        rows.append((node.name, Text(node.state, style=_state_style(node.state)), ready,
+                     node.detail[:34]))
+    return _grid(("node", "state", "ready", "detail"), rows)
 
 
 def faults_panel(snap: Snapshot) -> RenderableType:
     """The faults in place (the lab's record), by whom and since when."""
     if not snap.faults:
         return Text("none recorded", style="dim")
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("node", "fault", "since", "by", "state"):
-        table.add_column(column, no_wrap=True)
+    rows: list[tuple[str | Text, ...]] = []
     for f in snap.faults:
         fault = f"{f.kind} {f.params}".strip()
         since = f"{_clock(f.since)} ({snap.at - f.since:.0f} s)"
         if f.until is not None:
             since += f", heals in {max(0.0, f.until - snap.at):.0f} s"
-        table.add_row(f.target, Text(fault, style="bold"), since, f.by[:26],
-                      Text(f.state, style="yellow" if f.state.startswith("in place") else "dim"))
-    return table
+        rows.append((f.target, Text(fault, style="bold"), since, f.by[:26],
+                     Text(f.state, style="yellow" if f.state.startswith("in place") else "dim")))
+    return _grid(("node", "fault", "since", "by", "state"), rows)
 
 
 def probe_panel(snap: Snapshot) -> Group:
     """The clients' view: each backend's share, answers per second and its last 30 s."""
     p = snap.probe
     top = max((v for b in p.backends for v in b.series), default=0)
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("backend", "share", "ok/s", "last 30 s (ok answers per second)", "last ok"):
-        table.add_column(column, no_wrap=True)
+    rows: list[tuple[str | Text, ...]] = []
     for b in p.backends:
         style = "bold red" if b.per_s == 0 else ""
-        table.add_row(b.name, Text(f"{b.share:4.0%}", style=style), Text(f"{b.per_s:3.0f}",
-                      style=style), sparkline(b.series, top), _ago(b.last_ok_at, snap.at))
+        rows.append((b.name, Text(f"{b.share:5.0%}", style=style),
+                     Text(f"{b.per_s:4.0f}", style=style), sparkline(b.series, top),
+                     _ago(b.last_ok_at, snap.at)))
+    table = _grid(("backend", "share", "ok/s", "last 30 s (ok answers per second)", "last ok"),
+                  rows)
     statuses = "  ".join(f"{status} ×{count}" for status, count in p.statuses) or "none yet"
     failed = Text(f"{p.failed} failed", style="bold red" if p.failed else "")
     unknown = Text(f"{p.unknown} unknown", style="yellow" if p.unknown else "")
@@ -126,9 +143,7 @@ def probe_panel(snap: Snapshot) -> Group:
 def nginx_panel(snap: Snapshot, policy: UpstreamPolicy | None) -> Group:
     """NGINX's own view from its access log: tries per upstream, failed tries, the ejection."""
     n = snap.nginx
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("upstream", "tries", "failed", "last try", "while faulted"):
-        table.add_column(column, no_wrap=True)
+    rows: list[tuple[str | Text, ...]] = []
     kinds = {f.target: f.kind for f in snap.faults if f.state.startswith("in place")}
     # NGINX's request rate, every client's: the round-robin turn the prediction needs.
     rate = n.requests_per_s or snap.probe.rate_per_s
@@ -147,7 +162,8 @@ def nginx_panel(snap: Snapshot, policy: UpstreamPolicy | None) -> Group:
             else:
                 faulted = f"still tried (+{u.ejected_after_s:.2f} s){expect}"
         failed = Text(str(u.failed), style="bold red" if u.failed else "")
-        table.add_row(u.name, str(u.tries), failed, _ago(u.last_try_at, snap.at), faulted)
+        rows.append((u.name, str(u.tries), failed, _ago(u.last_try_at, snap.at), faulted))
+    table = _grid(("upstream", "tries", "failed", "last try", "while faulted"), rows)
     statuses = "  ".join(f"{status} ×{count}" for status, count in n.statuses) or "none"
     summary = Text(f"last {n.window_s:g} s: {n.requests} requests (every client), {n.retried} "
                    f"retried on another server, {n.no_live_upstream} with no live upstream; "
@@ -168,13 +184,9 @@ def stub_panel(snap: Snapshot) -> RenderableType:
 def locks_panel(snap: Snapshot) -> RenderableType:
     if snap.locks is None:
         return Text("no answer from Redis", style="dim")
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("job", "holder", "fencing token"):
-        table.add_column(column, no_wrap=True)
-    for lock in snap.locks:
-        table.add_row(lock.job, lock.holder or Text("free", style="dim"),
-                      "-" if lock.token is None else str(lock.token))
-    return table
+    return _grid(("job", "holder", "fencing token"),
+                 [(lock.job, lock.holder or Text("free", style="dim"),
+                   "-" if lock.token is None else str(lock.token)) for lock in snap.locks])
 
 
 def pool_panel(snap: Snapshot, pool_size: int) -> RenderableType:
