@@ -457,6 +457,30 @@ class Engine:
                 infos.append(info)
         return infos
 
+    def container_states(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        """Like ``list_containers`` from the one listing call alone, for a view that polls:
+        name, state, labels, address, published ports and image (no start time, environment,
+        exit code or full bindings: those need an inspect per container)."""
+        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        try:
+            summaries = self._client.api.containers(all=True, filters={"label": filters})
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot list containers: {exc.explanation}") from None
+        infos = []
+        for summary in summaries:
+            networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+            ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+            published = {f"{p['PrivatePort']}/{p.get('Type', 'tcp')}": (p.get("IP") or "0.0.0.0",
+                                                                          int(p["PublicPort"]))
+                         for p in summary.get("Ports") or [] if p.get("PublicPort")}
+            infos.append(ContainerInfo(
+                id=summary["Id"], name=(summary.get("Names") or ["/"])[0].lstrip("/"),
+                status=summary.get("State", "unknown"), labels=summary.get("Labels") or {},
+                started_at=None, ip_address=ip, published=published, env={}, exit_code=None,
+                network_mode=(summary.get("HostConfig") or {}).get("NetworkMode") or "",
+                image=summary.get("Image") or ""))
+        return infos
+
     def run_sidecar(self, spec: ContainerSpec, *, timeout_s: float = 30) -> ExecResult:
         """Run a short-lived helper container to completion and remove it, whatever happens."""
         container_id = self.create_container(spec)

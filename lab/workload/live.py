@@ -540,8 +540,9 @@ class LiveView:
         return await asyncio.get_running_loop().run_in_executor(None, fn)
 
     async def _read_docker(self) -> None:
+        # One listing call, no inspect per container: it runs twice a second.
         infos = await self._blocking(
-            lambda: self.lab.engine.list_containers({LABEL_LAB: self.lab.name}))
+            lambda: self.lab.engine.container_states({LABEL_LAB: self.lab.name}))
         by_name = {info.name: info for info in infos}
         for info in infos:
             if info.labels.get(LABEL_KIND) == "node" and info.ip_address:
