@@ -564,10 +564,16 @@ class LiveView:
         ready = dict(self._latest.get("readiness", {}))
         for node, answer in zip(nodes, answers, strict=True):
             ready[node] = (False, _why(answer)) if isinstance(answer, BaseException) else answer[1]
+        # NGINX's own probe would send requests through it; what it answers already says it.
         stub = self._latest.get("stub_status")
-        ready.update({n: (stub is not None and time.time() - stub.at < 3 * self.interval_s + 1,
-                          "stub_status answered" if stub is not None else "no stub_status yet")
-                      for n, role in self.lab.roles.items() if role == "nginx"})
+        with self._lock:
+            answered = any(r.outcome is Outcome.OK and time.time() - r.sent_at < 3
+                           for r in list(self._records)[-50:])
+        nginx = ((True, "stub_status answered") if stub is not None
+                 and time.time() - stub.at < 3 * self.interval_s + 1
+                 else (True, "answering the probe stream") if answered
+                 else (False, "no answer to the probe stream or stub_status"))
+        ready.update({n: nginx for n, role in self.lab.roles.items() if role == "nginx"})
         self._latest.put("readiness", ready)
 
     async def _read_access_log(self) -> None:
