@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         back: list[float | None] = []
         t0, c0 = time.monotonic(), cpu_s(pid)
         for _ in range(20):
-            if time.monotonic() - t0 > seconds - 25:
+            if time.monotonic() - t0 > seconds - 20:
                 break
             shown.append(timed_break(pane, name))
             time.sleep(5)
