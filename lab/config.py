@@ -246,5 +246,44 @@ def load_config(path: Path | None = None, *, name: str | None = None) -> LabConf
         from lab.topology.userconf import absolute_paths
 
         data = absolute_paths(data, Path(path).resolve().parent)
+    data.pop("load", None)      # how load runs are given compute: LoadConfig, below
     config = parse_config(data, source=str(path or "defaults"))
     return config.with_name(name)
+
+
+def _default_cpus() -> dict[str, float]:
+    # 1.6 of this machine's 2 cores for the whole system, the rest for the generator; /health
+    # uses NGINX and the backends only (1.05). PgBouncer at 0.1 ran out at 80 conversation
+    # requests/s (111 transactions/s), so it gets a quarter core like a backend.
+    return {"nginx": 0.3, "backend": 0.25, "pgbouncer": 0.25, "postgres": 0.3, "redis": 0.05}
+
+
+class LoadConfig(_Frozen):
+    """``[load]`` of lab.toml: how ``lab load`` gives the system and the generator compute.
+
+    Like ``[objectives]`` it is not part of a lab's configuration: a lab runs the same
+    whatever load it is given. During a load run each node is held to its role's CPU quota
+    (``backend`` is per backend), so the generator never takes the system's compute and three
+    backends have three times one backend's; the quotas are lifted when the load ends."""
+
+    quotas: bool = True
+    cpus: dict[Literal["nginx", "backend", "pgbouncer", "postgres", "redis"],
+               Annotated[float, Field(gt=0, le=64)]] = Field(default_factory=_default_cpus)
+    # Where k6 runs: a container on the lab network, each VU with its own client address
+    # (like many users), or the host, through the published 127.0.0.1 port (one address).
+    generator: Literal["network", "host"] = "network"
+    client_addresses: Annotated[int, Field(ge=1, le=120)] = 100
+
+
+def load_load_config(path: Path | None = None) -> LoadConfig:
+    """The ``[load]`` table of lab.toml (``path`` None: ./lab.toml when present), validated."""
+    path = config_path(path)
+    data: dict = (read_toml(path).get("load") or {}) if path is not None else {}
+    if isinstance(data.get("cpus"), dict):
+        # A role named in [load.cpus] replaces its default; the others keep theirs.
+        data = {**data, "cpus": {**_default_cpus(), **data["cpus"]}}
+    try:
+        return LoadConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, f"{path or 'defaults'} [load]"),
+                          hint="fix the field named above") from None

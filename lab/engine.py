@@ -69,6 +69,11 @@ class ContainerSpec:
     mem_limit: str | None = None
     # host name -> address written to the container's /etc/hosts (``--add-host``)
     extra_hosts: Mapping[str, str] = field(default_factory=dict)
+    # Host path -> (container path, read-only): a load generator reads its script and writes
+    # its results in the run directory (the engine is local, like the published ports).
+    binds: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    # CFS weight against the other containers when the CPU is contended (Docker's default 1024).
+    cpu_shares: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,35 @@ class HostBinding:
     container_port: str         # "80/tcp"
     host_ip: str                # "0.0.0.0" or "::" is every interface
     host_port: int              # 0: not assigned yet (a container that is not running)
+
+
+@dataclass(frozen=True)
+class CpuLimit:
+    """A container's CFS quota as Docker holds it (``quota_us`` -1 or 0: unlimited)."""
+
+    period_us: int
+    quota_us: int
+    nano_cpus: int = 0
+
+    @property
+    def cpus(self) -> float | None:
+        """The limit in cores; None when unlimited."""
+        if self.nano_cpus:
+            return self.nano_cpus / 1e9
+        if self.quota_us > 0 and self.period_us > 0:
+            return self.quota_us / self.period_us
+        return None
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """One reading of Docker's stats stream for a container (cumulative counters)."""
+
+    at: float                   # when Docker read it, epoch seconds
+    cpu_s: float                # CPU time since the container started
+    memory_bytes: int           # usage less the inactive page cache, as `docker stats` shows
+    throttled_periods: int      # CFS periods in which the quota ran out
+    periods: int                # CFS periods with a quota in force
 
 
 @dataclass(frozen=True)
@@ -132,6 +166,26 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
     whole, _, fraction = value.rstrip("Z").partition(".")
     return datetime.fromisoformat(f"{whole}.{(fraction[:6] or '0').ljust(6, '0')}").replace(tzinfo=UTC)
+
+
+def _container_stats(raw: Mapping) -> ContainerStats | None:
+    """One stats-API document as a sample; None for the empty one a stopped container sends."""
+    cpu = raw.get("cpu_stats") or {}
+    usage = (cpu.get("cpu_usage") or {}).get("total_usage")
+    read = _parse_time(raw.get("read"))
+    if usage is None or read is None:
+        return None
+    memory = raw.get("memory_stats") or {}
+    stats = memory.get("stats") or {}
+    # What `docker stats` shows: usage less the page cache (cgroup v1 total_inactive_file,
+    # v2 inactive_file), which the kernel can take back at once.
+    cache = stats.get("total_inactive_file", stats.get("inactive_file", 0))
+    throttling = cpu.get("throttling_data") or {}
+    return ContainerStats(
+        at=read.timestamp(), cpu_s=usage / 1e9,
+        memory_bytes=max(0, int(memory.get("usage") or 0) - int(cache or 0)),
+        throttled_periods=int(throttling.get("throttled_periods") or 0),
+        periods=int(throttling.get("periods") or 0))
 
 
 def _tar(files: Iterable[FileSpec]) -> bytes:
@@ -316,6 +370,9 @@ class Engine:
             cap_add=list(spec.cap_add) or None, tmpfs=dict(spec.tmpfs) or None,
             mem_limit=spec.mem_limit, network_mode=spec.network_mode or spec.network,
             extra_hosts=dict(spec.extra_hosts) or None,
+            binds={host: {"bind": path, "mode": "ro" if read_only else "rw"}
+                   for host, (path, read_only) in spec.binds.items()} or None,
+            cpu_shares=spec.cpu_shares,
         )
         networking = None
         if spec.network and not spec.network_mode:
@@ -493,6 +550,44 @@ class Engine:
             return ExecResult(exit_code=125, output=f"{type(exc).__name__}: {exc}")
         finally:
             self.remove_container(container_id)
+
+    # -- resources ------------------------------------------------------------------------
+
+    def cpu_limit(self, name: str) -> CpuLimit:
+        """A container's CPU quota as Docker holds it."""
+        try:
+            host = self._client.api.inspect_container(name).get("HostConfig") or {}
+        except docker.errors.NotFound:
+            raise LabError(f"cannot read the CPU limit of {name}: no such container") from None
+        return CpuLimit(int(host.get("CpuPeriod") or 0), int(host.get("CpuQuota") or 0),
+                        int(host.get("NanoCpus") or 0))
+
+    def set_cpu_limit(self, name: str, cpus: float | None, period_us: int = 10_000) -> None:
+        """Limit a running container to ``cpus`` cores (a CFS quota per ``period_us``); None
+        lifts the limit. A short period keeps a throttled node's pauses short: with Docker's
+        100 ms a quarter core may run 25 ms and then wait 75 ms, a latency of its own."""
+        quota = -1 if cpus is None else max(1000, round(cpus * period_us))  # kernel minimum 1 ms
+        self._call("update", name, lambda: self._client.api.update_container(
+            name, cpu_period=period_us, cpu_quota=quota))
+
+    def restore_cpu_limit(self, name: str, limit: CpuLimit) -> None:
+        """Put back a quota read with ``cpu_limit`` (NanoCpus limits are set at creation only)."""
+        if limit.nano_cpus:
+            return
+        self._call("update", name, lambda: self._client.api.update_container(
+            name, cpu_period=limit.period_us or 100_000, cpu_quota=limit.quota_us or -1))
+
+    def stats_stream(self, name: str) -> Iterator[ContainerStats]:
+        """Docker's stats stream for one container, one sample about every second, until the
+        container goes or the caller stops iterating."""
+        try:
+            stream = self._client.api.stats(name, stream=True, decode=True)
+            for raw in stream:
+                sample = _container_stats(raw)
+                if sample is not None:
+                    yield sample
+        except (docker.errors.APIError, OSError, ValueError):
+            return
 
     def remove_container(self, name: str) -> bool:
         try:

@@ -344,3 +344,26 @@ class History:
                 index = open_.pop(key)
                 pairs[index] = (pairs[index][0], event)
         return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSample:
+    """One container's resource counters, read from Docker's stats API at ``at``.
+
+    ``cpu_s`` is the CPU time used since the container started (cumulative), so the share of a
+    core between two samples is their difference over the time between them."""
+
+    at: float
+    node: str                   # node name, or "k6" for the load generator
+    cpu_s: float
+    memory_bytes: int           # usage less the inactive page cache, as `docker stats` shows
+    throttled_periods: int = 0  # CFS periods in which the quota ran out (cumulative)
+    periods: int = 0            # CFS periods with the quota in force (cumulative)
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedIteration:
+    """An iteration the load generator could not start at its time (k6: no free VU)."""
+
+    at: float
+    client: str                 # the k6 scenario it belonged to

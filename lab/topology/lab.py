@@ -136,7 +136,8 @@ class Lab:
 
     def __init__(self, engine: Engine, config: LabConfig, secrets: LabSecrets | None = None,
                  *, nginx_conf: str | None = None,
-                 extra_publish: Mapping[str, Mapping[str, int]] | None = None):
+                 extra_publish: Mapping[str, Mapping[str, int]] | None = None,
+                 extra_env: Mapping[str, Mapping[str, str]] | None = None):
         self.engine = engine
         self.config = config
         self.name = config.name
@@ -144,6 +145,8 @@ class Lab:
         self._nginx_conf = nginx_conf
         # Negative controls only: node -> {container port: host port} published on top.
         self._extra_publish = extra_publish
+        # A topology variant: node -> environment on top of the plan's (lab.topology.plan).
+        self._extra_env = extra_env
         self.roles = node_roles(config)
         self._user: UserTopology | None = None
 
@@ -392,6 +395,7 @@ class Lab:
         tls = make_tls(self.name, self.config.nginx.server_name)
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
                      extra_publish=self._extra_publish, user=self.user,
+                     extra_env=self._extra_env,
                      extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
         by_role: dict[str, list[NodePlan]] = {}
         for node in nodes:

@@ -107,11 +107,14 @@ def plan(
     nginx_conf: str | None = None,
     extra_publish: Mapping[str, Mapping[str, int]] | None = None,
     user: UserTopology | None = None,
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[NodePlan]:
     """Every node of the lab, in start order. ``nginx_conf`` replaces the rendered one and
     ``extra_publish`` (node -> {container port: host port}) publishes more than documented:
     negative controls run a deliberately broken load balancer or an exposed node. ``user``
-    carries the user's own files and backend (lab.topology.userconf)."""
+    carries the user's own files and backend (lab.topology.userconf). ``extra_env`` (node ->
+    variables) changes a node's environment: the load comparison's "before" runs its one
+    backend straight on PostgreSQL."""
     port = user.backend_port if user is not None else BACKEND_PORT
     network = network_name(config.name)
     publish = config.publish
@@ -159,7 +162,7 @@ def plan(
         spec = ContainerSpec(
             name=container_name(config.name, node), image=images[role], labels=labels,
             network=network, ipv4_address=node_address(config, subnet, node), aliases=aliases,
-            env=env, command=command, files=files,
+            env={**env, **(extra_env or {}).get(node, {})}, command=command, files=files,
             publish={**ports, **(extra_publish or {}).get(node, {})},
             stop_timeout_s=stop_timeout,
         )

@@ -1,0 +1,249 @@
+"""`lab load` for real: k6 against a running lab, briefly and at low rates (heavy runs are
+bench/loadgen.py's). Negative controls: thresholds tighter than the topology meets fail, a
+starved generator is unknown (not slow), one client address meets the api zone's limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+from typer.testing import CliRunner
+
+from lab.cli.app import app
+from lab.config import LabConfig
+from lab.engine import LABEL_LAB, LABEL_NODE, Engine
+from lab.load.compare import before_lab
+from lab.load.profiles import build_plan
+from lab.load.runner import BACKEND_DIRECT, LoadRunner
+from lab.load.script import WRITE_MARKER
+from lab.load.thresholds import LoadThresholds
+from lab.topology.lab import Lab
+from tests.conftest import session_lab_name
+
+runner = CliRunner()
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "load.js"
+
+
+def load(lab: Lab, tmp_path: Path, *args: str) -> tuple[int, dict, str]:
+    """`lab load ... --name <lab>`: the exit code, result.json, and the printed output."""
+    result = runner.invoke(
+        app, ["load", *args, "--name", lab.name, "--report-dir", str(tmp_path), "--no-dashboard"]
+    )
+    assert result.exit_code in (0, 1), result.output
+    (path,) = tmp_path.glob("*/result.json")
+    return result.exit_code, json.loads(path.read_text()), result.output
+
+
+def no_k6_containers(engine: Engine, lab: Lab) -> bool:
+    return not engine.list_containers({LABEL_LAB: lab.name, LABEL_NODE: "k6"})
+
+
+def test_smoke_on_the_lab_network(running_lab: Lab, engine: Engine, tmp_path: Path) -> None:
+    """A smoke run passes; every answer is a record with its backend and an intended time no
+    later than its send; quotas are in force during the run and lifted after; nothing stays."""
+    code, document, output = load(
+        running_lab, tmp_path, "smoke", "--set", "rate=20", "--set", "duration_s=3"
+    )
+    assert code == 0, output
+    assert document["verdict"] == "pass" and document["k6"]["generator"] == "network"
+    requests = document["history"]["requests"]
+    assert len(requests) == 60 and all(r["outcome"] == "ok" for r in requests)
+    assert {r["backend"] for r in requests} == set(running_lab.config.backend_names)
+    assert all(r["intended_at"] <= r["sent_at"] + 1e-3 for r in requests)
+    assert document["quotas"]["backend-1"] == 0.25
+    nodes = {n["node"]: n for n in document["figures"]["nodes"]}
+    assert {"k6", "nginx", "backend-1", "postgres"} <= set(nodes)
+    assert len(document["history"]["access_log"]) >= 60
+    for node in running_lab.roles:
+        assert engine.cpu_limit(running_lab.container(node)).cpus is None
+    assert no_k6_containers(engine, running_lab)
+    directory = Path(next(tmp_path.glob("*/result.json"))).parent
+    assert {"script.js", "summary.json", "k6.log", "result.json"} <= {
+        p.name for p in directory.iterdir()
+    }
+    assert "rate" in output and "saturated" in output
+
+
+def test_conversation_reads_writes_logins(running_lab: Lab, tmp_path: Path) -> None:
+    """The conversation profile logs in, reads and writes with the lab's users; each 201
+    write is in PostgreSQL."""
+    code, document, output = load(
+        running_lab,
+        tmp_path,
+        "conversation",
+        "--set",
+        "rate=30",
+        "--set",
+        "duration_s=4",
+        "--set",
+        "ramp_s=1",
+        "--set",
+        "logins=0.05",
+    )
+    assert code == 0, output
+    requests = document["history"]["requests"]
+    kinds = {r["client"] for r in requests}
+    assert kinds == {"reads", "writes", "logins"}
+    assert {r["status"] for r in requests if r["client"] == "writes"} == {201}
+    writes = sum(1 for r in requests if r["client"] == "writes")
+    with psycopg.connect(running_lab.endpoints.postgres_dsn, connect_timeout=5) as conn:
+        stored = conn.execute(
+            "SELECT count(*) FROM messages WHERE body LIKE %s AND created_at > to_timestamp(%s)",
+            (f"{WRITE_MARKER} %", document["started_at"] - 1),
+        ).fetchone()[0]
+    assert stored == writes
+
+
+def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: Path) -> None:
+    """Negative control: a p95 bound of 0.1 ms cannot be met through NGINX: fail, exit 1."""
+    code, document, _ = load(
+        running_lab,
+        tmp_path,
+        "smoke",
+        "--set",
+        "rate=20",
+        "--set",
+        "duration_s=2",
+        "--p95",
+        "0.1ms",
+    )
+    assert code == 1 and document["verdict"] == "fail"
+    failed = [t for t in document["threshold_results"] if not t["passed"]]
+    assert [t["expression"] for t in failed] == ["p(95)<0.1"]
+
+
+def test_starved_generator_is_unknown_not_slow(running_lab: Lab, tmp_path: Path) -> None:
+    """Negative control: one VU cannot start 300 iterations a second; the run is unknown,
+    with the generator named as the cause, though every request sent was fast."""
+    code, document, _ = load(
+        running_lab,
+        tmp_path,
+        "smoke",
+        "--set",
+        "rate=300",
+        "--set",
+        "duration_s=3",
+        "--set",
+        "vus=1",
+    )
+    assert code == 1 and document["verdict"] == "unknown"
+    assert "the generator could not keep the schedule" in document["reason"]
+    assert document["figures"]["dropped"] > 0 and len(document["dropped"]) > 0
+
+
+def test_user_script_runs_unchanged(running_lab: Lab, tmp_path: Path) -> None:
+    """examples/load.js, an ordinary k6 script, runs with --script against the lab."""
+    code, document, output = load(running_lab, tmp_path, "--script", str(EXAMPLE))
+    assert code == 0, output
+    assert document["profile"] == "load.js" and document["plan"] is None
+    paths = {r["path"] for r in document["history"]["requests"]}
+    assert paths == {"health", "conversations"}
+    assert all(t["passed"] for t in document["threshold_results"])
+
+
+def test_one_client_address_meets_the_api_zone(running_lab: Lab, tmp_path: Path) -> None:
+    """From the host every request arrives from one address (Docker's proxy), and the api
+    zone (100 r/s, no burst) rejects many at 150 reads/s; on the lab network each VU has its
+    own address and none is rejected."""
+    results = {}
+    for where in ("host", "network"):
+        folder = tmp_path / where
+        code, document, _ = load(
+            running_lab,
+            folder,
+            "conversation",
+            "--from",
+            where,
+            "--set",
+            "rate=150",
+            "--set",
+            "writes=0",
+            "--set",
+            "logins=0",
+            "--set",
+            "duration_s=3",
+            "--set",
+            "ramp_s=1",
+        )
+        remotes = {
+            e["remote_addr"]
+            for e in document["history"]["access_log"]
+            if e["uri"].startswith("/api/")
+        }
+        results[where] = (code, document["figures"]["statuses"].get("429", 0), len(remotes))
+    assert results["host"][1] > 50 and results["host"][2] == 1
+    assert results["network"][1] == 0 and results["network"][2] > 10
+    assert results["host"][0] == 1  # its error rate fails the run
+
+
+def test_before_topology_runs_one_backend_on_postgres(
+    engine: Engine, tmp_path: Path, lab_images: dict[str, str]
+) -> None:
+    """The comparison's "before": one backend whose database URL is PostgreSQL itself; k6
+    reaches it directly and every answer comes from it."""
+    lab = before_lab(engine, LabConfig(), session_lab_name("before"))
+    try:
+        lab.up(ephemeral=True)
+        assert set(lab.roles) == {"postgres", "redis", "pgbouncer", "backend-1", "nginx"}
+        info = lab.inspect("backend-1")
+        assert info is not None and "@postgres:5432/" in info.env["LAB_DATABASE_URL"]
+        plan = build_plan(
+            "conversation",
+            {"rate": 20, "duration_s": 2, "ramp_s": 1, "logins": 0},
+            LoadThresholds(),
+        )
+        result = LoadRunner(
+            lab, plan=plan, target=BACKEND_DIRECT, report_root=tmp_path, dashboard=False
+        ).run()
+        assert result.verdict.verdict.value == "pass", result.verdict.reason
+        assert {r.backend for r in result.history.requests} == {"backend-1"}
+        assert not result.history.access_log  # NGINX saw none of it
+    finally:
+        lab.down()
+
+
+def test_live_line_in_a_real_terminal(running_lab: Lab, tmp_path: Path) -> None:
+    """In a terminal (tmux), the live line shows the current rate, p95, errors and drops while
+    k6 runs, and gives way to the end-of-run lines."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    tmux = shutil.which("tmux")
+    assert tmux, "the live-line test needs tmux (apt-get install tmux)"
+    session = f"lab-load-{running_lab.name}"
+    lab_cli = str(Path(sys.executable).with_name("lab"))
+    command = (
+        f"{lab_cli} load smoke --name {running_lab.name} --set rate=20 --set duration_s=8 "
+        f"--report-dir {tmp_path} --no-dashboard; sleep 30"
+    )
+    subprocess.run(
+        [tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", command], check=True
+    )
+    try:
+        seen, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            screen = subprocess.run(
+                [tmux, "capture-pane", "-p", "-t", session],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            if "(schedule 20/s)" in screen and " ms  sent " in screen:
+                seen = screen
+                break
+            time.sleep(0.5)
+        assert "(schedule 20/s)" in seen and "errors 0" in seen, seen
+        while time.monotonic() < deadline and "report:" not in screen:
+            screen = subprocess.run(
+                [tmux, "capture-pane", "-p", "-t", session],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            time.sleep(0.5)
+        assert "smoke: pass" in screen, screen
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", session], check=False)
