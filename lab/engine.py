@@ -130,6 +130,7 @@ class ContainerInfo:
     # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
     bindings: tuple[HostBinding, ...] = ()
     network_mode: str = ""           # HostConfig.NetworkMode: a network name, "host", "container:<id>"
+    image: str = ""                  # the image reference it was created from
 
     @property
     def node(self) -> str:
@@ -382,7 +383,11 @@ class Engine:
                 spec.image, name=spec.name, labels=dict(spec.labels), environment=dict(spec.env),
                 command=list(spec.command) if spec.command is not None else None, detach=True,
                 stop_timeout=spec.stop_timeout_s,  # the image's own STOPSIGNAL (SIGINT for postgres)
-                ports=list(spec.publish) or None, host_config=host_config, networking_config=networking,
+                # (number, protocol): docker-py appends "/tcp" to a "8080/tcp" string, and a
+                # port the image does not EXPOSE would then be bound to nothing.
+                ports=[(port.partition("/")[0], port.partition("/")[2] or "tcp")
+                       for port in spec.publish] or None,
+                host_config=host_config, networking_config=networking,
             )["Id"]
             if spec.files:
                 api.put_archive(container_id, "/", _tar(spec.files))
@@ -492,6 +497,7 @@ class Engine:
             ip_address=ip or None, published=published, env=env,
             exit_code=state.get("ExitCode"), bindings=all_bindings,
             network_mode=host_config.get("NetworkMode") or "",
+            image=(attrs.get("Config") or {}).get("Image") or "",
         )
 
     def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
@@ -506,6 +512,30 @@ class Engine:
             info = self.inspect(summary["Id"])
             if info is not None:
                 infos.append(info)
+        return infos
+
+    def container_states(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        """Like ``list_containers`` from the one listing call alone, for a view that polls:
+        name, state, labels, address, published ports and image (no start time, environment,
+        exit code or full bindings: those need an inspect per container)."""
+        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        try:
+            summaries = self._client.api.containers(all=True, filters={"label": filters})
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot list containers: {exc.explanation}") from None
+        infos = []
+        for summary in summaries:
+            networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+            ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+            published = {f"{p['PrivatePort']}/{p.get('Type', 'tcp')}": (p.get("IP") or "0.0.0.0",
+                                                                          int(p["PublicPort"]))
+                         for p in summary.get("Ports") or [] if p.get("PublicPort")}
+            infos.append(ContainerInfo(
+                id=summary["Id"], name=(summary.get("Names") or ["/"])[0].lstrip("/"),
+                status=summary.get("State", "unknown"), labels=summary.get("Labels") or {},
+                started_at=None, ip_address=ip, published=published, env={}, exit_code=None,
+                network_mode=(summary.get("HostConfig") or {}).get("NetworkMode") or "",
+                image=summary.get("Image") or ""))
         return infos
 
     def run_sidecar(self, spec: ContainerSpec, *, timeout_s: float = 30) -> ExecResult:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import functools
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -88,3 +88,20 @@ class Registry(Generic[T]):
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
+
+
+# -- how parameter errors are worded (scenario files and `lab break` alike) -----------------------
+
+
+def takes(owner: str, model: type[BaseModel], *, exclude: tuple[str, ...] = ()) -> str:
+    """What an entry accepts, as errors say it: "fault loss takes target, peers, ..."."""
+    fields = [name for name in model.model_fields if name not in exclude]
+    return f"{owner} takes {', '.join(fields) or 'no parameters'}"
+
+
+def parameter_message(error: Mapping[str, Any], takes: str | None = None) -> str:
+    """One pydantic error on an entry's parameters, worded for a person: an unknown key is
+    "unknown parameter 'percent' (fault kill takes target)", anything else pydantic's message."""
+    if error["type"] == "extra_forbidden":
+        return f"unknown parameter {error['loc'][-1]!r}" + (f" ({takes})" if takes else "")
+    return str(error["msg"]).removeprefix("Value error, ")

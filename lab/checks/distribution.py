@@ -20,6 +20,16 @@ from lab.history import History, Outcome
 NAME = "distribution"
 
 
+def share_band(servers: int, answers: int, sigmas: float) -> tuple[float, float, str]:
+    """Each server's share p = 1/n, its binomial tolerance for ``answers`` ok answers, and the
+    arithmetic."""
+    p = 1 / servers
+    tolerance = sigmas * math.sqrt(p * (1 - p) / answers) if answers else math.inf
+    return p, tolerance, (f"p = 1/{servers} = {p:.4f} per server; tolerance = sigmas * "
+                          f"sqrt(p(1-p)/N) = {sigmas:g} * sqrt({p:.4f} * {1 - p:.4f} / "
+                          f"{answers}) = {tolerance:.4f}")
+
+
 @never_crashes(NAME)
 def check_distribution(history: History, servers: tuple[str, ...],
                        window: tuple[float, float] | None = None, sigmas: float = 4.0,
@@ -32,11 +42,7 @@ def check_distribution(history: History, servers: tuple[str, ...],
                 and (window is None or window[0] <= r.sent_at < window[1])]
     counts = Counter(r.backend for r in answered)
     total = len(answered)
-    n = len(servers)
-    p = 1 / n
-    tolerance = sigmas * math.sqrt(p * (1 - p) / total) if total else math.inf
-    derivation = (f"p = 1/{n} = {p:.4f} per server; tolerance = sigmas * sqrt(p(1-p)/N) = "
-                  f"{sigmas:g} * sqrt({p:.4f} * {1 - p:.4f} / {total}) = {tolerance:.4f}")
+    p, tolerance, derivation = share_band(len(servers), total, sigmas)
     expected = f"each share {p:.4f} +/- {tolerance:.4f}, every server answering"
     shares = {s: counts.get(s, 0) / total if total else 0.0 for s in servers}
     measured = ", ".join(f"{s} {shares[s]:.4f} ({counts.get(s, 0)})" for s in servers)
@@ -75,6 +81,22 @@ def _judge(ctx: CheckContext, params: DistributionParams) -> CheckResult:
                               sigmas=params.sigmas, min_requests=params.min_requests)
 
 
+def _describe(ctx: CheckContext, params: DistributionParams) -> str:
+    """The band for the answers the plan sends: the stream's rate over the planned time (until
+    the first fault, for ``during: steady``)."""
+    history = ctx.history
+    start = history.mark_at("start") or 0.0
+    end = history.mark_at("end") or start + ctx.planned_s
+    if params.during == "steady":
+        end = min((f.at for f in history.faults), default=end)
+    rate = ctx.stream_rates.get(params.client, ctx.rate_per_s) if params.client else ctx.rate_per_s
+    answers = int(rate * (end - start))
+    p, tolerance, _ = share_band(len(ctx.expectations.upstream.servers), answers, params.sigmas)
+    return (f"each share {p:.4f} +/- {tolerance:.4f} for the ~{answers} answers planned "
+            f"({rate:g} req/s for {end - start:g} s): {params.sigmas:g} sigmas of a binomial "
+            f"split, at least {params.min_requests} answers")
+
+
 register(CheckDef(
-    name=NAME, params=DistributionParams, judge=_judge,
+    name=NAME, params=DistributionParams, judge=_judge, describe=_describe,
     summary="each backend's share of the ok answers, within a binomial tolerance of 1/n"))

@@ -124,6 +124,10 @@ class CheckDef(Generic[P]):
     objectives: tuple[ObjectiveHook[P], ...] = ()
     label: Callable[[P], str] | None = None        # the instance as shown ("rate-limit /api/")
     client_filter: bool = True                     # the history is narrowed to params.client
+    # What the check will expect, with the configuration's numbers, said before a run from the
+    # planned history (``lab explain``); without it, the check's own judgement of the planned
+    # history (no measurement in it) gives its expected text.
+    describe: Callable[[CheckContext, P], str] | None = None
 
     def __post_init__(self) -> None:
         strict_model(self.params, f"check {self.name}")

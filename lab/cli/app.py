@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import compose, lint, load, report, scenarios, topology
+from lab.cli import compose, faults, lint, load, report, scenarios, topology, watch
 
 app = typer.Typer(
     name="lab",
@@ -19,6 +19,10 @@ app.command()(topology.down)
 app.command("list")(scenarios.list_scenarios)
 app.command()(scenarios.explain)
 app.command()(scenarios.run)
+app.command("break")(faults.break_)
+app.command()(faults.heal)
+app.command("faults")(faults.faults)
+app.command()(watch.watch)
 app.command("lint")(lint.lint_command)
 app.command("report")(report.report_command)
 app.command("runs")(report.runs_command)

@@ -19,7 +19,8 @@ from rich.text import Text
 
 from lab.config import LabConfig, load_config
 from lab.engine import Engine
-from lab.errors import LabError
+from lab.errors import ConfigError, LabError
+from lab.objectives import parse_seconds
 
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -77,6 +78,17 @@ def config_for(config_path: Path | None, name: str | None, ca_bundle: str | None
     if ca_bundle is not None:
         config = config.with_overrides("build", ca_bundle=ca_bundle)
     return config
+
+
+def seconds_option(text: str, option: str, longest_s: float) -> float:
+    """A duration option ("30s", "2m", "1.5"), more than 0 and at most ``longest_s``."""
+    try:
+        seconds = float(parse_seconds(text))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{option} {text}: {exc}") from None
+    if not 0 < seconds <= longest_s:
+        raise ConfigError(f"{option} {text}: must be more than 0 and at most {longest_s:g} s")
+    return seconds
 
 
 def engine() -> Engine:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +22,7 @@ from lab.errors import ConfigError, LabNotFound
 from lab.expectations import duration_names
 from lab.objectives import ObjectivesInForce, load_objectives, parse_assignments
 from lab.report import junit as junit_report
-from lab.scenarios.judge import RunFacts, planned_failure_modes, predictions
+from lab.scenarios.judge import RunFacts, expected_before, planned_failure_modes, predictions
 from lab.scenarios.loader import available, check_nodes, load_scenario, resolve
 from lab.scenarios.model import Scenario
 from lab.scenarios.runner import Progress, Runner, RunResult
@@ -50,9 +52,19 @@ def effective_config(base: LabConfig, scenario: Scenario) -> LabConfig:
     return config
 
 
-def _planned(scenario: Scenario, config: LabConfig,
-             objectives: ObjectivesInForce) -> tuple[dict[str, float], tuple[Prediction, ...]]:
-    """The duration names and the predictions of a scenario under a configuration (no lab)."""
+@dataclass(frozen=True)
+class Plan:
+    """A scenario under a configuration, before any traffic: the duration names, each
+    objective's prediction and each check's expectation (label, text)."""
+
+    names: dict[str, float]
+    predictions: tuple[Prediction, ...]
+    expected: tuple[tuple[str, str], ...]
+    planned_s: float = 0.0
+
+
+def _planned(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForce) -> Plan:
+    """What a scenario will do and expect under a configuration (no lab)."""
     expectations = claimed(config, what="the configuration in force")
     rate = sum(s.rate for s in scenario.traffic) or 1.0
     names = duration_names(expectations, rate)
@@ -61,7 +73,21 @@ def _planned(scenario: Scenario, config: LabConfig,
                      failure_modes=planned_failure_modes(scenario),
                      stream_rates=tuple((s.client, s.rate) for s in scenario.traffic),
                      stream_paths=tuple((s.client, (s.method, s.path)) for s in scenario.traffic))
-    return names, predictions(scenario, expectations, facts, objectives.values)
+    return Plan(names, predictions(scenario, expectations, facts, objectives.values),
+                expected_before(scenario, expectations, facts, objectives.values), planned)
+
+
+def _check_lines(scenario: Scenario, plan: Plan) -> list[Text]:
+    """Each check with what it judges and, where it states one, its derived expectation."""
+    lines = []
+    for check, (_, expected) in zip(scenario.checks, plan.expected, strict=True):
+        definition = CHECKS.get(check.check)
+        params = check.model_dump(exclude_defaults=True)
+        given = f" ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else ""
+        lines.append(Text(f"  - {definition.shown(check)}{given}: {definition.summary}"))
+        if expected and expected != "-":
+            lines.append(Text.assemble("      expects: ", (expected, "bold")))
+    return lines
 
 
 def explain(
@@ -76,7 +102,8 @@ def explain(
         in_force = load_objectives(config_path).with_overrides(
             scenario.objectives, f"scenario {scenario.name}").with_overrides(
             parse_assignments(objective or []), "--objective")
-        names, stated = _planned(scenario, config, in_force)
+        plan = _planned(scenario, config, in_force)
+        names = plan.names
         out.print(Text(scenario.name, style="bold"))
         out.print(Text(f"\n{' '.join(scenario.description.split())}\n"), soft_wrap=False)
         if scenario.traffic:
@@ -87,16 +114,63 @@ def explain(
         out.print(Text("\nSteps", style="bold"), "(numbers from the configuration in force)")
         for index, step in enumerate(scenario.steps, start=1):
             out.print(Text(f"  {index}. {definition_of(step).describe(step, names)}"))
-        out.print(Text("\nChecks", style="bold"), "(conformance: expectations derived from what runs)")
-        for check in scenario.checks:
-            definition = CHECKS.get(check.check)
-            params = check.model_dump(exclude_defaults=True)
-            given = f" ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else ""
-            out.print(Text(f"  - {definition.shown(check)}{given}: {definition.summary}"))
+        out.print(Text("\nChecks", style="bold"),
+                  "(conformance: expectations derived from the configuration in force)")
+        for line in _check_lines(scenario, plan):
+            out.print(line)
         out.print(Text("\nObjectives", style="bold"), "(what the configuration predicts for each)")
-        for line in report.prediction_lines(stated) or [Text("  none attach to these checks")]:
+        none = [Text("  none attach to these checks")]
+        for line in report.prediction_lines(plan.predictions) or none:
             out.print(Text("  ") + line)
         out.print(Text(f"\nSource: {resolve(name)}"))
+
+
+# How long a step-through run's traffic may wait at its prompts, in all: the streams that run
+# for the whole scenario are given that much more (they still end when the steps end).
+STEP_WAIT_S = 1800.0
+
+
+def _for_stepping(scenario: Scenario, plan: Plan) -> Scenario:
+    """The scenario with its whole-run streams lasting through the prompts too."""
+    duration = min(3600.0, plan.planned_s + 30 + STEP_WAIT_S)
+    traffic = [s if s.duration_s is not None else s.model_copy(update={"duration_s": duration})
+               for s in scenario.traffic]
+    return scenario.model_copy(update={"traffic": traffic})
+
+
+def _say_plan(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForce) -> Plan:
+    """A step-through run's preamble: what the scenario does, what each check will expect and
+    what the configuration predicts, before the first step."""
+    plan = _planned(scenario, config, objectives)
+    out.print(Text(f"{scenario.name}: ", style="bold"),
+              Text(" ".join(scenario.description.split())))
+    out.print(Text("\nWhat the checks will expect (from the configuration in force)", style="bold"))
+    for line in _check_lines(scenario, plan):
+        out.print(line)
+    out.print(Text("\nObjectives", style="bold"))
+    none = [Text("  none attach to these checks")]
+    for line in report.prediction_lines(plan.predictions) or none:
+        out.print(Text("  ") + line)
+    out.print()
+    return plan
+
+
+class _Stepper:
+    """``lab run --step``: before each step, say it and wait for Enter while traffic flows."""
+
+    def __init__(self, live: Live, steps: int):
+        self.live = live
+        self.steps = steps
+
+    def __call__(self, index: int, sentence: str) -> None:
+        self.live.stop()
+        out.print(Text.assemble((f"step {index}/{self.steps}: ", "bold"), sentence))
+        console.print(Text("  Enter runs it (traffic keeps flowing); Ctrl-C stops the run and "
+                           "heals", style="dim"))
+        if sys.stdin.readline() == "":
+            # No more input (a closed pipe): stop as Ctrl-C would, healing on the way out.
+            raise KeyboardInterrupt
+        self.live.start()
 
 
 def _live_line(progress: Progress) -> Text:
@@ -130,6 +204,9 @@ def run(
     junit: Annotated[Path | None, typer.Option(
         "--junit", help="Also write a JUnit XML file: a suite per scenario, a case per check "
         "and objective.", dir_okay=False)] = None,
+    step: Annotated[bool, typer.Option(
+        "--step", help="Before each step, print what it does and why (the configuration's "
+        "numbers) and wait for Enter; traffic keeps flowing meanwhile.")] = False,
 ) -> None:
     """Run scenarios on a running lab, or on one started (and removed) for the purpose.
 
@@ -161,10 +238,17 @@ def run(
                 lab.up(ephemeral=not keep, say=lambda text: console.print(Text(f"lab: {text}", style="dim")))
                 started_here = True
             try:
+                if step:
+                    plan = _say_plan(scenario, config, objectives.with_overrides(
+                        scenario.objectives, f"scenario {scenario.name}").with_overrides(
+                        overrides, "--objective"))
+                    scenario = _for_stepping(scenario, plan)
                 with Live(console=console, transient=True, refresh_per_second=4) as live:
+                    pause = _Stepper(live, len(scenario.steps)) if step else None
                     runner = Runner(lab, scenario, seed=seed, on_progress=lambda p: live.update(_live_line(p)),
                                     on_predictions=lambda stated, s=scenario: say_predictions(s, stated),
-                                    objectives=objectives, objective_overrides=overrides)
+                                    objectives=objectives, objective_overrides=overrides,
+                                    **({"before_step": pause} if pause else {}))
                     result = runner.run()
             finally:
                 if started_here and not keep:

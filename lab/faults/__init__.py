@@ -4,7 +4,8 @@ Families, as in Pumba: ``lifecycle`` (kill, stop, freeze, restart: the container
 ``network`` (partition, loss, throttle, latency: applied from a sidecar in the target's
 network namespace). Each family registers its kinds in ``FAULTS`` with typed parameters;
 ``make_fault`` binds a ``FaultSpec`` to a lab; healing is idempotent, and ``heal_leftovers``
-repairs what a killed run left broken.
+repairs what a killed run left broken. ``record`` keeps the faults in place with the lab (one
+labelled container each), so any process can list them and heal them.
 """
 
 from lab.faults import lifecycle, network  # noqa: F401 - imported to register their faults

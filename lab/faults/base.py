@@ -9,9 +9,9 @@ client), and a factory binding it to a lab. This module imports neither family.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,6 +80,16 @@ class Fault(Protocol):
     def inject(self) -> str: ...
 
     def heal(self) -> str: ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A fault whose heal needs what its inject set up (a sidecar): another process can heal
+    it from the state ``handover`` gives, kept in the fault record (``lab.faults.record``)."""
+
+    def handover(self) -> dict[str, Any]: ...
+
+    def resume(self, state: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerSpec, Engine
 from lab.errors import FaultError
@@ -73,15 +75,18 @@ def _unchain(table: str, kind: str) -> str:
 
 @dataclass
 class Sidecar:
-    """A helper container in a node's network namespace; removed by ``close``."""
+    """A helper container in a node's network namespace; removed by ``close``. Given a
+    ``name``, it is the existing sidecar of a fault an earlier process injected."""
 
     engine: Engine
     lab_name: str
     image: str
     target: str
-    name: str = field(init=False)
+    name: str = ""
 
     def __post_init__(self) -> None:
+        if self.name:
+            return
         self.name = f"lab-{self.lab_name}-fault-{self.target}-{uuid.uuid4().hex[:6]}"
         spec = ContainerSpec(
             name=self.name, image=self.image,
@@ -136,6 +141,24 @@ class _NetworkFault:
         self.sidecar = Sidecar(lab.engine, lab.name, lab.sidecar_image(), self.spec.target)  # type: ignore[attr-defined]
         self.sidecar.sh(self._cleanup(), check=False)  # a clean start for this fault's own rules
         return self.sidecar
+
+    def handover(self) -> dict[str, Any]:
+        """What a later process needs to heal this fault: the sidecar it was injected from."""
+        return {"sidecar": self.sidecar.name if self.sidecar is not None else ""}
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Take over this fault from the process that injected it (``handover``'s state)."""
+        lab: Any = self.lab
+        name = str(state.get("sidecar") or "")
+        info = lab.engine.inspect(name) if name else None
+        if info is not None and info.status == "running":
+            self.sidecar = Sidecar(lab.engine, lab.name, "", self.spec.target, name)
+            return
+        # Its sidecar is gone (an orphan cleanup that did not know the record) but its rules
+        # live in the target's namespace: a fresh sidecar lets heal remove them.
+        if info is not None:
+            lab.engine.remove_container(name)
+        self.sidecar = Sidecar(lab.engine, lab.name, lab.sidecar_image(), self.spec.target)
 
     def _cleanup(self) -> str:
         """The script that removes exactly what this fault adds."""
@@ -235,7 +258,16 @@ class Latency(_NetworkFault):
     def _drain_s(self) -> float:
         # Removing the proxy would reset the connections it carries, and NGINX would count
         # those resets as failures of the target: wait out one slowed round trip first.
-        return 0.0 if self._netem else self.round_trip_s + 2 * self.spec.params.jitter_ms / 1000 + 0.5
+        jitter_s = self.spec.params.jitter_ms / 1000
+        return 0.0 if self._netem else self.round_trip_s + 2 * jitter_s + 0.5
+
+    def handover(self) -> dict[str, Any]:
+        return {**super().handover(), "netem": self._netem, "round_trip_s": self.round_trip_s}
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        super().resume(state)
+        self._netem = bool(state.get("netem", False))
+        self.round_trip_s = float(state.get("round_trip_s", 0.0))
 
     def inject(self) -> str:
         s, p = self.spec, self.spec.params
@@ -281,16 +313,18 @@ register(FaultDef(name="latency", params=LatencyParams, factory=Latency, family=
                   summary="delay the target's traffic (netem, or the userspace proxy without it)"))
 
 
-def heal_leftovers(lab) -> list[str]:
-    """Heal what a dead run left in this lab: network rules (through its sidecars), frozen or
-    stopped nodes. Returns what was repaired."""
+def heal_leftovers(lab, nodes: tuple[str, ...] | None = None) -> list[str]:
+    """Heal what a dead run left in this lab (or on ``nodes`` only): network rules (through
+    its sidecars), frozen or stopped nodes. Returns what was repaired."""
     repaired = []
     for info in lab.engine.list_containers({LABEL_LAB: lab.name, LABEL_KIND: "sidecar"}):
+        if nodes is not None and info.labels.get(LABEL_NODE) not in nodes:
+            continue
         if info.status == "running":
             lab.engine.exec(info.name, ["sh", "-c", HEAL_SCRIPT])
         lab.engine.remove_container(info.id)
         repaired.append(f"removed fault sidecar of {info.labels.get(LABEL_NODE, '?')}")
-    for node in lab.roles:
+    for node in lab.roles if nodes is None else [n for n in lab.roles if n in nodes]:
         info = lab.inspect(node)
         if info is None:
             continue

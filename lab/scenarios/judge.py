@@ -8,18 +8,18 @@ that ran and against the configuration a checklist claims.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from lab.checks import CHECKS, CheckContext, CheckResult, Observation, run_check
 from lab.checks.registry import predict as predict_check
 from lab.expectations import Expectations, FailureMode
 from lab.faults import FAULTS
-from lab.history import History
+from lab.history import FaultEvent, FaultPhase, HealthWatch, History
 from lab.objectives import Objectives
 from lab.scenarios.model import Scenario
 from lab.scenarios.state import is_dynamic
-from lab.scenarios.steps import InjectStep
+from lab.scenarios.steps import HealStep, InjectStep, WatchStep, definition_of
 from lab.verdict import Prediction
 
 
@@ -67,6 +67,64 @@ def planned_failure_modes(scenario: Scenario) -> tuple[tuple[str, FailureMode | 
     """The failure modes the scenario's inject steps plan (dynamic targets are not known yet)."""
     return failure_modes((step.inject.fault, step.inject.target) for step in scenario.steps
                          if isinstance(step, InjectStep) and not is_dynamic(step.inject.target))
+
+
+# Planned times start here: some checks read a time of 0 as "none".
+PLAN_ORIGIN = 1000.0
+
+
+def planned_history(scenario: Scenario, names: Mapping[str, float],
+                    ready_s: float = 60.0) -> History:
+    """What the steps plan, as a history with no measurement in it: each inject and heal at its
+    planned time, each health watch, and the start and end marks."""
+    history = History()
+    history.mark("start", PLAN_ORIGIN)
+    at, open_faults = PLAN_ORIGIN, []
+    watches: list[tuple[str, float, float]] = []
+    for step in scenario.steps:
+        if isinstance(step, InjectStep):
+            history.faults.append(FaultEvent(step.inject.fault, step.inject.target,
+                                             FaultPhase.INJECT, at, at, "planned"))
+            open_faults.append((step.inject.fault, step.inject.target))
+        elif isinstance(step, HealStep):
+            healed = list(open_faults) if step.heal == "all" else [
+                (step.heal.fault, step.heal.target)]   # type: ignore[union-attr]
+            for kind, target in healed:
+                history.faults.append(FaultEvent(kind, target, FaultPhase.HEAL, at, at,
+                                                 "planned"))
+                if (kind, target) in open_faults:
+                    open_faults.remove((kind, target))
+        elif isinstance(step, WatchStep):
+            watches.append((step.watch.node, step.watch.interval_s, at))
+        at += definition_of(step).planned_s(step, names, ready_s)
+    history.health_watches.extend(HealthWatch(node, interval, started, at, 0, "planned")
+                                  for node, interval, started in watches)
+    history.mark("end", at)
+    return history
+
+
+def expected_before(scenario: Scenario, expectations: Expectations, facts: RunFacts,
+                    objectives: Objectives, ready_s: float = 60.0) -> tuple[tuple[str, str], ...]:
+    """Each check's label and what it will expect, with the configuration's numbers, before any
+    traffic: its own ``describe``, or its judgement of the planned history (which has faults
+    and watches but no measurement, so the check reads nothing and states its expectation)."""
+    names = dict(facts.names)
+    history = planned_history(scenario, names, ready_s)
+    planned = replace(facts, observed=tuple(o.value for o in Observation),
+                      stored_writes=frozenset(), unavailable=())
+    ctx = planned.context(history, expectations)
+    out = []
+    for spec in scenario.checks:
+        definition = CHECKS.get(spec.check)
+        if definition.describe is not None:
+            try:
+                text = definition.describe(ctx, spec)
+            except Exception as exc:  # noqa: BLE001 - said instead of an expectation
+                text = f"not stated ({type(exc).__name__}: {exc})"
+        else:
+            text = run_check(definition, spec, ctx, objectives).expected
+        out.append((definition.shown(spec), text))
+    return tuple(out)
 
 
 def judge(scenario: Scenario, history: History, expectations: Expectations, facts: RunFacts,

@@ -15,6 +15,7 @@ from lab.config import LabConfig
 from lab.errors import ConfigError
 from lab.faults import FAULTS
 from lab.objectives import Objectives
+from lab.registry import parameter_message, takes
 from lab.scenarios.model import Scenario
 from lab.scenarios.steps import definition_of
 from lab.topology.plan import node_roles
@@ -79,24 +80,18 @@ def _shown_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 def _takes(loc: tuple[Any, ...]) -> str | None:
     """What the entry an unknown parameter was given to takes: "check ejection takes target, ..."."""
     if len(loc) >= 4 and loc[0] == "checks" and loc[2] in CHECKS:
-        fields = [f for f in CHECKS.get(loc[2]).params.model_fields]
-        return f"check {loc[2]} takes {', '.join(fields) or 'no parameters'}"
+        return takes(f"check {loc[2]}", CHECKS.get(loc[2]).params)
     for index, item in enumerate(loc[:-1]):
         if item == "inject" and index + 1 < len(loc) - 1 and loc[index + 1] in FAULTS:
-            fields = list(FAULTS.get(loc[index + 1]).params.model_fields)
-            return f"fault {loc[index + 1]} takes {', '.join(fields)}"
+            return takes(f"fault {loc[index + 1]}", FAULTS.get(loc[index + 1]).params)
     return None
 
 
 def _message(error: Any) -> str:
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and error["loc"][0] == "objectives":
         name = error["loc"][-1]
-        if error["loc"][0] == "objectives":
-            return f"unknown objective {name!r} (objectives: {', '.join(Objectives.model_fields)})"
-        takes = _takes(_shown_loc(error["loc"]))
-        return f"unknown parameter {name!r}" + (f" ({takes})" if takes else "")
-    return message
+        return f"unknown objective {name!r} (objectives: {', '.join(Objectives.model_fields)})"
+    return parameter_message(error, _takes(_shown_loc(error["loc"])))
 
 
 def parse_scenario(text: str, source: str) -> Scenario:

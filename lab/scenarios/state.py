@@ -20,6 +20,7 @@ from lab.checks.locks import JOBS
 from lab.errors import LabError
 from lab.expectations import Expectations
 from lab.faults import FAULTS, Fault, FaultSpec, make_fault
+from lab.faults import record as fault_record
 from lab.history import FaultEvent, FaultPhase, History, ready_mark
 from lab.topology.lab import Lab
 from lab.workload import TrafficRun
@@ -67,6 +68,10 @@ class RunState:
     traffic: TrafficRun | None = None
     targets: dict[str, str] = field(default_factory=dict)   # dynamic target -> node
     started: float = field(default_factory=time.monotonic)
+    # Who injects, in the lab's fault record (`lab faults`); the record of each active fault.
+    origin: fault_record.Origin = field(
+        default_factory=lambda: fault_record.Origin(kind="scenario", name="a scenario run"))
+    records: dict[tuple[str, str], fault_record.FaultRecord] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -132,8 +137,8 @@ class RunState:
 
     # -- faults --------------------------------------------------------------------------------
 
-    def inject(self, spec: FaultSpec) -> None:
-        """Put one fault in place and record it."""
+    def inject(self, spec: FaultSpec, *, until: float | None = None) -> None:
+        """Put one fault in place and record it (in the history and in the lab's record)."""
         fault = make_fault(spec, self.lab)
         self.tick(f"inject {spec.kind} {spec.target}")
         started = time.time()
@@ -141,6 +146,8 @@ class RunState:
         self.history.faults.append(FaultEvent(spec.kind, spec.target, FaultPhase.INJECT,
                                               time.time(), started, detail))
         self.active[(spec.kind, spec.target)] = fault
+        self.records[(spec.kind, spec.target)] = fault_record.write(
+            self.lab, spec, fault, detail, self.origin, until=until)
         self.faults.append(spec)
         self.added_latency_s = max(self.added_latency_s, getattr(fault, "round_trip_s", 0.0))
 
@@ -155,6 +162,7 @@ class RunState:
         detail = fault.heal()
         self.history.faults.append(FaultEvent(kind, target, FaultPhase.HEAL, time.time(), started,
                                               detail))
+        fault_record.forget(self.lab, self.records.pop((kind, target), None))
         if FAULTS.get(kind).lifecycle:
             self.lab.wait_ready(target, self.ready_timeout_s)
             self.history.mark(ready_mark(target), time.time())

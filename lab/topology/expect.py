@@ -32,7 +32,7 @@ from lab.topology.lab import Lab
 from lab.topology.nginx_conf import parse_nginx_policy, policy_from_tree
 from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.topology.plan import node_roles
-from lab.topology.render import PGBOUNCER_PORT, render_nginx
+from lab.topology.render import PGBOUNCER_PORT, STATUS_PORT, render_nginx
 from lab.topology.userconf import user_nginx, user_pgbouncer
 
 # The backend's own defaults for a LAB_* variable its environment does not set
@@ -40,10 +40,15 @@ from lab.topology.userconf import user_nginx, user_pgbouncer
 _BACKEND_DEFAULTS = BackendConfig()
 
 
-def documented_ports(publish: PublishConfig) -> tuple[DocumentedPort, ...]:
-    """The published ports lab.toml's ``[publish]`` documents; a role not named publishes nothing."""
+def documented_ports(publish: PublishConfig, *,
+                     stub_status: bool = True) -> tuple[DocumentedPort, ...]:
+    """The published ports lab.toml's ``[publish]`` documents, and the rendered nginx.conf's
+    stub_status (always on an ephemeral port; a user's own nginx.conf has none); a role not
+    named publishes nothing."""
+    status = (DocumentedPort("nginx", f"{STATUS_PORT}/tcp", 0),) if stub_status else ()
     return (DocumentedPort("nginx", "80/tcp", publish.nginx_http),
             DocumentedPort("nginx", "443/tcp", publish.nginx_https),
+            *status,
             DocumentedPort("pgbouncer", f"{PGBOUNCER_PORT}/tcp", publish.pgbouncer),
             DocumentedPort("postgres", "5432/tcp", publish.postgres),
             DocumentedPort("redis", "6379/tcp", publish.redis))
@@ -106,7 +111,8 @@ def claimed(config: LabConfig, *, what: str = "claimed configuration") -> Expect
         "backend": Part(_backend_from_config(config), f"{source}: [backend]"
                         + (" contract" if config.backend.contract else "")),
     }
-    return Expectations(parts, config.nginx.server_name, documented_ports(config.publish),
+    return Expectations(parts, config.nginx.server_name,
+                        documented_ports(config.publish, stub_status=config.nginx.conf is None),
                         node_roles(config))
 
 
@@ -199,5 +205,7 @@ def running(lab: Lab) -> Expectations:
                          else "the backends' LAB_* environment (docker inspect)",
                          lambda: _backend(lab)),
     }
-    return Expectations(parts, lab.config.nginx.server_name, documented_ports(lab.config.publish),
+    return Expectations(parts, lab.config.nginx.server_name,
+                        documented_ports(lab.config.publish,
+                                         stub_status=lab.config.nginx.conf is None),
                         dict(lab.roles))

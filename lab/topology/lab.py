@@ -60,6 +60,9 @@ from lab.topology.userconf import UserTopology, main_conf_path, user_topology
 LABEL_SECRETS = "io.failover-lab.secrets"
 LABEL_OWNER = "io.failover-lab.owner"
 LABEL_EPHEMERAL = "io.failover-lab.ephemeral"
+# A fault record (lab.faults.record): a created, never started container per active fault.
+FAULT_RECORD_KIND = "fault-record"
+LABEL_FAULT_SIDECAR = "io.failover-lab.fault-sidecar"   # on a record: the sidecar its heal needs
 READY_TIMEOUT_S = 90.0
 
 
@@ -79,6 +82,11 @@ def _owner_alive(owner: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process an owner label names still runs (another host's: assumed so)."""
+    return _owner_alive(owner)
 
 
 @dataclass(frozen=True)
@@ -467,8 +475,13 @@ def remove_orphans(engine: Engine) -> Removed:
     by_lab: dict[str, list[ContainerInfo]] = {}
     for info in containers:
         by_lab.setdefault(info.labels.get(LABEL_LAB, ""), []).append(info)
+    # A recorded fault outlives the process that injected it (`lab break` returns with the
+    # fault in place); its sidecar is what heals it, so it is no orphan.
+    needed = {info.labels.get(LABEL_FAULT_SIDECAR) for info in containers
+              if info.labels.get(LABEL_KIND) == FAULT_RECORD_KIND}
     for info in containers:
-        if info.labels.get(LABEL_KIND) == "sidecar" and not _owner_alive(info.labels.get(LABEL_OWNER, "")):
+        if (info.labels.get(LABEL_KIND) == "sidecar" and info.name not in needed
+                and not _owner_alive(info.labels.get(LABEL_OWNER, ""))):
             engine.remove_container(info.id)
             removed = Removed(removed.containers + (info.name,), removed.networks, removed.volumes)
     for name in engine.lab_names():

@@ -16,6 +16,7 @@ from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, LABEL_ROLE, ContainerS
 from lab.topology.render import (
     BACKEND_PORT,
     PGBOUNCER_PORT,
+    STATUS_PORT,
     LabSecrets,
     render_nginx,
     render_pgbouncer_ini,
@@ -156,7 +157,8 @@ def plan(
                      FileSpec("/etc/lab/tls/server.crt", tls.cert_pem),
                      FileSpec("/etc/lab/tls/server.key", tls.key_pem, 0o600),
                      FileSpec("/etc/lab/tls/ca.crt", tls.ca_pem))
-            ports = {"80/tcp": publish.nginx_http, "443/tcp": publish.nginx_https}
+            ports = {"80/tcp": publish.nginx_http, "443/tcp": publish.nginx_https,
+                     f"{STATUS_PORT}/tcp": 0}
         spec = ContainerSpec(
             name=container_name(config.name, node), image=images[role], labels=labels,
             network=network, ipv4_address=node_address(config, subnet, node), aliases=aliases,

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from lab.config import LabConfig
 
 BACKEND_PORT = 8000
+# NGINX's stub_status (the checklist's /nginx_status on 8080): served on the lab network and
+# published on 127.0.0.1 like 80 and 443 (lab.topology.expect.documented_ports), for `lab watch`.
+STATUS_PORT = 8080
+STATUS_PATH = "/nginx_status"
 PGBOUNCER_PORT = 6432
 PGBOUNCER_ADMIN_USER = "labadmin"
 ACCESS_LOG_TAG = "LABLOG"
@@ -137,7 +141,20 @@ http {{
     proxy_set_header X-Request-Id $http_x_request_id;
 
 {server("80 default_server", http_headers)}
-{server("443 ssl default_server", https_headers, tls)}}}
+{server("443 ssl default_server", https_headers, tls)}
+    server {{
+        listen {STATUS_PORT};
+        # Polled by `lab watch`; kept out of the access log the checks read.
+        access_log off;
+{http_headers}
+        location = {STATUS_PATH} {{
+            stub_status;
+        }}
+        location / {{
+            return 404;
+        }}
+    }}
+}}
 """
 
 

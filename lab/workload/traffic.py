@@ -187,6 +187,12 @@ class TrafficRun:
         with self._lock:
             return sorted(self._records, key=lambda r: r.id)
 
+    def records_since(self, start: int) -> list[RequestRecord]:
+        """The records finished after the first ``start`` ones, in finishing order: a live
+        view reads only what is new instead of copying and sorting everything each time."""
+        with self._lock:
+            return self._records[start:]
+
     @property
     def counts(self) -> tuple[int, int, int, int]:
         """(sent, ok, failed, unknown) so far, for a live progress line."""

@@ -77,7 +77,9 @@ def test_services_match_the_orchestrator_nodes(config: LabConfig) -> None:
                                 for port, host in spec.publish.items())
         assert sorted(service.get("ports", [])) == expected_ports
         assert service["labels"] == {k: v for k, v in spec.labels.items() if k in compose.KEPT_LABELS}
-    assert services["nginx"]["ports"][-1] == ("127.0.0.1:8443:443" if config.publish.nginx_https else "127.0.0.1::443")
+    https = next(p for p in services["nginx"]["ports"] if p.endswith(":443"))
+    assert https == ("127.0.0.1:8443:443" if config.publish.nginx_https else "127.0.0.1::443")
+    assert "127.0.0.1::8080" in services["nginx"]["ports"]   # stub_status, always ephemeral
 
 
 def test_depends_on_follows_the_start_stages() -> None:

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.covers("check:exposure")
 T0 = 1_700_000_000.0
 ROLES = node_roles(LabConfig())
 DOCUMENTED = documented_ports(PublishConfig())
-HOST_PORTS = {"80/tcp": 40080, "443/tcp": 40443, "6432/tcp": 46432, "5432/tcp": 45432,
-              "6379/tcp": 46379}
+HOST_PORTS = {"80/tcp": 40080, "443/tcp": 40443, "8080/tcp": 48080, "6432/tcp": 46432,
+              "5432/tcp": 45432, "6379/tcp": 46379}
 
 
 def healthy() -> list[NodeExposure]:
@@ -57,10 +57,10 @@ def with_bindings(exposures: list[NodeExposure], node: str, *bindings: PortBindi
 
 
 def test_the_documented_set_passes() -> None:
-    """Five documented ports on loopback, each accepting a connection, nothing else: pass."""
+    """Six documented ports on loopback (stub_status too), each accepting a connection: pass."""
     result = judge(healthy())
     assert result.verdict is Verdict.PASS, result
-    assert dict(result.values)["confirmed"] == 5
+    assert dict(result.values)["confirmed"] == 6
     assert dict(result.values)["containers"] == len(ROLES)
 
 

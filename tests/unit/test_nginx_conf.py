@@ -74,10 +74,12 @@ def test_rendered_overrides() -> None:
 
 
 def test_rendered_headers_per_server() -> None:
-    """The TLS server carries HSTS on top of the plain server's headers."""
+    """The TLS server carries HSTS on top of the plain server's headers; the stub_status server
+    carries the plain server's headers too."""
     policy = parse_nginx_policy(render_nginx(LabConfig()))
-    plain, tls = policy.servers
+    plain, tls, status = policy.servers
     assert not plain.tls and tls.tls
+    assert status.listen == ("8080",) and status.headers == plain.headers
     assert ("X-Frame-Options", "SAMEORIGIN") in plain.headers
     assert "Strict-Transport-Security" not in dict(plain.headers)
     assert dict(tls.headers)["Strict-Transport-Security"].startswith("max-age=31536000")

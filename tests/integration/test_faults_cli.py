@@ -1,0 +1,182 @@
+"""`lab break`, `lab heal` and `lab faults` on a running lab: the record outlives the process
+that made it, a fresh process heals from it, and what a SIGKILLed `lab break --for` left goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from tmux_terminal import LAB
+from typer.testing import CliRunner
+
+from lab.cli.app import app
+from lab.engine import LABEL_KIND, LABEL_LAB, ContainerSpec
+from lab.faults import record as fault_record
+from lab.scenarios.loader import parse_scenario
+from lab.scenarios.runner import Runner
+from lab.topology.lab import Lab
+from lab.topology.plan import container_name
+
+
+def lab_cli(lab: Lab, cwd: Path, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """`lab ARGS --name LAB` in a fresh process, as typed in a terminal."""
+    return subprocess.run([*LAB, *args, "--name", lab.name], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
+
+
+def helpers(lab: Lab) -> list[str]:
+    """Every container of the lab that is not a node: sidecars, fault records."""
+    return [i.name for i in lab.engine.list_containers({LABEL_LAB: lab.name})
+            if i.labels.get(LABEL_KIND) != "node"]
+
+
+def lf_rules(lab: Lab, node: str) -> str:
+    """The lab's iptables chains in a node's network namespace, read by a one-off container."""
+    result = lab.engine.run_sidecar(ContainerSpec(
+        name=f"lab-{lab.name}-rules-{uuid.uuid4().hex[:6]}", image=lab.sidecar_image(),
+        labels={LABEL_LAB: lab.name, LABEL_KIND: "sidecar"}, cap_add=("NET_ADMIN",),
+        network_mode=f"container:{container_name(lab.name, node)}",
+        command=("sh", "-c", "iptables -S; iptables -t nat -S")), timeout_s=30)
+    assert result.exit_code == 0, result.output
+    return "\n".join(line for line in result.output.splitlines() if "LF_" in line)
+
+
+@pytest.fixture
+def healed(running_lab: Lab, tmp_path: Path):
+    """The shared lab, healed and ready again whatever the test did."""
+    yield running_lab
+    lab_cli(running_lab, tmp_path, "heal", "--all")
+    running_lab.wait_all_ready(90)
+
+
+@pytest.mark.parametrize(("node", "fault"), [("backend-2", ["partition", "peers=nginx"]),
+                                             ("backend-3", ["freeze"])])
+def test_heal_removes_what_a_sigkilled_break_for_left(healed: Lab, tmp_path: Path, node: str,
+                                                      fault: list[str]) -> None:
+    """`lab break --for 60s` killed with SIGKILL never heals; its record stays, and `lab heal`
+    in a fresh process rebuilds the fault from it and undoes it: rules, sidecar, record."""
+    lab = healed
+    breaker = subprocess.Popen([*LAB, "break", node, *fault, "--for", "60s", "--name", lab.name],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not fault_record.read(lab) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (record,) = fault_record.read(lab)
+        assert (record.kind, record.target) == (fault[0], node) and record.until is not None
+    finally:
+        os.kill(breaker.pid, signal.SIGKILL)
+        breaker.wait(10)
+    time.sleep(1)
+    (left,) = fault_record.read(lab)
+    assert left == record                                   # nothing healed it
+    if fault[0] == "partition":
+        assert "LF_PARTITION" in lf_rules(lab, node)
+    else:
+        assert lab.inspect(node).status == "paused"
+    listed = lab_cli(lab, tmp_path, "faults", "--json")
+    (shown,) = json.loads(listed.stdout)
+    assert shown["target"] == node and shown["state"] == "in place"
+
+    result = lab_cli(lab, tmp_path, "heal", node)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{node}: healed {fault[0]}" in result.stdout
+    assert fault_record.read(lab) == [] and helpers(lab) == []
+    assert lab.inspect(node).status == "running"
+    if fault[0] == "partition":
+        assert lf_rules(lab, node) == ""
+    again = lab_cli(lab, tmp_path, "heal", node)
+    assert again.returncode == 0 and f"{node}: nothing to heal" in again.stdout
+
+
+def test_break_for_heals_on_time_and_stacks(healed: Lab, tmp_path: Path) -> None:
+    """Two faults on one node stack; `--for` heals its own when the time is up, the other stays
+    until `lab heal`."""
+    lab = healed
+    first = lab_cli(lab, tmp_path, "break", "backend-1", "loss", "percent=20", "direction=in")
+    assert first.returncode == 0, first.stderr
+    assert "undo: lab heal backend-1" in first.stdout
+    timed = lab_cli(lab, tmp_path, "break", "backend-1", "latency", "delay_ms=50", "--for", "2s")
+    assert timed.returncode == 0, timed.stderr
+    assert "backend-1: healed latency" in timed.stdout
+    (left,) = fault_record.read(lab)
+    assert left.kind == "loss" and "LF_LOSS" in lf_rules(lab, "backend-1")
+    twice = lab_cli(lab, tmp_path, "break", "backend-1", "loss", "percent=5")
+    assert twice.returncode == 2 and "backend-1 already has loss" in twice.stderr
+    healing = lab_cli(lab, tmp_path, "heal", "--all")
+    assert healing.returncode == 0, healing.stdout + healing.stderr
+    assert fault_record.read(lab) == [] and helpers(lab) == []
+    assert lf_rules(lab, "backend-1") == "", healing.stdout + healing.stderr
+
+
+def test_bad_input_on_a_running_lab_exits_2_with_one_line(running_lab: Lab) -> None:
+    """An unknown node or peer, or no node to heal: exit 2, one line, nothing changed."""
+    runner = CliRunner()
+    for argv, message in [
+        (["break", "backend-9", "kill"], "UnknownNode: no node named 'backend-9'"),
+        (["break", "backend-1", "partition", "peers=nginx,bakend-2"],
+         "UnknownNode: no node named 'bakend-2'"),
+        (["heal", "backend-9"], "UnknownNode: no node named 'backend-9'"),
+        (["heal"], "ConfigError: name the nodes to heal, or give --all"),
+    ]:
+        result = runner.invoke(app, [*argv, "--name", running_lab.name])
+        assert result.exit_code == 2, (argv, result.output)
+        assert result.output.strip().splitlines() == [result.output.strip()], result.output
+        assert result.output.startswith(message), result.output
+    assert fault_record.read(running_lab) == []
+
+
+FREEZE = """\
+name: freeze-briefly
+description: freeze backend-3 for a few seconds
+steps:
+  - inject: {fault: freeze, target: backend-3}
+  - wait: 4
+  - heal: {fault: freeze, target: backend-3}
+checks:
+  - availability
+"""
+
+
+def test_a_scenario_runs_faults_show_in_the_record(healed: Lab, tmp_path: Path) -> None:
+    """While a scenario's fault is in place, `lab faults` (another process) lists it as the
+    scenario's; once healed, the record is gone."""
+    lab = healed
+    runner = Runner(lab, parse_scenario(FREEZE, "freeze.yaml"), seed=1)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        listed: list = []
+        while not listed and time.monotonic() < deadline:
+            listed = json.loads(lab_cli(lab, tmp_path, "faults", "--json").stdout or "[]")
+            time.sleep(0.3)
+        (shown,) = listed
+        assert (shown["kind"], shown["target"], shown["by"]["kind"]) == ("freeze", "backend-3",
+                                                                          "scenario")
+    finally:
+        thread.join(120)
+    assert fault_record.read(lab) == []
+
+
+def test_heal_clears_rules_whose_sidecar_someone_removed(healed: Lab, tmp_path: Path) -> None:
+    """Removing a fault's sidecar (an orphan cleanup that does not know the record) leaves its
+    rules in the node's namespace; `lab faults` says so and `lab heal` still removes them."""
+    lab = healed
+    assert lab_cli(lab, tmp_path, "break", "backend-2", "loss", "percent=10").returncode == 0
+    (record,) = fault_record.read(lab)
+    lab.engine.remove_container(record.handover["sidecar"])
+    assert "LF_LOSS" in lf_rules(lab, "backend-2")
+    (shown,) = json.loads(lab_cli(lab, tmp_path, "faults", "--json").stdout)
+    assert shown["state"].startswith("sidecar removed: its rules may remain")
+    result = lab_cli(lab, tmp_path, "heal", "backend-2")
+    assert result.returncode == 0 and "backend-2: healed loss" in result.stdout, result.stdout
+    assert lf_rules(lab, "backend-2") == "" and helpers(lab) == []

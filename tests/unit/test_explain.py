@@ -1,0 +1,75 @@
+"""`lab explain`: each check's expectation, derived before any traffic from the configuration
+in force by the check's own arithmetic (judging the planned history, or its describe)."""
+
+from __future__ import annotations
+
+import math
+
+from typer.testing import CliRunner
+
+from lab.cli.app import app
+from lab.cli.scenarios import _planned
+from lab.config import LabConfig
+from lab.expectations import duration_names
+from lab.history import FaultPhase
+from lab.objectives import defaults
+from lab.scenarios.judge import PLAN_ORIGIN, planned_history
+from lab.scenarios.loader import load_scenario
+from lab.scenarios.steps import definition_of
+from lab.topology.expect import claimed
+
+
+def _expected(name: str, config: LabConfig) -> dict[str, str]:
+    return dict(_planned(load_scenario(name), config, defaults()).expected)
+
+
+def test_the_planned_history_has_the_steps_faults_at_their_planned_times() -> None:
+    """failover: the kill at +2 s, its heal after the planned wait, then the end mark."""
+    scenario = load_scenario("failover")
+    names = duration_names(claimed(LabConfig()), 25.0)
+    history = planned_history(scenario, names)
+    inject, heal = history.faults
+    assert (inject.fault, inject.target, inject.phase) == ("kill", "backend-1", FaultPhase.INJECT)
+    assert inject.at == PLAN_ORIGIN + 2
+    assert heal.phase is FaultPhase.HEAL
+    assert math.isclose(heal.at - inject.at, names["connect_timeout"]
+                        + names["max_fails"] * names["interval"] + 2)
+    planned = sum(definition_of(s).planned_s(s, names, 60.0) for s in scenario.steps)
+    assert math.isclose(history.mark_at("end"), PLAN_ORIGIN + planned)
+
+
+def test_ejection_and_readmission_follow_the_configuration() -> None:
+    """The numbers move with lab.toml: max_fails 5 widens the ejection window, fail_timeout 4
+    shortens the re-admission bound (the checks' own arithmetic, not a restatement)."""
+    default = _expected("failover", LabConfig())
+    assert default["ejection"] == "last attempt routed to backend-1 1.120-1.860 s after the fault"
+    assert default["readmission"] == "first 2xx from backend-1 within 13.120 s of the heal"
+    changed = _expected("failover", LabConfig().with_overrides("nginx", max_fails=5,
+                                                               fail_timeout_s=4))
+    assert changed["ejection"] == "last attempt routed to backend-1 1.360-2.100 s after the fault"
+    assert changed["readmission"] == "first 2xx from backend-1 within 7.120 s of the heal"
+
+
+def test_checks_that_need_observations_still_say_what_they_expect() -> None:
+    """A check that reads job records or lock samples states its rule, and a watch step gives
+    the health timing check its interval."""
+    locks = _expected("lock-exclusivity", LabConfig())
+    assert locks["lock-exclusivity"].startswith("no overlapping runs of a job")
+    health = _expected("health-contract", LabConfig())
+    assert "within 1.3 s of it going down" in health["health-detailed-timing"]
+
+
+def test_distribution_states_the_band_for_the_planned_answers() -> None:
+    """30 req/s for 10 s: 300 answers, 4 sigmas of a binomial split of 1/3."""
+    text = _expected("distribution", LabConfig())["distribution"]
+    tolerance = 4 * math.sqrt(1 / 3 * 2 / 3 / 300)
+    assert text.startswith(f"each share 0.3333 +/- {tolerance:.4f} for the ~300 answers planned")
+
+
+def test_explain_prints_each_checks_expectation() -> None:
+    """The command shows the expectation under each check line."""
+    result = CliRunner().invoke(app, ["explain", "failover"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    expects = "expects: last attempt routed to backend-1 1.120-1.860 s after the fault"
+    assert expects in result.output
+    assert "wait 3.36 s = connect_timeout 1 + max_fails 3 × interval 0.12 + 2" in result.output
