@@ -130,14 +130,6 @@ def explain(
 STEP_WAIT_S = 1800.0
 
 
-def _for_stepping(scenario: Scenario, plan: Plan) -> Scenario:
-    """The scenario with its whole-run streams lasting through the prompts too."""
-    duration = min(3600.0, plan.planned_s + 30 + STEP_WAIT_S)
-    traffic = [s if s.duration_s is not None else s.model_copy(update={"duration_s": duration})
-               for s in scenario.traffic]
-    return scenario.model_copy(update={"traffic": traffic})
-
-
 def _say_plan(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForce) -> Plan:
     """A step-through run's preamble: what the scenario does, what each check will expect and
     what the configuration predicts, before the first step."""
@@ -239,16 +231,15 @@ def run(
                 started_here = True
             try:
                 if step:
-                    plan = _say_plan(scenario, config, objectives.with_overrides(
+                    _say_plan(scenario, config, objectives.with_overrides(
                         scenario.objectives, f"scenario {scenario.name}").with_overrides(
                         overrides, "--objective"))
-                    scenario = _for_stepping(scenario, plan)
                 with Live(console=console, transient=True, refresh_per_second=4) as live:
                     pause = _Stepper(live, len(scenario.steps)) if step else None
                     runner = Runner(lab, scenario, seed=seed, on_progress=lambda p: live.update(_live_line(p)),
                                     on_predictions=lambda stated, s=scenario: say_predictions(s, stated),
                                     objectives=objectives, objective_overrides=overrides,
-                                    **({"before_step": pause} if pause else {}))
+                                    **({"before_step": pause, "step_wait_s": STEP_WAIT_S} if pause else {}))
                     result = runner.run()
             finally:
                 if started_here and not keep:

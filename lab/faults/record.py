@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerInfo, ContainerSpec
-from lab.errors import FaultError
+from lab.errors import FaultError, LabError
 from lab.faults.base import FAULTS, Fault, FaultSpec, Resumable, make_fault
 from lab.topology.lab import (
     FAULT_RECORD_KIND,
@@ -190,3 +190,21 @@ def state(record: FaultRecord, containers: Mapping[str, ContainerInfo], lab_name
     if record.kind == "restart":
         return "done: restarted" if status == "running" else f"in place ({status})"
     return "in place" if status in held else f"gone: {record.target} is {status}"
+
+
+def heal_recorded(lab: Lab) -> list[str]:
+    """Heal every fault the lab's record holds (a manual break, a killed run's) from its
+    record, and forget it; returns what was done. A scenario run does this before it starts,
+    so it starts from a healthy lab and no record says a healed fault is still there."""
+    done = []
+    for record in read(lab):
+        try:
+            detail = rebuild(lab, record).heal()
+        except LabError as exc:
+            done.append(f"heal of the recorded {record.kind} on {record.target} failed: {exc.message}")
+            continue
+        forget(lab, record)
+        if FAULTS.get(record.kind).lifecycle:
+            lab.wait_ready(record.target)
+        done.append(f"healed the recorded {record.kind} on {record.target} ({record.who()}): {detail}")
+    return done

@@ -26,6 +26,7 @@ from lab.checks.locks import DEATHS
 from lab.checks.rate_limit import predict_checklist_experiments
 from lab.expectations import Expectations, UpstreamPolicy, duration_names
 from lab.faults import FaultSpec, heal_leftovers
+from lab.faults import record as fault_record
 from lab.history import FaultPhase, History, JobRun, RequestRecord
 from lab.objectives import ObjectivesInForce, defaults
 from lab.scenarios.judge import RunFacts, failure_modes, judge, planned_failure_modes, predictions
@@ -110,6 +111,7 @@ class Runner:
                  on_progress: Callable[[Progress], None] = lambda progress: None,
                  on_predictions: Callable[[tuple[Prediction, ...]], None] = lambda predictions: None,
                  before_step: Callable[[int, str], None] = lambda index, sentence: None,
+                 step_wait_s: float = 0.0,
                  ready_timeout_s: float = 60.0, claimed: Expectations | None = None,
                  objectives: ObjectivesInForce | None = None,
                  objective_overrides: dict | None = None,
@@ -122,6 +124,9 @@ class Runner:
         # Called with each step's number and sentence before it runs; traffic keeps flowing
         # while it blocks (a step-through run waits for Enter here).
         self.before_step = before_step
+        # The longest before_step may block in all (a person at a prompt): the samplers and
+        # streams that run along the steps are bounded by the plan plus this.
+        self.step_wait_s = step_wait_s
         self.ready_timeout_s = ready_timeout_s
         # Normally the checks expect what the lab runs. A claimed configuration (the
         # checklist's) can be given instead: negative controls run a broken topology and
@@ -238,11 +243,14 @@ class Runner:
         """Run the scenario; faults are healed whatever happens."""
         lab, scenario = self.lab, self.scenario
         started_at = time.time()
-        leftovers = heal_leftovers(lab)
+        # Faults recorded by other processes (a manual break, a killed run) first, from their
+        # records, then whatever a killed run left unrecorded (frozen nodes, fault sidecars).
+        leftovers = fault_record.heal_recorded(lab) + heal_leftovers(lab)
         expectations = self.claimed or running(lab)
         streams = _stream_facts(scenario, self.alongside)
         names = duration_names(expectations, streams["rate_per_s"])  # type: ignore[arg-type]
-        state = RunState(lab, expectations, names, self.seed, self.on_progress, self.ready_timeout_s)
+        state = RunState(lab, expectations, names, self.seed, self.on_progress, self.ready_timeout_s,
+                         origin=fault_record.Origin(kind="scenario", name=f"scenario {scenario.name}"))
         state.notes.extend(leftovers)
         state.tick("steady state before")
         planned = self._planned_s(names)
@@ -262,7 +270,7 @@ class Runner:
             if Observation.LOCK_SAMPLES in needs:
                 # Redis's view of the lock holders all along the steps (bounded: stopped in
                 # finally, and by its own deadline).
-                sampler = job_source(lab).sampler(planned + 60)
+                sampler = job_source(lab).sampler(planned + 60 + self.step_wait_s)
             if sampler is not None:
                 sampler.start()
             if self.alongside is not None:
@@ -270,7 +278,7 @@ class Runner:
                 self.alongside.start()
             if scenario.traffic:
                 # The traffic outlasts the planned steps; it is finished when they end.
-                state.traffic = TrafficRun(lab.endpoints.nginx_http, self._traffic_specs(state, planned + 30),
+                state.traffic = TrafficRun(lab.endpoints.nginx_http, self._traffic_specs(state, planned + 30 + self.step_wait_s),
                                            self.seed)
                 state.traffic.start()
             for index, step in enumerate(scenario.steps, start=1):
