@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
 import typer
 from rich.live import Live
@@ -18,6 +19,7 @@ from lab.checks import CHECKS
 from lab.cli.common import ConfigOption, NameOption, config_for, console, engine, lab_errors, out
 from lab.cli.lint import say_findings_for
 from lab.config import LabConfig
+from lab.engine import Engine
 from lab.errors import ConfigError, LabNotFound
 from lab.expectations import duration_names
 from lab.objectives import ObjectivesInForce, load_objectives, parse_assignments
@@ -184,6 +186,59 @@ def say_predictions(scenario: Scenario, stated: tuple[Prediction, ...]) -> None:
                                         prediction.line()), soft_wrap=True)
 
 
+class _Labs:
+    """The labs one `lab run` uses: one per distinct configuration, started the first time a
+    scenario needs it and shared by every later scenario with the same configuration, removed
+    at the end (unless --keep). A lab already running under the name is used when it runs
+    the configuration a scenario needs; a scenario whose `lab:` overrides ask for another
+    gets a sibling lab of its own, so a kept lab is never changed under its user."""
+
+    def __init__(self, docker_engine: Engine, keep: bool):
+        self.engine = docker_engine
+        self.keep = keep
+        self._labs: dict[str, Lab] = {}
+        self._started: list[Lab] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep:
+            for lab in reversed(self._started):
+                lab.down()
+
+    def get(self, config: LabConfig, scenario: str) -> Lab:
+        key = config.model_dump_json()
+        if key in self._labs:
+            return self._labs[key]
+        try:
+            lab = Lab.attach(self.engine, config.name)
+            if lab.config != config:
+                digest = hashlib.sha1(key.encode()).hexdigest()[:6]
+                lab = self._attach_or_start(config.with_name(f"{config.name[:24]}-{digest}"), scenario)
+        except LabNotFound:
+            lab = self._start(config, scenario)
+        self._labs[key] = lab
+        return lab
+
+    def _attach_or_start(self, config: LabConfig, scenario: str) -> Lab:
+        try:
+            lab = Lab.attach(self.engine, config.name)
+        except LabNotFound:
+            return self._start(config, scenario)
+        if lab.config != config:
+            raise ConfigError(f"lab {config.name!r} runs another configuration than scenario "
+                              f"{scenario} needs", hint=f"`lab down --name {config.name}` first")
+        return lab
+
+    def _start(self, config: LabConfig, scenario: str) -> Lab:
+        console.print(Text(f"lab: starting lab {config.name!r} for {scenario}", style="dim"))
+        lab = Lab(self.engine, config)
+        lab.up(ephemeral=not self.keep, say=lambda text: console.print(Text(f"lab: {text}", style="dim")))
+        self._started.append(lab)
+        return lab
+
+
 def run(
     names: Annotated[list[str], typer.Argument(help="Scenario names (see `lab list`) or .yaml paths.")],
     name: NameOption = None,
@@ -212,47 +267,34 @@ def run(
         scenarios = [(load_scenario(n), str(resolve(n))) for n in names]
         for scenario, source in scenarios:
             check_nodes(scenario, effective_config(base, scenario), source)
-        docker_engine = engine()
         results: list[RunResult] = []
-        for scenario, _ in scenarios:
-            config = effective_config(base, scenario)
-            say_findings_for(scenario, config, objectives)   # lab lint's findings for its checks
-            started_here = False
-            try:
-                lab = Lab.attach(docker_engine, config.name)
-                if lab.config != config:
-                    raise ConfigError(
-                        f"lab {config.name!r} runs another configuration than scenario {scenario.name} needs",
-                        hint=f"`lab down --name {config.name}` first, or run with another --name")
-            except LabNotFound:
-                console.print(Text(f"lab: starting lab {config.name!r} for {scenario.name}", style="dim"))
-                lab = Lab(docker_engine, config)
-                lab.up(ephemeral=not keep, say=lambda text: console.print(Text(f"lab: {text}", style="dim")))
-                started_here = True
-            try:
+        with _Labs(engine(), keep) as labs:
+            for scenario, _ in scenarios:
+                config = effective_config(base, scenario)
+                say_findings_for(scenario, config, objectives)   # lab lint's findings for its checks
+                lab = labs.get(config, scenario.name)
                 if step:
                     _say_plan(scenario, config, objectives.with_overrides(
                         scenario.objectives, f"scenario {scenario.name}").with_overrides(
                         overrides, "--objective"))
                 with Live(console=console, transient=True, refresh_per_second=4) as live:
                     pause = _Stepper(live, len(scenario.steps)) if step else None
-                    runner = Runner(lab, scenario, seed=seed, on_progress=lambda p: live.update(_live_line(p)),
+                    stepping = {"before_step": pause, "step_wait_s": STEP_WAIT_S} if pause else {}
+                    result = Runner(lab, scenario, seed=seed,
+                                    on_progress=lambda p: live.update(_live_line(p)),
                                     on_predictions=lambda stated, s=scenario: say_predictions(s, stated),
                                     objectives=objectives, objective_overrides=overrides,
-                                    **({"before_step": pause, "step_wait_s": STEP_WAIT_S} if pause else {}))
-                    result = runner.run()
-            finally:
-                if started_here and not keep:
-                    lab.down()
-            results.append(result)
-            directory = report.write(result, report_dir)
-            if junit is not None:
-                junit_report.add_run(junit, directory, fresh=len(results) == 1)
-            if not as_json:
-                out.print(report.table(result))
-                for note in result.notes:
-                    out.print(Text(f"  note: {note}"))
-                out.print(Text(f"  report: {directory / 'report.html'} (data: {directory / 'result.json'})"))
+                                    **stepping).run()
+                results.append(result)
+                directory = report.write(result, report_dir)
+                if junit is not None:
+                    junit_report.add_run(junit, directory, fresh=len(results) == 1)
+                if not as_json:
+                    out.print(report.table(result))
+                    for note in result.notes:
+                        out.print(Text(f"  note: {note}"))
+                    out.print(Text(f"  report: {directory / 'report.html'} "
+                                   f"(data: {directory / 'result.json'})"))
         if as_json:
             out.print_json(json.dumps([report.document(r) for r in results], default=str))
         raise typer.Exit(report.exit_code(results))
