@@ -72,10 +72,15 @@ def images_build(
             out.print(f"{ref.role:10} {ref.reference:40} {state}")
 
 
+TimingsOption = Annotated[bool, typer.Option(
+    "--timings", help="Print when each node was created, started and first answered its probe.")]
+
+
 def up(
     name: NameOption = None,
     config_path: ConfigOption = None,
     ca_bundle: CaOption = None,
+    timings: TimingsOption = False,
 ) -> None:
     """Start the lab (building missing images) and return when every node is ready."""
     with lab_errors():
@@ -91,6 +96,8 @@ def up(
         else:
             built = f", built {', '.join(result.images_built)}" if result.images_built else ""
             out.print(f"lab {lab.name!r} is ready in {result.seconds:.1f} s{built}")
+            if timings and result.timeline is not None:
+                out.print(Text("\n".join(result.timeline.lines())), soft_wrap=True)
         _print_endpoints(lab)
 
 

@@ -34,6 +34,22 @@ from lab.topology.userconf import UserTopology, nginx_command, nginx_file_specs
 # NGINX resolves its upstream names once, at start, so it comes after the backends exist.
 STAGES: tuple[tuple[str, ...], ...] = (("postgres", "redis", "backend"), ("pgbouncer", "nginx"))
 READY_BEFORE_NEXT_STAGE: tuple[str, ...] = ("postgres",)
+
+# The orchestrator's finer form of the same order: role -> ((role, "started" | "ready"), ...)
+# that must hold before a node of the role starts (``START_AFTER``) or before its readiness is
+# probed (``PROBE_AFTER``). Everything else starts at once. NGINX needs the backends' names
+# to resolve (their containers running), not their readiness; NGINX is probed only once every
+# backend answered directly, or its passive checks would eject them for fail_timeout. A
+# backend cannot be ready before PgBouncer and Redis are, so it is not asked before.
+# ``tests/unit/test_plan.py`` keeps this consistent with ``STAGES`` (compose's order).
+START_AFTER: dict[str, tuple[tuple[str, str], ...]] = {
+    "pgbouncer": (("postgres", "ready"),),
+    "nginx": (("backend", "started"),),
+}
+PROBE_AFTER: dict[str, tuple[tuple[str, str], ...]] = {
+    "backend": (("pgbouncer", "ready"), ("redis", "ready")),
+    "nginx": (("backend", "ready"),),
+}
 HOST_OFFSETS = {"postgres": 10, "pgbouncer": 11, "redis": 12, "nginx": 30}
 BACKEND_OFFSET = 20
 
