@@ -8,6 +8,7 @@ by name without a state file that could outlive it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -30,14 +31,18 @@ from lab.engine import (
     ContainerSummary,
     Engine,
     ExecResult,
+    FileSpec,
     Removed,
 )
 from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
 from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
 from lab.topology.plan import (
+    GATED,
     PROBE_AFTER,
     START_AFTER,
+    START_GATE_FILE,
+    START_GATE_SIGNAL,
     NodePlan,
     container_name,
     network_name,
@@ -401,6 +406,10 @@ class Lab:
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
                      extra_publish=self._extra_publish, user=self.user,
                      extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
+        gate = FileSpec(START_GATE_FILE, b"the lab signals this container once its dependencies "
+                        b"answer (lab/topology/plan.py GATED)\n")
+        nodes = [dataclasses.replace(n, spec=dataclasses.replace(n.spec, files=n.spec.files + (gate,)))
+                 if n.role in GATED else n for n in nodes]
         say(f"starting {', '.join(n.name for n in nodes)}")
         self._bring_up(nodes, recorder, timeout_s)
 
@@ -434,6 +443,10 @@ class Lab:
                     self.engine.start(plans[node].spec.name)
                 mark(node, "started")
                 progress.reached(node, "started")
+                if node in plans and role in GATED:
+                    if not progress.wait_for(GATED[role], deadline):
+                        return None
+                    self.engine.kill(plans[node].spec.name, START_GATE_SIGNAL)
                 if not progress.wait_for(PROBE_AFTER.get(role, ()), deadline):
                     return None
                 mark(node, "probing")
