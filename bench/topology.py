@@ -126,7 +126,8 @@ def bench_cold(engine: Engine, config: LabConfig, keep: bool) -> dict:
         figures["total_s"] = figures["base_s"] + figures["build_s"] + figures["first_up_s"]
         print(f"  {'cold total':<10} {figures['total_s']:7.1f} s   base + builds + first `lab up`"
               f"   (load average {load_average()})")
-        figures["sizes_mb"] = image_sizes(engine, tag, {r: ref.reference for r, ref in refs.items()})
+        built = {role: ref.reference for role, ref in refs.items()}
+        figures["sizes_mb"] = image_sizes(engine, tag, built)
     finally:
         if not keep:
             for reference in reversed(made):
@@ -204,7 +205,7 @@ def bench_warm(engine: Engine, config: LabConfig, images: dict[str, str], runs: 
         try:
             for index in range(runs):
                 if time.monotonic() > deadline:
-                    print(f"  stopped after {index} round(s): --max-seconds {max_seconds:g} reached")
+                    print(f"  stopped after {index} round(s): --max-seconds {max_seconds:g}")
                     break
                 lab = Lab(engine, config)  # fresh secrets each run, as a new `lab up` would have
                 result = lab.up(ephemeral=True)
@@ -214,11 +215,13 @@ def bench_warm(engine: Engine, config: LabConfig, images: dict[str, str], runs: 
                 ups.append(result.seconds)
                 if result.timeline is not None:
                     timelines.append(result.timeline)
-                line = f"  round {index + 1}: lab up {result.seconds:5.2f} s  down {downs[-1]:4.2f} s"
+                line = (f"  round {index + 1}: lab up {result.seconds:5.2f} s  "
+                        f"down {downs[-1]:4.2f} s")
                 if stack is not None:
                     compose_ups.append(stack.up())
                     compose_downs.append(stack.down())
-                    line += f"   compose up {compose_ups[-1]:5.2f} s  down {compose_downs[-1]:4.2f} s"
+                    line += (f"   compose up {compose_ups[-1]:5.2f} s  "
+                             f"down {compose_downs[-1]:4.2f} s")
                 print(line, flush=True)
         finally:
             lab.down()
@@ -243,7 +246,8 @@ def bench_warm(engine: Engine, config: LabConfig, images: dict[str, str], runs: 
 def print_timelines(timelines: list[UpTimeline]) -> None:
     """The median run's timeline, then each node's median created/started/ready."""
     median_run = sorted(timelines, key=lambda t: t.total_s)[len(timelines) // 2]
-    print(f"\n  timeline of the median `lab up` ({median_run.total_s:.2f} s; seconds since it began)")
+    print(f"\n  timeline of the median `lab up` ({median_run.total_s:.2f} s; "
+          "seconds since it began)")
     for line in median_run.lines():
         print(f"    {line}")
     print("\n  per node, median over the runs (s)")

@@ -512,7 +512,7 @@ class Engine:
         summaries = self._client.api.containers(all=True, filters={"label": filters})
         # Side by side: Docker removes containers concurrently, one at a time took ~0.4 s each.
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(summaries)))) as pool:
-            removed = list(pool.map(lambda summary: self.remove_container(summary["Id"]), summaries))
+            removed = list(pool.map(lambda s: self.remove_container(s["Id"]), summaries))
         containers = [s["Names"][0].lstrip("/") for s, gone in zip(summaries, removed) if gone]
         networks = []
         for network in self._client.networks.list(filters={"label": filters}):

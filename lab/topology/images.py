@@ -117,7 +117,8 @@ def deps_reference(role: str, base_id: str) -> str | None:
     folder = _deps_folder(role)
     if folder is None:
         return None
-    return f"{REPOSITORY}/{role}-deps:{_digest(f'{role}-deps', base_id, folder, _files(folder))[:12]}"
+    digest = _digest(f"{role}-deps", base_id, folder, _files(folder))
+    return f"{REPOSITORY}/{role}-deps:{digest[:12]}"
 
 
 def _context(folder: Path, ca_bundle: bytes) -> bytes:
@@ -216,13 +217,14 @@ def bootstrap_base(engine: Engine, config: BuildConfig, reference: str,
     ``reference``; returns the image id."""
     tool = bootstrap_tool()
     if tool is None:
-        raise ImageBuildError("no registry reachable and neither mmdebstrap nor debootstrap is installed",
-                              hint="`apt-get install mmdebstrap` (or debootstrap), or `docker load` a "
-                                   "debian:bookworm image")
+        raise ImageBuildError(
+            "no registry reachable and neither mmdebstrap nor debootstrap is installed",
+            hint="`apt-get install mmdebstrap` (or debootstrap), or `docker load` a "
+                 "debian:bookworm image")
     say(f"no registry reachable: bootstrapping a Debian bookworm base with {tool} (once, ~30 s)")
     with tempfile.TemporaryDirectory(prefix="lab-rootfs-") as workdir:
-        image_id = engine.import_rootfs(_bootstrap_stream(tool, config.debian_mirror, Path(workdir)),
-                                        reference, {LABEL_IMAGE: "base"})
+        stream = _bootstrap_stream(tool, config.debian_mirror, Path(workdir))
+        image_id = engine.import_rootfs(stream, reference, {LABEL_IMAGE: "base"})
     say(f"bootstrapped {reference}")
     return image_id
 

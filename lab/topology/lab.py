@@ -408,8 +408,11 @@ class Lab:
                      extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
         gate = FileSpec(START_GATE_FILE, b"the lab signals this container once its dependencies "
                         b"answer (lab/topology/plan.py GATED)\n")
-        nodes = [dataclasses.replace(n, spec=dataclasses.replace(n.spec, files=n.spec.files + (gate,)))
-                 if n.role in GATED else n for n in nodes]
+        def gated(node: NodePlan) -> NodePlan:
+            spec = dataclasses.replace(node.spec, files=(*node.spec.files, gate))
+            return dataclasses.replace(node, spec=spec)
+
+        nodes = [gated(n) if n.role in GATED else n for n in nodes]
         say(f"starting {', '.join(n.name for n in nodes)}")
         self._bring_up(nodes, recorder, timeout_s)
 
@@ -453,7 +456,7 @@ class Lab:
                 remaining = min(deadline - time.monotonic(), self._ready_timeout(node, timeout_s))
                 result = wait_until_ready(
                     self.probe(node), max(0.0, remaining), abort=progress.abort,
-                    on_probe=(lambda: recorder.probed(node)) if recorder is not None else (lambda: None))
+                    on_probe=(lambda: recorder.probed(node)) if recorder else (lambda: None))
             except BaseException:
                 progress.stop()
                 raise

@@ -46,7 +46,7 @@ class UpTimeline:
     nodes: tuple[NodeTimeline, ...]
 
     def lines(self) -> list[str]:
-        """A text table with a bar per row: ``-`` created (or a phase), ``=`` started, ``|`` ready."""
+        """A text table, a bar per row: ``-`` created (or a phase), ``=`` started, ``|`` ready."""
         scale = BAR_WIDTH / max(self.total_s, 1e-9)
 
         def col(value: float | None) -> str:
@@ -72,7 +72,8 @@ class UpTimeline:
             ready = (n.ready_s, n.ready_s, "|") if n.ready_s is not None else (None, None, "")
             out.append(f"{n.node:10} {col(n.created_s)} {col(n.started_s)} {col(n.probing_s)} "
                        f"{col(n.ready_s)} {n.probes:6d}  "
-                       f"{bar((n.created_s, n.started_s or n.ready_s, '-'), (n.started_s, n.ready_s, '='), ready)}")
+                       + bar((n.created_s, n.started_s or n.ready_s, "-"),
+                             (n.started_s, n.ready_s, "="), ready))
         out.append(f"{'all ready':10} {self.total_s:7.2f}")
         return out
 

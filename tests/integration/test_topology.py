@@ -231,7 +231,8 @@ def _timings(output: str) -> dict[str, dict[str, float | None]]:
     return rows
 
 
-def test_up_timings_show_each_node_in_the_start_order(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_up_timings_show_each_node_in_the_start_order(engine: Engine,
+                                                      lab_images: dict[str, str]) -> None:
     """`lab up --timings` prints every node's created/started/probing/ready times, and they obey
     the start rules: PgBouncer probed only after PostgreSQL was ready, NGINX started after every
     backend and probed after every backend was ready; PgBouncer never failed a server login,
@@ -252,7 +253,8 @@ def test_up_timings_show_each_node_in_the_start_order(engine: Engine, lab_images
         assert all(b["probing"] >= rows["pgbouncer"]["ready"] for b in backends)
         lab = Lab.attach(engine, name)
         log = lab.logs("pgbouncer", tail="all")
-        assert "process up" in log and "login failed" not in log and "connect failed" not in log, log
+        assert "process up" in log, log
+        assert "login failed" not in log and "connect failed" not in log, log
         lab.stop("pgbouncer", timeout_s=2)
         assert lab.start("pgbouncer", timeout_s=20).ok
     finally:

@@ -70,15 +70,18 @@ def test_the_build_context_leaves_out_deps_and_adds_the_shared_files(tmp_path: P
     import tarfile
 
     context = images._context(images.images_dir() / "backend", b"PEM")
-    names = tarfile.open(fileobj=io.BytesIO(context)).getnames()
+    with tarfile.open(fileobj=io.BytesIO(context)) as archive:
+        names = archive.getnames()
     assert "Dockerfile" in names and "lab_backend/app.py" in names
     assert "dpkg-slim.cfg" in names and "build-ca.pem" in names
     assert not any(n.startswith("deps") for n in names)
-    deps = tarfile.open(fileobj=io.BytesIO(images._context(images.images_dir() / "backend/deps", b"")))
-    assert {"Dockerfile", "requirements.txt", "dpkg-slim.cfg", "build-ca.pem"} <= set(deps.getnames())
+    deps = images._context(images.images_dir() / "backend/deps", b"")
+    with tarfile.open(fileobj=io.BytesIO(deps)) as archive:
+        expected = {"Dockerfile", "requirements.txt", "dpkg-slim.cfg", "build-ca.pem"}
+        assert expected <= set(archive.getnames())
 
 
-def test_slim_rootfs_drops_apt_lists_docs_and_translations_but_keeps_licences(tmp_path: Path) -> None:
+def test_slim_rootfs_drops_apt_lists_docs_and_translations_keeps_licences(tmp_path: Path) -> None:
     """A debootstrapped tree loses apt's lists and caches, docs, man pages and translations;
     copyright files, locale.alias and everything else stay, and later installs get the rules."""
     root = tmp_path / "root"
@@ -94,6 +97,7 @@ def test_slim_rootfs_drops_apt_lists_docs_and_translations_but_keeps_licences(tm
     images._slim_rootfs(root)
     assert all((root / name).exists() for name in keep)
     assert not any((root / name).exists() for name in drop)
-    assert not (root / "usr/share/locale/de").exists() and not (root / "usr/share/man/man1").exists()
+    assert not (root / "usr/share/locale/de").exists()
+    assert not (root / "usr/share/man/man1").exists()
     rules = (root / "etc/dpkg/dpkg.cfg.d/lab-slim").read_text(encoding="utf-8")
     assert "path-exclude=/usr/share/doc/*" in rules

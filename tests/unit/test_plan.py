@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from lab.config import LabConfig
-from lab.topology.plan import GATED, PROBE_AFTER, READY_BEFORE_NEXT_STAGE, STAGES, START_AFTER, node_roles
+from lab.topology.plan import (
+    GATED,
+    PROBE_AFTER,
+    READY_BEFORE_NEXT_STAGE,
+    STAGES,
+    START_AFTER,
+    node_roles,
+)
 
 
 def _stage(role: str) -> int:
