@@ -212,10 +212,13 @@ def _bootstrap_stream(tool: str, mirror: str, workdir: Path) -> Iterator[bytes]:
 
 
 def bootstrap_base(engine: Engine, config: BuildConfig, reference: str,
-                   say: Callable[[str], None] = lambda text: None) -> str:
-    """Bootstrap a Debian bookworm base with mmdebstrap or debootstrap and import it as
-    ``reference``; returns the image id."""
-    tool = bootstrap_tool()
+                   say: Callable[[str], None] = lambda text: None, *,
+                   tool: str | None = None) -> str:
+    """Bootstrap a Debian bookworm base with ``tool`` (default: ``bootstrap_tool()``) and
+    import it as ``reference``; returns the image id."""
+    tool = tool or bootstrap_tool()
+    if tool not in (None, "mmdebstrap", "debootstrap"):
+        raise ImageBuildError(f"unknown bootstrap tool {tool!r}", hint="mmdebstrap or debootstrap")
     if tool is None:
         raise ImageBuildError(
             "no registry reachable and neither mmdebstrap nor debootstrap is installed",

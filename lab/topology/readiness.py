@@ -103,7 +103,8 @@ class ThroughNginxProbe:
         seen: set[str] = set()
         last = "no answer"
         # Round robin reaches every backend in len(backends) requests; allow a few more.
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
+        # Plain HTTP: nothing to verify, and the default SSL context costs ~40 ms per client.
+        with httpx.Client(base_url=self.base_url, timeout=2.0, verify=False) as client:
             for _ in range(3 * len(self.backends)):
                 try:
                     response = client.get(self.path)
