@@ -69,6 +69,8 @@ LABEL_SECRETS = "io.failover-lab.secrets"
 LABEL_OWNER = "io.failover-lab.owner"
 LABEL_EPHEMERAL = "io.failover-lab.ephemeral"
 READY_TIMEOUT_S = 90.0
+# How long one exec'd backend probe keeps asking during `up` (Ctrl-C waits at most this).
+EXEC_PROBE_WAIT_S = 2.0
 
 
 def owner_id() -> str:
@@ -294,8 +296,11 @@ class Lab:
             redis_url=f"redis://127.0.0.1:{self._port('redis', '6379/tcp')}/0",
         )
 
-    def probe(self, node: str) -> Probe:
-        """The readiness question for a node; it needs only that node's published port."""
+    def probe(self, node: str, *, wait_s: float = 0.0) -> Probe:
+        """The readiness question for a node; it needs only that node's published port.
+
+        ``wait_s``: a backend's probe keeps asking inside the container for up to that long
+        (one ``docker exec`` while it starts, instead of one per try)."""
         role = self.roles.get(node)
         if role is None:
             self.container(node)  # raises UnknownNode
@@ -311,7 +316,9 @@ class Lab:
             command = health_command(self.config, self.backend_port, contract.health.ready)
             return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), command)
         if role == "backend":
-            return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), ("lab-probe", "/health/ready"))
+            waiting = ("--wait", f"{wait_s:g}") if wait_s > 0 else ()
+            return ExecProbe(lambda cmd, n=node: self.exec(n, cmd),
+                             ("lab-probe", *waiting, "/health/ready"))
         base = f"http://127.0.0.1:{self._port('nginx', '80/tcp')}"
         if contract is not None:
             return ThroughNginxProbe(base, self.config.backend_names, contract.health.ready,
@@ -453,9 +460,12 @@ class Lab:
                 if not progress.wait_for(PROBE_AFTER.get(role, ()), deadline):
                     return None
                 mark(node, "probing")
+                # While the lab starts, a backend is asked from inside its container every 20 ms
+                # by one exec; waits elsewhere (scenario steps) keep their probe as it was.
+                probe = self.probe(node, wait_s=EXEC_PROBE_WAIT_S if plans else 0.0)
                 remaining = min(deadline - time.monotonic(), self._ready_timeout(node, timeout_s))
                 result = wait_until_ready(
-                    self.probe(node), max(0.0, remaining), abort=progress.abort,
+                    probe, max(0.0, remaining), abort=progress.abort,
                     on_probe=(lambda: recorder.probed(node)) if recorder else (lambda: None))
             except BaseException:
                 progress.stop()
