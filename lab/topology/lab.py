@@ -453,10 +453,9 @@ class Lab:
                     self.engine.start(plans[node].spec.name)
                 mark(node, "started")
                 progress.reached(node, "started")
-                if node in plans and role in GATED:
-                    if not progress.wait_for(GATED[role], deadline):
-                        return None
-                    self.engine.kill(plans[node].spec.name, START_GATE_SIGNAL)
+                gate = node in plans and role in GATED
+                if gate and not progress.wait_for(GATED[role], deadline):
+                    return None
                 if not progress.wait_for(PROBE_AFTER.get(role, ()), deadline):
                     return None
                 mark(node, "probing")
@@ -464,9 +463,16 @@ class Lab:
                 # by one exec; waits elsewhere (scenario steps) keep their probe as it was.
                 probe = self.probe(node, wait_s=EXEC_PROBE_WAIT_S if plans else 0.0)
                 remaining = min(deadline - time.monotonic(), self._ready_timeout(node, timeout_s))
-                result = wait_until_ready(
-                    probe, max(0.0, remaining), abort=progress.abort,
-                    on_probe=(lambda: recorder.probed(node)) if recorder else (lambda: None))
+
+                def before_probe() -> None:
+                    if recorder is not None:
+                        recorder.probed(node)
+                    if gate:
+                        # Until it answers: a signal can arrive before the entrypoint's trap.
+                        self._signal_gate(plans[node].spec.name)
+
+                result = wait_until_ready(probe, max(0.0, remaining), abort=progress.abort,
+                                          on_probe=before_probe)
             except BaseException:
                 progress.stop()
                 raise
@@ -498,6 +504,12 @@ class Lab:
         if waiting:
             raise self._start_error(waiting[0], "still waiting for the nodes it depends on "
                                     f"after {timeout_s:g} s")
+
+    def _signal_gate(self, container: str) -> None:
+        try:
+            self.engine.kill(container, START_GATE_SIGNAL)
+        except LabError:
+            pass  # not running (yet, or any more): the probe says what that means
 
     def wait_all_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait for every node; NGINX last. A node that does not get ready raises NodeStartError."""

@@ -37,7 +37,7 @@ READY_BEFORE_NEXT_STAGE: tuple[str, ...] = ("postgres",)
 
 # The orchestrator's finer form of the same order: role -> ((role, "started" | "ready"), ...)
 # that must hold before a node of the role starts (``START_AFTER``), before its gated process
-# is let go (``GATED``: the container starts at once, its entrypoint waits for SIGUSR1), or
+# is let go (``GATED``: the container starts at once, its entrypoint waits for SIGUSR2), or
 # before its readiness is probed (``PROBE_AFTER``). Everything else starts at once.
 # - PgBouncer runs only once PostgreSQL answers (server_login_retry, above); its container
 #   starts with the others, so Docker's start (0.3-0.9 s on 2 busy cores) is off the path.
@@ -59,7 +59,8 @@ PROBE_AFTER: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # The file whose presence makes a gated image's entrypoint wait (images/pgbouncer).
 START_GATE_FILE = "/etc/lab/start-gate"
-START_GATE_SIGNAL = "SIGUSR1"
+# Repeated until the node answers (images/pgbouncer/entrypoint.sh says why that is safe).
+START_GATE_SIGNAL = "SIGUSR2"
 
 HOST_OFFSETS = {"postgres": 10, "pgbouncer": 11, "redis": 12, "nginx": 30}
 BACKEND_OFFSET = 20
