@@ -135,10 +135,14 @@ async def ensure_schema(pool: AsyncConnectionPool, seed_password: str) -> None:
         cur = await conn.execute(
             "SELECT id, email, password_hash FROM users WHERE email = ANY(%s)", (list(SEED_USERS),))
         existing = {row[1]: (row[0], row[2]) for row in await cur.fetchall()}
+        # One hash for the seed users that are missing: they share LAB_SEED_PASSWORD, and it is
+        # computed while the other backends wait for the lock.
+        new_hash = None
         for email in SEED_USERS:
             if email in existing:
                 continue
-            new_hash = await asyncio.to_thread(hash_password, seed_password)
+            if new_hash is None:
+                new_hash = await asyncio.to_thread(hash_password, seed_password)
             cur = await conn.execute(
                 "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id",
                 (email, new_hash))
