@@ -5,8 +5,8 @@
     python bench/topology.py --compose /path/to/docker-compose   # a compose v2 binary
 
 **Cold** (skipped with --skip-cold) starts from no lab image at all without touching anyone
-else's: it bootstraps a fresh Debian base under its own tag (``failover-lab/base:bench-<pid>``,
-mmdebstrap or debootstrap, as a machine without a registry does), builds every role on it
+else's: it bootstraps a fresh Debian base under its own tag (``failover-lab/base:bench-<pid>``, with
+debootstrap, as a machine without a registry does), builds every role on it
 (the tags are new because the base's id is part of every image's hash; ``:latest`` is left
 alone), starts a lab on those images once (its first `lab up`), then removes the lab and
 every image it built. Printed: the base, each build, the builds' wall time, the first `up`,
@@ -53,7 +53,6 @@ from lab.topology.images import (
     REPOSITORY,
     ROLES,
     bootstrap_base,
-    bootstrap_tool,
     deps_reference,
     ensure_images,
 )
@@ -86,19 +85,17 @@ def base_reference(engine: Engine, config: LabConfig) -> str | None:
 
 # -- cold -------------------------------------------------------------------------------------
 
-def bench_cold(engine: Engine, config: LabConfig, keep: bool, tool: str | None) -> dict:
+def bench_cold(engine: Engine, config: LabConfig, keep: bool) -> dict:
     """Bootstrap a base of its own, build every role on it, start a lab once; remove it all."""
     tag = f"{REPOSITORY}/base:bench-{os.getpid()}"
     cold = LabConfig(name=f"{config.name}-cold").with_overrides("build", base_image=tag)
-    tool = tool or bootstrap_tool()
-    print(f"\ncold start: a fresh base ({tool}) under {tag}, every role built on it, one `lab up`",
-          flush=True)
+    print(f"\ncold start: a fresh base (debootstrap) under {tag}, every role built on it, "
+          "one `lab up`", flush=True)
     made: list[str] = []
-    figures: dict = {"base_tool": tool}
+    figures: dict = {}
     try:
         started = time.monotonic()
-        bootstrap_base(engine, cold.build, tag, lambda text: print(f"  {text}", flush=True),
-                       tool=tool)
+        bootstrap_base(engine, cold.build, tag, lambda text: print(f"  {text}", flush=True))
         made.append(tag)
         figures["base_s"] = time.monotonic() - started
         print(f"  {'base':<10} {figures['base_s']:7.1f} s   {tag}", flush=True)
@@ -296,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
                                           "else docker-compose on PATH)")
     parser.add_argument("--keep-cold-images", action="store_true",
                         help="leave the cold start's base and images on disk")
-    parser.add_argument("--bootstrap", choices=("mmdebstrap", "debootstrap"),
-                        help="the cold start's base tool (default: mmdebstrap where installed)")
     parser.add_argument("--max-seconds", type=float, default=900.0,
                         help="start no warm round after this many seconds (default 900)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
@@ -316,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"machine: {os.cpu_count()} cores, load average {load_average()}")
         if not args.skip_cold:
-            figures["cold"] = bench_cold(engine, config, args.keep_cold_images, args.bootstrap)
+            figures["cold"] = bench_cold(engine, config, args.keep_cold_images)
         refs = ensure_images(engine, config.build)
         built = [role for role, ref in refs.items() if ref.built]
         if built:

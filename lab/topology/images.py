@@ -183,50 +183,26 @@ def _tar_stream(command: list[str]) -> Iterator[bytes]:
             yield chunk
 
 
-def bootstrap_tool() -> str | None:
-    """mmdebstrap where installed (one apt run, parallel downloads: ~2x faster here), else
-    debootstrap; None when neither is."""
-    for tool in ("mmdebstrap", "debootstrap"):
-        if shutil.which(tool):
-            return tool
-    return None
-
-
-def _bootstrap_stream(tool: str, mirror: str, workdir: Path) -> Iterator[bytes]:
-    """A tar stream of a slim Debian bookworm minbase root filesystem."""
-    if tool == "mmdebstrap":
-        # It leaves no apt lists or caches; dpkg applies the slim rules while unpacking.
-        archive = workdir / "rootfs.tar"
-        options = [f"--dpkgopt={rule}" for rule in _slim_rules()]
-        # usr-is-merged: apt would otherwise pick usrmerge for init-system-helpers, and perl.
-        slim = f"copy-in {images_dir() / 'dpkg-slim.cfg'} /etc/dpkg/dpkg.cfg.d"
-        _run(["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet",
-              "--include=usr-is-merged", *options, f"--customize-hook={slim}",
-              "bookworm", str(archive), mirror], tool)
-        yield from _tar_stream(["cat", str(archive)])
-        return
+def _bootstrap_stream(mirror: str, workdir: Path) -> Iterator[bytes]:
+    """A tar stream of a slim Debian bookworm minbase root filesystem (debootstrap)."""
     root = workdir / "rootfs"
-    _run(["debootstrap", "--variant=minbase", "bookworm", str(root), mirror], tool)
+    _run(["debootstrap", "--variant=minbase", "bookworm", str(root), mirror], "debootstrap")
     _slim_rootfs(root)
     yield from _tar_stream(["tar", "-C", str(root), "-c", "."])
 
 
 def bootstrap_base(engine: Engine, config: BuildConfig, reference: str,
-                   say: Callable[[str], None] = lambda text: None, *,
-                   tool: str | None = None) -> str:
-    """Bootstrap a Debian bookworm base with ``tool`` (default: ``bootstrap_tool()``) and
-    import it as ``reference``; returns the image id."""
-    tool = tool or bootstrap_tool()
-    if tool not in (None, "mmdebstrap", "debootstrap"):
-        raise ImageBuildError(f"unknown bootstrap tool {tool!r}", hint="mmdebstrap or debootstrap")
-    if tool is None:
-        raise ImageBuildError(
-            "no registry reachable and neither mmdebstrap nor debootstrap is installed",
-            hint="`apt-get install mmdebstrap` (or debootstrap), or `docker load` a "
-                 "debian:bookworm image")
-    say(f"no registry reachable: bootstrapping a Debian bookworm base with {tool} (once, ~30 s)")
+                   say: Callable[[str], None] = lambda text: None) -> str:
+    """Bootstrap a slim Debian bookworm base with debootstrap and import it as ``reference``;
+    returns the image id."""
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError("no registry reachable and debootstrap is not installed",
+                              hint="`apt-get install debootstrap`, or `docker load` a "
+                                   "debian:bookworm image")
+    say("no registry reachable: bootstrapping a Debian bookworm base with debootstrap "
+        "(once, ~30-60 s)")
     with tempfile.TemporaryDirectory(prefix="lab-rootfs-") as workdir:
-        stream = _bootstrap_stream(tool, config.debian_mirror, Path(workdir))
+        stream = _bootstrap_stream(config.debian_mirror, Path(workdir))
         image_id = engine.import_rootfs(stream, reference, {LABEL_IMAGE: "base"})
     say(f"bootstrapped {reference}")
     return image_id
