@@ -431,7 +431,7 @@ class Lab:
     def _bring_up(self, nodes: list[NodePlan] | None, recorder: TimelineRecorder | None,
                   timeout_s: float) -> None:
         """Create and start ``nodes`` (None: every node is already running) and wait until each
-        is ready, each node as soon as ``START_AFTER`` / ``PROBE_AFTER`` allow.
+        is ready, each node as soon as ``START_AFTER``, ``GATED`` and ``PROBE_AFTER`` allow.
 
         One thread per node. A failure anywhere stops the others (nothing waits for a node that
         will not come), and the first failed node in dependency order is raised: a dead
