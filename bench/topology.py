@@ -104,7 +104,9 @@ def bench_cold(engine: Engine, config: LabConfig, keep: bool) -> dict:
 
         def progress(role: str, line: str) -> None:
             if line in ("starting", "done"):
-                print(f"  {time.monotonic() - started:6.1f} s  {role} {line}", flush=True)
+                # One write per line: the build threads print at the same time.
+                sys.stdout.write(f"  {time.monotonic() - started:6.1f} s  {role} {line}\n")
+                sys.stdout.flush()
 
         refs = ensure_images(engine, cold.build, tag_latest=False, on_progress=progress)
         figures["build_s"] = time.monotonic() - started
