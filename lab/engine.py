@@ -14,6 +14,7 @@ import json
 import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -139,6 +140,20 @@ class ContainerInfo:
     @property
     def role(self) -> str:
         return self.labels.get(LABEL_ROLE, "")
+
+
+@dataclass(frozen=True)
+class ContainerSummary:
+    """A container as Docker's list answers it, without an inspect per container."""
+
+    id: str
+    name: str
+    status: str                      # created, running, paused, exited, dead, ...
+    labels: Mapping[str, str]
+
+    @property
+    def node(self) -> str:
+        return self.labels.get(LABEL_NODE, self.name)
 
 
 class ExecResult(NamedTuple):
@@ -320,8 +335,11 @@ class Engine:
             pass
 
     def list_images(self, label: str) -> list[tuple[str, tuple[str, ...], Mapping[str, str]]]:
-        """(id, tags, labels) of local images that carry a label."""
-        return [(i.id, tuple(i.tags), i.labels or {}) for i in self._client.images.list(filters={"label": label})]
+        """(id, tags, labels) of local images that carry a label, in one request."""
+        # The low-level list: the SDK's images.list() inspects every image once more.
+        return [(i["Id"], tuple(t for t in i.get("RepoTags") or () if t != "<none>:<none>"),
+                 i.get("Labels") or {})
+                for i in self._client.api.images(filters={"label": label})]
 
     # -- networks -------------------------------------------------------------------------
 
@@ -538,6 +556,17 @@ class Engine:
                 image=summary.get("Image") or ""))
         return infos
 
+    def container_summaries(self, labels: Mapping[str, str | None]) -> list[ContainerSummary]:
+        """Like ``list_containers`` from one list request: id, name, state and labels only."""
+        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
+        try:
+            summaries = self._client.api.containers(all=True, filters={"label": filters})
+        except docker.errors.APIError as exc:
+            raise LabError(f"cannot list containers: {exc.explanation}") from None
+        return [ContainerSummary(s["Id"], (s.get("Names") or ["/" + s["Id"][:12]])[0].lstrip("/"),
+                                 s.get("State", "unknown"), s.get("Labels") or {})
+                for s in summaries]
+
     def run_sidecar(self, spec: ContainerSpec, *, timeout_s: float = 30) -> ExecResult:
         """Run a short-lived helper container to completion and remove it, whatever happens."""
         container_id = self.create_container(spec)
@@ -605,10 +634,11 @@ class Engine:
     def remove_labelled(self, labels: Mapping[str, str | None]) -> Removed:
         """Remove every container, network and volume with these labels (idempotent)."""
         filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
-        containers = []
-        for summary in self._client.api.containers(all=True, filters={"label": filters}):
-            if self.remove_container(summary["Id"]):
-                containers.append(summary["Names"][0].lstrip("/"))
+        summaries = self._client.api.containers(all=True, filters={"label": filters})
+        # Side by side: Docker removes containers concurrently, one at a time took ~0.4 s each.
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(summaries)))) as pool:
+            removed = list(pool.map(lambda s: self.remove_container(s["Id"]), summaries))
+        containers = [s["Names"][0].lstrip("/") for s, gone in zip(summaries, removed) if gone]
         networks = []
         for network in self._client.networks.list(filters={"label": filters}):
             try:
@@ -626,6 +656,11 @@ class Engine:
             except docker.errors.NotFound:
                 pass
         return Removed(tuple(containers), tuple(networks), tuple(volumes))
+
+    def labelled_networks(self, label: str) -> dict[str, Mapping[str, str]]:
+        """Name -> labels of every network carrying ``label``, from one list request."""
+        return {n["Name"]: n.get("Labels") or {}
+                for n in self._client.api.networks(filters={"label": label})}
 
     def lab_names(self) -> set[str]:
         """Names of every lab that has any container or network on this engine."""

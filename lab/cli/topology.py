@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from typing import Annotated
 
@@ -31,23 +32,38 @@ STATUS_SCHEMA_VERSION = 1
 
 
 class BuildDisplay:
-    """One live line per image being built: its current Dockerfile step."""
+    """One live line per image to build: queued, its current Dockerfile step (its
+    dependencies image's first), or built, with the seconds it took."""
 
     def __init__(self) -> None:
         self.steps: dict[str, str] = {}
-        self.live = Live(self._table(), console=console, transient=True, refresh_per_second=4)
+        self.started: dict[str, float] = {}
+        # get_renderable: redrawn four times a second, so the clocks move between lines.
+        self.live = Live(console=console, transient=True, refresh_per_second=4,
+                         get_renderable=self._table)
 
     def _table(self) -> Table:
         table = Table.grid(padding=(0, 2))
-        for role, step in self.steps.items():
+        for role, step in list(self.steps.items()):  # build threads add to it meanwhile
+            elapsed = time.monotonic() - self.started[role] if role in self.started else 0.0
+            building = role in self.started and not step.startswith("built")
+            clock = f"{elapsed:5.1f} s" if building else ""
             # A build log line is text, never markup: "[2/5] RUN ..." must print as it is.
-            table.add_row(Text(role, style="bold"), Text(step[:100]))
+            table.add_row(Text(role, style="bold"), Text(clock), Text(step[:100]))
         return table
 
     def on_line(self, role: str, line: str) -> None:
-        if line.startswith("Step ") or line in ("starting", "done"):
-            self.steps[role] = "built" if line == "done" else line
-            self.live.update(self._table())
+        deps = line.startswith(image_builder.DEPS_PREFIX)
+        text = line.removeprefix(image_builder.DEPS_PREFIX)
+        if line == "queued":
+            self.steps[role] = "queued"
+        elif line == "starting":
+            self.started[role] = time.monotonic()
+            self.steps[role] = "starting"
+        elif line == "done":
+            self.steps[role] = f"built in {time.monotonic() - self.started.get(role, 0):.1f} s"
+        elif text.startswith("Step "):
+            self.steps[role] = f"dependencies: {text}" if deps else text
 
 
 def _say(text: str) -> None:
@@ -72,10 +88,15 @@ def images_build(
             out.print(f"{ref.role:10} {ref.reference:40} {state}")
 
 
+TimingsOption = Annotated[bool, typer.Option(
+    "--timings", help="Print when each node was created, started and first answered its probe.")]
+
+
 def up(
     name: NameOption = None,
     config_path: ConfigOption = None,
     ca_bundle: CaOption = None,
+    timings: TimingsOption = False,
 ) -> None:
     """Start the lab (building missing images) and return when every node is ready."""
     with lab_errors():
@@ -91,6 +112,8 @@ def up(
         else:
             built = f", built {', '.join(result.images_built)}" if result.images_built else ""
             out.print(f"lab {lab.name!r} is ready in {result.seconds:.1f} s{built}")
+            if timings and result.timeline is not None:
+                out.print(Text("\n".join(result.timeline.lines())), soft_wrap=True)
         _print_endpoints(lab)
 
 

@@ -8,9 +8,11 @@ by name without a state file that could outlive it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -26,16 +28,21 @@ from lab.engine import (
     LABEL_NODE,
     ContainerInfo,
     ContainerSpec,
+    ContainerSummary,
     Engine,
     ExecResult,
+    FileSpec,
     Removed,
 )
 from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
 from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
 from lab.topology.plan import (
-    READY_BEFORE_NEXT_STAGE,
-    STAGES,
+    GATED,
+    PROBE_AFTER,
+    START_AFTER,
+    START_GATE_FILE,
+    START_GATE_SIGNAL,
     NodePlan,
     container_name,
     network_name,
@@ -53,6 +60,7 @@ from lab.topology.readiness import (
     wait_until_ready,
 )
 from lab.topology.render import PGBOUNCER_ADMIN_USER, PGBOUNCER_PORT, LabSecrets
+from lab.topology.timeline import TimelineRecorder, UpTimeline
 from lab.topology.tls import make_tls
 from lab.topology.userbackend import ensure_user_backend, health_command
 from lab.topology.userconf import UserTopology, main_conf_path, user_topology
@@ -64,6 +72,8 @@ LABEL_EPHEMERAL = "io.failover-lab.ephemeral"
 FAULT_RECORD_KIND = "fault-record"
 LABEL_FAULT_SIDECAR = "io.failover-lab.fault-sidecar"   # on a record: the sidecar its heal needs
 READY_TIMEOUT_S = 90.0
+# How long one exec'd backend probe keeps asking during `up` (Ctrl-C waits at most this).
+EXEC_PROBE_WAIT_S = 2.0
 
 
 def owner_id() -> str:
@@ -129,6 +139,7 @@ class UpResult:
     seconds: float
     images_built: tuple[str, ...]
     leftovers_removed: Removed
+    timeline: UpTimeline | None = None   # None for a lab that was already running
 
 
 class Lab:
@@ -163,7 +174,7 @@ class Lab:
         return cls(engine, config, secrets)
 
     def exists(self) -> bool:
-        return self.engine.network_exists(network_name(self.name)) or bool(self._containers())
+        return self.engine.network_exists(network_name(self.name)) or bool(self._summaries())
 
     def _containers(self) -> list[ContainerInfo]:
         return self.engine.list_containers({LABEL_LAB: self.name, LABEL_KIND: "node"})
@@ -296,8 +307,11 @@ class Lab:
             redis_url=f"redis://127.0.0.1:{self._port('redis', '6379/tcp')}/0",
         )
 
-    def probe(self, node: str) -> Probe:
-        """The readiness question for a node; it needs only that node's published port."""
+    def probe(self, node: str, *, wait_s: float = 0.0) -> Probe:
+        """The readiness question for a node; it needs only that node's published port.
+
+        ``wait_s``: a backend's probe keeps asking inside the container for up to that long
+        (one ``docker exec`` while it starts, instead of one per try)."""
         role = self.roles.get(node)
         if role is None:
             self.container(node)  # raises UnknownNode
@@ -313,7 +327,9 @@ class Lab:
             command = health_command(self.config, self.backend_port, contract.health.ready)
             return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), command)
         if role == "backend":
-            return ExecProbe(lambda cmd, n=node: self.exec(n, cmd), ("lab-probe", "/health/ready"))
+            waiting = ("--wait", f"{wait_s:g}") if wait_s > 0 else ()
+            return ExecProbe(lambda cmd, n=node: self.exec(n, cmd),
+                             ("lab-probe", *waiting, "/health/ready"))
         base = f"http://127.0.0.1:{self._port('nginx', '80/tcp')}"
         if contract is not None:
             return ThroughNginxProbe(base, self.config.backend_names, contract.health.ready,
@@ -339,8 +355,11 @@ class Lab:
     # -- lifecycle ------------------------------------------------------------------------
 
     def _complete_and_running(self) -> bool:
-        states = {info.node: info.status for info in self._containers()}
+        states = {info.node: info.status for info in self._summaries()}
         return set(states) == set(self.roles) and all(s == "running" for s in states.values())
+
+    def _summaries(self) -> list[ContainerSummary]:
+        return self.engine.container_summaries({LABEL_LAB: self.name, LABEL_KIND: "node"})
 
     def up(
         self,
@@ -351,13 +370,15 @@ class Lab:
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> UpResult:
         """Start the lab and return when every node is ready; a running lab is left as it is."""
-        started = time.monotonic()
-        leftovers = remove_orphans(self.engine)
-        if self.exists():
+        recorder = TimelineRecorder()
+        with recorder.phase("orphans"):
+            leftovers = remove_orphans(self.engine)
+            exists = self.exists()
+        if exists:
             if self._complete_and_running():
                 attached = Lab.attach(self.engine, self.name)
                 self.config, self.secrets = attached.config, attached.secrets
-                return UpResult(True, time.monotonic() - started, (), leftovers)
+                return UpResult(True, recorder.now(), (), leftovers)
             say(f"lab {self.name!r} is incomplete (a crashed run?): removing its leftovers")
             removed = self.down()
             leftovers = Removed(leftovers.containers + removed.containers,
@@ -365,7 +386,9 @@ class Lab:
         user = self.user  # the user's files are refused here, before anything is created
         for note in user.notes:
             say(f"your files: {note}")
-        refs = image_builder.ensure_images(self.engine, self.config.build, say=say, on_progress=on_build)
+        with recorder.phase("images"):
+            refs = image_builder.ensure_images(self.engine, self.config.build, say=say,
+                                               on_progress=on_build)
         images = {role: ref.reference for role, ref in refs.items()}
         built = tuple(role for role, ref in refs.items() if ref.built)
         if user.user_backend:
@@ -375,58 +398,137 @@ class Lab:
                         make_tls(self.name, self.config.nginx.server_name),
                         {LABEL_OWNER: owner_id()})
         try:
-            self._create_and_start(images, say=say, ephemeral=ephemeral)
-            say("waiting for every node to be ready")
-            self.wait_all_ready(ready_timeout_s)
+            self._create_and_start(images, say=say, ephemeral=ephemeral, recorder=recorder,
+                                   timeout_s=ready_timeout_s)
         except BaseException:
             # Nothing half-started survives a failure or Ctrl-C.
             self.down()
             raise
-        return UpResult(False, time.monotonic() - started, built, leftovers)
+        return UpResult(False, recorder.now(), built, leftovers, recorder.result(self.roles))
 
-    def _create_and_start(self, images: dict[str, str], *, say: Callable[[str], None], ephemeral: bool) -> None:
+    def _create_and_start(self, images: dict[str, str], *, say: Callable[[str], None],
+                          ephemeral: bool, recorder: TimelineRecorder, timeout_s: float) -> None:
         owner = owner_id()
         labels = {LABEL_LAB: self.name, LABEL_KIND: "network", LABEL_OWNER: owner,
                   LABEL_CONFIG: self.config.model_dump_json(),
                   LABEL_SECRETS: json.dumps(self.secrets.__dict__)}
         if ephemeral:
             labels[LABEL_EPHEMERAL] = "1"
-        subnet = self.engine.create_network(network_name(self.name), labels)
-        tls = make_tls(self.name, self.config.nginx.server_name)
+        with ThreadPoolExecutor(max_workers=1) as side:
+            # The certificates need no network: made while Docker creates it.
+            network = side.submit(self._timed, recorder, "network", self.engine.create_network,
+                                  network_name(self.name), labels)
+            with recorder.phase("tls"):
+                tls = make_tls(self.name, self.config.nginx.server_name)
+            subnet = network.result()
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
                      extra_publish=self._extra_publish, user=self.user,
                      extra_env=self._extra_env,
                      extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
-        by_role: dict[str, list[NodePlan]] = {}
-        for node in nodes:
-            by_role.setdefault(node.role, []).append(node)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for stage in STAGES:
-                batch = [n for role in stage for n in by_role.get(role, [])]
-                say(f"starting {', '.join(n.name for n in batch)}")
-                list(pool.map(self._create_start, batch))
-                for node in (n for n in batch if n.name in READY_BEFORE_NEXT_STAGE):
-                    self.wait_ready(node.name)
+        gate = FileSpec(START_GATE_FILE, b"the lab signals this container once its dependencies "
+                        b"answer (lab/topology/plan.py GATED)\n")
+        def gated(node: NodePlan) -> NodePlan:
+            spec = dataclasses.replace(node.spec, files=(*node.spec.files, gate))
+            return dataclasses.replace(node, spec=spec)
 
-    def _create_start(self, node: NodePlan) -> None:
-        self.engine.create_container(node.spec)
-        self.engine.start(node.spec.name)
+        nodes = [gated(n) if n.role in GATED else n for n in nodes]
+        say(f"starting {', '.join(n.name for n in nodes)}")
+        self._bring_up(nodes, recorder, timeout_s)
+
+    @staticmethod
+    def _timed(recorder: TimelineRecorder, name: str, fn: Callable, *args: object) -> object:
+        with recorder.phase(name):
+            return fn(*args)
+
+    def _bring_up(self, nodes: list[NodePlan] | None, recorder: TimelineRecorder | None,
+                  timeout_s: float) -> None:
+        """Create and start ``nodes`` (None: every node is already running) and wait until each
+        is ready, each node as soon as ``START_AFTER``, ``GATED`` and ``PROBE_AFTER`` allow.
+
+        One thread per node. A failure anywhere stops the others (nothing waits for a node that
+        will not come), and the first failed node in dependency order is raised: a dead
+        database explains the rest."""
+        deadline = time.monotonic() + timeout_s
+        progress = _Progress(self.roles)
+        plans = {n.name: n for n in nodes} if nodes is not None else {}
+        mark = recorder.mark if recorder is not None else (lambda node, event: None)
+
+        def one(node: str) -> ProbeResult | None:
+            """The node's readiness; None when it was stopped before it could finish."""
+            role = self.roles[node]
+            try:
+                if node in plans:
+                    self.engine.create_container(plans[node].spec)
+                    mark(node, "created")
+                    if not progress.wait_for(START_AFTER.get(role, ()), deadline):
+                        return None
+                    self.engine.start(plans[node].spec.name)
+                mark(node, "started")
+                progress.reached(node, "started")
+                gate = node in plans and role in GATED
+                if gate and not progress.wait_for(GATED[role], deadline):
+                    return None
+                if not progress.wait_for(PROBE_AFTER.get(role, ()), deadline):
+                    return None
+                mark(node, "probing")
+                # While the lab starts, a backend is asked from inside its container every 20 ms
+                # by one exec; waits elsewhere (scenario steps) keep their probe as it was.
+                probe = self.probe(node, wait_s=EXEC_PROBE_WAIT_S if plans else 0.0)
+                remaining = min(deadline - time.monotonic(), self._ready_timeout(node, timeout_s))
+
+                def before_probe() -> None:
+                    if recorder is not None:
+                        recorder.probed(node)
+                    if gate:
+                        # Until it answers: a signal can arrive before the entrypoint's trap.
+                        self._signal_gate(plans[node].spec.name)
+
+                result = wait_until_ready(probe, max(0.0, remaining), abort=progress.abort,
+                                          on_probe=before_probe)
+            except BaseException:
+                progress.stop()
+                raise
+            if result.ok:
+                mark(node, "ready")
+                progress.reached(node, "ready")
+                return result
+            if progress.abort.is_set():
+                return None  # interrupted because another node failed: not this node's fault
+            progress.stop()
+            return result
+
+        with ThreadPoolExecutor(max_workers=len(self.roles)) as pool:
+            futures = {node: pool.submit(one, node) for node in self.roles}
+            try:
+                for future in futures.values():
+                    future.exception()  # waits; Ctrl-C here stops every thread below
+            except BaseException:
+                progress.stop()
+                raise
+        for node, future in futures.items():
+            error = future.exception()
+            if error is not None:
+                raise error
+            result = future.result()
+            if result is not None and not result.ok:
+                raise self._start_error(node, result.detail)
+        waiting = [node for node in self.roles if not progress.is_ready(node)]
+        if waiting:
+            raise self._start_error(waiting[0], "still waiting for the nodes it depends on "
+                                    f"after {timeout_s:g} s")
+
+    def _signal_gate(self, container: str) -> None:
+        try:
+            self.engine.kill(container, START_GATE_SIGNAL)
+        except LabError:
+            pass  # not running (yet, or any more): the probe says what that means
 
     def wait_all_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait for every node; NGINX last. A node that does not get ready raises NodeStartError."""
         # Traffic through NGINX before the backends listen would be refused, counted by the
-        # passive checks, and eject every backend for fail_timeout: probe NGINX last.
-        first = [node for node, role in self.roles.items() if role != "nginx"]
-        last = [node for node, role in self.roles.items() if role == "nginx"]
-        for group in (first, last):
-            with ThreadPoolExecutor(max_workers=len(group)) as pool:
-                results = dict(zip(group, pool.map(
-                    lambda n: wait_until_ready(self.probe(n), self._ready_timeout(n, timeout_s)),
-                    group)))
-            failed = [node for node, result in results.items() if not result.ok]
-            if failed:
-                # Name the first failure in dependency order: a dead database explains the rest.
-                raise self._start_error(failed[0], results[failed[0]].detail)
+        # passive checks, and eject every backend for fail_timeout: NGINX is probed only once
+        # every backend answered directly (PROBE_AFTER).
+        self._bring_up(None, None, timeout_s)
 
     def _ready_timeout(self, node: str, timeout_s: float) -> float:
         # A user's backend says in its contract how long it may take to answer.
@@ -467,12 +569,56 @@ class Lab:
         return LabStatus(self.name, nodes, endpoints)
 
 
+class _Progress:
+    """How far each node of one `up` got, for the threads that wait on each other."""
+
+    def __init__(self, roles: Mapping[str, str]):
+        self.roles = dict(roles)
+        self.abort = threading.Event()
+        self._reached: dict[str, set[str]] = {node: set() for node in roles}
+        self._changed = threading.Condition()
+
+    def reached(self, node: str, event: str) -> None:
+        with self._changed:
+            self._reached[node].add(event)
+            self._changed.notify_all()
+
+    def is_ready(self, node: str) -> bool:
+        with self._changed:
+            return "ready" in self._reached[node]
+
+    def stop(self) -> None:
+        """Release every waiting thread: a node failed, or the user pressed Ctrl-C."""
+        with self._changed:
+            self.abort.set()
+            self._changed.notify_all()
+
+    def wait_for(self, needs: Iterable[tuple[str, str]], deadline: float) -> bool:
+        """Block until every node of each needed role reached its event; False when stopped
+        or past the deadline."""
+        nodes = [(node, event) for role, event in needs
+                 for node, node_role in self.roles.items() if node_role == role]
+
+        def met() -> bool:
+            return all(event in self._reached[node] for node, event in nodes)
+
+        with self._changed:
+            while not met():
+                remaining = deadline - time.monotonic()
+                if self.abort.is_set() or remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+
 def remove_orphans(engine: Engine) -> Removed:
     """Remove what dead processes left: their sidecars, their ephemeral labs, and labs they
     left half-started. A complete lab started by `lab up` is never an orphan."""
     removed = Removed()
-    containers = engine.list_containers({LABEL_LAB: None})
-    by_lab: dict[str, list[ContainerInfo]] = {}
+    # Two list requests answer everything below: this runs before every `lab up`.
+    containers = engine.container_summaries({LABEL_LAB: None})
+    networks = engine.labelled_networks(LABEL_LAB)
+    by_lab: dict[str, list[ContainerSummary]] = {}
     for info in containers:
         by_lab.setdefault(info.labels.get(LABEL_LAB, ""), []).append(info)
     # A recorded fault outlives the process that injected it (`lab break` returns with the
@@ -484,8 +630,9 @@ def remove_orphans(engine: Engine) -> Removed:
                 and not _owner_alive(info.labels.get(LABEL_OWNER, ""))):
             engine.remove_container(info.id)
             removed = Removed(removed.containers + (info.name,), removed.networks, removed.volumes)
-    for name in engine.lab_names():
-        labels = engine.network_labels(network_name(name)) or {}
+    names = {n for n in by_lab if n} | {labels.get(LABEL_LAB, "") for labels in networks.values()}
+    for name in sorted(n for n in names if n):
+        labels = networks.get(network_name(name), {})
         members = by_lab.get(name, [])
         owner = labels.get(LABEL_OWNER) or next((m.labels.get(LABEL_OWNER, "") for m in members), "")
         if _owner_alive(owner):
@@ -499,7 +646,7 @@ def remove_orphans(engine: Engine) -> Removed:
     return removed
 
 
-def _complete(network_labels: dict, members: Iterable[ContainerInfo]) -> bool:
+def _complete(network_labels: Mapping[str, str], members: Iterable[ContainerSummary]) -> bool:
     try:
         config = parse_config(json.loads(network_labels[LABEL_CONFIG]), source="lab labels")
     except (ConfigError, ValueError):

@@ -35,6 +35,34 @@ from lab.topology.userconf import UserTopology, nginx_command, nginx_file_specs
 # NGINX resolves its upstream names once, at start, so it comes after the backends exist.
 STAGES: tuple[tuple[str, ...], ...] = (("postgres", "redis", "backend"), ("pgbouncer", "nginx"))
 READY_BEFORE_NEXT_STAGE: tuple[str, ...] = ("postgres",)
+
+# The orchestrator's finer form of the same order: role -> ((role, "started" | "ready"), ...)
+# that must hold before a node of the role starts (``START_AFTER``), before its gated process
+# is let go (``GATED``: the container starts at once, its entrypoint waits for SIGUSR2), or
+# before its readiness is probed (``PROBE_AFTER``). Everything else starts at once.
+# - PgBouncer runs only once PostgreSQL answers (server_login_retry, above); its container
+#   starts with the others, so Docker's start (0.3-0.9 s on 2 busy cores) is off the path.
+# - NGINX needs the backends' names to resolve (their containers running), not their
+#   readiness; it is probed only once every backend answered directly, or its passive checks
+#   would eject them for fail_timeout.
+# - A backend cannot be ready before PgBouncer and Redis are, so it is not asked before.
+# ``tests/unit/test_plan.py`` keeps this consistent with ``STAGES`` (compose's order).
+START_AFTER: dict[str, tuple[tuple[str, str], ...]] = {
+    "nginx": (("backend", "started"),),
+}
+GATED: dict[str, tuple[tuple[str, str], ...]] = {
+    "pgbouncer": (("postgres", "ready"),),
+}
+PROBE_AFTER: dict[str, tuple[tuple[str, str], ...]] = {
+    "pgbouncer": (("postgres", "ready"),),
+    "backend": (("pgbouncer", "ready"), ("redis", "ready")),
+    "nginx": (("backend", "ready"),),
+}
+# The file whose presence makes a gated image's entrypoint wait (images/pgbouncer).
+START_GATE_FILE = "/etc/lab/start-gate"
+# Repeated until the node answers (images/pgbouncer/entrypoint.sh says why that is safe).
+START_GATE_SIGNAL = "SIGUSR2"
+
 HOST_OFFSETS = {"postgres": 10, "pgbouncer": 11, "redis": 12, "nginx": 30}
 BACKEND_OFFSET = 20
 

@@ -31,6 +31,14 @@ def test_password_hashes_are_salted():
     assert security.hash_password("x") != security.hash_password("x")
 
 
+def test_the_unknown_user_hash_is_a_real_scrypt_hash():
+    """The hash an unknown e-mail is checked against is what hash_password computes (one KDF)."""
+    from lab_backend import app
+
+    assert app._DUMMY_HASH == security.hash_password("not-a-real-password", salt=b"\0" * 16)
+    assert security.verify_password("not-a-real-password", app._DUMMY_HASH)
+
+
 @pytest.mark.parametrize("stored", ["", "plain", "scrypt$1$2$3$zz$00", "md5$a$b$c$d$e"])
 def test_malformed_password_hash_is_rejected_not_raised(stored):
     """A malformed stored hash verifies as False instead of raising."""

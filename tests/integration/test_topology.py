@@ -218,3 +218,45 @@ def test_a_lab_of_another_lab_version_does_not_stop_orphan_removal(engine: Engin
     finally:
         engine.remove_labelled({LABEL_LAB: name})
     assert not engine.network_exists(network_name(name))
+
+
+def _timings(output: str) -> dict[str, dict[str, float | None]]:
+    """The node rows of `lab up --timings`: node -> created/started/probing/ready seconds."""
+    rows: dict[str, dict[str, float | None]] = {}
+    for line in output.splitlines():
+        fields = line.split()
+        if fields and fields[0] in NODES and len(fields) >= 6:
+            values = [None if f == "-" else float(f) for f in fields[1:5]]
+            rows[fields[0]] = dict(zip(("created", "started", "probing", "ready"), values))
+    return rows
+
+
+def test_up_timings_show_each_node_in_the_start_order(engine: Engine,
+                                                      lab_images: dict[str, str]) -> None:
+    """`lab up --timings` prints every node's created/started/probing/ready times, and they obey
+    the start rules: PgBouncer probed only after PostgreSQL was ready, NGINX started after every
+    backend and probed after every backend was ready; PgBouncer never failed a server login,
+    and a restarted PgBouncer does not wait for the start gate again."""
+    name = session_lab_name("timings")
+    try:
+        result = runner.invoke(app, ["up", "--name", name, "--timings"])
+        assert result.exit_code == 0, result.output
+        rows = _timings(result.stdout)
+        assert set(rows) == NODES, result.stdout
+        for node, row in rows.items():
+            assert None not in row.values(), (node, row)
+            assert row["created"] <= row["started"] <= row["probing"] <= row["ready"], (node, row)
+        backends = [rows[f"backend-{i}"] for i in (1, 2, 3)]
+        assert rows["pgbouncer"]["probing"] >= rows["postgres"]["ready"]
+        assert rows["nginx"]["started"] >= max(b["started"] for b in backends)
+        assert rows["nginx"]["probing"] >= max(b["ready"] for b in backends)
+        assert all(b["probing"] >= rows["pgbouncer"]["ready"] for b in backends)
+        lab = Lab.attach(engine, name)
+        log = lab.logs("pgbouncer", tail="all")
+        assert "process up" in log, log
+        assert "login failed" not in log and "connect failed" not in log, log
+        lab.stop("pgbouncer", timeout_s=2)
+        assert lab.start("pgbouncer", timeout_s=20).ok
+    finally:
+        runner.invoke(app, ["down", "--name", name])
+    assert leftovers(engine, name) == []

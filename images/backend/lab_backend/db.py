@@ -112,24 +112,37 @@ def make_pool(database_url: str, *, timeout_s: float) -> AsyncConnectionPool:
     )
 
 
+async def answers(database_url: str) -> None:
+    """One connection and ``SELECT 1``; raises when the database (through PgBouncer) does not
+    answer. Startup asks this before it opens the pool."""
+    conn = await psycopg.AsyncConnection.connect(
+        database_url, prepare_threshold=None, connect_timeout=2, autocommit=True,
+        application_name="lab-backend-startup")
+    try:
+        await conn.execute("SELECT 1")
+    finally:
+        await conn.close()
+
+
 async def ensure_schema(pool: AsyncConnectionPool, seed_password: str) -> None:
-    """Create tables and seed users/conversations idempotently, serialised across backends."""
+    """Create tables and seed users/conversations idempotently. The DDL and the inserts are
+    serialised across backends (an advisory lock); checking the stored password hashes is not,
+    so three backends starting together check theirs at the same time (scrypt, ~50 ms each:
+    under the lock the third backend was ready ~0.5 s after the first)."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
         await conn.execute(SCHEMA)
         cur = await conn.execute(
             "SELECT id, email, password_hash FROM users WHERE email = ANY(%s)", (list(SEED_USERS),))
         existing = {row[1]: (row[0], row[2]) for row in await cur.fetchall()}
+        # One hash for the seed users that are missing: they share LAB_SEED_PASSWORD, and it is
+        # computed while the other backends wait for the lock.
+        new_hash = None
         for email in SEED_USERS:
             if email in existing:
-                user_id, stored = existing[email]
-                if not await asyncio.to_thread(verify_password, seed_password, stored):
-                    # A reused volume with a new LAB_SEED_PASSWORD: make the password current.
-                    new_hash = await asyncio.to_thread(hash_password, seed_password)
-                    await conn.execute("UPDATE users SET password_hash = %s WHERE id = %s",
-                                       (new_hash, user_id))
                 continue
-            new_hash = await asyncio.to_thread(hash_password, seed_password)
+            if new_hash is None:
+                new_hash = await asyncio.to_thread(hash_password, seed_password)
             cur = await conn.execute(
                 "INSERT INTO users (email, password_hash) VALUES (%s, %s) RETURNING id",
                 (email, new_hash))
@@ -137,6 +150,18 @@ async def ensure_schema(pool: AsyncConnectionPool, seed_password: str) -> None:
             for title in SEED_CONVERSATIONS:
                 await conn.execute(
                     "INSERT INTO conversations (user_id, title) VALUES (%s, %s)", (user_id, title))
+    for email in SEED_USERS:
+        if email not in existing:
+            continue
+        user_id, stored = existing[email]
+        if not await asyncio.to_thread(verify_password, seed_password, stored):
+            # A reused volume with a new LAB_SEED_PASSWORD: make the password current (unless
+            # another backend already did).
+            new_hash = await asyncio.to_thread(hash_password, seed_password)
+            async with pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE users SET password_hash = %s WHERE id = %s AND password_hash = %s",
+                    (new_hash, user_id, stored))
 
 
 async def bounded(operation: Awaitable[T], timeout_s: float) -> T:
