@@ -1,6 +1,7 @@
 """Measure the request rate and latency through NGINX on one path (default /health).
 
-    python bench/backend_rps.py http://127.0.0.1:49153 --path /health --requests 20000 --concurrency 64
+    python bench/backend_rps.py http://127.0.0.1:49153 --path /health --requests 20000 \
+        --concurrency 64
     python bench/backend_rps.py http://127.0.0.1:49153 --path /api/conversations --token TOKEN
 
 A closed loop of ``--concurrency`` aiohttp workers: httpx's async client managed only 150-500
@@ -23,9 +24,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 
-async def _worker(session: aiohttp.ClientSession, url: str, headers: dict[str, str], budget: list[int],
-                  deadline: float, latencies: list[float], statuses: collections.Counter,
-                  backends: collections.Counter) -> None:
+async def _worker(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                  budget: list[int], deadline: float, latencies: list[float],
+                  statuses: collections.Counter, backends: collections.Counter) -> None:
     while budget[0] > 0 and time.monotonic() < deadline:
         budget[0] -= 1
         started = time.perf_counter()
@@ -48,11 +49,13 @@ async def bench(base_url: str, path: str, requests: int, concurrency: int,
     budget = [requests]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as session:
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=5)) as session:
         started = time.monotonic()
         deadline = started + max_seconds
-        await asyncio.gather(*(_worker(session, base_url.rstrip("/") + path, headers, budget, deadline,
-                                       latencies, statuses, backends) for _ in range(concurrency)))
+        await asyncio.gather(*(_worker(session, base_url.rstrip("/") + path, headers, budget,
+                                       deadline, latencies, statuses, backends)
+                               for _ in range(concurrency)))
         elapsed = time.monotonic() - started
     ordered = sorted(latencies)
 

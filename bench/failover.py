@@ -94,7 +94,8 @@ def print_run(run: RunFigures) -> None:
     checks = "  ".join(f"{name}={verdict}" for name, verdict in run.checks.items())
     print(f"run {run.index + 1:>2} seed {run.seed}: {run.verdict:<7}  wall {_s(run.wall_s, 1):>7}  "
           f"ejection {_s(run.ejection_s):>8}  readmission {_s(run.readmission_s):>8}  "
-          f"goal {_s(run.goal_s, 1)}{'' if run.within_goal is not False else ' EXCEEDED'}  [{checks}]",
+          f"goal {_s(run.goal_s, 1)}{'' if run.within_goal is not False else ' EXCEEDED'}  "
+          f"[{checks}]",
           flush=True)
     for note in run.notes:
         print(f"         note: {note}")
@@ -115,7 +116,8 @@ def summarize(runs: Sequence[RunFigures]) -> dict:
     return {
         "runs": len(runs),
         "same_verdicts": len(signatures) <= 1,
-        "verdicts": {v: sum(r.verdict == v for r in runs) for v in sorted({r.verdict for r in runs})},
+        "verdicts": {v: sum(r.verdict == v for r in runs)
+                     for v in sorted({r.verdict for r in runs})},
         "ejection_s": stats([r.ejection_s for r in runs if r.ejection_s is not None]),
         "readmission_s": stats([r.readmission_s for r in runs if r.readmission_s is not None]),
         "wall_s": stats([r.wall_s for r in runs]),
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="consecutive runs (default 10)")
     parser.add_argument("--seed", type=int, default=1, help="run i uses seed + i (default 1)")
-    parser.add_argument("--out", type=Path, help="write the JSON summary here (default: print only)")
+    parser.add_argument("--out", type=Path,
+                        help="write the JSON summary here (default: print only)")
     parser.add_argument("--report-dir", type=Path,
                         help="also write each run's full result.json under this folder")
     parser.add_argument("--max-seconds", type=float, default=1200.0,

@@ -61,7 +61,8 @@ class NginxConfig(_Frozen):
     fail_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 10
     connect_timeout_s: Annotated[float, Field(gt=0, le=75)] = 1.0
     read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    next_upstream: tuple[NextUpstream, ...] = ("error", "timeout", "http_502", "http_503", "http_504")
+    next_upstream: tuple[NextUpstream, ...] = ("error", "timeout", "http_502", "http_503",
+                                               "http_504")
     # A shared zone makes the failure counters global instead of per worker process.
     zone: bool = True
     worker_processes: Annotated[int, Field(ge=1, le=64)] = 2

@@ -1,4 +1,5 @@
-"""What the running configuration implies: the typed record every check derives its expectations from.
+"""What the running configuration implies: the typed record every check derives its
+expectations from.
 
 One ``Expectations`` record is built once per run, before any traffic, either from what really
 runs (``lab.topology.expect.running``: the nginx.conf NGINX serves, PgBouncer's ``SHOW
@@ -268,7 +269,8 @@ def duration_names(expectations: Expectations, rate_per_s: float) -> dict[str, f
     return names
 
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.Div: operator.truediv}
 _SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "×", ast.Div: "/"}
 
 

@@ -329,7 +329,8 @@ class History:
                 return mark.at
         return None
 
-    def fault_windows(self, target: str | None = None) -> list[tuple[FaultEvent, FaultEvent | None]]:
+    def fault_windows(self,
+                      target: str | None = None) -> list[tuple[FaultEvent, FaultEvent | None]]:
         """Inject/heal pairs in time order (heal None while the fault is still active)."""
         pairs: list[tuple[FaultEvent, FaultEvent | None]] = []
         open_: dict[tuple[str, str], int] = {}

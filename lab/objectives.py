@@ -109,25 +109,30 @@ class Objectives(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ejection: Seconds = Field(50.0, description="a failed backend out of rotation within (s)")
-    readmission: Seconds = Field(30.0, description="a recovered backend back in rotation within (s)")
+    readmission: Seconds = Field(30.0,
+                                 description="a recovered backend back in rotation within (s)")
     availability: Ratio = Field(0.999, description="share of client requests answered ok")
-    health_latency: Seconds = Field(0.005, description="/health through NGINX, healthy steady state")
+    health_latency: Seconds = Field(0.005,
+                                    description="/health through NGINX, healthy steady state")
     health_latency_percentile: Annotated[float, Field(gt=0, lt=100)] = Field(
         50.0, description="the percentile health_latency judges")
     failing_latency: Seconds = Field(6.0, description="p99 of client latency while a backend fails")
     duplicate_job_runs: Count = Field(0, description="overlapping runs or ticks run twice")
     lost_writes: Count = Field(0, description="acknowledged writes missing afterwards")
-    pool_server_connections: Count = Field(30, description="most server connections PostgreSQL sees")
+    pool_server_connections: Count = Field(30,
+                                           description="most server connections PostgreSQL sees")
     pool_clients: Count = Field(300, description="clients the pool serves at once without error")
     rate_limits: dict[str, RateLimit] = Field(default_factory=_checklist_rate_limits,
                                               description="per location prefix")
     hsts_max_age: Seconds = Field(31_536_000.0, description="HSTS max-age on every HTTPS answer")
-    dependency_recovery: Seconds = Field(30.0, description="errors end within this of a dependency's return")
+    dependency_recovery: Seconds = Field(
+        30.0, description="errors end within this of a dependency's return")
     lock_takeover: Seconds = Field(30.0, description="a dead lock holder's job runs again within")
     load_p95: Seconds = Field(0.2, description="p95 of each request kind under a k6 load profile")
 
 
-OBJECTIVE_NAMES = tuple(name for name in Objectives.model_fields if name != "health_latency_percentile")
+OBJECTIVE_NAMES = tuple(name for name in Objectives.model_fields
+                        if name != "health_latency_percentile")
 
 # Where each default comes from: the checklist's own words, or (where it states none) the
 # lab's choice, with the reason in docs/objectives.md.
@@ -166,7 +171,8 @@ class ObjectivesInForce:
     def source(self, name: str) -> str:
         return dict(self.sources).get(name, DEFAULT_SOURCE.get(name, "lab default"))
 
-    def with_overrides(self, overrides: BaseModel | dict[str, Any] | None, source: str) -> ObjectivesInForce:
+    def with_overrides(self, overrides: BaseModel | dict[str, Any] | None,
+                       source: str) -> ObjectivesInForce:
         """These thresholds with the fields ``overrides`` sets replaced (rate limits merged)."""
         given = (overrides.model_dump(exclude_none=True) if isinstance(overrides, BaseModel)
                  else dict(overrides or {}))
@@ -222,7 +228,8 @@ def load_objectives(path: Path | None) -> ObjectivesInForce:
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
-    """``--objective NAME=VALUE`` options as overrides; ``rate_limits./api/=100r/s`` sets one location."""
+    """``--objective NAME=VALUE`` options as overrides; ``rate_limits./api/=100r/s`` sets one
+    location."""
     overrides: dict[str, Any] = {}
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
@@ -246,7 +253,8 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     try:
         ObjectiveOverrides.model_validate(overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, "--objective").replace("invalid objectives", "invalid value"),
+        raise ConfigError(_describe(exc, "--objective").replace("invalid objectives",
+                                                                "invalid value"),
                           hint="see docs/objectives.md") from None
     return overrides
 
@@ -285,7 +293,7 @@ def threshold_text(values: Objectives, name: str) -> str:
 def document(in_force: ObjectivesInForce) -> list[dict[str, Any]]:
     """The thresholds in force, for result.json."""
     values = in_force.values.model_dump(mode="json")
-    return [{"name": name, "threshold": threshold_text(in_force.values, name), "value": values[name],
-             "source": in_force.source(name),
+    return [{"name": name, "threshold": threshold_text(in_force.values, name),
+             "value": values[name], "source": in_force.source(name),
              "description": Objectives.model_fields[name].description}
             for name in OBJECTIVE_NAMES]

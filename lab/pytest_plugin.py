@@ -48,11 +48,13 @@ _OWN = frozenset({"self", "lab", "scenario", "objectives", "objective_overrides"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The plugin's command-line options."""
-    group = parser.getgroup("failover-lab", "Failover Lab scenarios (the lab and run_scenario fixtures)")
+    group = parser.getgroup("failover-lab",
+                            "Failover Lab scenarios (the lab and run_scenario fixtures)")
     group.addoption("--lab-name", default=None,
                     help=f"Attach to the running lab of this name (else start it); env {NAME_ENV}.")
     group.addoption("--lab-config", default=None, type=Path,
-                    help="The lab.toml for the lab started and the objectives (default ./lab.toml).")
+                    help="The lab.toml for the lab started and the objectives "
+                         "(default ./lab.toml).")
     group.addoption("--lab-report-dir", default=None, type=Path,
                     help="Where each run's result.json and report.html go (default .lab/runs).")
 
@@ -75,7 +77,8 @@ class _Session:
 
         self.config_path: Path | None = config.getoption("--lab-config")
         self.report_dir: Path | None = config.getoption("--lab-report-dir")
-        name = config.getoption("--lab-name") or os.environ.get(NAME_ENV) or f"pytest-lab-{os.getpid()}"
+        name = (config.getoption("--lab-name") or os.environ.get(NAME_ENV)
+                or f"pytest-lab-{os.getpid()}")
         self.base: LabConfig = load_config(self.config_path, name=name)
         self.engine = Engine.connect()
         self.started: list[Lab] = []
@@ -171,7 +174,8 @@ def failure_text(result: RunResult, directory: Path) -> str:
 
 @pytest.fixture
 def run_scenario(lab: Lab, _failover_lab_session: _Session) -> Callable[..., RunResult]:
-    """``run_scenario(name_or_path, **overrides)``: run a scenario on the lab; fail unless it passes."""
+    """``run_scenario(name_or_path, **overrides)``: run a scenario on the lab; fail unless it
+    passes."""
     from lab import report
     from lab.checks import Verdict
     from lab.scenarios.loader import check_nodes, load_scenario, resolve
@@ -188,7 +192,8 @@ def run_scenario(lab: Lab, _failover_lab_session: _Session) -> Callable[..., Run
         arguments = _runner_arguments(overrides, session.config_path)
         target = lab
         if config != lab.config:  # the scenario asks for another configuration
-            target = _lab_errors_fail(lambda: session.start(config.with_name(f"{config.name}-{scenario.name}")))
+            target = _lab_errors_fail(
+                lambda: session.start(config.with_name(f"{config.name}-{scenario.name}")))
         try:
             result = _lab_errors_fail(lambda: Runner(target, scenario, **arguments).run())
         finally:

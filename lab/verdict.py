@@ -59,6 +59,7 @@ class Prediction:
 
     def line(self) -> str:
         """One line: the objective, the prediction with its arithmetic, and the conclusion."""
-        conclusion = {True: "reachable", False: "UNREACHABLE", None: "measured only"}[self.reachable]
+        conclusion = {True: "reachable", False: "UNREACHABLE",
+                      None: "measured only"}[self.reachable]
         return (f"{self.objective} {self.threshold} ({self.check}): {self.predicted}: "
                 f"{self.arithmetic}: {conclusion}")

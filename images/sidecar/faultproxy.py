@@ -76,7 +76,8 @@ async def main(args):
             await asyncio.get_running_loop().sock_connect(upstream, (host, port))
             server_reader, server_writer = await asyncio.open_connection(sock=upstream)
         except OSError as exc:
-            print(f"faultproxy: cannot reach original destination: {exc}", file=sys.stderr, flush=True)
+            print(f"faultproxy: cannot reach original destination: {exc}", file=sys.stderr,
+                  flush=True)
             client_writer.close()
             return
         delay, jitter = args.delay_ms / 1000, args.jitter_ms / 1000
@@ -87,7 +88,8 @@ async def main(args):
         )
 
     server = await asyncio.start_server(handle, "0.0.0.0", args.listen, reuse_address=True)
-    print(f"faultproxy: listening on {args.listen}, delay {args.delay_ms}±{args.jitter_ms} ms", flush=True)
+    print(f"faultproxy: listening on {args.listen}, delay {args.delay_ms}±{args.jitter_ms} ms",
+          flush=True)
     async with server:
         await server.serve_forever()
 

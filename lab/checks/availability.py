@@ -86,10 +86,12 @@ def check_durability(acknowledged_write_ids: frozenset[str] | None,
     derivation = ("a write answered 201 was committed before the answer; it must be in "
                   "PostgreSQL afterwards, whatever failed in between")
     if acknowledged_write_ids is None or stored_write_ids is None:
-        return CheckResult(DURABILITY, Verdict.UNKNOWN, "write check needs both acknowledged and stored ids",
+        return CheckResult(DURABILITY, Verdict.UNKNOWN,
+                           "write check needs both acknowledged and stored ids",
                            expected, derivation)
     if not acknowledged_write_ids:
-        return CheckResult(DURABILITY, Verdict.UNKNOWN, "no write was acknowledged", expected, derivation)
+        return CheckResult(DURABILITY, Verdict.UNKNOWN, "no write was acknowledged", expected,
+                           derivation)
     missing = sorted(acknowledged_write_ids - stored_write_ids)
     values = (("acknowledged_writes", float(len(acknowledged_write_ids))),
               ("lost_writes", float(len(missing))))
@@ -142,7 +144,8 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                  if mode is not None and not (tries_left and all(
                      cond in policy.next_upstream for cond in _RETRIED_ON[mode]))]
     if not unretried:
-        return Prediction("availability", NAME, threshold, "no client error from the failing backend",
+        return Prediction("availability", NAME, threshold,
+                          "no client error from the failing backend",
                           True, f"proxy_next_upstream {' '.join(policy.next_upstream) or 'off'} "
                           "retries its failed tries on another server")
     if not policy.ejects:

@@ -28,16 +28,20 @@ def check_fail_fast(history: History, *, servers: int, db_budget_s: float,
                     tolerance_s: float = 0.5) -> CheckResult:
     """Whether every request sent during a fault was answered within its bound (none hung)."""
     bound = servers * db_budget_s + tolerance_s
-    derivation = (f"a backend gives up on the database after its budget of {db_budget_s:g} s and answers "
-                  f"503; NGINX retries a 503 on every other server (proxy_next_upstream http_503), so a "
-                  f"client waits at most servers x budget + tolerance = {servers} x {db_budget_s:g} + "
-                  f"{tolerance_s:g} = {bound:g} s")
-    expected = f"every request sent during the faults answered within {bound:g} s; none left hanging (unknown)"
-    windows = [(inject.at, heal.at if heal else float("inf")) for inject, heal in history.fault_windows()]
-    during = [r for r in history.requests if any(start <= r.sent_at <= stop for start, stop in windows)]
+    derivation = (f"a backend gives up on the database after its budget of {db_budget_s:g} s and "
+                  "answers 503; NGINX retries a 503 on every other server (proxy_next_upstream "
+                  "http_503), so a client waits at most servers x budget + tolerance = "
+                  f"{servers} x {db_budget_s:g} + {tolerance_s:g} = {bound:g} s")
+    expected = (f"every request sent during the faults answered within {bound:g} s; "
+                "none left hanging (unknown)")
+    windows = [(inject.at, heal.at if heal else float("inf"))
+               for inject, heal in history.fault_windows()]
+    during = [r for r in history.requests
+              if any(start <= r.sent_at <= stop for start, stop in windows)]
     failed = [r for r in during if r.outcome is not Outcome.OK]
     if not failed:
-        return CheckResult(FAIL_FAST, Verdict.UNKNOWN, f"no request failed during the faults ({len(during)} sent)",
+        return CheckResult(FAIL_FAST, Verdict.UNKNOWN,
+                           f"no request failed during the faults ({len(during)} sent)",
                            expected, derivation)
     # Every request sent during a fault is judged, not only the failed ones: a request that
     # waited through two budgets and then succeeded because the fault was healed meanwhile
@@ -46,14 +50,16 @@ def check_fail_fast(history: History, *, servers: int, db_budget_s: float,
     worst = max((r.latency_s or float("inf")) for r in during)
     statuses = sorted({str(r.status) for r in failed})
     measured = (f"{len(failed)} of {len(during)} requests failed during the faults (statuses "
-                f"{', '.join(statuses)}), the slowest answered in {worst:.3f} s; {len(slow)} beyond the bound")
+                f"{', '.join(statuses)}), the slowest answered in {worst:.3f} s; {len(slow)} "
+                "beyond the bound")
     details = tuple(f"request {r.id} sent +{r.sent_at - windows[0][0]:.3f} s: "
-                    f"{'no answer (' + (r.error or 'unknown') + ')' if r.latency_s is None else f'{r.latency_s:.3f} s'}, "
-                    f"status {r.status}" for r in slow[:10])
+                    + ("no answer (" + (r.error or "unknown") + ")" if r.latency_s is None
+                       else f"{r.latency_s:.3f} s")
+                    + f", status {r.status}" for r in slow[:10])
     values = (("failed", float(len(failed))), ("slow", float(len(slow))), ("bound_s", bound),
               ("worst_s", worst))
-    return CheckResult(FAIL_FAST, Verdict.FAIL if slow else Verdict.PASS, measured, expected, derivation,
-                       details, values)
+    return CheckResult(FAIL_FAST, Verdict.FAIL if slow else Verdict.PASS, measured, expected,
+                       derivation, details, values)
 
 
 @never_crashes(RECOVERY)
@@ -68,13 +74,16 @@ def check_recovery(history: History, *, bound_s: float, derivation: str) -> Chec
     first_ok = next((r for r in after if r.outcome is Outcome.OK), None)
     if first_ok is None:
         return CheckResult(RECOVERY, Verdict.FAIL if after else Verdict.UNKNOWN,
-                           f"no request succeeded after the heal ({len(after)} sent)", expected, derivation)
+                           f"no request succeeded after the heal ({len(after)} sent)", expected,
+                           derivation)
     measured_s = first_ok.sent_at - healed
     failed_after = sum(r.outcome is not Outcome.OK for r in after if r.sent_at < first_ok.sent_at)
     verdict = Verdict.PASS if measured_s <= bound_s else Verdict.FAIL
     return CheckResult(RECOVERY, verdict,
-                       f"first success {measured_s:.3f} s after the heal ({failed_after} failed before it)",
-                       expected, derivation, values=(("measured_s", measured_s), ("bound_s", bound_s)))
+                       f"first success {measured_s:.3f} s after the heal "
+                       f"({failed_after} failed before it)",
+                       expected, derivation,
+                       values=(("measured_s", measured_s), ("bound_s", bound_s)))
 
 
 # -- registration -------------------------------------------------------------------------------
@@ -123,18 +132,23 @@ def _recovery_objective(result: CheckResult, objectives: Objectives, ctx: CheckC
                               "after the dependency was back", derivation=how)
 
 
-def _recovery_predict(ctx: CheckContext, params: RecoveryParams, objectives: Objectives) -> Prediction:
+def _recovery_predict(ctx: CheckContext, params: RecoveryParams,
+                      objectives: Objectives) -> Prediction:
     upstream = ctx.expectations.upstream
     ejected_by_503 = "http_503" in upstream.next_upstream and upstream.ejects
-    parts = [f"fail_timeout {upstream.fail_timeout_s:g} s (503s eject the backends)"] if ejected_by_503 else []
+    parts = ([f"fail_timeout {upstream.fail_timeout_s:g} s (503s eject the backends)"]
+             if ejected_by_503 else [])
     total = upstream.fail_timeout_s if ejected_by_503 else 0.0
     if "postgres" in ctx.failure_modes:
         retry = ctx.expectations.pgbouncer.server_login_retry_s
-        parts.append(f"server_login_retry {retry:g} s (PgBouncer refuses logins after a failed one)")
+        parts.append(f"server_login_retry {retry:g} s "
+                     "(PgBouncer refuses logins after a failed one)")
         total += retry
-    return Prediction("dependency_recovery", RECOVERY, threshold_text(objectives, "dependency_recovery"),
+    return Prediction("dependency_recovery", RECOVERY,
+                      threshold_text(objectives, "dependency_recovery"),
                       f"up to {text_seconds(total)}", total <= objectives.dependency_recovery,
-                      " + ".join(parts) + f" = {total:g} s" if parts else "nothing delays the return")
+                      " + ".join(parts) + f" = {total:g} s" if parts
+                      else "nothing delays the return")
 
 
 register(CheckDef(

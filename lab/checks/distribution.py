@@ -75,7 +75,8 @@ def _judge(ctx: CheckContext, params: DistributionParams) -> CheckResult:
     window = None
     if params.during == "steady":
         first = min((f.at for f in history.faults), default=None)
-        end = first or history.mark_at("end") or max((r.sent_at for r in history.requests), default=0.0)
+        end = (first or history.mark_at("end")
+               or max((r.sent_at for r in history.requests), default=0.0))
         window = (history.mark_at("start") or 0.0, end)
     return check_distribution(history, ctx.expectations.upstream.servers, window,
                               sigmas=params.sigmas, min_requests=params.min_requests)

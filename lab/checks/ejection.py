@@ -224,9 +224,10 @@ def check_ejection(history: History, policy: UpstreamPolicy, target: str, mode: 
                       if workers > 1 else "")
         k = " - k" if counted else ""
         derivation.append(
-            f"last routed attempt in [max(0, c + (max_fails{k}-2)*g - u), c + max_fails{per_worker}*g "
-            f"+ tolerance] = [max(0, {c:g} + {policy.max_fails - counted - 2}*{g:.3f} - "
-            f"{uncertainty:.3f}), {c:g} + {policy.max_fails}*{workers}*{g:.3f} + {tolerance_s:g}] = "
+            f"last routed attempt in [max(0, c + (max_fails{k}-2)*g - u), "
+            f"c + max_fails{per_worker}*g + tolerance] = "
+            f"[max(0, {c:g} + {policy.max_fails - counted - 2}*{g:.3f} - {uncertainty:.3f}), "
+            f"{c:g} + {policy.max_fails}*{workers}*{g:.3f} + {tolerance_s:g}] = "
             f"[{lower:.3f}, {upper:.3f}] s"
             + (" (all max_fails tries refused: ejected while the action was under way, the lower "
                "bound is its start)" if counted >= policy.max_fails else ""))
@@ -355,7 +356,8 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
         return Prediction("ejection", NAME, threshold, "never ejected", False, why)
     worst, arithmetic = worst_case_ejection_s(policy, mode, ctx.rate_per_s)
     return Prediction("ejection", NAME, threshold, f"out of rotation within {worst:.3f} s",
-                      worst <= objectives.ejection, f"{arithmetic} = {worst:.3f} s (a {mode.value} backend)")
+                      worst <= objectives.ejection,
+                      f"{arithmetic} = {worst:.3f} s (a {mode.value} backend)")
 
 
 register(CheckDef(

@@ -43,7 +43,8 @@ def _where(binding: PortBinding) -> str:
 @never_crashes(NAME)
 def check_exposure(exposures: Sequence[NodeExposure], connects: Sequence[PortConnect],
                    documented: Sequence[DocumentedPort], nodes: Mapping[str, str]) -> CheckResult:
-    """Whether every lab container publishes exactly its documented ports, on 127.0.0.1, and each answers.
+    """Whether every lab container publishes exactly its documented ports, on 127.0.0.1, and
+    each answers.
 
     ``nodes``: node name -> role, the topology the configuration describes (a node without a
     container is reported: its documented ports are missing).
@@ -86,8 +87,8 @@ def check_exposure(exposures: Sequence[NodeExposure], connects: Sequence[PortCon
         for binding in exposure.bindings:
             port = allowed.get(binding.container_port)
             connect = answered.get((node, binding.container_port, binding.host_port))
-            reached = (" and accepted a TCP connection on 127.0.0.1" if connect and connect.connected
-                       else "")
+            reached = (" and accepted a TCP connection on 127.0.0.1"
+                       if connect and connect.connected else "")
             if port is None:
                 undocumented += 1
                 problems.append(f"{node} ({what}) publishes {binding.container_port} on "
@@ -152,4 +153,5 @@ def _judge(ctx: CheckContext, params: NoParams) -> CheckResult:
 
 register(CheckDef(
     name=NAME, params=NoParams, judge=_judge,
-    summary="from the host, only the documented ports are published, on 127.0.0.1, and each answers"))
+    summary="from the host, only the documented ports are published, on 127.0.0.1, "
+            "and each answers"))

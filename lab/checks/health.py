@@ -24,9 +24,12 @@ PATHS = ("/health", "/health/live", "/health/ready", "/health/detailed")
 # What each endpoint answers in each state (the backend's documented contract): /health and
 # /health/live never ask a dependency; ready and detailed answer 503 when one is down.
 CONTRACT: dict[str, dict[str, int]] = {
-    "healthy": {"/health": 200, "/health/live": 200, "/health/ready": 200, "/health/detailed": 200},
-    "redis-down": {"/health": 200, "/health/live": 200, "/health/ready": 503, "/health/detailed": 503},
-    "database-down": {"/health": 200, "/health/live": 200, "/health/ready": 503, "/health/detailed": 503},
+    "healthy": {"/health": 200, "/health/live": 200, "/health/ready": 200,
+                "/health/detailed": 200},
+    "redis-down": {"/health": 200, "/health/live": 200, "/health/ready": 503,
+                   "/health/detailed": 503},
+    "database-down": {"/health": 200, "/health/live": 200, "/health/ready": 503,
+                      "/health/detailed": 503},
 }
 # The dependency /health/detailed must name as failed in each state (and only it).
 FAILED = {"healthy": (), "redis-down": ("redis",), "database-down": ("database",)}
@@ -60,16 +63,18 @@ def check_health_contract(history: History) -> CheckResult:
         want = CONTRACT[sample.expectation][sample.path]
         where = f"{sample.node} {sample.path} ({sample.expectation})"
         if sample.status != want:
-            problems.append(f"{where}: {sample.status} where {want} was expected: {sample.body[:100]}")
+            problems.append(f"{where}: {sample.status} where {want} was expected: "
+                            f"{sample.body[:100]}")
         elif sample.path == "/health/detailed" and (problem := _detailed_problem(sample)):
             problems.append(f"{where}: {problem}")
     states = Counter(s.expectation for s in samples)
     nodes = {s.node for s in samples}
     measured = (f"{len(samples)} answers from {len(nodes)} backend(s) in states "
-                f"{', '.join(f'{k} x{v}' for k, v in sorted(states.items()))}; {len(problems)} off contract")
+                f"{', '.join(f'{k} x{v}' for k, v in sorted(states.items()))}; "
+                f"{len(problems)} off contract")
     values = (("samples", float(len(samples))), ("problems", float(len(problems))))
-    return CheckResult(NAME, Verdict.FAIL if problems else Verdict.PASS, measured, expected, derivation,
-                       tuple(problems[:20]), values)
+    return CheckResult(NAME, Verdict.FAIL if problems else Verdict.PASS, measured, expected,
+                       derivation, tuple(problems[:20]), values)
 
 
 # -- transitions, from a health watcher's samples (lab.workload.health_watch) ---------------
@@ -121,63 +126,72 @@ class _Judged:
     def result(self, name: str, expected: str, derivation: str, nothing: str) -> CheckResult:
         if not self.verdicts:
             return CheckResult(name, Verdict.UNKNOWN, nothing, expected, derivation)
-        return CheckResult(name, combine(self.verdicts), "; ".join(self.lines), expected, derivation,
-                           tuple(self.lines[:20]), tuple(self.values))
+        return CheckResult(name, combine(self.verdicts), "; ".join(self.lines), expected,
+                           derivation, tuple(self.lines[:20]), tuple(self.values))
 
 
 @never_crashes(STARTUP)
 def check_ready_at_startup(history: History) -> CheckResult:
-    """Whether each watched backend, started again, answered /health/ready 503 before its first 200."""
-    expected = ("after a restart, the first /health/ready answer is 503 (starting), and 200 follows once "
-                "startup completes")
-    derivation = ("the backend's lifecycle (images/backend server.py): the server listens before the "
-                  "bootstrap (database retries, schema, job scheduler) ends, and readiness is 503 until "
-                  "it does; the watcher retries every 10 ms while nothing answers, so the first answer is "
-                  "the first one the new process gives")
+    """Whether each watched backend, started again, answered /health/ready 503 before its
+    first 200."""
+    expected = ("after a restart, the first /health/ready answer is 503 (starting), and 200 "
+                "follows once startup completes")
+    derivation = ("the backend's lifecycle (images/backend server.py): the server listens before "
+                  "the bootstrap (database retries, schema, job scheduler) ends, and readiness is "
+                  "503 until it does; the watcher retries every 10 ms while nothing answers, so "
+                  "the first answer is the first one the new process gives")
     judged = _Judged()
     for watch in history.health_watches:
         ready = _watched(history, watch.node, "/health/ready")
         for event in history.faults:
-            if event.target != watch.node or event.fault not in RESTARTS or event.phase is not FaultPhase.INJECT:
+            if event.target != watch.node or event.fault not in RESTARTS \
+                    or event.phase is not FaultPhase.INJECT:
                 continue
             where = f"{watch.node} after {event.fault}"
-            gone = next((s for s in ready if _sent(s) >= event.started_at and s.status is None), None)
+            gone = next((s for s in ready if _sent(s) >= event.started_at and s.status is None),
+                        None)
             if gone is None:
                 judged.add(Verdict.UNKNOWN, f"{where}: the watch never saw the process gone")
                 continue
             answers = [s for s in ready if _sent(s) > _sent(gone) and s.status is not None]
             if not answers:
-                judged.add(Verdict.UNKNOWN, f"{where}: no /health/ready answer before the watch ended")
+                judged.add(Verdict.UNKNOWN,
+                           f"{where}: no /health/ready answer before the watch ended")
                 continue
             first = answers[0]
             since = first.at - gone.at
             if first.status != 503:
-                judged.add(Verdict.FAIL, f"{where}: first /health/ready answer was {first.status}, expected "
-                           f"503 (observed {first.body[:80]!r}, {since:.3f} s after the first refused request)")
+                judged.add(Verdict.FAIL, f"{where}: first /health/ready answer was "
+                           f"{first.status}, expected 503 (observed {first.body[:80]!r}, "
+                           f"{since:.3f} s after the first refused request)")
                 continue
             ready_at = next((s for s in answers if s.status == 200), None)
             if ready_at is None:
-                judged.add(Verdict.UNKNOWN, f"{where}: 503 first, but no 200 before the watch ended")
+                judged.add(Verdict.UNKNOWN,
+                           f"{where}: 503 first, but no 200 before the watch ended")
                 continue
             not_ready = sum(1 for s in answers if _sent(s) < _sent(ready_at))
             window = ready_at.at - first.at
-            judged.add(Verdict.PASS, f"{where}: first /health/ready answer 503 ({first.body[:40]!r}), then "
-                       f"{not_ready - 1} more 503, 200 {window:.3f} s after the first 503")
+            judged.add(Verdict.PASS, f"{where}: first /health/ready answer 503 "
+                       f"({first.body[:40]!r}), then {not_ready - 1} more 503, 200 "
+                       f"{window:.3f} s after the first 503")
             judged.values.append(("not_ready_s", window))
     return judged.result(STARTUP, expected, derivation, "no restart of a watched backend")
 
 
 @never_crashes(DRAIN)
-def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s: float = 0.25) -> CheckResult:
+def check_ready_while_draining(history: History, *, drain_s: float,
+                               tolerance_s: float = 0.25) -> CheckResult:
     """Whether each watched backend, sent SIGTERM, answered /health/ready 503 at once and until it
     was gone, while /health/live still answered, for at least its drain time."""
-    derivation = ("the backend's drain (LAB_DRAIN_S = BackendConfig.drain_s = {drain:g} s): on SIGTERM "
-                  "readiness turns 503 and requests are still served for drain_s, then it stops "
-                  "accepting; the watcher asks each path every {interval} s, so the first 503 comes within "
-                  "interval + tolerance of SIGTERM and the last answer at most one interval before the "
-                  "listener closes: answers for at least drain_s - interval - tolerance = {drain:g} - "
-                  "{interval} - {tolerance:g} = {floor} s; tolerance {tolerance:g} s covers signal "
-                  "delivery and scheduling on a shared machine")
+    derivation = ("the backend's drain (LAB_DRAIN_S = BackendConfig.drain_s = {drain:g} s): on "
+                  "SIGTERM readiness turns 503 and requests are still served for drain_s, then it "
+                  "stops accepting; the watcher asks each path every {interval} s, so the first "
+                  "503 comes within interval + tolerance of SIGTERM and the last answer at most "
+                  "one interval before the listener closes: answers for at least "
+                  "drain_s - interval - tolerance = {drain:g} - {interval} - {tolerance:g} = "
+                  "{floor} s; tolerance {tolerance:g} s covers signal delivery and scheduling on "
+                  "a shared machine")
     judged = _Judged()
     interval = 0.0
     for watch in history.health_watches:
@@ -200,8 +214,9 @@ def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s:
             ready = [s for s in during if s.path == "/health/ready"]
             first = next((s for s in ready if s.status == 503), None)
             if first is None:
-                judged.add(Verdict.FAIL, f"{where}: no /health/ready 503 before the process was gone, expected "
-                           f"503 while draining (observed {', '.join(str(s.status) for s in ready) or 'no answer'})")
+                judged.add(Verdict.FAIL, f"{where}: no /health/ready 503 before the process was "
+                           "gone, expected 503 while draining (observed "
+                           f"{', '.join(str(s.status) for s in ready) or 'no answer'})")
                 continue
             problems = []
             turned = _sent(first) - sigterm
@@ -210,29 +225,34 @@ def check_ready_while_draining(history: History, *, drain_s: float, tolerance_s:
                                 f"{interval + tolerance_s:g} s")
             relapse = [s for s in ready if _sent(s) > _sent(first) and s.status != 503]
             if relapse:
-                problems.append(f"ready answered {relapse[0].status} {_sent(relapse[0]) - sigterm:.3f} s after "
+                problems.append(f"ready answered {relapse[0].status} "
+                                f"{_sent(relapse[0]) - sigterm:.3f} s after "
                                 "SIGTERM, expected 503 until exit")
             live = [s for s in during if s.path == "/health/live" and _sent(s) >= _sent(first)]
             if not live or any(s.status != 200 for s in live):
-                problems.append(f"/health/live while draining: {', '.join(str(s.status) for s in live) or 'no answer'}"
+                problems.append("/health/live while draining: "
+                                f"{', '.join(str(s.status) for s in live) or 'no answer'}"
                                 ", expected 200")
             served = max(_sent(s) for s in during) - sigterm
             if served < floor:
-                problems.append(f"answered for {served:.3f} s after SIGTERM, expected at least {floor:g} s")
+                problems.append(f"answered for {served:.3f} s after SIGTERM, expected at least "
+                                f"{floor:g} s")
             judged.add(Verdict.FAIL if problems else Verdict.PASS,
-                       f"{where}: ready 503 from +{turned:.3f} s, {len(live)} live 200, answers until "
-                       f"+{served:.3f} s, gone +{gone_at - sigterm:.3f} s"
+                       f"{where}: ready 503 from +{turned:.3f} s, {len(live)} live 200, "
+                       f"answers until +{served:.3f} s, gone +{gone_at - sigterm:.3f} s"
                        + (": " + "; ".join(problems) if problems else ""))
             judged.values += [("ready_503_after_s", turned), ("answered_for_s", served)]
     floor_text = f"{drain_s - interval - tolerance_s:g}"
-    derivation = derivation.format(drain=drain_s, interval=f"{interval:g}", tolerance=tolerance_s, floor=floor_text)
-    expected = (f"after SIGTERM: /health/ready 503 within interval + tolerance and until the process is gone, "
-                f"/health/live 200 meanwhile, answers for at least {floor_text} s")
+    derivation = derivation.format(drain=drain_s, interval=f"{interval:g}", tolerance=tolerance_s,
+                                   floor=floor_text)
+    expected = ("after SIGTERM: /health/ready 503 within interval + tolerance and until the "
+                f"process is gone, /health/live 200 meanwhile, answers for at least {floor_text} s")
     return judged.result(DRAIN, expected, derivation, "no SIGTERM to a watched backend")
 
 
 @never_crashes(DETAILED_TIMING)
-def check_detailed_follows_dependency(history: History, *, dependency_timeout_s: float, dependency: str = "redis",
+def check_detailed_follows_dependency(history: History, *, dependency_timeout_s: float,
+                                      dependency: str = "redis",
                                       tolerance_s: float = 0.25) -> CheckResult:
     """Whether each watched backend's /health/detailed turned 503 (naming the dependency) within
     the bound after the dependency went away, and 200 within the bound after it was back."""
@@ -247,9 +267,11 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
             if inject.fault not in OUTAGES or heal is None:
                 continue
             where = f"{watch.node}, {dependency} {inject.fault}"
-            back = next((m.at for m in history.marks if m.name == ready_mark(dependency) and m.at >= heal.at), heal.at)
+            back = next((m.at for m in history.marks
+                         if m.name == ready_mark(dependency) and m.at >= heal.at), heal.at)
             if _covering(history, watch.node, inject.started_at, back + bound) is None:
-                judged.add(Verdict.UNKNOWN, f"{where}: the watch did not span the outage and {bound:g} s after it")
+                judged.add(Verdict.UNKNOWN, f"{where}: the watch did not span the outage and "
+                           f"{bound:g} s after it")
                 continue
             down = next((s for s in detailed if s.at >= inject.started_at and s.status == 503
                          and dependency in _failed_names(s.body)), None)
@@ -258,29 +280,36 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
             down_s = (down.at - inject.at) if down else None
             up_s = (up.at - back) if up else None
             if down_s is None:
-                problems.append(f"never 503 naming {dependency} (observed "
-                                f"{', '.join(sorted({str(s.status) for s in detailed if inject.at <= s.at <= back}))})")
+                seen = sorted({str(s.status) for s in detailed if inject.at <= s.at <= back})
+                problems.append(f"never 503 naming {dependency} (observed {', '.join(seen)})")
             elif down_s > bound:
-                problems.append(f"503 {down_s:.3f} s after {dependency} went down, expected within {bound:g} s")
+                problems.append(f"503 {down_s:.3f} s after {dependency} went down, expected within "
+                                f"{bound:g} s")
             if up_s is None:
                 problems.append(f"not 200 again after {dependency} was back")
             elif up_s > bound:
-                problems.append(f"200 {up_s:.3f} s after {dependency} was back, expected within {bound:g} s")
+                problems.append(f"200 {up_s:.3f} s after {dependency} was back, expected within "
+                                f"{bound:g} s")
             shown = [f"503 after {down_s:.3f} s" if down_s is not None else "no 503",
                      f"200 {up_s:.3f} s after it was back" if up_s is not None else "no 200"]
             judged.add(Verdict.FAIL if problems else Verdict.PASS,
-                       f"{where}: {', '.join(shown)}" + (": " + "; ".join(problems) if problems else ""))
-            judged.values += [(f"{inject.fault}_down_s", down_s if down_s is not None else float("inf")),
+                       f"{where}: {', '.join(shown)}"
+                       + (": " + "; ".join(problems) if problems else ""))
+            judged.values += [(f"{inject.fault}_down_s",
+                               down_s if down_s is not None else float("inf")),
                               (f"{inject.fault}_up_s", up_s if up_s is not None else float("inf"))]
-    expected = (f"/health/detailed 503 naming {dependency} within {bound:g} s of it going down, and 200 within "
-                f"{bound:g} s of it being back")
-    derivation = (f"a detailed answer waits at most the dependency timeout (LAB_DEPENDENCY_TIMEOUT_S = "
-                  f"BackendConfig.dependency_timeout_s = {dependency_timeout_s:g} s) for {dependency}; the "
-                  f"watcher sends the next request at most one interval ({interval:g} s) after the previous "
-                  f"one: bound = interval + dependency_timeout + tolerance = {interval:g} + "
-                  f"{dependency_timeout_s:g} + {tolerance_s:g} = {bound:g} s, from the fault in effect (stop "
-                  f"or freeze returned) and from {dependency} answering its readiness probe again")
-    return judged.result(DETAILED_TIMING, expected, derivation, f"no healed outage of {dependency} during a watch")
+    expected = (f"/health/detailed 503 naming {dependency} within {bound:g} s of it going down, "
+                f"and 200 within {bound:g} s of it being back")
+    derivation = ("a detailed answer waits at most the dependency timeout "
+                  "(LAB_DEPENDENCY_TIMEOUT_S = BackendConfig.dependency_timeout_s = "
+                  f"{dependency_timeout_s:g} s) for {dependency}; the watcher sends the next "
+                  f"request at most one interval ({interval:g} s) after the previous one: bound = "
+                  f"interval + dependency_timeout + tolerance = {interval:g} + "
+                  f"{dependency_timeout_s:g} + {tolerance_s:g} = {bound:g} s, from the fault in "
+                  f"effect (stop or freeze returned) and from {dependency} answering its readiness "
+                  "probe again")
+    return judged.result(DETAILED_TIMING, expected, derivation,
+                         f"no healed outage of {dependency} during a watch")
 
 
 # -- registration -------------------------------------------------------------------------------
@@ -306,7 +335,8 @@ def _drain(ctx: CheckContext, params: HealthTimingParams) -> CheckResult:
 
 register(CheckDef(
     name=DRAIN, params=HealthTimingParams, judge=_drain,
-    summary="after SIGTERM, /health/ready answers 503 through the drain while /health/live stays 200"))
+    summary="after SIGTERM, /health/ready answers 503 through the drain while /health/live "
+            "stays 200"))
 
 
 def _detailed(ctx: CheckContext, params: HealthTimingParams) -> CheckResult:

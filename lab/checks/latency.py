@@ -1,11 +1,12 @@
 """Latency inside and outside fault windows.
 
 Outside faults the p99 must stay under a stated bound. A fault lasts from its inject until
-its heal, or, when it stopped the node, until the node is ready again. Inside, a request that first tried the
-failed backend pays one failed attempt ``c`` before NGINX retries it elsewhere, so the p99
-may grow by ``c`` and no more. A latency fault adds ``added`` (the injected round trip) to the
-requests it slows: the inside p99 must then reach at least half of it (else the fault never
-took effect) and stay within ``c + added + outside p99 + tolerance``.
+its heal, or, when it stopped the node, until the node is ready again. Inside, a request
+that first tried the failed backend pays one failed attempt ``c`` before NGINX retries it
+elsewhere, so the p99 may grow by ``c`` and no more. A latency fault adds ``added`` (the
+injected round trip) to the requests it slows: the inside p99 must then reach at least half
+of it (else the fault never took effect) and stay within
+``c + added + outside p99 + tolerance``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def fault_windows(history: History) -> list[tuple[float, float]]:
         if heal is None:
             windows.append((inject.started_at, end))
             continue
-        ready = [m.at for m in history.marks if m.name == ready_mark(heal.target) and m.at >= heal.at]
+        ready = [m.at for m in history.marks
+                 if m.name == ready_mark(heal.target) and m.at >= heal.at]
         windows.append((inject.started_at, min(ready) if ready else heal.at))
     return windows
 
@@ -78,10 +80,11 @@ def check_latency(history: History, policy: UpstreamPolicy, mode: FailureMode | 
     inside_bound = c + added_latency_s + out99 + tolerance_s
     values += [("outside_p50_s", out50), ("outside_p99_s", out99), ("inside_bound_s", inside_bound)]
     derivation = (f"outside p99 bound {outside_p99_bound_s:g} s (stated); "
-                  f"{cost_derivation(policy, mode)}; added = {added_latency_s:g} s injected round trip; "
+                  f"{cost_derivation(policy, mode)}; "
+                  f"added = {added_latency_s:g} s injected round trip; "
                   f"inside p99 <= c + added + outside p99 + tolerance = "
-                  f"{c:g} + {added_latency_s:g} + {out99:.3f} + {tolerance_s:g} = {inside_bound:.3f} s "
-                  "(one failed attempt before the retry)")
+                  f"{c:g} + {added_latency_s:g} + {out99:.3f} + {tolerance_s:g} = "
+                  f"{inside_bound:.3f} s (one failed attempt before the retry)")
     expected = f"outside p99 <= {outside_p99_bound_s:g} s; inside p99 <= {inside_bound:.3f} s"
     if added_latency_s:
         expected += f" and >= {added_latency_s / 2:.3f} s (the injected latency shows)"
@@ -160,7 +163,8 @@ def _failing_objective(result: CheckResult, objectives: Objectives, ctx: CheckCo
     windows = fault_windows(ctx.history)
     if not windows:
         return None  # nothing failed: there is no "while failing" to judge
-    inside = [r for r in ctx.history.requests if any(start <= r.sent_at < stop for start, stop in windows)]
+    inside = [r for r in ctx.history.requests
+              if any(start <= r.sent_at < stop for start, stop in windows)]
     how = ("p99 of every request sent while a fault was in place, answered or not (a request "
            f"never answered counts as longer than any answer; {len(inside)} requests)")
     if not inside:
@@ -168,12 +172,14 @@ def _failing_objective(result: CheckResult, objectives: Objectives, ctx: CheckCo
                                   measured="no request sent during the faults", derivation=how)
     value = percentile([math.inf if r.latency_s is None else r.latency_s for r in inside], 0.99)
     shown = "no answer" if math.isinf(value) else text_seconds(round(value, 4))
-    return measured_objective("failing_latency", objectives, value=None if math.isinf(value) else value,
+    return measured_objective("failing_latency", objectives,
+                              value=None if math.isinf(value) else value,
                               passed=value <= objectives.failing_latency, measured=f"p99 {shown}",
                               derivation=how)
 
 
-def _health_predict(ctx: CheckContext, params: LatencyParams, objectives: Objectives) -> Prediction | None:
+def _health_predict(ctx: CheckContext, params: LatencyParams,
+                    objectives: Objectives) -> Prediction | None:
     _, path = ctx.stream_paths.get(params.client or "", ("GET", HEALTH_PATH))
     if path != HEALTH_PATH:
         return None
@@ -183,7 +189,8 @@ def _health_predict(ctx: CheckContext, params: LatencyParams, objectives: Object
                       "configuration bounds it")
 
 
-def _failing_predict(ctx: CheckContext, params: LatencyParams, objectives: Objectives) -> Prediction | None:
+def _failing_predict(ctx: CheckContext, params: LatencyParams,
+                     objectives: Objectives) -> Prediction | None:
     policy = ctx.expectations.upstream
     failing = {node: mode for node, mode in ctx.failure_modes.items() if node in policy.servers}
     if not failing and not ctx.added_latency_s:

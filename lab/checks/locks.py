@@ -294,7 +294,8 @@ def _judged_ticks(history: History, runs: list[JobRun], jobs: tuple[str, ...],
 @never_crashes(FENCING)
 def check_fencing(history: History, *, fencing_expected: bool = True,
                   jobs: tuple[str, ...] = JOBS, max_run_s: float | None = None) -> CheckResult:
-    """Every overlap was contained: the later run had the higher token, the stale write was rejected."""
+    """Every overlap was contained: the later run had the higher token, the stale write was
+    rejected."""
     t = _Clock(history)
     overlaps = find_overlaps(history, jobs, max_run_s)
     rejected = {(r.job, r.node, r.token) for r in history.fencing_rejections}
@@ -354,7 +355,8 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
 def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float,
                         job_interval_s: float, tolerance_s: float = 1.0,
                         jobs: tuple[str, ...] = JOBS) -> CheckResult:
-    """After ``target_node`` is killed mid-run, the job's next run comes within the bound, without overlap."""
+    """After ``target_node`` is killed mid-run, the job's next run comes within the bound,
+    without overlap."""
     t = _Clock(history)
     bound = lock_ttl_s + job_interval_s + tolerance_s
     derivation = (
@@ -369,7 +371,8 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
     if not kills:
         return CheckResult(TAKEOVER, Verdict.UNKNOWN, f"{target_node} was not killed", expected,
                            derivation, values=(("bound_s", bound),))
-    runs = sorted((r for r in history.job_runs if r.job in jobs), key=lambda r: (r.started_at, r.id))
+    runs = sorted((r for r in history.job_runs if r.job in jobs),
+                  key=lambda r: (r.started_at, r.id))
     kill, hit = kills[0], []
     for kill in kills:
         hit = [span for span in (run_span(r, history.faults) for r in runs)
@@ -482,13 +485,15 @@ class _HolderEpisode:
 
 def _running_at(spans: list[RunSpan], sample: LockSample) -> tuple[RunSpan, ...]:
     """The runs in progress over the whole sample: Redis answered while each of them ran."""
-    return tuple(s for s in spans if s.run.started_at < sample.sent_at and s.end > sample.received_at)
+    return tuple(s for s in spans
+                 if s.run.started_at < sample.sent_at and s.end > sample.received_at)
 
 
 @never_crashes(HOLDERS)
 def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
                        max_run_s: float | None = None) -> CheckResult:
-    """At every sample of the lock store, each job had one holder at most, and a running job's node held its lock."""
+    """At every sample of the lock store, each job had one holder at most, and a running job's
+    node held its lock."""
     t = _Clock(history)
     derivation = (
         "a node records a run in job_runs only after SET NX PX gave it the job's lock, and "
@@ -511,7 +516,8 @@ def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
         current: _HolderEpisode | None = None   # the episode the previous sample continued
         for sample in (s for s in samples if s.job == job):
             running = _running_at(spans[job], sample)
-            nodes = {span.run.node for span in running} | ({sample.holder} if sample.holder else set())
+            nodes = ({span.run.node for span in running}
+                     | ({sample.holder} if sample.holder else set()))
             if len(nodes) <= 1 and not (running and sample.holder is None):
                 current = None
                 continue
@@ -545,7 +551,8 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
                                    jobs: tuple[str, ...] = JOBS, redis: str = REDIS,
                                    ready_mark: str | None = None,
                                    margin_s: float = 0.3) -> CheckResult:
-    """Whether a second run started while a holder ran across a Redis restart, as the persistence setting predicts."""
+    """Whether a second run started while a holder ran across a Redis restart, as the
+    persistence setting predicts."""
     t = _Clock(history)
     derivation = (
         ("Redis persists (appendonly yes, save 1 1): a stop writes the data out, so the restarted "
@@ -566,7 +573,8 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
     if not restarts:
         return CheckResult(STORE_RESTART, Verdict.UNKNOWN, f"{redis} was not restarted", expected,
                            derivation)
-    runs = sorted((r for r in history.job_runs if r.job in jobs), key=lambda r: (r.started_at, r.id))
+    runs = sorted((r for r in history.job_runs if r.job in jobs),
+                  key=lambda r: (r.started_at, r.id))
     details: list[str] = []
     verdicts: list[Verdict] = []
     values: list[tuple[str, float]] = []
@@ -607,7 +615,10 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
                     f"{head}: second run by {second.node} (run {second.id}, token "
                     f"{second.fencing_token}) at {t(second.started_at)}, {overlap:.3f} s before "
                     f"the first ended; token {'above' if rising else 'NOT above'} the first's"
-                    + (f"; the stale holder's write was {'refused' if held.outcome == 'fenced' else 'accepted (it came before the newer holder wrote: fencing orders writes, it cannot undo the overlap)'}"
+                    + ("; the stale holder's write was "
+                       + ("refused" if held.outcome == "fenced"
+                          else "accepted (it came before the newer holder wrote: fencing orders "
+                               "writes, it cannot undo the overlap)")
                        if rising else ""))
                 ok = predicted and rising
             verdicts.append(Verdict.UNKNOWN if undecided and not ok else
@@ -618,7 +629,8 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
     verdict = (Verdict.FAIL if Verdict.FAIL in verdicts else
                Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.PASS)
     seconds = sum("second run by" in d for d in details)
-    measured = f"{seconds} of {len(verdicts)} held run(s) saw a second run start across the {redis} restart"
+    measured = (f"{seconds} of {len(verdicts)} held run(s) saw a second run start across the "
+                f"{redis} restart")
     return CheckResult(STORE_RESTART, verdict, measured, expected, derivation, tuple(details),
                        tuple(values))
 
@@ -633,7 +645,8 @@ def _backend(ctx: CheckContext):
 def _duplicates_objective(count: float | None, objectives: Objectives, measured: str,
                           how: str) -> ObjectiveResult:
     return measured_objective("duplicate_job_runs", objectives, value=count,
-                              passed=None if count is None else count <= objectives.duplicate_job_runs,
+                              passed=(None if count is None
+                                      else count <= objectives.duplicate_job_runs),
                               measured=measured, derivation=how)
 
 
@@ -647,7 +660,8 @@ def _exclusivity(ctx: CheckContext, params: NoParams) -> CheckResult:
 def _exclusivity_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
                            params: NoParams) -> ObjectiveResult:
     overlaps, ticks = result.value("overlaps"), result.value("duplicate_ticks")
-    count = None if overlaps is None or ticks is None or not result.value("runs") else overlaps + ticks
+    count = (None if overlaps is None or ticks is None or not result.value("runs")
+             else overlaps + ticks)
     return _duplicates_objective(count, objectives,
                                  "not measured" if count is None else
                                  f"{overlaps:.0f} overlapping runs + {ticks:.0f} ticks run twice",
@@ -666,8 +680,8 @@ def lease_prediction(ctx: CheckContext, objectives: Objectives, check: str) -> P
     if not backend.lock_renewal and backend.lock_ttl_s < backend.job_duration_s:
         return Prediction("duplicate_job_runs", check, threshold, "overlapping runs every tick",
                           False, f"lock_ttl {backend.lock_ttl_s:g} s < job_duration "
-                          f"{backend.job_duration_s:g} s and the lease is never renewed: it expires "
-                          "mid-run and the next tick's node starts")
+                          f"{backend.job_duration_s:g} s and the lease is never renewed: it "
+                          "expires mid-run and the next tick's node starts")
     how = ("renewed every TTL/3" if backend.lock_renewal
            else f"lock_ttl {backend.lock_ttl_s:g} s >= job_duration {backend.job_duration_s:g} s")
     return Prediction("duplicate_job_runs", check, threshold, "no overlap while nodes run freely",
@@ -683,7 +697,8 @@ register(CheckDef(
     name=EXCLUSIVITY, params=NoParams, judge=_exclusivity,
     summary="no two runs of a job overlap, no tick runs twice, every judged tick runs (job_runs)",
     needs=frozenset({Observation.JOB_RECORDS}),
-    objectives=(ObjectiveHook("duplicate_job_runs", _exclusivity_objective, _exclusivity_predict),)))
+    objectives=(ObjectiveHook("duplicate_job_runs", _exclusivity_objective,
+                              _exclusivity_predict),)))
 
 
 def _fencing(ctx: CheckContext, params: NoParams) -> CheckResult:
@@ -741,17 +756,20 @@ def _takeover_objective(result: CheckResult, objectives: Objectives, ctx: CheckC
         return measured_objective("lock_takeover", objectives, value=None,
                                   passed=False if untaken >= objectives.lock_takeover else None,
                                   measured=f"not taken over in the {untaken:.3f} s after the kill",
-                                  derivation="the first run of the dead holder's job after its kill "
-                                  "(job_runs)")
+                                  derivation="the first run of the dead holder's job after its "
+                                  "kill (job_runs)")
     return measured_objective("lock_takeover", objectives, value=measured,
-                              passed=None if measured is None else measured <= objectives.lock_takeover,
+                              passed=(None if measured is None
+                                      else measured <= objectives.lock_takeover),
                               measured="not measured" if measured is None else
-                              f"the job ran again {text_seconds(round(measured, 3))} after the kill",
+                              f"the job ran again {text_seconds(round(measured, 3))} after the "
+                              "kill",
                               derivation="the first run of the dead holder's job after its kill "
                               "(job_runs)")
 
 
-def _takeover_predict(ctx: CheckContext, params: TakeoverParams, objectives: Objectives) -> Prediction:
+def _takeover_predict(ctx: CheckContext, params: TakeoverParams,
+                      objectives: Objectives) -> Prediction:
     backend = _backend(ctx)
     worst = backend.lock_ttl_s + backend.job_interval_s
     return Prediction("lock_takeover", TAKEOVER, threshold_text(objectives, "lock_takeover"),
@@ -788,13 +806,15 @@ def _holders(ctx: CheckContext, params: NoParams) -> CheckResult:
 
 register(CheckDef(
     name=HOLDERS, params=NoParams, judge=_holders,
-    summary="at every sample of Redis's lock keys, one holder per job, and it is the node running it",
+    summary="at every sample of Redis's lock keys, one holder per job, and it is the node "
+            "running it",
     needs=frozenset({Observation.JOB_RECORDS, Observation.LOCK_SAMPLES})))
 
 
 def _store_restart(ctx: CheckContext, params: NoParams) -> CheckResult:
     ctx.observation(Observation.JOB_RECORDS)
-    return check_lock_after_store_restart(ctx.history, persistence=ctx.expectations.redis.persistence,
+    return check_lock_after_store_restart(ctx.history,
+                                          persistence=ctx.expectations.redis.persistence,
                                           job_interval_s=_backend(ctx).job_interval_s,
                                           ready_mark=ready_mark(REDIS))
 

@@ -75,7 +75,8 @@ def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerA
                      client_errors: int, *, own_connections: int = 1,
                      pool_mode: str | None = None,
                      phases: Sequence[PoolLoadPhase] = ()) -> CheckResult:
-    """Whether every pool stayed within its bound, PostgreSQL agreed, waiters drained, no client erred.
+    """Whether every pool stayed within its bound, PostgreSQL agreed, waiters drained, no
+    client erred.
 
     ``own_connections``: connections the sampler holds that ``pg_stat_activity`` counts but
     PgBouncer does not (its direct PostgreSQL session, when it logs in as the app's user).
@@ -89,9 +90,9 @@ def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerA
                 f"{own_connections} (+{CHANGE_SLACK}) of PgBouncer's count, no client waiting at "
                 "the end, no client error" + (f", pool_mode {pool_mode}" if pool_mode else ""))
     derivation = (f"default_pool_size {default_pool_size} + reserve_pool_size {reserve_pool_size} "
-                  f"= {bound} (PgBouncer's configuration); server connections = sv_active + sv_idle + "
-                  "sv_used + sv_tested + sv_login (docs/semantics.md §3); the sampler's own "
-                  f"{own_connections} connection(s) show in pg_stat_activity only, and one may "
+                  f"= {bound} (PgBouncer's configuration); server connections = sv_active + "
+                  "sv_idle + sv_used + sv_tested + sv_login (docs/semantics.md §3); the sampler's "
+                  f"own {own_connections} connection(s) show in pg_stat_activity only, and one may "
                   "open or close between the two readings")
     pools: dict[tuple[str, str], list[PoolSample]] = defaultdict(list)
     for sample in samples:
@@ -263,10 +264,12 @@ def _judge(ctx: CheckContext, params: NoParams) -> CheckResult:
     history = ctx.history
     phases = history.pool_phases
     stats = history.pool_stats
-    return check_pool_bound(history.pool_samples, history.server_activity, expected.default_pool_size,
-                            expected.reserve_pool_size, stats[0] if stats else None,
-                            stats[-1] if stats else None, sum(phase.errors for phase in phases),
-                            own_connections=max((phase.own_connections for phase in phases), default=1),
+    return check_pool_bound(history.pool_samples, history.server_activity,
+                            expected.default_pool_size, expected.reserve_pool_size,
+                            stats[0] if stats else None, stats[-1] if stats else None,
+                            sum(phase.errors for phase in phases),
+                            own_connections=max((phase.own_connections for phase in phases),
+                                                default=1),
                             pool_mode=expected.pool_mode, phases=phases)
 
 
@@ -274,7 +277,8 @@ def _servers_objective(result: CheckResult, objectives: Objectives, ctx: CheckCo
                        params: NoParams) -> ObjectiveResult:
     peak = result.value("peak_server_connections")
     return measured_objective("pool_server_connections", objectives, value=peak,
-                              passed=None if peak is None else peak <= objectives.pool_server_connections,
+                              passed=(None if peak is None
+                                      else peak <= objectives.pool_server_connections),
                               measured="not measured" if peak is None else f"peak {peak:.0f}",
                               derivation="PgBouncer's server connections per pool (SHOW POOLS), "
                               "which PostgreSQL's pg_stat_activity was checked against")
@@ -300,8 +304,10 @@ def _clients_objective(result: CheckResult, objectives: Objectives, ctx: CheckCo
 
 def _servers_predict(ctx: CheckContext, params: NoParams, objectives: Objectives) -> Prediction:
     pool = ctx.expectations.pgbouncer
-    return Prediction("pool_server_connections", NAME, threshold_text(objectives, "pool_server_connections"),
-                      f"at most {pool.server_bound}", pool.server_bound <= objectives.pool_server_connections,
+    return Prediction("pool_server_connections", NAME,
+                      threshold_text(objectives, "pool_server_connections"),
+                      f"at most {pool.server_bound}",
+                      pool.server_bound <= objectives.pool_server_connections,
                       f"default_pool_size {pool.default_pool_size} + reserve_pool_size "
                       f"{pool.reserve_pool_size} = {pool.server_bound} per pool")
 
@@ -309,7 +315,8 @@ def _servers_predict(ctx: CheckContext, params: NoParams, objectives: Objectives
 def _clients_predict(ctx: CheckContext, params: NoParams, objectives: Objectives) -> Prediction:
     pool = ctx.expectations.pgbouncer
     return Prediction("pool_clients", NAME, threshold_text(objectives, "pool_clients"),
-                      f"up to {pool.max_client_conn} clients, queued for {pool.server_bound} servers",
+                      f"up to {pool.max_client_conn} clients, queued for {pool.server_bound} "
+                      "servers",
                       pool.max_client_conn >= objectives.pool_clients,
                       f"max_client_conn {pool.max_client_conn}; a waiting client gives up after "
                       f"query_wait_timeout {pool.query_wait_timeout_s:g} s")

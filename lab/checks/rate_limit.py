@@ -93,7 +93,8 @@ class Decision:
     delay_ms: int = 0
 
     def near(self, threshold: int) -> bool:
-        """Whether one request's worth of timing error could move this decision across ``threshold``."""
+        """Whether one request's worth of timing error could move this decision across
+        ``threshold``."""
         return self.raw_excess is not None and abs(self.raw_excess - threshold) <= ONE_REQUEST
 
 
@@ -280,7 +281,8 @@ def _unknown(expected: str, derivation: str, measured: str) -> CheckResult:
 def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, status: int, *,
                      rules: Sequence[RateLimitRule] = (),
                      tolerance_requests: int = 1) -> CheckResult:
-    """Whether each request NGINX logged for ``rule``'s location got the outcome the bucket predicts.
+    """Whether each request NGINX logged for ``rule``'s location got the outcome the bucket
+    predicts.
 
     ``rules`` are every limit_req rule of the configuration (``NginxPolicy.rate_limits``): a
     request belongs to the rule of its longest matching location, as in NGINX. ``status`` is
@@ -291,7 +293,8 @@ def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, sta
     drain_ms = math.ceil((bucket.burst + ONE_REQUEST) * 1000 / bucket.rate)
     run_gap_ms = max(drain_ms, MIN_RUN_GAP_MS)
     threshold_text = (f"burst {rule.burst} = {bucket.burst} milli"
-                      + ("" if rule.nodelay else f", delay threshold {rule.delay * ONE_REQUEST} milli"))
+                      + ("" if rule.nodelay
+                         else f", delay threshold {rule.delay * ONE_REQUEST} milli"))
     expected = (f"each request's outcome as limit_req predicts for {_describe_rule(rule)} per "
                 f"client: disagreements only within one request of a threshold, and per run "
                 f"NGINX's accepted count within {tolerance_requests} + half the flips a 1 ms clock "
@@ -314,7 +317,8 @@ def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, sta
                         f"{rule.location} ({', '.join(r.zone for r in [rule, *same_place])}): "
                         "their joint accounting is not modelled")
     sharing = [r for r in all_rules if r.zone == rule.zone]
-    if any((r.burst, r.nodelay, r.delay) != (rule.burst, rule.nodelay, rule.delay) for r in sharing):
+    if any((r.burst, r.nodelay, r.delay) != (rule.burst, rule.nodelay, rule.delay)
+           for r in sharing):
         return _unknown(expected, derivation, f"zone {rule.zone} is used with different burst or "
                         "delay in different locations: not modelled")
     # Every location that uses the zone shares its per-key state.
@@ -488,7 +492,8 @@ def _valid_retry_after(value: str) -> bool:
 @never_crashes(HEADERS)
 def check_rate_limit_headers(samples: Iterable[HeaderSample | tuple[int, Mapping[str, str]]],
                              status: int) -> CheckResult:
-    """Whether every rejection (``status``) says ``X-RateLimit-Status: REJECTED`` and ``Retry-After``."""
+    """Whether every rejection (``status``) says ``X-RateLimit-Status: REJECTED`` and
+    ``Retry-After``."""
     expected = (f"every {status} answer carries X-RateLimit-Status: REJECTED and a Retry-After; "
                 "no other answer says REJECTED")
     derivation = (f"limit_req_status {status}; nginx has no rate-limit headers of its own: the "
@@ -572,14 +577,16 @@ def _objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
     for entry in ctx.history.access_log:
         rule = _matching_rule(_path(entry.uri), rules) if rules else None
         location = rule.location if rule is not None else None
-        if location != params.location and not (location is None and _path(entry.uri).startswith(params.location)):
+        if location != params.location and not (location is None
+                                                and _path(entry.uri).startswith(params.location)):
             continue
         if _observed(entry).accepted:
             accepted.setdefault(entry.remote_addr, []).append(entry.msec - entry.request_time_s)
     allowed = wanted.burst + 1 + _CLOCK_SLACK_REQUESTS
     how = (f"per client address, the most requests NGINX let through in any stretch beyond "
            f"rate x stretch (access log arrival times); {wanted.text()} allows burst + 1 = "
-           f"{wanted.burst + 1}, + {_CLOCK_SLACK_REQUESTS} for NGINX's clock against the one it logs")
+           f"{wanted.burst + 1}, + {_CLOCK_SLACK_REQUESTS} for NGINX's clock against the one it "
+           "logs")
     if not accepted:
         return measured_objective("rate_limits", objectives, value=None, passed=None,
                                   measured=f"no request to {params.location} got through",
@@ -593,7 +600,8 @@ def _objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
         f"{worst_key} (excess {excess:.2f} over the rate)", excess, how)
 
 
-def _predict(ctx: CheckContext, params: RateLimitParams, objectives: Objectives) -> Prediction | None:
+def _predict(ctx: CheckContext, params: RateLimitParams,
+             objectives: Objectives) -> Prediction | None:
     wanted = objectives.rate_limits.get(params.location)
     if wanted is None:
         return None
@@ -606,9 +614,10 @@ def _predict(ctx: CheckContext, params: RateLimitParams, objectives: Objectives)
     fits = rule.rate_per_s <= wanted.rate_per_s and rule.burst <= wanted.burst
     return Prediction("rate_limits", f"{NAME} {params.location}", threshold,
                       f"{rule.rate_per_s:g} r/s burst {rule.burst} per {rule.key or 'key'}", fits,
-                      f"zone {rule.zone}: rate {rule.rate_per_s:g} {'<=' if rule.rate_per_s <= wanted.rate_per_s else '>'} "
-                      f"{wanted.rate_per_s:g}, burst {rule.burst} {'<=' if rule.burst <= wanted.burst else '>'} "
-                      f"{wanted.burst}")
+                      f"zone {rule.zone}: rate {rule.rate_per_s:g} "
+                      f"{'<=' if rule.rate_per_s <= wanted.rate_per_s else '>'} "
+                      f"{wanted.rate_per_s:g}, burst {rule.burst} "
+                      f"{'<=' if rule.burst <= wanted.burst else '>'} {wanted.burst}")
 
 
 register(CheckDef(
@@ -619,7 +628,8 @@ register(CheckDef(
 
 
 def _judge_headers(ctx: CheckContext, params: NoParams) -> CheckResult:
-    return check_rate_limit_headers(ctx.history.header_samples, ctx.expectations.nginx.rate_limit_status)
+    return check_rate_limit_headers(ctx.history.header_samples,
+                                    ctx.expectations.nginx.rate_limit_status)
 
 
 register(CheckDef(

@@ -100,7 +100,8 @@ def _objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
     how = "the first 2xx the healed backend served a client after its heal"
     measured = result.value("measured_s")
     if measured is not None:
-        return measured_objective("readmission", objectives, value=measured, passed=measured <= limit,
+        return measured_objective("readmission", objectives, value=measured,
+                                  passed=measured <= limit,
                                   measured=f"serving again {measured:.3f} s after the heal",
                                   derivation=how)
     ran = result.value("traffic_after_heal_s")
@@ -119,9 +120,10 @@ def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objective
     latest = earliest + policy.connect_timeout_s + g
     arithmetic = (f"fail_timeout + c_probe + g = {earliest:g} + {policy.connect_timeout_s:g} + "
                   f"{g:.3f} = {latest:.3f} s after the backend is ready (its start-up adds to it)"
-                  if policy.ejects else f"never ejected, so routed again as soon as it answers: c_probe "
-                  f"+ g = {policy.connect_timeout_s:g} + {g:.3f} = {latest:.3f} s")
-    reachable = None if earliest <= objectives.readmission < latest else latest <= objectives.readmission
+                  if policy.ejects else "never ejected, so routed again as soon as it answers: "
+                  f"c_probe + g = {policy.connect_timeout_s:g} + {g:.3f} = {latest:.3f} s")
+    reachable = (None if earliest <= objectives.readmission < latest
+                 else latest <= objectives.readmission)
     return Prediction("readmission", NAME, threshold_text(objectives, "readmission"),
                       f"serving again within {latest:.3f} s of readiness", reachable, arithmetic)
 

@@ -78,7 +78,8 @@ class CheckContext:
     unavailable: Mapping[Observation, str] = field(default_factory=dict)
     rate_per_s: float = 1.0               # every traffic stream's rate, summed
     stream_rates: Mapping[str, float] = field(default_factory=dict)  # client -> req/s
-    stream_paths: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # client -> method, path
+    # client -> method, path
+    stream_paths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     planned_s: float = 0.0                # how long the steps are planned to take
 
     def node(self, target: str) -> str:
@@ -87,7 +88,8 @@ class CheckContext:
 
     def observation(self, kind: Observation) -> Any:
         if kind in self.unavailable:
-            raise ObservationUnavailable(f"{kind.value} could not be read: {self.unavailable[kind]}")
+            raise ObservationUnavailable(f"{kind.value} could not be read: "
+                                         f"{self.unavailable[kind]}")
         if kind not in self.observations:
             raise ObservationUnavailable(f"{kind.value} was not observed")
         return self.observations[kind]
@@ -150,9 +152,11 @@ def register(definition: CheckDef[P]) -> CheckDef[P]:
 
 
 def _crashed(name: str, label: str, exc: BaseException) -> CheckResult:
-    measured = ("could not be judged" if isinstance(exc, ExpectationUnavailable | ObservationUnavailable)
+    measured = ("could not be judged"
+                if isinstance(exc, ExpectationUnavailable | ObservationUnavailable)
                 else "check crashed")
-    return CheckResult(name, Verdict.UNKNOWN, measured, "-", f"{type(exc).__name__}: {exc}", label=label)
+    return CheckResult(name, Verdict.UNKNOWN, measured, "-", f"{type(exc).__name__}: {exc}",
+                       label=label)
 
 
 def objective_unknown(name: str, objectives: Objectives, why: str) -> ObjectiveResult:
@@ -203,8 +207,8 @@ def predict(definition: CheckDef[Any], params: CheckParams, ctx: CheckContext,
     return out
 
 
-def measured_objective(name: str, objectives: Objectives, *, value: float | None, passed: bool | None,
-                       measured: str, derivation: str) -> ObjectiveResult:
+def measured_objective(name: str, objectives: Objectives, *, value: float | None,
+                       passed: bool | None, measured: str, derivation: str) -> ObjectiveResult:
     """An objective result from one measured number: pass/fail as given, unknown without a value."""
     if passed is None:
         return ObjectiveResult(name, Verdict.UNKNOWN, threshold_text(objectives, name), measured,

@@ -57,7 +57,8 @@ _SHOWN = 10
 
 
 def required_headers(policy: NginxPolicy, *, tls: bool | None = None) -> dict[str, str | None]:
-    """Headers every answer of the chosen servers must carry: those added ``always`` with a fixed value.
+    """Headers every answer of the chosen servers must carry: those added ``always`` with a
+    fixed value.
 
     ``tls`` None: the headers common to every server (same value); True/False: those of the
     first HTTPS / HTTP server. A value with a variable (``$limit_req_status``) is skipped:
@@ -184,7 +185,8 @@ def _values(sample: HeaderSample, name: str) -> list[str]:
 @never_crashes(HEADERS)
 def check_security_headers(samples: Sequence[HeaderSample], required: Mapping[str, str | None],
                            *, require_error_samples: bool = True) -> CheckResult:
-    """Whether every sampled answer carries each required header (with its value, when one is given).
+    """Whether every sampled answer carries each required header (with its value, when one is
+    given).
 
     With ``require_error_samples`` the verdict is unknown unless some sampled answer was 4xx
     or 5xx: only those show whether the headers are added ``always``.
@@ -282,7 +284,8 @@ register(CheckDef(
 
 
 def _judge_headers(ctx: CheckContext, params: NoParams) -> CheckResult:
-    return check_security_headers(ctx.history.header_samples, required_headers(ctx.expectations.nginx))
+    return check_security_headers(ctx.history.header_samples,
+                                  required_headers(ctx.expectations.nginx))
 
 
 register(CheckDef(

@@ -25,9 +25,14 @@ from lab.objectives import parse_seconds
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
-NameOption = Annotated[str | None, typer.Option("--name", "-n", help="Lab name (default: from lab.toml, else 'default').")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Configuration file (default: ./lab.toml if present).", dir_okay=False)]
-CaOption = Annotated[str | None, typer.Option("--ca-bundle", help="CA bundle trusted by image builds that fetch over HTTPS ('' to disable; default: the host's bundle).")]
+NameOption = Annotated[str | None, typer.Option(
+    "--name", "-n", help="Lab name (default: from lab.toml, else 'default').")]
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="Configuration file (default: ./lab.toml if present).",
+    dir_okay=False)]
+CaOption = Annotated[str | None, typer.Option(
+    "--ca-bundle", help="CA bundle trusted by image builds that fetch over HTTPS "
+                        "('' to disable; default: the host's bundle).")]
 
 
 def fail(error: LabError) -> typer.Exit:
@@ -61,19 +66,23 @@ def lab_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         console.print(Text("interrupted", style="yellow"))
         raise typer.Exit(130) from None
-    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException,
+            click.exceptions.Abort):
         raise
     except Exception as exc:
         if os.environ.get("LAB_DEBUG") == "1":
             raise
         for kind, what, hint in _SERVICE_ERRORS:
             if isinstance(exc, kind):
-                raise fail(LabError(f"{what} failed: {type(exc).__name__}: {exc}", hint=hint)) from None
-        raise fail(LabError(f"unexpected error: {type(exc).__name__}: {exc}",
-                            hint="this is a bug in the lab; LAB_DEBUG=1 shows the traceback")) from None
+                raise fail(LabError(f"{what} failed: {type(exc).__name__}: {exc}",
+                                    hint=hint)) from None
+        raise fail(LabError(
+            f"unexpected error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in the lab; LAB_DEBUG=1 shows the traceback")) from None
 
 
-def config_for(config_path: Path | None, name: str | None, ca_bundle: str | None = None) -> LabConfig:
+def config_for(config_path: Path | None, name: str | None,
+               ca_bundle: str | None = None) -> LabConfig:
     config = load_config(config_path, name=name)
     if ca_bundle is not None:
         config = config.with_overrides("build", ca_bundle=ca_bundle)

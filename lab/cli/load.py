@@ -377,7 +377,8 @@ def load(
 
 def _load_check(scenario: Scenario) -> CheckSpec:
     """Availability of the load's own requests, at the scenario's own SLO where it states one."""
-    slo = next((getattr(c, "slo", None) for c in scenario.checks if c.check == "availability"), None)
+    slo = next((getattr(c, "slo", None) for c in scenario.checks if c.check == "availability"),
+               None)
     return TypeAdapter(CheckSpec).validate_python(
         {"availability": {"client": LOAD_CLIENT, "slo": slo or 0.999}})
 
@@ -404,7 +405,8 @@ def _with_scenario(lab: Lab, scenario: Scenario, make: Any, objectives: Any, as_
         for note in result.notes:
             out.print(Text(f"  note: {note}"))
         out.print(Text(f"  k6 thresholds: {load_verdict.value}"))
-        out.print(Text(f"  report: {directory / 'report.html'} (data: {directory / 'result.json'})"))
+        out.print(Text(f"  report: {directory / 'report.html'} "
+                       f"(data: {directory / 'result.json'})"))
     return _exit([result.verdict, load_verdict])
 
 

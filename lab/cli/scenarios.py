@@ -109,9 +109,11 @@ def explain(
         out.print(Text(scenario.name, style="bold"))
         out.print(Text(f"\n{' '.join(scenario.description.split())}\n"), soft_wrap=False)
         if scenario.traffic:
-            out.print(Text("Traffic", style="bold"), "(open model: each request leaves on schedule)")
+            out.print(Text("Traffic", style="bold"),
+                      "(open model: each request leaves on schedule)")
             for s in scenario.traffic:
-                kind = "writes (acknowledged ids checked in PostgreSQL)" if s.writes else f"{s.method} {s.path}"
+                kind = ("writes (acknowledged ids checked in PostgreSQL)" if s.writes
+                        else f"{s.method} {s.path}")
                 out.print(Text(f"  {s.client}: {s.rate:g} req/s, {kind}"))
         out.print(Text("\nSteps", style="bold"), "(numbers from the configuration in force)")
         for index, step in enumerate(scenario.steps, start=1):
@@ -169,7 +171,8 @@ class _Stepper:
 
 def _live_line(progress: Progress) -> Text:
     return Text.assemble((progress.phase, "bold"), f"  {progress.elapsed_s:5.1f} s  requests "
-                         f"{progress.sent}  ok {progress.ok}  ", (f"failed {progress.failed}", "red"),
+                         f"{progress.sent}  ok {progress.ok}  ",
+                         (f"failed {progress.failed}", "red"),
                          "  ", (f"unknown {progress.unknown}", "yellow"))
 
 
@@ -215,7 +218,8 @@ class _Labs:
             lab = Lab.attach(self.engine, config.name)
             if lab.config != config:
                 digest = hashlib.sha1(key.encode()).hexdigest()[:6]
-                lab = self._attach_or_start(config.with_name(f"{config.name[:24]}-{digest}"), scenario)
+                lab = self._attach_or_start(config.with_name(f"{config.name[:24]}-{digest}"),
+                                            scenario)
         except LabNotFound:
             lab = self._start(config, scenario)
         self._labs[key] = lab
@@ -234,18 +238,23 @@ class _Labs:
     def _start(self, config: LabConfig, scenario: str) -> Lab:
         console.print(Text(f"lab: starting lab {config.name!r} for {scenario}", style="dim"))
         lab = Lab(self.engine, config)
-        lab.up(ephemeral=not self.keep, say=lambda text: console.print(Text(f"lab: {text}", style="dim")))
+        lab.up(ephemeral=not self.keep,
+               say=lambda text: console.print(Text(f"lab: {text}", style="dim")))
         self._started.append(lab)
         return lab
 
 
 def run(
-    names: Annotated[list[str], typer.Argument(help="Scenario names (see `lab list`) or .yaml paths.")],
+    names: Annotated[list[str], typer.Argument(
+        help="Scenario names (see `lab list`) or .yaml paths.")],
     name: NameOption = None,
     config_path: ConfigOption = None,
-    seed: Annotated[int | None, typer.Option(help="Fix every random choice (recorded in the result).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Fix every random choice (recorded in the result).")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep a lab this command started.")] = False,
-    report_dir: Annotated[Path, typer.Option("--report-dir", help="Where each run's directory is written.")] = report.DEFAULT_REPORT_ROOT,
+    report_dir: Annotated[Path, typer.Option(
+        "--report-dir",
+        help="Where each run's directory is written.")] = report.DEFAULT_REPORT_ROOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     objective: ObjectiveOption = None,
     junit: Annotated[Path | None, typer.Option(
@@ -271,7 +280,8 @@ def run(
         with _Labs(engine(), keep) as labs:
             for scenario, _ in scenarios:
                 config = effective_config(base, scenario)
-                say_findings_for(scenario, config, objectives)   # lab lint's findings for its checks
+                # lab lint's findings for its checks
+                say_findings_for(scenario, config, objectives)
                 lab = labs.get(config, scenario.name)
                 if step:
                     _say_plan(scenario, config, objectives.with_overrides(
@@ -282,7 +292,8 @@ def run(
                     stepping = {"before_step": pause, "step_wait_s": STEP_WAIT_S} if pause else {}
                     result = Runner(lab, scenario, seed=seed,
                                     on_progress=lambda p: live.update(_live_line(p)),
-                                    on_predictions=lambda stated, s=scenario: say_predictions(s, stated),
+                                    on_predictions=(lambda stated, s=scenario:
+                                                    say_predictions(s, stated)),
                                     objectives=objectives, objective_overrides=overrides,
                                     **stepping).run()
                 results.append(result)

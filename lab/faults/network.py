@@ -4,8 +4,9 @@ The sidecar (image ``sidecar``: iproute2, iptables, the latency proxy) runs with
 ``network_mode=container:<target>``, so node images need neither tools nor privileges. Each
 fault keeps its rules in chains of its own (``LF_<KIND>_IN``/``_OUT``) or the root qdisc of
 eth0, so healing one fault leaves another on the same node alone, and healing is idempotent;
-``HEAL_SCRIPT`` removes every chain the lab may have added. The sidecar is labelled, and a run that dies mid-fault leaves a
-sidecar that the next run finds, uses to heal the target, and removes.
+``HEAL_SCRIPT`` removes every chain the lab may have added. The sidecar is labelled, and a
+run that dies mid-fault leaves a sidecar that the next run finds, uses to heal the target,
+and removes.
 
 Latency: this kernel family may lack ``sch_netem``. The lab probes for it once; without it,
 latency comes from ``lab-faultproxy`` (userspace): iptables REDIRECTs new TCP connections into
@@ -58,8 +59,10 @@ def _chains(table: str, kind: str) -> str:
     """Create this fault's IN and OUT chains and hook them in first."""
     hooks = {"filter": ("INPUT", "OUTPUT"), "nat": ("PREROUTING", "OUTPUT")}[table]
     prefix = f"LF_{kind.upper()}"
-    return (f"iptables -t {table} -N {prefix}_IN && iptables -t {table} -I {hooks[0]} -j {prefix}_IN && "
-            f"iptables -t {table} -N {prefix}_OUT && iptables -t {table} -I {hooks[1]} -j {prefix}_OUT")
+    return (f"iptables -t {table} -N {prefix}_IN && "
+            f"iptables -t {table} -I {hooks[0]} -j {prefix}_IN && "
+            f"iptables -t {table} -N {prefix}_OUT && "
+            f"iptables -t {table} -I {hooks[1]} -j {prefix}_OUT")
 
 
 def _unchain(table: str, kind: str) -> str:
@@ -68,7 +71,8 @@ def _unchain(table: str, kind: str) -> str:
     prefix = f"LF_{kind.upper()}"
     return "; ".join(
         f"while iptables -t {table} -D {hook} -j {prefix}_{d} 2>/dev/null; do :; done; "
-        f"iptables -t {table} -F {prefix}_{d} 2>/dev/null; iptables -t {table} -X {prefix}_{d} 2>/dev/null"
+        f"iptables -t {table} -F {prefix}_{d} 2>/dev/null; "
+        f"iptables -t {table} -X {prefix}_{d} 2>/dev/null"
         for hook, d in zip(hooks, ("IN", "OUT"), strict=True)
     ) + "; true"
 
@@ -122,7 +126,8 @@ def _netem_available(engine: Engine, image: str) -> bool:
     spec = ContainerSpec(name=f"lab-netem-probe-{uuid.uuid4().hex[:6]}", image=image,
                          labels={LABEL_LAB: "netem-probe", LABEL_KIND: "sidecar"},
                          network_mode="none", cap_add=("NET_ADMIN",),
-                         command=("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"))
+                         command=("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+                                  "1ms"))
     return engine.run_sidecar(spec, timeout_s=30).exit_code == 0
 
 
@@ -218,7 +223,8 @@ class Partition(_NetworkFault):
 
     def inject(self) -> str:
         peers = ", ".join(self.spec.params.peers) or "all other nodes"
-        return self._inject(self._filter_rules("-j DROP"), f"partitioned from {peers} ({self.spec.params.direction})")
+        return self._inject(self._filter_rules("-j DROP"),
+                            f"partitioned from {peers} ({self.spec.params.direction})")
 
 
 class Loss(_NetworkFault):
@@ -227,7 +233,9 @@ class Loss(_NetworkFault):
     def inject(self) -> str:
         probability = self.spec.params.percent / 100
         rule = f"-m statistic --mode random --probability {probability:.4f} -j DROP"
-        return self._inject(self._filter_rules(rule), f"{self.spec.params.percent:g}% packet loss ({self.spec.params.direction})")
+        return self._inject(self._filter_rules(rule),
+                            f"{self.spec.params.percent:g}% packet loss "
+                            f"({self.spec.params.direction})")
 
 
 class Throttle(_NetworkFault):
@@ -237,7 +245,8 @@ class Throttle(_NetworkFault):
         return "tc qdisc del dev eth0 root 2>/dev/null; true"
 
     def inject(self) -> str:
-        script = f"tc qdisc add dev eth0 root tbf rate {self.spec.params.rate} burst 32kbit latency 400ms"
+        script = (f"tc qdisc add dev eth0 root tbf rate {self.spec.params.rate} burst 32kbit "
+                  "latency 400ms")
         return self._inject(script, f"egress limited to {self.spec.params.rate} (tbf)")
 
 
@@ -279,27 +288,32 @@ class Latency(_NetworkFault):
         self.round_trip_s = 2 * p.delay_ms / 1000
         sidecar = self._open()
         try:
-            sidecar.background(["python3", "/usr/local/bin/lab-faultproxy", "--listen", str(PROXY_PORT),
+            sidecar.background(["python3", "/usr/local/bin/lab-faultproxy",
+                                "--listen", str(PROXY_PORT),
                                 "--delay-ms", str(p.delay_ms), "--jitter-ms", str(p.jitter_ms),
                                 "--mark", PROXY_MARK, "--seed", str(s.seed)])
             # Wait until the proxy listens, or connections would be redirected into nothing.
-            sidecar.sh(f"for i in $(seq 50); do ss -ltn | grep -q ':{PROXY_PORT} ' && exit 0; sleep 0.1; done; exit 1")
+            sidecar.sh(f"for i in $(seq 50); do ss -ltn | grep -q ':{PROXY_PORT} ' && exit 0; "
+                       "sleep 0.1; done; exit 1")
             rules = [_chains("nat", s.kind)]
             if p.peers:
                 for address in self._peer_addresses():
-                    rules.append(f"iptables -t nat -A LF_LATENCY_OUT -p tcp -d {address} -m mark ! --mark {PROXY_MARK} "
+                    rules.append(f"iptables -t nat -A LF_LATENCY_OUT -p tcp -d {address} "
+                                 f"-m mark ! --mark {PROXY_MARK} "
                                  f"-j REDIRECT --to-ports {PROXY_PORT}")
                 where = f"connections to {', '.join(p.peers)}"
             else:
                 ports = p.ports or (8000,)
                 for port in ports:
-                    rules.append(f"iptables -t nat -A LF_LATENCY_IN -p tcp --dport {port} -j REDIRECT --to-ports {PROXY_PORT}")
+                    rules.append(f"iptables -t nat -A LF_LATENCY_IN -p tcp --dport {port} "
+                                 f"-j REDIRECT --to-ports {PROXY_PORT}")
                 where = f"connections into port {', '.join(map(str, ports))}"
             sidecar.sh(" && ".join(rules))
         except BaseException:
             self.heal()
             raise
-        return f"userspace proxy delay {p.delay_ms:g}±{p.jitter_ms:g} ms on new {where} (no sch_netem)"
+        return (f"userspace proxy delay {p.delay_ms:g}±{p.jitter_ms:g} ms on new {where} "
+                "(no sch_netem)")
 
 
 register(FaultDef(name="partition", params=LinkParams, factory=Partition, family="network",

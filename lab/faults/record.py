@@ -201,10 +201,12 @@ def heal_recorded(lab: Lab) -> list[str]:
         try:
             detail = rebuild(lab, record).heal()
         except LabError as exc:
-            done.append(f"heal of the recorded {record.kind} on {record.target} failed: {exc.message}")
+            done.append(f"heal of the recorded {record.kind} on {record.target} failed: "
+                        f"{exc.message}")
             continue
         forget(lab, record)
         if FAULTS.get(record.kind).lifecycle:
             lab.wait_ready(record.target)
-        done.append(f"healed the recorded {record.kind} on {record.target} ({record.who()}): {detail}")
+        done.append(f"healed the recorded {record.kind} on {record.target} ({record.who()}): "
+                    f"{detail}")
     return done

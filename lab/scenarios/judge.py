@@ -42,7 +42,8 @@ class RunFacts:
     def context(self, history: History, expectations: Expectations) -> CheckContext:
         modes = dict(self.failure_modes)
         # Job records and lock samples are in the history itself; stored writes are not.
-        observations: dict[Observation, object] = {Observation(kind): True for kind in self.observed}
+        observations: dict[Observation, object] = {Observation(kind): True
+                                                   for kind in self.observed}
         if self.stored_writes is not None:
             observations[Observation.STORED_WRITES] = self.stored_writes
         return CheckContext(
@@ -55,7 +56,8 @@ class RunFacts:
             stream_paths=dict(self.stream_paths), planned_s=self.planned_s)
 
 
-def failure_modes(kinds_and_targets: Iterable[tuple[str, str]]) -> tuple[tuple[str, FailureMode | None], ...]:
+def failure_modes(
+        kinds_and_targets: Iterable[tuple[str, str]]) -> tuple[tuple[str, FailureMode | None], ...]:
     """Each target's failure mode as NGINX sees it, from the first fault on it."""
     modes: dict[str, FailureMode | None] = {}
     for kind, target in kinds_and_targets:
@@ -131,7 +133,8 @@ def judge(scenario: Scenario, history: History, expectations: Expectations, fact
           objectives: Objectives) -> tuple[CheckResult, ...]:
     """Every check of the scenario, each with its objectives."""
     ctx = facts.context(history, expectations)
-    return tuple(run_check(CHECKS.get(spec.check), spec, ctx, objectives) for spec in scenario.checks)
+    return tuple(run_check(CHECKS.get(spec.check), spec, ctx, objectives)
+                 for spec in scenario.checks)
 
 
 def predictions(scenario: Scenario, expectations: Expectations, facts: RunFacts,

@@ -41,7 +41,8 @@ def resolve(name_or_path: str) -> Path:
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
     raise ConfigError(f"no scenario named {name_or_path!r}",
-                      hint=f"scenarios: {', '.join(shipped) or '(none)'}; or give a path to a .yaml file")
+                      hint=f"scenarios: {', '.join(shipped) or '(none)'}; "
+                           "or give a path to a .yaml file")
 
 
 def line_of(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
@@ -55,11 +56,13 @@ def line_of(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
                 # A step or check written as `{name: {...}}`: the location skips the wrapper.
                 inner = node.value[0][1]
                 if isinstance(inner, yaml.MappingNode):
-                    match = next((v for k, v in inner.value if getattr(k, "value", None) == item), None)
+                    match = next((v for k, v in inner.value
+                                  if getattr(k, "value", None) == item), None)
             if match is None:
                 continue  # a tag or synthetic key; stay at this node
             node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
+        elif (isinstance(node, yaml.SequenceNode) and isinstance(item, int)
+              and item < len(node.value)):
             node = node.value[item]
         else:
             continue
@@ -78,7 +81,8 @@ def _shown_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _takes(loc: tuple[Any, ...]) -> str | None:
-    """What the entry an unknown parameter was given to takes: "check ejection takes target, ..."."""
+    """What the entry an unknown parameter was given to takes: "check ejection takes target,
+    ..."."""
     if len(loc) >= 4 and loc[0] == "checks" and loc[2] in CHECKS:
         return takes(f"check {loc[2]}", CHECKS.get(loc[2]).params)
     for index, item in enumerate(loc[:-1]):
@@ -104,7 +108,8 @@ def parse_scenario(text: str, source: str) -> Scenario:
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a scenario is a mapping with name, description, steps and checks")
+        raise ConfigError(f"{source}: a scenario is a mapping with name, description, steps "
+                          "and checks")
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -114,8 +119,10 @@ def parse_scenario(text: str, source: str) -> Scenario:
             field = ".".join(str(p) for p in loc) or "(top level)"
             line = line_of(root, loc)
             message = _message(error)
-            lines.append(f"{source}:{line}: {field}: {message}" if line else f"{source}: {field}: {message}")
-        raise ConfigError("invalid scenario\n" + "\n".join(lines), hint="see `lab explain failover` for a valid example") from None
+            lines.append(f"{source}:{line}: {field}: {message}" if line
+                         else f"{source}: {field}: {message}")
+        raise ConfigError("invalid scenario\n" + "\n".join(lines),
+                          hint="see `lab explain failover` for a valid example") from None
 
 
 def load_scenario(name_or_path: str) -> Scenario:
@@ -139,7 +146,8 @@ def check_nodes(scenario: Scenario, config: LabConfig, source: str) -> None:
     roles = node_roles(config)
     problems = []
     for field, node in _targets(scenario):
-        if node == "random" or (node.startswith("random:") and node.split(":", 1)[1] in roles.values()):
+        if node == "random" or (node.startswith("random:")
+                                and node.split(":", 1)[1] in roles.values()):
             continue
         if node.startswith("holder:") and node.split(":", 1)[1]:
             continue  # the backend holding that job's lock, resolved when the step runs

@@ -132,5 +132,6 @@ class Scenario(_Strict):
         for check in self.checks:
             client = getattr(check, "client", None)
             if client is not None and client not in clients:
-                raise ValueError(f"check {check.check} names client {client!r}, which sends no traffic")
+                raise ValueError(f"check {check.check} names client {client!r}, "
+                                 "which sends no traffic")
         return self

@@ -47,7 +47,8 @@ PROBES: Registry[ProbeDef] = Registry("probe")
 
 
 def parse_probe(text: str) -> tuple[ProbeDef, str | None]:
-    """``name`` or ``name:argument`` as a registered probe and its argument; ConfigError otherwise."""
+    """``name`` or ``name:argument`` as a registered probe and its argument; ConfigError
+    otherwise."""
     name, sep, argument = text.partition(":")
     probe = PROBES.get(name)
     if probe.choices and not sep:
@@ -104,7 +105,8 @@ def _record_pool(state: RunState, sampler: PoolSampler, phase: PoolLoadPhase) ->
     history.pool_phases.append(phase)
 
 
-def _pool(state: RunState, argument: str | None, clients: int = 300, duration_s: float = 8.0) -> None:
+def _pool(state: RunState, argument: str | None, clients: int = 300,
+          duration_s: float = 8.0) -> None:
     """Many more clients than the pool through PgBouncer, sampled all along; then the exact
     error a client past max_client_conn gets."""
     state.tick(f"pool: {clients} clients")
@@ -195,7 +197,8 @@ PROBES.add(ProbeDef("health", _health, "every backend's four health endpoints, a
 
 def _host_login_burst(base_url: str, burst: int, at: float) -> list[int | str]:
     """``burst`` concurrent logins through NGINX's published port, sent at ``at`` (epoch s)."""
-    with httpx.Client(base_url=base_url, timeout=5, limits=httpx.Limits(max_connections=burst)) as client:
+    with httpx.Client(base_url=base_url, timeout=5,
+                      limits=httpx.Limits(max_connections=burst)) as client:
         time.sleep(max(0.0, at - time.time()))
 
         def one(_: int) -> int | str:
@@ -223,7 +226,8 @@ def _second_client(state: RunState, argument: str | None, burst: int = 8, lead_s
     script = (
         "import socket, time, urllib.request, urllib.error, concurrent.futures as f\n"
         "def one(_):\n"
-        "    req = urllib.request.Request('http://nginx/api/auth/login', data=b'{}', method='POST')\n"
+        "    req = urllib.request.Request('http://nginx/api/auth/login', data=b'{}', "
+        "method='POST')\n"
         "    try:\n"
         "        return urllib.request.urlopen(req, timeout=5).status\n"
         "    except urllib.error.HTTPError as e:\n"

@@ -109,7 +109,8 @@ class Runner:
 
     def __init__(self, lab: Lab, scenario: Scenario, *, seed: int | None = None,
                  on_progress: Callable[[Progress], None] = lambda progress: None,
-                 on_predictions: Callable[[tuple[Prediction, ...]], None] = lambda predictions: None,
+                 on_predictions: Callable[[tuple[Prediction, ...]], None] = (
+                     lambda predictions: None),
                  before_step: Callable[[int, str], None] = lambda index, sentence: None,
                  step_wait_s: float = 0.0,
                  ready_timeout_s: float = 60.0, claimed: Expectations | None = None,
@@ -150,11 +151,15 @@ class Runner:
             headers: tuple[tuple[str, str], ...] = ()
             body = None
             if stream.writes or stream.auth:
-                headers = (("Authorization", f"Bearer {state.login()}"), ("Content-Type", "application/json"))
+                headers = (("Authorization", f"Bearer {state.login()}"),
+                           ("Content-Type", "application/json"))
             if stream.writes:
-                body = ('{"conversation_id": 1, "body": "' + WRITE_MARKER + ' {request_id}"}').encode()
-            specs.append(TrafficSpec(rate_per_s=stream.rate, duration_s=stream.duration_s or planned_s,
-                                     method=stream.method, path=stream.path, timeout_s=stream.timeout_s,
+                body = ('{"conversation_id": 1, "body": "' + WRITE_MARKER
+                        + ' {request_id}"}').encode()
+            specs.append(TrafficSpec(rate_per_s=stream.rate,
+                                     duration_s=stream.duration_s or planned_s,
+                                     method=stream.method, path=stream.path,
+                                     timeout_s=stream.timeout_s,
                                      client=stream.client, headers=headers, body=body))
         return specs
 
@@ -165,7 +170,8 @@ class Runner:
         it succeeded (a success within fail_timeout does not reset the count), so a run right
         after another (or after a hand-made fault) would see a backend ejected early. The
         readiness probe through NGINX that follows supplies the resetting successes."""
-        failing = {"502", "504", *(c.removeprefix("http_") for c in policy.next_upstream if c.startswith("http_"))}
+        failing = {"502", "504", *(c.removeprefix("http_") for c in policy.next_upstream
+                                   if c.startswith("http_"))}
         since = time.time() - policy.fail_timeout_s - 2
         entries = parse_access_log(self.lab.logs("nginx", tail="all", since=since), addresses)
         last = max((e.msec for e in entries if failing & set(e.upstream_statuses)), default=None)
@@ -185,8 +191,10 @@ class Runner:
 
     def _stored_writes(self) -> frozenset[str]:
         """Request ids of the write-stream messages present in PostgreSQL (read directly)."""
-        with psycopg.connect(self.lab.endpoints.postgres_dsn, autocommit=True, connect_timeout=5) as conn:
-            rows = conn.execute("SELECT body FROM messages WHERE body LIKE %s", (f"{WRITE_MARKER} %",)).fetchall()
+        with psycopg.connect(self.lab.endpoints.postgres_dsn, autocommit=True,
+                             connect_timeout=5) as conn:
+            rows = conn.execute("SELECT body FROM messages WHERE body LIKE %s",
+                                (f"{WRITE_MARKER} %",)).fetchall()
         return frozenset(body.split(" ", 1)[1] for (body,) in rows)
 
     def _read_job_records(self, state: RunState) -> None:
@@ -219,7 +227,8 @@ class Runner:
     def _observe(self, state: RunState, needs: set[Observation]) -> dict[str, object]:
         """The observations the checks need; one that fails is recorded, not raised, so only
         the checks needing it are unknown."""
-        made: list[str] = [Observation.LOCK_SAMPLES.value] if Observation.LOCK_SAMPLES in needs else []
+        made: list[str] = ([Observation.LOCK_SAMPLES.value] if Observation.LOCK_SAMPLES in needs
+                           else [])
         unavailable: list[tuple[str, str]] = []
         if made and (why := job_source(self.lab).locks_unavailable) is not None:
             made, unavailable = [], [(Observation.LOCK_SAMPLES.value, why)]
@@ -234,7 +243,8 @@ class Runner:
             try:
                 stored = self._stored_writes()
             except Exception as exc:  # noqa: BLE001 - the checks that need it become unknown
-                unavailable.append((Observation.STORED_WRITES.value, f"{type(exc).__name__}: {exc}"))
+                unavailable.append((Observation.STORED_WRITES.value,
+                                    f"{type(exc).__name__}: {exc}"))
         return {"observed": tuple(made), "unavailable": tuple(unavailable), "stored_writes": stored}
 
     # -- the run --------------------------------------------------------------------------------
@@ -249,8 +259,10 @@ class Runner:
         expectations = self.claimed or running(lab)
         streams = _stream_facts(scenario, self.alongside)
         names = duration_names(expectations, streams["rate_per_s"])  # type: ignore[arg-type]
-        state = RunState(lab, expectations, names, self.seed, self.on_progress, self.ready_timeout_s,
-                         origin=fault_record.Origin(kind="scenario", name=f"scenario {scenario.name}"))
+        state = RunState(lab, expectations, names, self.seed, self.on_progress,
+                         self.ready_timeout_s,
+                         origin=fault_record.Origin(kind="scenario",
+                                                    name=f"scenario {scenario.name}"))
         state.notes.extend(leftovers)
         state.tick("steady state before")
         planned = self._planned_s(names)
@@ -278,8 +290,9 @@ class Runner:
                 self.alongside.start()
             if scenario.traffic:
                 # The traffic outlasts the planned steps; it is finished when they end.
-                state.traffic = TrafficRun(lab.endpoints.nginx_http, self._traffic_specs(state, planned + 30 + self.step_wait_s),
-                                           self.seed)
+                state.traffic = TrafficRun(
+                    lab.endpoints.nginx_http,
+                    self._traffic_specs(state, planned + 30 + self.step_wait_s), self.seed)
                 state.traffic.start()
             for index, step in enumerate(scenario.steps, start=1):
                 definition = definition_of(step)
@@ -309,12 +322,14 @@ class Runner:
             history.requests.extend(records)
             state.notes.extend(notes)
         log = lab.logs("nginx", tail="all", since=started_at - 1)
-        history.access_log.extend(e for e in parse_access_log(log, addresses) if e.msec >= started_at)
+        history.access_log.extend(e for e in parse_access_log(log, addresses)
+                                  if e.msec >= started_at)
         observed = self._observe(state, needs)
         state.tick("checking")
         facts = RunFacts(names=tuple(names.items()), planned_s=planned,
                          failure_modes=failure_modes((f.kind, f.target) for f in state.faults),
-                         added_latency_s=state.added_latency_s, targets=tuple(state.targets.items()),
+                         added_latency_s=state.added_latency_s,
+                         targets=tuple(state.targets.items()),
                          **streams, **observed)  # type: ignore[arg-type]
         checks = judge(scenario, history, expectations, facts, self.objectives.values)
         self._note_rate_limit_predictions(state, expectations)

@@ -97,7 +97,8 @@ class RunState:
 
     # -- targets -------------------------------------------------------------------------------
 
-    def poll_locks(self, timeout_s: float, done: Callable[[dict[str, tuple[str, int | None]]], str | None],
+    def poll_locks(self, timeout_s: float,
+                   done: Callable[[dict[str, tuple[str, int | None]]], str | None],
                    what: str) -> str:
         """Read the job locks from Redis every 50 ms until ``done(locks)`` names a backend;
         ``locks`` maps each held job to its holder and fencing token."""
@@ -156,7 +157,8 @@ class RunState:
         fault = self.active.pop((kind, target), None)
         if fault is None:
             active = ", ".join(f"{k} on {t}" for k, t in self.active) or "none"
-            raise LabError(f"heal of {kind} on {target}: no such fault is active (active: {active})")
+            raise LabError(f"heal of {kind} on {target}: no such fault is active "
+                           f"(active: {active})")
         self.tick(f"heal {kind} {target}")
         started = time.time()
         detail = fault.heal()
@@ -180,8 +182,9 @@ class RunState:
     def login(self) -> str:
         """A bearer token for the seeded user, through NGINX's published port."""
         with httpx.Client(base_url=self.lab.endpoints.nginx_http, timeout=5) as client:
-            response = client.post("/api/auth/login", json={"email": "user1@lab.test",
-                                                            "password": self.lab.secrets.seed_password})
+            response = client.post("/api/auth/login",
+                                   json={"email": "user1@lab.test",
+                                         "password": self.lab.secrets.seed_password})
         if response.status_code != 200:
             raise LabError(f"login for the write stream failed: {response.status_code} "
                            f"{response.text[:200]}")

@@ -74,7 +74,8 @@ def _fault_name(value: Any) -> Any:
 InjectRef = Annotated[
     tagged_union(tuple(Annotated[_inject_model(f.name), Tag(f.name)] for f in FAULTS)),
     Discriminator(_fault_tag, custom_error_type="fault",
-                  custom_error_message=f"a fault needs 'fault:' (faults: {', '.join(FAULTS.names())})"),
+                  custom_error_message="a fault needs 'fault:' "
+                                       f"(faults: {', '.join(FAULTS.names())})"),
 ]
 
 
@@ -162,7 +163,7 @@ class WatchStep(_Strict):
     watch: WatchSpec
 
 
-# -- running ----------------------------------------------------------------------------------------
+# -- running ---------------------------------------------------------------------------------------
 
 
 def _inject(state: RunState, step: InjectStep) -> None:
@@ -202,7 +203,8 @@ def _wait_until_served(state: RunState, step: WaitUntilServedStep) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         records = state.traffic.records if state.traffic else []
-        if any(r.backend == node and r.outcome is Outcome.OK and r.sent_at >= since for r in records):
+        if any(r.backend == node and r.outcome is Outcome.OK and r.sent_at >= since
+               for r in records):
             return
         state.sleep(0.2)
     state.notes.append(f"{node} did not serve within {timeout_s:.1f} s")
@@ -240,9 +242,9 @@ def _watch(state: RunState, step: WatchStep) -> None:
     state.tick(f"starting a health watch on {node}")
     # Longer than the slowest health answer: each dependency check waits the timeout at most.
     timeout = 2 * state.lab.config.backend.dependency_timeout_s + 1
-    watcher = HealthWatcher(state.lab, HealthWatchSpec(node, state.lab.backend_port, spec.interval_s,
-                                                       evaluate_duration(spec.max_duration, state.names),
-                                                       timeout))
+    watcher = HealthWatcher(state.lab, HealthWatchSpec(
+        node, state.lab.backend_port, spec.interval_s,
+        evaluate_duration(spec.max_duration, state.names), timeout))
     watcher.start()
     state.watchers.append(watcher)
 
@@ -263,7 +265,7 @@ def end_watches(state: RunState) -> None:
     state.watchers.clear()
 
 
-# -- describing -------------------------------------------------------------------------------------
+# -- describing ------------------------------------------------------------------------------------
 
 
 def _describe_inject(step: InjectStep, names: Mapping[str, float]) -> str:
@@ -288,7 +290,7 @@ def _describe_probe(step: ProbeStep, names: Mapping[str, float]) -> str:
     return f"probe {step.probe}: {probe.summary}" + (f" ({argument})" if argument else "")
 
 
-# -- the registry -----------------------------------------------------------------------------------
+# -- the registry ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -328,8 +330,8 @@ STEPS.add(StepDef("wait", WaitStep, _wait,
                   planned_s=lambda step, names, ready: evaluate_duration(step.wait, names)))
 STEPS.add(StepDef(
     "wait_until_served", WaitUntilServedStep, _wait_until_served,
-    lambda step, names: (f"wait until {step.wait_until_served.node} answers a client again, at most "
-                         f"{explain_duration(step.wait_until_served.timeout, names)}"),
+    lambda step, names: (f"wait until {step.wait_until_served.node} answers a client again, "
+                         f"at most {explain_duration(step.wait_until_served.timeout, names)}"),
     planned_s=lambda step, names, ready: evaluate_duration(step.wait_until_served.timeout, names),
     nodes=lambda step: iter([("wait_until_served.node", step.wait_until_served.node)])))
 STEPS.add(StepDef(
@@ -337,7 +339,8 @@ STEPS.add(StepDef(
     lambda step, names: (f"wait until a backend newly takes the lock of "
                          f"{step.wait_until_acquired.job}, at most "
                          f"{explain_duration(step.wait_until_acquired.timeout, names)}"),
-    planned_s=lambda step, names, ready: evaluate_duration(step.wait_until_acquired.timeout, names)))
+    planned_s=lambda step, names, ready: evaluate_duration(step.wait_until_acquired.timeout,
+                                                           names)))
 STEPS.add(StepDef("probe", ProbeStep, _probe, _describe_probe))
 STEPS.add(StepDef(
     "watch", WatchStep, _watch,
@@ -365,7 +368,8 @@ def definition_of(step: BaseModel) -> StepDef:
 Step = Annotated[
     tagged_union(tuple(Annotated[d.model, Tag(d.name)] for d in STEPS)),
     Discriminator(step_kind, custom_error_type="step",
-                  custom_error_message=f"each step is a mapping with one key: {', '.join(STEPS.names())}"),
+                  custom_error_message="each step is a mapping with one key: "
+                                       f"{', '.join(STEPS.names())}"),
 ]
 
 __all__ = ["PROBES", "STEPS", "HealRef", "InjectStep", "ProbeStep", "Step", "StepDef", "WaitStep",

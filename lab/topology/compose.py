@@ -68,7 +68,8 @@ HEADER = f"""\
 # tests/integration/test_compose.py keeps compose/{COMPOSE_FILE} equal to that plan;
 # regenerate it with `python -m lab.topology.compose compose/{COMPOSE_FILE}`.
 #
-# Passwords are ${{LAB_...}} variables and TLS files come from ./{TLS_DIR}/: `lab compose export DIR`
+# Passwords are ${{LAB_...}} variables and TLS files come from ./{TLS_DIR}/: \
+`lab compose export DIR`
 # writes both (freshly generated) beside a copy of this file. Images: `lab images build`.
 # Fixed subnet {SUBNET}; ports are published on 127.0.0.1 only (`docker compose port`).
 """
@@ -259,13 +260,15 @@ def compose_document(config: LabConfig, *, secrets_as_variables: bool = True,
         if node.name in depends:
             for other, condition in depends[node.name].items():
                 if condition["condition"] == "service_healthy" and roles[other] not in HEALTHCHECKS:
-                    raise LabError(f"{node.name} waits for {other} to be ready, which has no healthcheck")
+                    raise LabError(f"{node.name} waits for {other} to be ready, "
+                                   "which has no healthcheck")
             service["depends_on"] = depends[node.name]
         services[node.name] = service
     document = {
         "name": PROJECT_NAME,
         "services": services,
-        "networks": {NETWORK: {"ipam": {"config": [{"subnet": str(SUBNET), "gateway": str(SUBNET[1])}]}}},
+        "networks": {NETWORK: {"ipam": {"config": [{"subnet": str(SUBNET),
+                                                    "gateway": str(SUBNET[1])}]}}},
         "configs": configs,
     }
     if not secrets_as_variables:

@@ -107,7 +107,8 @@ def claimed(config: LabConfig, *, what: str = "claimed configuration") -> Expect
         else Part(PgBouncerPolicy(p.pool_mode, p.default_pool_size, p.reserve_pool_size,
                                   p.max_client_conn, float(p.server_login_retry_s),
                                   float(p.query_wait_timeout_s)), f"{source}: [pgbouncer]"),
-        "postgres": Part(PostgresPolicy(pg.synchronous_commit, pg.max_connections), f"{source}: [postgres]"),
+        "postgres": Part(PostgresPolicy(pg.synchronous_commit, pg.max_connections),
+                         f"{source}: [postgres]"),
         "redis": Part(RedisPolicy(config.redis.persistence), f"{source}: [redis]"),
         "backend": Part(_backend_from_config(config), f"{source}: [backend]"
                         + (" contract" if config.backend.contract else "")),
@@ -129,9 +130,12 @@ def _pgbouncer(lab: Lab) -> PgBouncerPolicy:
         databases = {row[0]: dict(zip(columns, row, strict=False)) for row in cursor.fetchall()}
     app = databases.get(lab.config.postgres.database, {})
     # A database's own pool_size / reserve_pool / pool_mode win over the global settings.
-    pool_size = app.get("pool_size") if app.get("pool_size") is not None else config["default_pool_size"]
-    reserve = app.get("reserve_pool") if app.get("reserve_pool") is not None else config["reserve_pool_size"]
-    return PgBouncerPolicy(app.get("pool_mode") or config["pool_mode"], int(pool_size), int(reserve),
+    pool_size = (app.get("pool_size") if app.get("pool_size") is not None
+                 else config["default_pool_size"])
+    reserve = (app.get("reserve_pool") if app.get("reserve_pool") is not None
+               else config["reserve_pool_size"])
+    return PgBouncerPolicy(app.get("pool_mode") or config["pool_mode"], int(pool_size),
+                           int(reserve),
                            int(config["max_client_conn"]), float(config["server_login_retry"]),
                            float(config["query_wait_timeout"]))
 
@@ -145,7 +149,8 @@ def _postgres(lab: Lab) -> PostgresPolicy:
 
 
 def _redis(lab: Lab) -> RedisPolicy:
-    with redis.Redis.from_url(lab.endpoints.redis_url, socket_timeout=5, socket_connect_timeout=5) as client:
+    with redis.Redis.from_url(lab.endpoints.redis_url, socket_timeout=5,
+                              socket_connect_timeout=5) as client:
         appendonly = client.config_get("appendonly").get("appendonly", "no")
         save = client.config_get("save").get("save", "")
     return RedisPolicy(persistence=appendonly == "yes" or bool(save.strip()))
@@ -185,7 +190,8 @@ def _backend(lab: Lab) -> BackendPolicy:
             raise LookupError(f"{node} has no container")
         policies.add(backend_from_env(info.env, len(backends)))
     if len(policies) != 1:
-        raise ValueError("the backends run with different LAB_* settings; the checks need one policy")
+        raise ValueError("the backends run with different LAB_* settings; "
+                         "the checks need one policy")
     return policies.pop()
 
 
@@ -202,7 +208,8 @@ def running(lab: Lab) -> Expectations:
         "nginx": ("what NGINX loaded (nginx -T in the nginx container)",
                   lambda: parse_nginx_policy(lab.nginx_conf(), nodes=_nodes(lab))),
         "pgbouncer": ("PgBouncer's SHOW CONFIG and SHOW DATABASES", lambda: _pgbouncer(lab)),
-        "postgres": ("PostgreSQL's SHOW synchronous_commit, max_connections", lambda: _postgres(lab)),
+        "postgres": ("PostgreSQL's SHOW synchronous_commit, max_connections",
+                     lambda: _postgres(lab)),
         "redis": ("Redis's CONFIG GET appendonly, save", lambda: _redis(lab)),
         "backend": ("the backend contract in lab.toml ([backend.contract])"
                     if lab.config.backend.contract is not None
@@ -210,7 +217,8 @@ def running(lab: Lab) -> Expectations:
                     lambda: _backend(lab)),
     }
     with ThreadPoolExecutor(max_workers=len(readers)) as pool:
-        futures = {name: pool.submit(_part, source, read) for name, (source, read) in readers.items()}
+        futures = {name: pool.submit(_part, source, read)
+                   for name, (source, read) in readers.items()}
         parts = {name: future.result() for name, future in futures.items()}
     return Expectations(parts, lab.config.nginx.server_name,
                         documented_ports(lab.config.publish,

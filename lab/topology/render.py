@@ -21,7 +21,8 @@ PGBOUNCER_ADMIN_USER = "labadmin"
 ACCESS_LOG_TAG = "LABLOG"
 ACCESS_LOG_FIELDS = (
     "$msec", "$request_time", "$request_method", "$request_uri", "$status", "$upstream_addr",
-    "$upstream_status", "$upstream_response_time", "$limit_req_status", "$remote_addr", "$http_x_request_id",
+    "$upstream_status", "$upstream_response_time", "$limit_req_status", "$remote_addr",
+    "$http_x_request_id",
 )
 
 
@@ -50,7 +51,8 @@ def render_nginx(config: LabConfig, *, backend_port: int = BACKEND_PORT) -> str:
     """nginx.conf: upstream with passive checks, TLS, security headers, rate limits, access log."""
     n = config.nginx
     servers = "\n".join(
-        f"        server {name}:{backend_port} max_fails={n.max_fails} fail_timeout={n.fail_timeout_s}s;"
+        f"        server {name}:{backend_port} max_fails={n.max_fails} "
+        f"fail_timeout={n.fail_timeout_s}s;"
         for name in config.backend_names
     )
     zone_line = "        zone backend 64k;\n" if n.zone else ""
@@ -75,12 +77,14 @@ def render_nginx(config: LabConfig, *, backend_port: int = BACKEND_PORT) -> str:
         headers += [
             'add_header X-Frame-Options "SAMEORIGIN" always;',
             'add_header X-Content-Type-Options "nosniff" always;',
-            "add_header Content-Security-Policy \"default-src 'self'; frame-ancestors 'self'\" always;",
+            ("add_header Content-Security-Policy "
+             "\"default-src 'self'; frame-ancestors 'self'\" always;"),
         ]
     http_headers = "\n".join(f"        {h}" for h in headers)
     https_headers = http_headers
     if n.hsts_max_age_s:
-        https_headers += f'\n        add_header Strict-Transport-Security "max-age={n.hsts_max_age_s}; includeSubDomains" always;'
+        https_headers += ('\n        add_header Strict-Transport-Security '
+                          f'"max-age={n.hsts_max_age_s}; includeSubDomains" always;')
     log_format = "\\t".join((ACCESS_LOG_TAG, *ACCESS_LOG_FIELDS))
 
     def server(listen: str, header_block: str, tls: str = "") -> str:

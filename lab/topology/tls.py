@@ -1,4 +1,5 @@
-"""A per-lab certificate authority and server certificate, so HTTPS is verifiable, not self-signed."""
+"""A per-lab certificate authority and server certificate, so HTTPS is verifiable, not
+self-signed."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def make_tls(lab_name: str, server_name: str, *, days: int = 30) -> TlsMaterial:
                                      content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False,
                                      encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -51,12 +53,14 @@ def make_tls(lab_name: str, server_name: str, *, days: int = 30) -> TlsMaterial:
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
     return TlsMaterial(
         ca_pem=ca.public_bytes(pem),
         cert_pem=cert.public_bytes(pem),
-        key_pem=key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        key_pem=key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()),
     )

@@ -29,7 +29,8 @@ REQUEST_TIMEOUT_S = 5.0
 _SCRIPT = """\
 import http.client, json, threading, time
 backends, port, path, token = {backends!r}, {port!r}, {path!r}, {token!r}
-clients, duration_s, max_requests, timeout_s = {clients!r}, {duration_s!r}, {max_requests!r}, {timeout_s!r}
+clients, duration_s, max_requests, timeout_s = ({clients!r}, {duration_s!r}, {max_requests!r},
+                                                {timeout_s!r})
 lock = threading.Lock()
 counts, sent = {{}}, [0]
 start = time.time()

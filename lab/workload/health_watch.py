@@ -28,7 +28,8 @@ PATHS = ("/health", "/health/live", "/health/ready", "/health/detailed")
 # /health/detailed (waiting for a dependency) never delays the /health/ready samples.
 POLLER = r"""
 import http.client, signal, socket, sys, threading, time
-node, port, interval, duration, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+node, port, interval, duration, timeout = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
+                                           float(sys.argv[4]), float(sys.argv[5]))
 paths = sys.argv[6:]
 stop = threading.Event()
 # PID 1 ignores SIGTERM unless it handles it: the runner ends the watch with SIGTERM.
@@ -69,10 +70,12 @@ def poll(path):
             conn.request("GET", path, headers={"Host": node})
             response = conn.getresponse()
             body = response.read(2048).decode(errors="replace").splitlines()
-            emit("S", path, f"{sent:.6f}", f"{time.time():.6f}", str(response.status), (body or [""])[0][:300])
+            emit("S", path, f"{sent:.6f}", f"{time.time():.6f}", str(response.status),
+                 (body or [""])[0][:300])
             answered = True
         except (OSError, http.client.HTTPException) as exc:
-            emit("S", path, f"{sent:.6f}", f"{time.time():.6f}", "-", f"{type(exc).__name__}: {exc}"[:300])
+            emit("S", path, f"{sent:.6f}", f"{time.time():.6f}", "-",
+                 f"{type(exc).__name__}: {exc}"[:300])
         finally:
             conn.close()
         # While nothing answers, retry every 10 ms: the first answer after the socket opens
@@ -93,7 +96,8 @@ class ClientRunner(Protocol):
 
     name: str
 
-    def run_client(self, command: list[str], *, timeout_s: float = 60, name: str | None = None) -> object: ...
+    def run_client(self, command: list[str], *, timeout_s: float = 60,
+                   name: str | None = None) -> object: ...
     def client_logs(self, name: str) -> str: ...
     def stop_client(self, name: str) -> None: ...
 
@@ -130,15 +134,16 @@ def parse_watch_output(node: str, interval_s: float, output: str) -> WatchResult
             except ValueError:
                 other.append(line)
                 continue
-            samples.append(HealthSample(at, node, path, int(status) if status.isdigit() else None, body,
-                                        WATCHED, sent_at=sent_at))
+            samples.append(HealthSample(at, node, path, int(status) if status.isdigit() else None,
+                                        body, WATCHED, sent_at=sent_at))
         elif line.strip():
             other.append(line.removeprefix("E\t"))
     samples.sort(key=lambda s: (s.sent_at or s.at, s.path))
     started = min((s.sent_at or s.at for s in samples), default=0.0)
     ended = max((s.at for s in samples), default=0.0)
     note = "; ".join(other)[:500]
-    return WatchResult(HealthWatch(node, interval_s, started, ended, len(samples), note), tuple(samples))
+    return WatchResult(HealthWatch(node, interval_s, started, ended, len(samples), note),
+                       tuple(samples))
 
 
 class HealthWatcher:
@@ -155,7 +160,8 @@ class HealthWatcher:
         spec = self.spec
         command = ["python3", "-c", POLLER, spec.node, str(spec.port), str(spec.interval_s),
                    str(spec.max_duration_s), str(spec.timeout_s), *spec.paths]
-        result = self.lab.run_client(command, timeout_s=spec.max_duration_s + spec.timeout_s + 30, name=self.name)
+        result = self.lab.run_client(command, timeout_s=spec.max_duration_s + spec.timeout_s + 30,
+                                     name=self.name)
         self._output = getattr(result, "output", "")
 
     def start(self, timeout_s: float = 20.0) -> None:
@@ -173,7 +179,8 @@ class HealthWatcher:
                        f"{timeout_s:.0f} s", hint="is the backend ready? `lab status` says")
 
     def stop(self, timeout_s: float = 30.0) -> WatchResult:
-        """End the poller (SIGTERM), wait for its container to be gone, and parse what it printed."""
+        """End the poller (SIGTERM), wait for its container to be gone, and parse what it
+        printed."""
         deadline = time.monotonic() + timeout_s
         while self._thread.is_alive() and time.monotonic() < deadline:
             try:
@@ -182,5 +189,6 @@ class HealthWatcher:
                 pass  # not created yet, or already exited
             self._thread.join(0.5)
         if self._thread.is_alive():
-            raise LabError(f"the health watcher on {self.spec.node} did not stop within {timeout_s:.0f} s")
+            raise LabError(f"the health watcher on {self.spec.node} did not stop within "
+                           f"{timeout_s:.0f} s")
         return parse_watch_output(self.spec.node, self.spec.interval_s, self._output)

@@ -53,7 +53,8 @@ def read_job_runs(dsn: str, since: float) -> list[JobRun]:
         rows = conn.execute(_JOB_RUNS, (since,)).fetchall()
     return [JobRun(id=int(id_), job=job, node=node,
                    fencing_token=None if token is None else int(token), tick=int(tick),
-                   started_at=float(started), finished_at=None if finished is None else float(finished),
+                   started_at=float(started),
+                   finished_at=None if finished is None else float(finished),
                    outcome=outcome)
             for id_, job, node, token, tick, started, finished, outcome in rows]
 

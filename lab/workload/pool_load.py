@@ -88,7 +88,8 @@ async def _close(conn: psycopg.AsyncConnection[Any] | None) -> None:
             await asyncio.wait_for(conn.close(), READ_TIMEOUT_S)
 
 
-def _rows_as_dicts(cur: psycopg.AsyncCursor[Any], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _rows_as_dicts(cur: psycopg.AsyncCursor[Any],
+                   rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     names = [column.name for column in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -100,7 +101,8 @@ async def _show(conn: psycopg.AsyncConnection[Any], command: str) -> list[dict[s
     return await asyncio.wait_for(read(), READ_TIMEOUT_S)
 
 
-def pool_samples_from_rows(rows: list[dict[str, Any]], at: float, database: str) -> list[PoolSample]:
+def pool_samples_from_rows(rows: list[dict[str, Any]], at: float,
+                           database: str) -> list[PoolSample]:
     """The ``SHOW POOLS`` rows of one database as ``PoolSample`` records read at ``at``."""
     out = []
     for row in rows:
@@ -193,7 +195,8 @@ class PoolSampler:
         return self._own
 
     def stats(self) -> PoolStats:
-        """PgBouncer's ``SHOW STATS`` totals for the app database, read now on a fresh connection."""
+        """PgBouncer's ``SHOW STATS`` totals for the app database, read now on a fresh
+        connection."""
         return asyncio.run(_read_stats(self.admin_dsn, self.database))
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -401,7 +404,8 @@ async def _load(dsn: str, clients: int, duration_s: float, query: str, connect_t
 def run_pool_load(pgbouncer_dsn: str, *, clients: int = 300, duration_s: float = 10.0,
                   query: str = "SELECT pg_sleep(0.02)", connect_timeout_s: float = 10,
                   op_timeout_s: float = 10.0, max_transactions: int = 1_000_000) -> PoolLoadResult:
-    """Hold ``clients`` connections to PgBouncer, each running short transactions until the deadline.
+    """Hold ``clients`` connections to PgBouncer, each running short transactions until the
+    deadline.
 
     All clients connect first (``CONNECT_CONCURRENCY`` at a time), then run together for
     ``duration_s``. Each statement runs in autocommit, so it is one transaction. A statement
@@ -522,5 +526,6 @@ def probe_client_limit(pgbouncer_dsn: str, max_client_conn: int, *,
 
 
 def max_client_conn_error(pgbouncer_dsn: str, max_client_conn: int) -> str:
-    """The exact error text of the client that exceeds ``max_client_conn`` (or why none was refused)."""
+    """The exact error text of the client that exceeds ``max_client_conn`` (or why none was
+    refused)."""
     return probe_client_limit(pgbouncer_dsn, max_client_conn).error

@@ -73,7 +73,8 @@ def observe_certificate(host: str, served: bytes, lab_ca_pem: bytes,
 def sample_headers(base_url: str, *, ca_pem: bytes | None = None) -> list[HeaderSample]:
     """One answer of each kind (and a burst for 429) from ``base_url``, with its headers."""
     base_url = check_loopback_url(base_url)
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem else True
+    verify: ssl.SSLContext | bool = (ssl.create_default_context(cadata=ca_pem.decode())
+                                     if ca_pem else True)
     samples = []
     with httpx.Client(base_url=base_url, timeout=10, verify=verify) as client:
         requests = list(_REQUESTS) + [("POST", "/api/auth/login", b"{}")] * BURST

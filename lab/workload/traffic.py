@@ -244,7 +244,8 @@ class TrafficRun:
             t0, epoch0 = self._loop.time(), time.time()
             offsets = itertools.accumulate((s.count for s in self.specs), initial=0)
             for spec, first_id in zip(self.specs, offsets, strict=False):
-                self._schedules.add(self._spawn(self._schedule(session, spec, first_id, t0, epoch0)))
+                self._schedules.add(self._spawn(self._schedule(session, spec, first_id, t0,
+                                                               epoch0)))
             self._ready.set()
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)

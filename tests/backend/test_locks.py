@@ -242,7 +242,8 @@ def test_unreachable_redis_means_the_job_does_not_run():
 
 
 def test_a_lease_without_renewal_expires_under_a_longer_run(lock_redis_url, job_name):
-    """renew=False keeps the first TTL: a 0.3 s lease lapses under a 0.8 s run, and another node takes it."""
+    """renew=False keeps the first TTL: a 0.3 s lease lapses under a 0.8 s run,
+    and another node takes it."""
 
     async def scenario():
         redis, a, b = await _two_services(lock_redis_url)
@@ -264,7 +265,8 @@ def test_a_lease_without_renewal_expires_under_a_longer_run(lock_redis_url, job_
 
 
 def test_the_lab_reads_locks_as_the_backend_writes_them(lock_redis_url, job_name):
-    """lab.workload.jobs.read_locks (and the lock sampler) parse the backend's lock values: holder and token."""
+    """lab.workload.jobs.read_locks (and the lock sampler) parse the backend's lock
+    values: holder and token."""
     from lab.workload.jobs import LockSampler, read_locks, redis_client
 
     async def acquire():
@@ -276,11 +278,13 @@ def test_the_lab_reads_locks_as_the_backend_writes_them(lock_redis_url, job_name
 
     handle = run(acquire())
     with redis_client(lock_redis_url) as client:
-        assert read_locks(client, (job_name, "no-such-job")) == {job_name: ("node-a", handle.fencing_token)}
+        assert read_locks(client, (job_name, "no-such-job")) == {
+            job_name: ("node-a", handle.fencing_token)}
     with LockSampler(lock_redis_url, (job_name,), interval_s=0.05, max_samples=3) as sampler:
         for _ in range(100):
             if len(sampler.samples) == 3:
                 break
             time.sleep(0.02)
-    assert [(s.holder, s.fencing_token) for s in sampler.samples] == [("node-a", handle.fencing_token)] * 3
+    assert ([(s.holder, s.fencing_token) for s in sampler.samples]
+            == [("node-a", handle.fencing_token)] * 3)
     assert all(s.sent_at <= s.received_at for s in sampler.samples)

@@ -1,4 +1,5 @@
-"""The compose file agrees with the orchestrator's plan, holds no secret, and exports a runnable directory.
+"""The compose file agrees with the orchestrator's plan, holds no secret, and exports a
+runnable directory.
 
 Pure: no Docker engine is needed, except for the optional `docker compose config` validation.
 """
@@ -30,8 +31,10 @@ runner = CliRunner()
 
 def orchestrator_plan(config: LabConfig, lab_secrets: LabSecrets) -> list[NodePlan]:
     """What the orchestrator starts for ``config`` with these secrets, on the compose subnet."""
-    images = {role: f"failover-lab/{role}:0123abcd" for role in ("postgres", "pgbouncer", "redis", "backend", "nginx")}
-    return plan(config, lab_secrets, make_tls("test", config.nginx.server_name), images, compose.SUBNET)
+    images = {role: f"failover-lab/{role}:0123abcd"
+              for role in ("postgres", "pgbouncer", "redis", "backend", "nginx")}
+    return plan(config, lab_secrets, make_tls("test", config.nginx.server_name), images,
+                compose.SUBNET)
 
 
 def committed_document() -> dict:
@@ -43,7 +46,8 @@ def variables(lab_secrets: LabSecrets) -> dict[str, str]:
 
 
 def test_committed_file_is_what_the_generator_writes() -> None:
-    """compose/docker-compose.yml is byte for byte the generator's output for the default configuration."""
+    """compose/docker-compose.yml is byte for byte the generator's output for the
+    default configuration."""
     assert COMMITTED.read_text() == compose.compose_yaml(LabConfig()), (
         f"compose/{compose.COMPOSE_FILE} is out of date; regenerate it with `{REGENERATE}`"
     )
@@ -56,7 +60,8 @@ def test_committed_file_is_what_the_generator_writes() -> None:
     .with_overrides("publish", nginx_https=8443),
 ], ids=["default", "five-backends"])
 def test_services_match_the_orchestrator_nodes(config: LabConfig) -> None:
-    """Each node is a service with its role's image, address, ports, stop grace period and start order."""
+    """Each node is a service with its role's image, address, ports,
+    stop grace period and start order."""
     document = compose.compose_document(config)
     nodes = orchestrator_plan(config, LabSecrets.generate())
     services = document["services"]
@@ -76,14 +81,16 @@ def test_services_match_the_orchestrator_nodes(config: LabConfig) -> None:
         expected_ports = sorted(f"127.0.0.1:{host or ''}:{port.removesuffix('/tcp')}"
                                 for port, host in spec.publish.items())
         assert sorted(service.get("ports", [])) == expected_ports
-        assert service["labels"] == {k: v for k, v in spec.labels.items() if k in compose.KEPT_LABELS}
+        assert service["labels"] == {k: v for k, v in spec.labels.items()
+                                     if k in compose.KEPT_LABELS}
     https = next(p for p in services["nginx"]["ports"] if p.endswith(":443"))
     assert https == ("127.0.0.1:8443:443" if config.publish.nginx_https else "127.0.0.1::443")
     assert "127.0.0.1::8080" in services["nginx"]["ports"]   # stub_status, always ephemeral
 
 
 def test_depends_on_follows_the_start_stages() -> None:
-    """A node of a later start stage waits for the previous stage: healthy where the orchestrator awaits readiness."""
+    """A node of a later start stage waits for the previous stage:
+    healthy where the orchestrator awaits readiness."""
     config = LabConfig()
     services = compose.compose_document(config)["services"]
     roles = {n.name: n.role for n in orchestrator_plan(config, LabSecrets.generate())}
@@ -102,7 +109,8 @@ def test_depends_on_follows_the_start_stages() -> None:
 
 
 def test_environment_and_files_equal_the_rendered_ones() -> None:
-    """Environment values and file contents, once compose interpolates the secrets, are the orchestrator's, at the same paths and modes."""
+    """Environment values and file contents, once compose interpolates the secrets,
+    are the orchestrator's, at the same paths and modes."""
     config = LabConfig()
     document = committed_document()
     lab_secrets = LabSecrets.generate()
@@ -112,7 +120,8 @@ def test_environment_and_files_equal_the_rendered_ones() -> None:
         service, spec = document["services"][node.name], node.spec
         environment = service.get("environment", {})
         assert list(environment) == list(spec.env)
-        assert {k: compose.interpolate(v, variables(lab_secrets)) for k, v in environment.items()} == dict(spec.env)
+        assert {k: compose.interpolate(v, variables(lab_secrets))
+                for k, v in environment.items()} == dict(spec.env)
         mounted = {c["target"]: c for c in service.get("configs", [])}
         bound = {v["target"]: v for v in service.get("volumes", [])}
         assert set(mounted) | set(bound) == {f.path for f in spec.files}
@@ -123,13 +132,16 @@ def test_environment_and_files_equal_the_rendered_ones() -> None:
                 assert bound[f.path]["read_only"] is True and tls[f.path][2] == f.mode
                 continue
             entry = mounted[f.path]
-            assert entry["mode"] == f.mode, f"{node.name}:{f.path} mode {entry['mode']:o} != {f.mode:o}"
+            assert entry["mode"] == f.mode, (f"{node.name}:{f.path} mode {entry['mode']:o} "
+                                             f"!= {f.mode:o}")
             content = document["configs"][entry["source"]]["content"]
-            assert compose.interpolate(content, variables(lab_secrets)) == f.content.decode(), f.path
+            assert (compose.interpolate(content, variables(lab_secrets))
+                    == f.content.decode()), f.path
 
 
 def test_every_secret_bearing_field_is_a_variable_reference() -> None:
-    """Every value that holds a secret in the plan is a ${LAB_...} reference in the committed file, and nothing else is."""
+    """Every value that holds a secret in the plan is a ${LAB_...} reference in the committed
+    file, and nothing else is."""
     config = LabConfig()
     document = committed_document()
     text = COMMITTED.read_text()
@@ -138,8 +150,10 @@ def test_every_secret_bearing_field_is_a_variable_reference() -> None:
     secret_bearing = 0
     for a, b in zip(*plans, strict=True):
         service = document["services"][a.name]
-        pairs = [(service.get("environment", {}).get(k), a.spec.env[k], b.spec.env[k]) for k in a.spec.env]
-        mounted = {c["target"]: document["configs"][c["source"]]["content"] for c in service.get("configs", [])}
+        pairs = [(service.get("environment", {}).get(k), a.spec.env[k], b.spec.env[k])
+                 for k in a.spec.env]
+        mounted = {c["target"]: document["configs"][c["source"]]["content"]
+                   for c in service.get("configs", [])}
         pairs += [(mounted[fa.path], fa.content.decode(), fb.content.decode())
                   for fa, fb in zip(a.spec.files, b.spec.files, strict=True) if fa.path in mounted]
         for raw, with_first, with_second in pairs:
@@ -152,7 +166,8 @@ def test_every_secret_bearing_field_is_a_variable_reference() -> None:
             else:
                 assert not compose.referenced_variables(raw), raw
     # At least userlist.txt, postgres.env, and each backend's URL, three tokens and seed password.
-    assert secret_bearing >= 2 + 5 * config.backend.replicas, "the secrets were not found in the plan"
+    assert secret_bearing >= 2 + 5 * config.backend.replicas, (
+        "the secrets were not found in the plan")
     assert compose.referenced_variables(text) == set(compose.SECRET_VARIABLES.values())
     body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
     for reference in re.findall(r"\$\{[^}]*\}", body):
@@ -165,7 +180,8 @@ def test_every_secret_bearing_field_is_a_variable_reference() -> None:
 def test_inlined_secrets_document_interpolates_to_the_plan() -> None:
     """With secrets_as_variables=False the given values stand where the references were."""
     lab_secrets = LabSecrets.generate()
-    document = compose.compose_document(LabConfig(), secrets_as_variables=False, lab_secrets=lab_secrets)
+    document = compose.compose_document(LabConfig(), secrets_as_variables=False,
+                                        lab_secrets=lab_secrets)
     dumped = yaml.safe_dump(document)
     assert not compose.referenced_variables(dumped)
     assert lab_secrets.db_password in document["configs"]["pgbouncer-userlist.txt"]["content"]
@@ -183,7 +199,8 @@ def test_interpolate_follows_compose_rules() -> None:
 
 
 def test_export_writes_env_tls_and_the_compose_file(tmp_path: Path) -> None:
-    """An export holds the compose file, a .env setting every referenced variable, and the TLS files nginx mounts."""
+    """An export holds the compose file, a .env setting every referenced variable,
+    and the TLS files nginx mounts."""
     config = LabConfig()
     path = compose.export_compose(config, tmp_path / "out")
     directory = path.parent
@@ -200,15 +217,18 @@ def test_export_writes_env_tls_and_the_compose_file(tmp_path: Path) -> None:
         assert source.is_file(), source
         _, _, mode = compose.tls_files(config)[volume["target"]]
         assert source.stat().st_mode & 0o777 == mode
-    assert (directory / "tls" / "server.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
-    assert (directory / "tls" / "server.crt").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert (directory / "tls" / "server.key").read_bytes().startswith(
+        b"-----BEGIN PRIVATE KEY-----")
+    assert (directory / "tls" / "server.crt").read_bytes().startswith(
+        b"-----BEGIN CERTIFICATE-----")
     # The exported secrets are fresh: a second export differs.
     again = compose.export_compose(config, tmp_path / "again").parent
     assert (again / ".env").read_text() != (directory / ".env").read_text()
 
 
 def test_cli_export_refuses_a_non_empty_directory_without_force(tmp_path: Path) -> None:
-    """`lab compose export` writes into a new directory, and overwrites a non-empty one only with --force."""
+    """`lab compose export` writes into a new directory, and overwrites a non-empty
+    one only with --force."""
     target = tmp_path / "stack"
     first = runner.invoke(app, ["compose", "export", str(target)])
     assert first.exit_code == 0, first.output
@@ -223,18 +243,20 @@ def test_cli_export_refuses_a_non_empty_directory_without_force(tmp_path: Path) 
 
 def _compose_command() -> list[str] | None:
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
+                                 check=False).returncode == 0:
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     return [legacy] if legacy else None
 
 
 def test_docker_compose_accepts_the_exported_file(tmp_path: Path) -> None:
-    """`docker compose config -q` accepts an exported directory (skipped where compose is not installed)."""
+    """`docker compose config -q` accepts an exported directory (skipped where
+    compose is not installed)."""
     command = _compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
     path = compose.export_compose(LabConfig(), tmp_path / "stack")
-    done = subprocess.run([*command, "-f", str(path), "config", "-q"], capture_output=True, text=True,
-                          check=False, cwd=tmp_path)
+    done = subprocess.run([*command, "-f", str(path), "config", "-q"], capture_output=True,
+                          text=True, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -71,12 +71,14 @@ def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
     readmission = layers(document)["readmission"]
     assert readmission == ("pass", {"readmission": "fail"}), readmission
     prediction = next(p for p in document["predictions"] if p["objective"] == "readmission")
-    assert prediction["reachable"] is False and "fail_timeout + c_probe + g = 45" in prediction["arithmetic"]
+    assert (prediction["reachable"] is False
+            and "fail_timeout + c_probe + g = 45" in prediction["arithmetic"])
 
 
 @pytest.mark.covers("objective:health_latency", "objective:failing_latency", "objective:ejection",
                     "objective:readmission")
-def test_objectives_tightened_below_the_default_topology_fail(running_lab: Lab, tmp_path: Path) -> None:
+def test_objectives_tightened_below_the_default_topology_fail(
+        running_lab: Lab, tmp_path: Path) -> None:
     """The default topology, judged against objectives tighter than it can meet, conforms and
     fails each of them by name; the thresholds' source is the command line."""
     code, document, _ = run_json(
@@ -95,7 +97,8 @@ def test_objectives_tightened_below_the_default_topology_fail(running_lab: Lab, 
 
 
 def test_a_bad_objective_is_refused_before_anything_starts(engine: Engine, tmp_path: Path) -> None:
-    """An unknown objective, a wrong unit or a wrong type is named with its field, exit 2, no lab."""
+    """An unknown objective, a wrong unit or a wrong type is named with its
+    field, exit 2, no lab."""
     name = session_lab_name("bad-objective")
     for args, message in (
             (["--objective", "ejektion=5s"], "unknown objective 'ejektion'"),

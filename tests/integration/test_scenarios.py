@@ -90,12 +90,14 @@ def no_retries(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
 
 
 @pytest.mark.covers("check:rate-limit", "check:rate-limit-headers", "objective:rate_limits")
-def test_rate_limits_fail_when_nginx_limits_less_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_rate_limits_fail_when_nginx_limits_less_than_claimed(
+        engine: Engine, lab_images: dict[str, str]) -> None:
     """Burst 10 on auth, no limit on the API and 429s without X-RateLimit-Status fail the claimed
     limits; the auth objective (10 r/s, burst 5) fails too: a burst of 8 logins got through."""
     zones = LabConfig().nginx.rate_limits
     loose = (zones[0].model_copy(update={"burst": 10}), zones[2])  # auth burst 10; no api zone
-    conf = "".join(line for line in render_nginx(LabConfig().with_overrides("nginx", rate_limits=loose))
+    conf = "".join(line for line
+                   in render_nginx(LabConfig().with_overrides("nginx", rate_limits=loose))
                    .splitlines(keepends=True) if "X-RateLimit-Status" not in line)
     with started(engine, "loose-limits", nginx_conf=conf) as lab:
         result = by_name(Runner(lab, load_scenario("rate-limits"), seed=12, claimed=CLAIMED).run())
@@ -109,8 +111,8 @@ def test_rate_limits_fail_when_nginx_limits_less_than_claimed(engine: Engine, la
 
 
 @pytest.mark.covers("check:rate-limit")
-def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(engine: Engine,
-                                                                     lab_images: dict[str, str]) -> None:
+def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(
+        engine: Engine, lab_images: dict[str, str]) -> None:
     """Zones keyed on $server_name share one bucket among all clients: the host's login burst
     eats the second client's allowance, which the claimed per-address limit must catch."""
     conf = render_nginx(LabConfig()).replace("$binary_remote_addr", "$server_name")
@@ -118,10 +120,12 @@ def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(engine: Engin
         run = Runner(lab, load_scenario("rate-limits"), seed=19, claimed=CLAIMED).run()
     auth = by_name(run)["rate-limit /api/auth/"]
     assert auth.verdict is Verdict.FAIL, auth
-    # The host's own requests carry X-Request-Id; the other address on /api/auth/ is the second client.
+    # The host's own requests carry X-Request-Id; the other address on /api/auth/ is the
+    # second client.
     sent = {r.request_id for r in run.history.requests}
     host = {e.remote_addr for e in run.history.access_log if e.request_id in sent}
-    second = {e.remote_addr for e in run.history.access_log if e.uri.startswith("/api/auth/")} - host
+    second = {e.remote_addr for e in run.history.access_log
+              if e.uri.startswith("/api/auth/")} - host
     assert len(second) == 1, (host, second)
     address = second.pop()
     assert any(f" {address} POST /api/auth/login: expected PASSED, NGINX REJECTED" in d
@@ -130,7 +134,8 @@ def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(engine: Engin
 
 
 @pytest.mark.covers("check:tls", "check:security-headers", "objective:hsts_max_age")
-def test_security_checks_name_what_a_broken_config_drops(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_security_checks_name_what_a_broken_config_drops(
+        engine: Engine, lab_images: dict[str, str]) -> None:
     """An NGINX without its Content-Security-Policy and HSTS lines fails both checks, naming them,
     and the HSTS objective (a year) fails: the header is missing."""
     lines = render_nginx(LabConfig()).splitlines(keepends=True)
@@ -157,31 +162,40 @@ checks:
 
 
 @pytest.mark.covers("check:exposure")
-def test_exposure_fails_when_a_backend_publishes_its_port(engine: Engine, lab_images: dict[str, str]) -> None:
-    """A backend that publishes 8000/tcp (even on 127.0.0.1) is reachable past NGINX: the check names it."""
+def test_exposure_fails_when_a_backend_publishes_its_port(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """A backend that publishes 8000/tcp (even on 127.0.0.1) is reachable past
+    NGINX: the check names it."""
     with started(engine, "exposed", extra_publish={"backend-2": {"8000/tcp": 0}}) as lab:
-        result = by_name(Runner(lab, parse_scenario(EXPOSURE_PROBE, "exposure-probe"), seed=18).run())
+        result = by_name(Runner(lab, parse_scenario(EXPOSURE_PROBE, "exposure-probe"),
+                                seed=18).run())
     exposure = result["exposure"]
     assert exposure.verdict is Verdict.FAIL, exposure
-    offending = [d for d in exposure.details if d.startswith("backend-2 (backend) publishes 8000/tcp on 127.0.0.1:")]
+    offending = [d for d in exposure.details
+                 if d.startswith("backend-2 (backend) publishes 8000/tcp on 127.0.0.1:")]
     assert offending and "accepted a TCP connection" in offending[0], exposure.details
-    assert dict(exposure.values)["confirmed"] == 6, exposure  # the documented ports still answer (stub_status too)
+    # the documented ports still answer (stub_status too)
+    assert dict(exposure.values)["confirmed"] == 6, exposure
 
 
 @pytest.mark.covers("check:health-contract")
-def test_health_contract_fails_when_detailed_health_ignores_redis(engine: Engine, lab_images: dict[str, str]) -> None:
-    """A backend whose health checks never ask Redis answers 200 during a Redis outage and fails the contract."""
+def test_health_contract_fails_when_detailed_health_ignores_redis(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """A backend whose health checks never ask Redis answers 200 during a Redis outage
+    and fails the contract."""
     with started(engine, "blind-health", backend={"health_checks_redis": False}) as lab:
         result = by_name(Runner(lab, load_scenario("health-contract"), seed=14).run())
     contract = result["health-contract"]
     assert contract.verdict is Verdict.FAIL, contract
-    assert any("/health/detailed (redis-down): 200 where 503" in d for d in contract.details), contract.details
+    assert any("/health/detailed (redis-down): 200 where 503" in d
+               for d in contract.details), contract.details
 
 
 @pytest.mark.covers("check:health-startup", "check:health-drain")
-def test_health_startup_and_drain_fail_when_readiness_ignores_the_lifecycle(engine: Engine,
-                                                                          lab_images: dict[str, str]) -> None:
-    """A backend whose readiness ignores startup and draining answers 200 first after a restart and while it drains."""
+def test_health_startup_and_drain_fail_when_readiness_ignores_the_lifecycle(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """A backend whose readiness ignores startup and draining answers 200 first after a
+    restart and while it drains."""
     with started(engine, "ungated-ready", backend={"readiness_gates": False}) as lab:
         result = by_name(Runner(lab, load_scenario("health-contract"), seed=18).run())
     startup, drain = result["health-startup"], result["health-drain"]
@@ -189,31 +203,40 @@ def test_health_startup_and_drain_fail_when_readiness_ignores_the_lifecycle(engi
     assert "first /health/ready answer was 200, expected 503" in startup.measured, startup
     assert drain.verdict is Verdict.FAIL, drain
     assert "no /health/ready 503 before the process was gone" in drain.measured, drain
-    assert result["health-detailed-timing"].verdict is Verdict.PASS, result["health-detailed-timing"]
+    assert result["health-detailed-timing"].verdict is Verdict.PASS, (
+        result["health-detailed-timing"])
 
 
 @pytest.mark.covers("check:health-detailed-timing", "check:health-drain")
 def test_health_bounds_fail_when_backends_wait_longer_and_drain_shorter_than_claimed(
         engine: Engine, lab_images: dict[str, str]) -> None:
-    """Backends that wait 2 s for a frozen Redis and do not drain, judged against the claimed 1 s and 1 s, fail both bounds."""
-    with started(engine, "slow-health", backend={"dependency_timeout_s": 2.0, "drain_s": 0.0}) as lab:
-        result = by_name(Runner(lab, load_scenario("health-contract"), seed=19, claimed=CLAIMED).run())
+    """Backends that wait 2 s for a frozen Redis and do not drain,
+    judged against the claimed 1 s and 1 s, fail both bounds."""
+    with started(engine, "slow-health",
+                 backend={"dependency_timeout_s": 2.0, "drain_s": 0.0}) as lab:
+        result = by_name(Runner(lab, load_scenario("health-contract"), seed=19,
+                                claimed=CLAIMED).run())
     timing, drain = result["health-detailed-timing"], result["health-drain"]
     assert timing.verdict is Verdict.FAIL, timing
-    assert re.search(r"redis freeze: .*s after redis went down, expected within 1\.3 s", timing.measured), timing
+    assert re.search(r"redis freeze: .*s after redis went down, expected within 1\.3 s",
+                     timing.measured), timing
     assert drain.verdict is Verdict.FAIL, drain
     # With no drain, a ready 503 may or may not fall between SIGTERM and the listener closing.
-    assert "expected at least 0.7 s" in drain.measured or "no /health/ready 503" in drain.measured, drain
+    assert ("expected at least 0.7 s" in drain.measured
+            or "no /health/ready 503" in drain.measured), drain
     assert result["health-startup"].verdict is Verdict.PASS, result["health-startup"]
 
 
-@pytest.mark.covers("check:pool-bound", "objective:pool_server_connections", "objective:pool_clients")
+@pytest.mark.covers("check:pool-bound", "objective:pool_server_connections",
+                    "objective:pool_clients")
 def test_pool_bound_fails_with_a_pool_of_300(engine: Engine, lab_images: dict[str, str]) -> None:
     """A PgBouncer pool of 300 lets PostgreSQL see far more than the claimed 30 server connections
     under the direct load; the load through the backends alone stays within 30. With
     max_client_conn 200 the 300 direct clients are not all served: both pool objectives fail."""
-    with started(engine, "pool-300", pgbouncer={"default_pool_size": 300, "max_client_conn": 200}) as lab:
-        result = by_name(Runner(lab, load_scenario("pool-saturation"), seed=15, claimed=CLAIMED).run())
+    with started(engine, "pool-300",
+                 pgbouncer={"default_pool_size": 300, "max_client_conn": 200}) as lab:
+        result = by_name(Runner(lab, load_scenario("pool-saturation"), seed=15,
+                                claimed=CLAIMED).run())
     pool = result["pool-bound"]
     assert pool.verdict is Verdict.FAIL, pool
     # The backends' own pools (3 x psycopg_pool max_size 10) cap their share at the claimed
@@ -241,7 +264,8 @@ checks:
 
 
 @pytest.mark.covers("check:fail-fast")
-def test_fail_fast_fails_when_backends_wait_longer_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_fail_fast_fails_when_backends_wait_longer_than_claimed(
+        engine: Engine, lab_images: dict[str, str]) -> None:
     """Backends that wait 2 s per database call (claimed: 1 s) keep clients past the derived bound.
 
     At 2 requests/s the first request's retry goes out before any backend has max_fails
@@ -255,8 +279,8 @@ def test_fail_fast_fails_when_backends_wait_longer_than_claimed(engine: Engine, 
 
 
 @pytest.mark.covers("check:recovery", "objective:dependency_recovery")
-def test_recovery_fails_when_pgbouncer_retries_logins_slower_than_claimed(engine: Engine,
-                                                                          lab_images: dict[str, str]) -> None:
+def test_recovery_fails_when_pgbouncer_retries_logins_slower_than_claimed(
+        engine: Engine, lab_images: dict[str, str]) -> None:
     """A server_login_retry of 40 s keeps the database away for longer than clients can wait: the
     run conforms to that configuration and fails the 30 s recovery objective; judged against
     the claimed 15 s the same measurement fails the recovery bound too."""
@@ -266,7 +290,8 @@ def test_recovery_fails_when_pgbouncer_retries_logins_slower_than_claimed(engine
     recovery = by_name(run)["recovery"]
     assert recovery.verdict is Verdict.PASS, recovery
     assert objective(recovery, "dependency_recovery").verdict is Verdict.FAIL, recovery.objectives
-    assert any(p.objective == "dependency_recovery" and p.reachable is False for p in run.predictions)
+    assert any(p.objective == "dependency_recovery" and p.reachable is False
+               for p in run.predictions)
     against_claim = by_name(rejudge(run, scenario, CLAIMED))["recovery"]
     assert against_claim.verdict is Verdict.FAIL, against_claim
 
@@ -290,7 +315,8 @@ def lab_for(running_lab: Lab, engine: Engine) -> Iterator[Callable[[Scenario], L
 
 
 @pytest.mark.parametrize("name", sorted(available()))
-def test_shipped_scenario_passes_on_a_healthy_lab(lab_for: Callable[[Scenario], Lab], name: str) -> None:
+def test_shipped_scenario_passes_on_a_healthy_lab(
+        lab_for: Callable[[Scenario], Lab], name: str) -> None:
     """Each shipped scenario's checks and objectives all pass against a lab configured as the
     scenario asks, judged against what it runs and the checklist's targets."""
     scenario = load_scenario(name)
@@ -302,18 +328,22 @@ def test_shipped_scenario_passes_on_a_healthy_lab(lab_for: Callable[[Scenario], 
                for c in result.checks for o in c.objectives if o.verdict is not Verdict.PASS]
     assert not failed, "\n".join(failed)
     assert result.verdict is Verdict.PASS
-    assert bool(result.history.faults) == any(isinstance(step, InjectStep) for step in scenario.steps)
+    assert bool(result.history.faults) == any(isinstance(step, InjectStep)
+                                              for step in scenario.steps)
     assert not sidecars(lab.engine, lab)
 
 
 @pytest.mark.covers("check:ejection", "check:latency", "check:distribution")
 def test_ejection_latency_and_distribution_fail_on_a_broken_balancer(broken_balancer: Lab) -> None:
-    """A balancer that never ejects, connects slowly and is lopsided fails the checklist's checks."""
-    failover = by_name(Runner(broken_balancer, load_scenario("failover"), seed=1, claimed=CLAIMED).run())
+    """A balancer that never ejects, connects slowly and is lopsided fails
+    the checklist's checks."""
+    failover = by_name(Runner(broken_balancer, load_scenario("failover"), seed=1,
+                              claimed=CLAIMED).run())
     assert failover["ejection"].verdict is Verdict.FAIL, failover["ejection"]
     assert "not ejected" in failover["ejection"].measured
     assert failover["latency"].verdict is Verdict.FAIL, failover["latency"]
-    assert any("p99 3." in d for d in failover["latency"].details), failover["latency"]  # the 3 s connect
+    # the 3 s connect
+    assert any("p99 3." in d for d in failover["latency"].details), failover["latency"]
     distribution = by_name(Runner(broken_balancer, load_scenario("distribution"), seed=1,
                                   claimed=CLAIMED).run())["distribution"]
     assert distribution.verdict is Verdict.FAIL, distribution
@@ -328,7 +358,8 @@ def test_availability_and_readmission_fail_without_retries(no_retries: Lab) -> N
     assert result["availability"].verdict is Verdict.FAIL, result["availability"]
     assert objective(result["availability"], "availability").verdict is Verdict.FAIL
     assert result["readmission"].verdict is Verdict.FAIL, result["readmission"]
-    assert result["ejection"].verdict is Verdict.FAIL, result["ejection"]  # client errors where 0 expected
+    # client errors where 0 expected
+    assert result["ejection"].verdict is Verdict.FAIL, result["ejection"]
 
 
 DURABILITY_PROBE = """\
@@ -347,14 +378,17 @@ checks:
 
 
 def test_durability_holds_with_synchronous_commit(running_lab: Lab) -> None:
-    """Acknowledged writes survive a PostgreSQL SIGKILL when commits are synchronous (the default)."""
+    """Acknowledged writes survive a PostgreSQL SIGKILL when commits are
+    synchronous (the default)."""
     result = by_name(Runner(running_lab, parse_scenario(DURABILITY_PROBE, "probe"), seed=3).run())
     assert result["durability"].verdict is Verdict.PASS, result["durability"]
 
 
 @pytest.mark.covers("check:durability", "objective:lost_writes")
-def test_durability_fails_with_asynchronous_commit(engine: Engine, lab_images: dict[str, str]) -> None:
-    """With synchronous_commit=off a PostgreSQL SIGKILL loses acknowledged writes, and the check says so."""
+def test_durability_fails_with_asynchronous_commit(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """With synchronous_commit=off a PostgreSQL SIGKILL loses acknowledged writes,
+    and the check says so."""
     postgres = {"synchronous_commit": False, "wal_writer_delay_ms": 10_000}
     with started(engine, "async-commit", postgres=postgres) as lab:
         result = by_name(Runner(lab, parse_scenario(DURABILITY_PROBE, "probe"), seed=3).run())
@@ -385,8 +419,8 @@ checks:
 
 
 def _start_run(lab: Lab, scenario_file: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario_file), "--name", lab.name,
-                             "--report-dir", str(scenario_file.parent)],
+    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario_file),
+                             "--name", lab.name, "--report-dir", str(scenario_file.parent)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -428,7 +462,8 @@ def test_sigterm_heals_every_fault(running_lab: Lab, tmp_path: Path) -> None:
 
 
 def test_next_run_heals_what_a_sigkilled_run_left(running_lab: Lab, tmp_path: Path) -> None:
-    """After SIGKILL mid-fault the node stays frozen; the next run unfreezes it and removes the sidecar."""
+    """After SIGKILL mid-fault the node stays frozen; the next run unfreezes it
+    and removes the sidecar."""
     scenario = tmp_path / "hanging.yaml"
     scenario.write_text(HANGING)
     process = _start_run(running_lab, scenario)
@@ -447,19 +482,22 @@ def test_next_run_heals_what_a_sigkilled_run_left(running_lab: Lab, tmp_path: Pa
 
 
 def test_run_cli_writes_json_and_exits_by_verdict(running_lab: Lab, tmp_path: Path) -> None:
-    """`lab run --json` prints the result and writes result.json; a check that cannot decide exits 1."""
-    ok = runner.invoke(app, ["run", "distribution", "--name", running_lab.name, "--json", "--seed", "11",
-                             "--report-dir", str(tmp_path)])
+    """`lab run --json` prints the result and writes result.json;
+    a check that cannot decide exits 1."""
+    ok = runner.invoke(app, ["run", "distribution", "--name", running_lab.name, "--json",
+                             "--seed", "11", "--report-dir", str(tmp_path)])
     assert ok.exit_code == 0, ok.output
     document = json.loads(ok.stdout)[0]
     assert document["schema"] == 1 and document["verdict"] == "pass" and document["seed"] == 11
-    assert {"name", "verdict", "measured", "expected", "derivation", "values"} <= set(document["checks"][0])
+    assert ({"name", "verdict", "measured", "expected", "derivation", "values"}
+            <= set(document["checks"][0]))
     assert document["history"]["requests"] and document["history"]["access_log"]
     assert list(tmp_path.glob("*-distribution-11/result.json"))
     undecidable = tmp_path / "too-few.yaml"
     shipped = (Path(__file__).parents[2] / "scenarios" / "distribution.yaml").read_text()
     undecidable.write_text(shipped.replace("min_requests: 100}", "min_requests: 100000}"))
-    result = runner.invoke(app, ["run", str(undecidable), "--name", running_lab.name, "--report-dir", str(tmp_path)])
+    result = runner.invoke(app, ["run", str(undecidable), "--name", running_lab.name,
+                                 "--report-dir", str(tmp_path)])
     assert result.exit_code == 1, result.output
 
 
@@ -471,7 +509,8 @@ def test_bad_scenario_starts_nothing(engine: Engine, tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", str(bad), "--name", name])
     assert result.exit_code == 2
     assert "unknown node 'backend-7'" in result.stderr
-    assert not engine.list_containers({LABEL_LAB: name}) and not engine.network_exists(f"lab-{name}")
+    assert (not engine.list_containers({LABEL_LAB: name})
+            and not engine.network_exists(f"lab-{name}"))
 
 
 def test_traffic_never_leaves_loopback(running_lab: Lab) -> None:
@@ -486,7 +525,8 @@ def test_traffic_never_leaves_loopback(running_lab: Lab) -> None:
 
 @pytest.mark.covers("check:lock-exclusivity", "check:jobs-paused", "check:lock-holders",
                     "objective:duplicate_job_runs")
-def test_exclusivity_and_pause_fail_without_locks(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_exclusivity_and_pause_fail_without_locks(
+        engine: Engine, lab_images: dict[str, str]) -> None:
     """Backends that run jobs without locks overlap, run ticks twice, and run while Redis is down;
     the duplicate runs fail the zero-duplicates objective."""
     with started(engine, "unlocked", backend={"locking": False}) as lab:
@@ -520,16 +560,18 @@ def test_fencing_fails_when_switched_off(engine: Engine, lab_images: dict[str, s
 
 
 @pytest.mark.covers("check:lock-exclusivity", "check:lock-holders", "objective:duplicate_job_runs")
-def test_exclusivity_fails_with_a_ttl_shorter_than_the_job_and_no_renewal(engine: Engine,
-                                                                         lab_images: dict[str, str]) -> None:
-    """A 1 s lease that is never renewed, on a 3 s job: the next tick's node runs while the first still works."""
+def test_exclusivity_fails_with_a_ttl_shorter_than_the_job_and_no_renewal(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """A 1 s lease that is never renewed, on a 3 s job: the next tick's node runs while
+    the first still works."""
     backend = {"lock_renewal": False, "lock_ttl_s": 1.0, "job_duration_s": 3.0}
     with started(engine, "short-ttl", backend=backend) as lab:
         run = Runner(lab, load_scenario("lock-exclusivity"), seed=18).run()
     result = by_name(run)
     exclusivity, holders = result["lock-exclusivity"], result["lock-holders"]
     # The configuration says so before any traffic, and the measurement confirms it.
-    assert any(p.objective == "duplicate_job_runs" and p.reachable is False for p in run.predictions)
+    assert any(p.objective == "duplicate_job_runs" and p.reachable is False
+               for p in run.predictions)
     assert objective(exclusivity, "duplicate_job_runs").verdict is Verdict.FAIL
     assert exclusivity.verdict is Verdict.FAIL, exclusivity
     assert dict(exclusivity.values)["overlaps"] > 0, exclusivity
@@ -540,7 +582,8 @@ def test_exclusivity_fails_with_a_ttl_shorter_than_the_job_and_no_renewal(engine
 @pytest.mark.covers("check:lock-after-store-restart")
 def test_second_run_prediction_fails_when_redis_persists_where_the_claim_says_not(
         engine: Engine, lab_images: dict[str, str]) -> None:
-    """A Redis with persistence keeps the lock across a restart: no second run, where the claimed config predicts one."""
+    """A Redis with persistence keeps the lock across a restart: no second run,
+    where the claimed config predicts one."""
     scenario = load_scenario("redis-restart-mid-job")
     claim = claimed(LabConfig().with_overrides("backend", **scenario.lab["backend"]))
     with started(engine, "persistent-redis", redis={"persistence": True}, **scenario.lab) as lab:
@@ -551,7 +594,8 @@ def test_second_run_prediction_fails_when_redis_persists_where_the_claim_says_no
 
 
 @pytest.mark.covers("check:lock-takeover", "objective:lock_takeover")
-def test_takeover_fails_when_the_ttl_is_longer_than_claimed(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_takeover_fails_when_the_ttl_is_longer_than_claimed(
+        engine: Engine, lab_images: dict[str, str]) -> None:
     """Locks that live 12 s where the checklist claims 3 s make the takeover after a crash too
     slow for the claimed bound and for a 10 s takeover objective."""
     claim = claimed(LabConfig().with_overrides("backend", job_duration_s=1.5, lock_ttl_s=3.0))
@@ -564,13 +608,15 @@ def test_takeover_fails_when_the_ttl_is_longer_than_claimed(engine: Engine, lab_
 
 
 def test_network_faults_apply_and_heal_without_leftovers(running_lab: Lab) -> None:
-    """Loss, a one-way partition of one link and a throttle are in place while injected and gone after heal."""
+    """Loss, a one-way partition of one link and a throttle are in place while
+    injected and gone after heal."""
     from lab.faults import FaultSpec, make_fault
     from lab.faults.base import LinkParams, LossParams, ThrottleParams
     from lab.faults.network import Sidecar
 
     specs = [FaultSpec("loss", LossParams(target="backend-2", percent=30.0)),
-             FaultSpec("partition", LinkParams(target="backend-2", peers=("pgbouncer",), direction="out")),
+             FaultSpec("partition", LinkParams(target="backend-2", peers=("pgbouncer",),
+                                               direction="out")),
              FaultSpec("throttle", ThrottleParams(target="backend-2", rate="2mbit"))]
     faults = [make_fault(spec, running_lab) for spec in specs]
     looker = Sidecar(running_lab.engine, running_lab.name, running_lab.sidecar_image(), "backend-2")
@@ -578,7 +624,8 @@ def test_network_faults_apply_and_heal_without_leftovers(running_lab: Lab) -> No
         for fault in faults:
             fault.inject()
         rules = looker.sh("iptables -S; tc qdisc show dev eth0")
-        pgbouncer_ip = next(ip for ip, node in running_lab.addresses().items() if node == "pgbouncer")
+        pgbouncer_ip = next(ip for ip, node in running_lab.addresses().items()
+                            if node == "pgbouncer")
         # iptables prints the probability in its own rounding (0.2999...).
         assert re.search(r"--probability 0\.(29|30)", rules), rules
         assert f"-A LF_PARTITION_OUT -d {pgbouncer_ip}/32 -j DROP" in rules

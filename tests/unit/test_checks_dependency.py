@@ -14,17 +14,20 @@ T0 = 1_800_000_000.0
 
 
 def outage(latency_failed: float | None, *, recover_after: float = 1.0) -> History:
-    """PgBouncer down from +2 s to +5 s; requests every 0.1 s; failures answered in ``latency_failed``."""
+    """PgBouncer down from +2 s to +5 s; requests every 0.1 s; failures answered
+    in ``latency_failed``."""
     history = History()
     history.faults += [FaultEvent("stop", "pgbouncer", FaultPhase.INJECT, T0 + 2, T0 + 1.9),
                        FaultEvent("stop", "pgbouncer", FaultPhase.HEAL, T0 + 5, T0 + 4.9)]
     for i in range(100):
         at = T0 + i * 0.1
         down = T0 + 2 <= at < T0 + 5 + recover_after
-        outcome = Outcome.UNKNOWN if down and latency_failed is None else (Outcome.FAIL if down else Outcome.OK)
+        outcome = (Outcome.UNKNOWN if down and latency_failed is None
+                   else (Outcome.FAIL if down else Outcome.OK))
         history.requests.append(RequestRecord(
-            id=i, client="reads", method="GET", path="/api/conversations", intended_at=at, sent_at=at,
-            latency_s=(latency_failed if down else 0.005), status=(503 if down and latency_failed else 200),
+            id=i, client="reads", method="GET", path="/api/conversations", intended_at=at,
+            sent_at=at, latency_s=(latency_failed if down else 0.005),
+            status=(503 if down and latency_failed else 200),
             backend="backend-1", outcome=outcome))
     return history
 
@@ -48,7 +51,8 @@ def test_slow_failures_beyond_the_derived_bound_fail() -> None:
 
 def test_recovery_within_bound_passes_and_beyond_fails() -> None:
     """Success 1 s after the heal passes a 3 s bound; 4 s after it fails."""
-    assert check_recovery(outage(0.1, recover_after=1.0), bound_s=3.0, derivation="d").verdict is Verdict.PASS
+    assert check_recovery(outage(0.1, recover_after=1.0), bound_s=3.0,
+                          derivation="d").verdict is Verdict.PASS
     late = check_recovery(outage(0.1, recover_after=4.0), bound_s=3.0, derivation="d")
     assert late.verdict is Verdict.FAIL and dict(late.values)["measured_s"] > 3.0
 

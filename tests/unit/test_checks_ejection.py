@@ -53,12 +53,14 @@ def test_derivation_shows_the_arithmetic() -> None:
     result = eject(Simulation().run())
     assert "3 / 20 = 0.150 s" in result.derivation
     assert "proxy_connect_timeout = 1 s" in result.derivation
-    assert "[max(0, 1 + 1*0.150 - 0.050), 1 + 3*1*0.150 + 0.5] = [1.100, 1.950] s" in result.derivation
+    assert ("[max(0, 1 + 1*0.150 - 0.050), 1 + 3*1*0.150 + 0.5] = [1.100, 1.950] s"
+            in result.derivation)
     assert result.measured.startswith("last routed attempt +")
 
 
 def test_fault_taking_effect_before_its_action_returns_still_passes() -> None:
-    """A kill that bites before `docker kill` returns (measured: 0.12 s) widens the lower bound by that time."""
+    """A kill that bites before `docker kill` returns (measured:
+    0.12 s) widens the lower bound by that time."""
     result = eject(Simulation(effect_lead_s=0.12).run())
     assert result.verdict is Verdict.PASS, result
     assert "u = 0.120 s" in result.derivation

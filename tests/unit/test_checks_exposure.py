@@ -35,7 +35,8 @@ def healthy() -> list[NodeExposure]:
 def connects(exposures: list[NodeExposure], *, refused: int = 0) -> list[PortConnect]:
     """A successful connect per binding, except to the host port ``refused``."""
     return [PortConnect(T0 + 1, e.node, b.container_port, "127.0.0.1", b.host_port,
-                        b.host_port != refused, "" if b.host_port != refused else "ConnectionRefusedError")
+                        b.host_port != refused,
+                        "" if b.host_port != refused else "ConnectionRefusedError")
             for e in exposures for b in e.bindings]
 
 
@@ -52,7 +53,8 @@ def failing(exposures: list[NodeExposure], probed: list[PortConnect] | None = No
     return "\n".join(result.details)
 
 
-def with_bindings(exposures: list[NodeExposure], node: str, *bindings: PortBinding) -> list[NodeExposure]:
+def with_bindings(
+        exposures: list[NodeExposure], node: str, *bindings: PortBinding) -> list[NodeExposure]:
     return [replace(e, bindings=bindings) if e.node == node else e for e in exposures]
 
 
@@ -65,19 +67,23 @@ def test_the_documented_set_passes() -> None:
 
 
 def test_a_backend_publishing_its_port_fails_naming_it() -> None:
-    """A backend with 8000/tcp on 127.0.0.1 is undocumented exposure; the detail names node and port."""
+    """A backend with 8000/tcp on 127.0.0.1 is undocumented exposure;
+    the detail names node and port."""
     exposures = with_bindings(healthy(), "backend-2", PortBinding("8000/tcp", "127.0.0.1", 49001))
     result = judge(exposures)
     assert result.verdict is Verdict.FAIL
-    assert any(d.startswith("backend-2 (backend) publishes 8000/tcp on 127.0.0.1:49001: not documented")
+    assert any(d.startswith("backend-2 (backend) publishes 8000/tcp on 127.0.0.1:49001: "
+                            "not documented")
                and "accepted a TCP connection" in d for d in result.details), result.details
     assert dict(result.values)["undocumented"] == 1
 
 
 def test_every_interface_bindings_fail() -> None:
-    """NGINX on 0.0.0.0 and on :: listens on every interface: both fail, and 80 is then missing on loopback."""
+    """NGINX on 0.0.0.0 and on :: listens on every interface: both fail,
+    and 80 is then missing on loopback."""
     exposures = with_bindings(healthy(), "nginx", PortBinding("80/tcp", "0.0.0.0", 40080),
-                              PortBinding("80/tcp", "::", 40080), PortBinding("443/tcp", "127.0.0.1", 40443))
+                              PortBinding("80/tcp", "::", 40080),
+                              PortBinding("443/tcp", "127.0.0.1", 40443))
     text = failing(exposures)
     assert "nginx (nginx) publishes 80/tcp on 0.0.0.0:40080: every interface" in text
     assert "nginx (nginx) publishes 80/tcp on [::]:40080: every interface" in text
@@ -90,11 +96,13 @@ def test_a_missing_or_unanswered_port_fails() -> None:
     exposures = with_bindings(healthy(), "redis")
     text = failing(exposures, connects(exposures, refused=HOST_PORTS["6432/tcp"]))
     assert "redis (redis) publishes no 6379/tcp on 127.0.0.1 (documented)" in text
-    assert "pgbouncer (pgbouncer) 6432/tcp on 127.0.0.1:46432: no TCP connection (ConnectionRefusedError)" in text
+    assert ("pgbouncer (pgbouncer) 6432/tcp on 127.0.0.1:46432: no TCP connection "
+            "(ConnectionRefusedError)") in text
 
 
 def test_helpers_host_network_and_missing_nodes_fail() -> None:
-    """A sidecar that publishes, a node on the host's network and a node without a container all fail."""
+    """A sidecar that publishes, a node on the host's network and a node
+    without a container all fail."""
     exposures = [e for e in healthy() if e.node != "backend-3"]
     exposures = [replace(e, network_mode="host") if e.node == "backend-1" else e for e in exposures]
     exposures.append(NodeExposure(T0, "lab-x-client-1", "", "running", "lab-x",

@@ -16,17 +16,20 @@ from lab.checks.health import (
 )
 from lab.history import WATCHED, FaultEvent, FaultPhase, HealthSample, HealthWatch, History
 
-pytestmark = pytest.mark.covers("check:health-contract", "check:health-startup", "check:health-drain", "check:health-detailed-timing")
+pytestmark = pytest.mark.covers("check:health-contract", "check:health-startup",
+                                "check:health-drain", "check:health-detailed-timing")
 
 
 def detailed(database: str = "ok", redis: str = "ok") -> str:
-    return json.dumps({"status": "x", "checks": {"database": database, "redis": redis, "application": "ok"}})
+    return json.dumps({"status": "x", "checks": {"database": database, "redis": redis,
+                                                 "application": "ok"}})
 
 
 def history(expectation: str, statuses: dict[str, int], body: str) -> History:
     h = History()
-    h.health_samples += [HealthSample(1.0, "backend-1", path, status, body if path == "/health/detailed" else "{}",
-                                      expectation) for path, status in statuses.items()]
+    h.health_samples += [HealthSample(1.0, "backend-1", path, status,
+                                      body if path == "/health/detailed" else "{}", expectation)
+                         for path, status in statuses.items()]
     return h
 
 
@@ -44,7 +47,8 @@ def test_contract_kept_passes() -> None:
 
 def test_detailed_that_ignores_redis_fails() -> None:
     """A detailed check that answers 200 while Redis is down fails and names the endpoint."""
-    result = check_health_contract(history("redis-down", {**DOWN, "/health/detailed": 200, "/health/ready": 200},
+    result = check_health_contract(history("redis-down",
+                                           {**DOWN, "/health/detailed": 200, "/health/ready": 200},
                                            detailed()))
     assert result.verdict is Verdict.FAIL
     assert any("/health/detailed (redis-down): 200 where 503" in d for d in result.details)
@@ -59,7 +63,8 @@ def test_wrong_dependency_named_fails() -> None:
 
 def test_liveness_depending_on_a_dependency_fails() -> None:
     """/health/live answering 503 while the database is down breaks the contract."""
-    result = check_health_contract(history("database-down", {**DOWN, "/health/live": 503}, detailed(database="failed")))
+    result = check_health_contract(history("database-down", {**DOWN, "/health/live": 503},
+                                           detailed(database="failed")))
     assert result.verdict is Verdict.FAIL
 
 
@@ -115,18 +120,20 @@ def watched(sim: SimBackend, end: float = 15.0, drain_event: bool = True) -> His
         t = 0.0
         while t < end:
             status, latency, body = sim.answer(path, t)
-            h.health_samples.append(HealthSample(T0 + t + latency, "backend-2", path, status, body, WATCHED,
-                                                 sent_at=T0 + t))
+            h.health_samples.append(HealthSample(T0 + t + latency, "backend-2", path, status, body,
+                                                 WATCHED, sent_at=T0 + t))
             t = max(t + (INTERVAL if status is not None else 0.01), t + latency)
     h.health_watches.append(HealthWatch("backend-2", INTERVAL, T0, T0 + end, len(h.health_samples)))
     down_from, down_to = sim.redis_down
-    h.faults += [FaultEvent("freeze", "redis", FaultPhase.INJECT, T0 + down_from, T0 + down_from - 0.01),
+    h.faults += [FaultEvent("freeze", "redis", FaultPhase.INJECT, T0 + down_from,
+                            T0 + down_from - 0.01),
                  FaultEvent("freeze", "redis", FaultPhase.HEAL, T0 + down_to, T0 + down_to - 0.01)]
     h.mark("ready:redis", T0 + down_to + 0.05)
     if drain_event:
-        h.faults += [FaultEvent("stop", "backend-2", FaultPhase.INJECT, T0 + sim.sigterm + sim.drain + 0.1,
-                                T0 + sim.sigterm),
-                     FaultEvent("stop", "backend-2", FaultPhase.HEAL, T0 + sim.listen - 0.5, T0 + sim.listen - 1)]
+        h.faults += [FaultEvent("stop", "backend-2", FaultPhase.INJECT,
+                                T0 + sim.sigterm + sim.drain + 0.1, T0 + sim.sigterm),
+                     FaultEvent("stop", "backend-2", FaultPhase.HEAL, T0 + sim.listen - 0.5,
+                                T0 + sim.listen - 1)]
     return h
 
 
@@ -139,11 +146,14 @@ def test_a_backend_that_keeps_the_lifecycle_passes_every_transition() -> None:
 
 
 def test_readiness_without_gates_fails_startup_and_drain() -> None:
-    """Ready 200 as soon as the process listens and while it drains fails both, naming what was seen."""
+    """Ready 200 as soon as the process listens and while it drains fails
+    both, naming what was seen."""
     h = watched(SimBackend(gates=False))
     startup, drain = check_ready_at_startup(h), check_ready_while_draining(h, drain_s=1.0)
-    assert startup.verdict is Verdict.FAIL and "first /health/ready answer was 200, expected 503" in startup.measured
-    assert drain.verdict is Verdict.FAIL and "no /health/ready 503 before the process was gone" in drain.measured
+    assert (startup.verdict is Verdict.FAIL
+            and "first /health/ready answer was 200, expected 503" in startup.measured)
+    assert (drain.verdict is Verdict.FAIL
+            and "no /health/ready 503 before the process was gone" in drain.measured)
 
 
 def test_a_drain_shorter_than_claimed_fails() -> None:
@@ -156,15 +166,18 @@ def test_a_drain_shorter_than_claimed_fails() -> None:
 def test_liveness_that_stops_while_draining_fails() -> None:
     """/health/live refused during the drain (ready still 503) fails the drain check."""
     h = watched(SimBackend())
-    h.health_samples = [replace(s, status=503) if s.path == "/health/live" and T0 + 10 <= s.at < T0 + 11 else s
+    h.health_samples = [replace(s, status=503)
+                        if s.path == "/health/live" and T0 + 10 <= s.at < T0 + 11 else s
                         for s in h.health_samples]
     drain = check_ready_while_draining(h, drain_s=1.0)
     assert drain.verdict is Verdict.FAIL and "/health/live while draining" in drain.measured
 
 
 def test_a_dependency_timeout_longer_than_claimed_fails_the_detailed_bound() -> None:
-    """A backend that waits 2 s for a frozen Redis, judged against a claimed 1 s, turns 503 too late."""
-    timing = check_detailed_follows_dependency(watched(SimBackend(notice=2.0)), dependency_timeout_s=1.0)
+    """A backend that waits 2 s for a frozen Redis, judged against a claimed 1 s, turns 503
+    too late."""
+    timing = check_detailed_follows_dependency(watched(SimBackend(notice=2.0)),
+                                               dependency_timeout_s=1.0)
     assert timing.verdict is Verdict.FAIL
     assert "expected within 1.3 s" in timing.measured, timing.measured
     assert "= 0.05 + 1 + 0.25 = 1.3 s" in timing.derivation
@@ -172,14 +185,16 @@ def test_a_dependency_timeout_longer_than_claimed_fails_the_detailed_bound() -> 
 
 def test_detailed_blind_to_redis_fails_the_detailed_bound() -> None:
     """A detailed check that never asks Redis never turns 503."""
-    timing = check_detailed_follows_dependency(watched(SimBackend(blind=True)), dependency_timeout_s=1.0)
+    timing = check_detailed_follows_dependency(watched(SimBackend(blind=True)),
+                                               dependency_timeout_s=1.0)
     assert timing.verdict is Verdict.FAIL and "never 503 naming redis" in timing.measured
 
 
 def test_transitions_without_a_watch_or_an_event_are_unknown() -> None:
     """No watch, or a watch with no restart in it, decides nothing."""
     assert check_ready_at_startup(History()).verdict is Verdict.UNKNOWN
-    assert check_detailed_follows_dependency(History(), dependency_timeout_s=1.0).verdict is Verdict.UNKNOWN
+    assert check_detailed_follows_dependency(History(),
+                                             dependency_timeout_s=1.0).verdict is Verdict.UNKNOWN
     quiet = watched(SimBackend(), drain_event=False)
     assert check_ready_while_draining(quiet, drain_s=1.0).verdict is Verdict.UNKNOWN
     assert check_ready_at_startup(quiet).verdict is Verdict.UNKNOWN

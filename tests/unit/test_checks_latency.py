@@ -61,7 +61,8 @@ def test_crash_is_unknown() -> None:
 
 
 def _latency_fault_history(slow_s: float) -> History:
-    """200 requests 0.1 s apart; a latency fault on backend-1 from +5 s to +15 s slowing its third."""
+    """200 requests 0.1 s apart; a latency fault on backend-1 from +5 s to
+    +15 s slowing its third."""
     history = History()
     for i in range(200):
         at = i * 0.1
@@ -73,14 +74,16 @@ def _latency_fault_history(slow_s: float) -> History:
 
 
 def test_injected_latency_that_shows_passes() -> None:
-    """A 0.4 s injected round trip seen by the clients stays within c + added + outside p99 + tolerance."""
+    """A 0.4 s injected round trip seen by the clients stays within c + added +
+    outside p99 + tolerance."""
     result = check_latency(_latency_fault_history(0.4), policy(), None, added_latency_s=0.4)
     assert result.verdict is Verdict.PASS, result
     assert "and >= 0.200 s" in result.expected
 
 
 def test_injected_latency_that_never_shows_fails() -> None:
-    """A latency fault whose delay never reached the clients fails: the fault did not take effect."""
+    """A latency fault whose delay never reached the clients fails:
+    the fault did not take effect."""
     result = check_latency(_latency_fault_history(0.0), policy(), None, added_latency_s=0.4)
     assert result.verdict is Verdict.FAIL
     assert any("did not reach the clients" in d for d in result.details)

@@ -1,4 +1,5 @@
-"""Lock-store views on synthetic histories: one holder per sample, and a holder across a Redis restart."""
+"""Lock-store views on synthetic histories: one holder per sample,
+and a holder across a Redis restart."""
 
 from __future__ import annotations
 
@@ -49,13 +50,15 @@ def test_another_holder_while_a_run_goes_on_fails_once_per_episode() -> None:
     """A run outlasting its lease: Redis names the next holder while the first still runs."""
     history = steady(ticks=10, skip=(5, 6))
     history.job_runs.append(run(900, 5, "backend-1", duration=3.0))    # tick 5, runs past tick 6
-    history.job_runs.append(run(901, 6, "backend-2", duration=0.5))    # the lease expired: tick 6 runs
+    history.job_runs.append(run(901, 6, "backend-2", duration=0.5))    # lease expired: tick 6 runs
     result = check_lock_holders(sampled(history, holder_of=lambda at: "backend-2"
-                                        if (TICK0 + 6) * IV <= at <= (TICK0 + 6) * IV + 0.51 else None),
+                                        if (TICK0 + 6) * IV <= at <= (TICK0 + 6) * IV + 0.51
+                                        else None),
                                 jobs=(JOB,))
     assert result.verdict is Verdict.FAIL
     assert dict(result.values)["two_holder_samples"] >= 1
-    assert any("Redis named backend-2 while running: backend-1 (run 900" in d for d in result.details)
+    assert any("Redis named backend-2 while running: backend-1 (run 900" in d
+               for d in result.details)
 
 
 def test_no_samples_is_unknown() -> None:

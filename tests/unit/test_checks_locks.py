@@ -1,4 +1,5 @@
-"""Job-lock checks on synthetic job-run histories: exclusivity, liveness, fencing, takeover, pause."""
+"""Job-lock checks on synthetic job-run histories: exclusivity, liveness,
+fencing, takeover, pause."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from lab.checks.locks import (
 )
 from lab.history import FaultEvent, FaultPhase, FencingRejection, History, JobRun
 
-pytestmark = pytest.mark.covers("check:fencing", "check:jobs-paused", "check:lock-exclusivity", "check:lock-takeover")
+pytestmark = pytest.mark.covers("check:fencing", "check:jobs-paused", "check:lock-exclusivity",
+                                "check:lock-takeover")
 
 IV = 2.0                     # LAB_JOB_INTERVAL_S
 TTL = 10.0                   # LAB_LOCK_TTL_S
@@ -43,7 +45,8 @@ def fault(kind: str, target: str, phase: FaultPhase, at: float) -> FaultEvent:
 
 
 def steady(ticks: int = 20, skip: tuple[int, ...] = (), jobs: tuple[str, ...] = (JOB,)) -> History:
-    """One healthy run per tick per job, round robin over the nodes, observed for ``ticks`` ticks."""
+    """One healthy run per tick per job, round robin over the nodes,
+    observed for ``ticks`` ticks."""
     history = History()
     history.mark("start", T0)
     history.mark("end", T0 + ticks * IV)
@@ -64,7 +67,8 @@ def exclusivity(history: History, **options: object):
 
 
 def frozen_holder(*, fenced: bool) -> History:
-    """Holder backend-1 frozen 15 s mid-run at tick 5; others run after its lease; it then writes."""
+    """Holder backend-1 frozen 15 s mid-run at tick 5; others run after its
+    lease; it then writes."""
     history = steady(skip=tuple(range(5, 12)))
     history.faults += [fault("freeze", "backend-1", FaultPhase.INJECT, 5 * IV + 0.2),
                        fault("freeze", "backend-1", FaultPhase.HEAL, 5 * IV + 15.2)]
@@ -81,7 +85,8 @@ def frozen_holder(*, fenced: bool) -> History:
 
 
 def killed_holder(next_at_tick: int) -> History:
-    """Holder backend-1 killed mid-run at tick 5; the next run of the job comes at ``next_at_tick``."""
+    """Holder backend-1 killed mid-run at tick 5; the next run of the job
+    comes at ``next_at_tick``."""
     history = steady(skip=tuple(range(5, next_at_tick)))
     history.job_runs.append(run(500, 5, "backend-1", duration=None))
     history.faults += [fault("kill", "backend-1", FaultPhase.INJECT, 5 * IV + 0.3),
@@ -114,7 +119,8 @@ def test_both_jobs_are_judged_separately() -> None:
 def test_overlap_fails_naming_both_runs() -> None:
     """A run still going when the next one starts is an overlap, named with nodes and tokens."""
     history = steady()
-    history.job_runs[7] = replace(history.job_runs[7], finished_at=history.job_runs[7].started_at + 2.5)
+    history.job_runs[7] = replace(history.job_runs[7],
+                                  finished_at=history.job_runs[7].started_at + 2.5)
     result = exclusivity(history)
     assert result.verdict is Verdict.FAIL
     assert dict(result.values)["overlaps"] == 1
@@ -151,7 +157,8 @@ def test_slack_ticks_at_the_window_edges_are_excused() -> None:
 
 
 def test_ticks_during_a_redis_outage_are_excused() -> None:
-    """No run while Redis was down (and just around it) passes; the same gap without the fault fails."""
+    """No run while Redis was down (and just around it) passes;
+    the same gap without the fault fails."""
     history = steady(skip=tuple(range(6, 12)))
     assert exclusivity(history).verdict is Verdict.FAIL
     history.faults += [fault("kill", "redis", FaultPhase.INJECT, 7 * IV + 1),
@@ -198,7 +205,8 @@ def test_killed_holder_unknown_run_overlapping_the_next_fails() -> None:
 
 
 def test_killed_holder_taken_over_after_the_lease_passes() -> None:
-    """A killed holder's unknown run ends at the kill; the next run after its lease does not overlap."""
+    """A killed holder's unknown run ends at the kill; the next run after its
+    lease does not overlap."""
     history = killed_holder(next_at_tick=11)
     result = exclusivity(history)
     assert result.verdict is Verdict.PASS, result

@@ -162,5 +162,6 @@ def test_each_load_is_reported_and_the_bound_judged_over_both() -> None:
     assert any(d.startswith("backends load: 90 clients for 4.0 s, 7800 HTTP answers (200 x7798, "
                             "503 x2), 2 error(s); peak 30 server connections")
                for d in result.details), result.details
-    assert any(d.startswith("direct load: 300 clients for 3.0 s, 9000 transactions") for d in result.details)
+    assert any(d.startswith("direct load: 300 clients for 3.0 s, 9000 transactions")
+               for d in result.details)
     assert "2 client error(s)" in result.details

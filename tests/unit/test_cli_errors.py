@@ -20,7 +20,8 @@ def boom(kind: str) -> None:
     with lab_errors():
         if kind == "lab":
             raise NodeStartError("nginx did not become ready (exited)",
-                                 details="last log lines of nginx:\n[emerg] 1#1: unknown directive \"chek\" [/]",
+                                 details="last log lines of nginx:\n"
+                                         "[emerg] 1#1: unknown directive \"chek\" [/]",
                                  hint="fix nginx.conf")
         if kind == "database":
             raise psycopg.OperationalError("connection refused")
@@ -33,7 +34,8 @@ runner = CliRunner()
 
 
 def test_a_lab_error_keeps_its_log_lines_as_text() -> None:
-    """NGINX's [emerg] and a literal [/] reach the user unchanged (no MarkupError, nothing eaten)."""
+    """NGINX's [emerg] and a literal [/] reach the user unchanged (no
+    MarkupError, nothing eaten)."""
     result = runner.invoke(app, ["lab"])
     assert result.exit_code == 2
     assert "NodeStartError: nginx did not become ready (exited)" in result.stderr

@@ -8,14 +8,16 @@ from lab.workload.health_watch import parse_watch_output
 OUTPUT = "\n".join([  # noqa: FLY002 - one line per sample reads better
     "S\t/health/ready\t100.000000\t100.004000\t503\t{\"status\":\"starting\"}",
     "S\t/health/live\t100.001000\t100.002000\t200\t{\"status\":\"alive\"}",
-    "S\t/health/ready\t99.990000\t99.991000\t-\tConnectionRefusedError: [Errno 111] Connection refused",
+    ("S\t/health/ready\t99.990000\t99.991000\t-\t"
+     "ConnectionRefusedError: [Errno 111] Connection refused"),
     "Traceback (most recent call last): noise",
     "E\tstopped",
 ])
 
 
 def test_samples_carry_both_times_in_send_order() -> None:
-    """Each sample line becomes a watched HealthSample with its send and answer times, sorted by send."""
+    """Each sample line becomes a watched HealthSample with its send and answer
+    times, sorted by send."""
     result = parse_watch_output("backend-2", 0.05, OUTPUT)
     assert [s.sent_at for s in result.samples] == [99.99, 100.0, 100.001]
     first = result.samples[0]
@@ -27,7 +29,8 @@ def test_samples_carry_both_times_in_send_order() -> None:
 def test_the_watch_spans_its_samples_and_notes_the_rest() -> None:
     """The watch record covers first send to last answer; other lines end up in its note."""
     watch = parse_watch_output("backend-2", 0.05, OUTPUT).watch
-    assert (watch.started_at, watch.ended_at, watch.samples, watch.interval_s) == (99.99, 100.004, 3, 0.05)
+    assert ((watch.started_at, watch.ended_at, watch.samples, watch.interval_s)
+            == (99.99, 100.004, 3, 0.05))
     assert "stopped" in watch.note and "Traceback" in watch.note
 
 

@@ -49,13 +49,14 @@ def judged(check: str, history: History, params: dict[str, Any] | None = None, *
     return result, {o.name: o for o in result.objectives}
 
 
-def predicted(check: str, params: dict[str, Any] | None = None, *, objectives: Objectives = DEFAULTS,
-              expect: Expectations | None = None, **ctx: Any) -> dict[str, Any]:
+def predicted(check: str, params: dict[str, Any] | None = None, *,
+              objectives: Objectives = DEFAULTS, expect: Expectations | None = None,
+              **ctx: Any) -> dict[str, Any]:
     """The check's predictions by objective."""
     definition = CHECKS.get(check)
     context = CheckContext(history=History(), expectations=expect or expectations(), **ctx)
-    return {p.objective: p for p in predict(definition, definition.params(**(params or {})), context,
-                                            objectives)}
+    return {p.objective: p for p in predict(definition, definition.params(**(params or {})),
+                                            context, objectives)}
 
 
 def tightened(**values: Any) -> Objectives:
@@ -74,7 +75,8 @@ def test_ejection_objective() -> None:
     result, objectives = judged("ejection", history, {"target": "backend-2"}, **KILL)
     assert result.verdict is Verdict.PASS and objectives["ejection"].verdict is Verdict.PASS
     assert objectives["ejection"].value == pytest.approx(result.value("measured_s"))
-    _, strict = judged("ejection", history, {"target": "backend-2"}, objectives=tightened(ejection=0.5), **KILL)
+    _, strict = judged("ejection", history, {"target": "backend-2"},
+                       objectives=tightened(ejection=0.5), **KILL)
     assert strict["ejection"].verdict is Verdict.FAIL
     never = Simulation(max_fails=0).run()
     result, objectives = judged("ejection", never, {"target": "backend-2"},
@@ -94,7 +96,8 @@ def test_ejection_prediction() -> None:
     """The worst case c + max_fails * g is predicted; max_fails = 0 is unreachable."""
     p = predicted("ejection", {"target": "backend-2"}, **KILL)["ejection"]
     assert p.reachable is True and "1 + 3 * 1 * 0.150 = 1.450 s" in p.arithmetic
-    p = predicted("ejection", {"target": "backend-2"}, expect=expectations(max_fails=0), **KILL)["ejection"]
+    p = predicted("ejection", {"target": "backend-2"}, expect=expectations(max_fails=0),
+                  **KILL)["ejection"]
     assert p.reachable is False and p.predicted == "never ejected"
 
 
@@ -106,8 +109,10 @@ def test_readmission_objective_and_prediction() -> None:
     _, strict = judged("readmission", history, {"target": "backend-2"},
                        objectives=tightened(readmission=0.1), **KILL)
     assert strict["readmission"].verdict is Verdict.FAIL
-    assert predicted("readmission", {"target": "backend-2"}, **KILL)["readmission"].reachable is True
-    slow = predicted("readmission", {"target": "backend-2"}, expect=expectations(fail_timeout_s=45.0), **KILL)
+    assert predicted("readmission", {"target": "backend-2"},
+                     **KILL)["readmission"].reachable is True
+    slow = predicted("readmission", {"target": "backend-2"},
+                     expect=expectations(fail_timeout_s=45.0), **KILL)
     assert slow["readmission"].reachable is False and "45" in slow["readmission"].arithmetic
 
 
@@ -122,7 +127,8 @@ def test_availability_objective_and_prediction() -> None:
     assert objectives["availability"].verdict is Verdict.FAIL
     assert predicted("availability", **KILL)["availability"].reachable is True
     off = predicted("availability", expect=expectations(next_upstream=()), planned_s=20.0, **KILL)
-    assert off["availability"].reachable is False and "not retried" in off["availability"].arithmetic
+    assert (off["availability"].reachable is False
+            and "not retried" in off["availability"].arithmetic)
 
 
 def _writes(stored: int, acknowledged: int = 3) -> tuple[History, frozenset[str]]:
@@ -140,14 +146,16 @@ def test_lost_writes_objective_and_prediction() -> None:
     assert objectives["lost_writes"].verdict is Verdict.PASS
     history, stored = _writes(2)
     _, objectives = judged("durability", history, observations={Observation.STORED_WRITES: stored})
-    assert objectives["lost_writes"].verdict is Verdict.FAIL and objectives["lost_writes"].value == 1
+    assert (objectives["lost_writes"].verdict is Verdict.FAIL
+            and objectives["lost_writes"].value == 1)
     result, objectives = judged("durability", history,
                                 unavailable={Observation.STORED_WRITES: "OperationalError: gone"})
     assert result.verdict is Verdict.UNKNOWN and "gone" in result.derivation
     assert objectives["lost_writes"].verdict is Verdict.UNKNOWN
     assert predicted("durability")["lost_writes"].reachable is True
     async_commit = claimed(LabConfig().with_overrides("postgres", synchronous_commit=False))
-    crash = predicted("durability", expect=async_commit, failure_modes={"postgres": FailureMode.UNREACHABLE})
+    crash = predicted("durability", expect=async_commit,
+                      failure_modes={"postgres": FailureMode.UNREACHABLE})
     assert crash["lost_writes"].reachable is False
 
 
@@ -159,8 +167,9 @@ def _health(request_time_s: float) -> History:
     for i in range(50):
         history.requests.append(dataclasses.replace(request(i, i * 0.05, latency=0.009),
                                                     request_id=f"h-{i}"))
-        history.access_log.append(AccessLogEntry(T0 + i * 0.05 + request_time_s, request_time_s, "GET",
-                                                 "/health", 200, ("x",), ("backend-1",), ("200",),
+        history.access_log.append(AccessLogEntry(T0 + i * 0.05 + request_time_s, request_time_s,
+                                                 "GET", "/health", 200, ("x",), ("backend-1",),
+                                                 ("200",),
                                                  (request_time_s,), "-", request_id=f"h-{i}"))
     return history
 
@@ -169,7 +178,8 @@ def test_health_latency_is_judged_at_nginx() -> None:
     """NGINX's own $request_time decides, with the client's figure shown beside it."""
     _, objectives = judged("latency", _health(0.002))
     health = objectives["health_latency"]
-    assert health.verdict is Verdict.PASS and "2 ms at NGINX" in health.measured and "9 ms" in health.measured
+    assert (health.verdict is Verdict.PASS and "2 ms at NGINX" in health.measured
+            and "9 ms" in health.measured)
     _, objectives = judged("latency", _health(0.008))
     assert objectives["health_latency"].verdict is Verdict.FAIL
     without_log = _health(0.002)
@@ -244,14 +254,16 @@ def test_lock_takeover_objective_and_prediction() -> None:
                            expect=expect, objectives=tightened(lock_takeover=1), **LOCKS)
     assert objectives["lock_takeover"].verdict is Verdict.FAIL
     never = killed_holder(next_at_tick=10)
-    never.job_runs = [r for r in never.job_runs if r.started_at < T0 + 6 * IV]  # no run after the kill
+    # no run after the kill
+    never.job_runs = [r for r in never.job_runs if r.started_at < T0 + 6 * IV]
     result, objectives = judged("lock-takeover", never, {"target": "backend-1"}, expect=expect,
                                 objectives=tightened(lock_takeover=5), **LOCKS)
     assert result.value("measured_s") is None
     assert objectives["lock_takeover"].verdict is Verdict.FAIL, (result, objectives)
     assert predicted("lock-takeover", {"target": "backend-1"})["lock_takeover"].reachable is True
     long = claimed(LabConfig().with_overrides("backend", lock_ttl_s=40.0))
-    assert predicted("lock-takeover", {"target": "backend-1"}, expect=long)["lock_takeover"].reachable is False
+    assert predicted("lock-takeover", {"target": "backend-1"},
+                     expect=long)["lock_takeover"].reachable is False
 
 
 # -- pool, rate limits, TLS, dependencies -------------------------------------------------------
@@ -262,8 +274,8 @@ def _pool(peak: int, *, clients: int = 300, errors: int = 0) -> History:
     for t in range(8):
         servers = min(peak, 10 + t * 10)
         history.pool_samples.append(PoolSample(T0 + t, 40, 3 if t < 7 else 0, servers * 2 // 3,
-                                               servers - servers * 2 // 3, 0, 0, 0, 0.0, "app", "app",
-                                               "transaction"))
+                                               servers - servers * 2 // 3, 0, 0, 0, 0.0, "app",
+                                               "app", "transaction"))
     history.pool_phases.append(PoolLoadPhase("direct", T0, T0 + 8, clients, 9000, errors))
     return history
 
@@ -276,7 +288,8 @@ def test_pool_objectives_and_predictions() -> None:
     _, objectives = judged("pool-bound", _pool(96, errors=100))
     assert objectives["pool_server_connections"].verdict is Verdict.FAIL
     assert objectives["pool_clients"].verdict is Verdict.FAIL
-    wide = claimed(LabConfig().with_overrides("pgbouncer", default_pool_size=300, max_client_conn=200))
+    wide = claimed(LabConfig().with_overrides("pgbouncer", default_pool_size=300,
+                                              max_client_conn=200))
     predictions = predicted("pool-bound", expect=wide)
     assert predictions["pool_server_connections"].reachable is False
     assert predictions["pool_clients"].reachable is False
@@ -303,9 +316,12 @@ def test_rate_limit_objective_and_prediction() -> None:
     assert objectives["rate_limits"].verdict is Verdict.PASS
     assert predicted("rate-limit", {"location": "/api/auth/"})["rate_limits"].reachable is True
     zones = LabConfig().nginx.rate_limits
-    loose = claimed(LabConfig().with_overrides("nginx", rate_limits=(zones[0].model_copy(update={"burst": 10}),)))
-    assert predicted("rate-limit", {"location": "/api/auth/"}, expect=loose)["rate_limits"].reachable is False
-    assert predicted("rate-limit", {"location": "/api/"}, expect=loose)["rate_limits"].reachable is False
+    loose = claimed(LabConfig().with_overrides(
+        "nginx", rate_limits=(zones[0].model_copy(update={"burst": 10}),)))
+    assert predicted("rate-limit", {"location": "/api/auth/"},
+                     expect=loose)["rate_limits"].reachable is False
+    assert predicted("rate-limit", {"location": "/api/"},
+                     expect=loose)["rate_limits"].reachable is False
     assert predicted("rate-limit", {"location": "/nowhere/"}) == {}
 
 
@@ -316,11 +332,13 @@ def _https(value: str | None) -> HeaderSample:
 
 def test_hsts_objective_and_prediction() -> None:
     """A year on every HTTPS answer passes; five minutes, or a missing header, fails."""
-    _, objectives = judged("tls", History(header_samples=[_https("max-age=31536000; includeSubDomains")]))
+    _, objectives = judged("tls", History(
+        header_samples=[_https("max-age=31536000; includeSubDomains")]))
     assert objectives["hsts_max_age"].verdict is Verdict.PASS
     _, objectives = judged("tls", History(header_samples=[_https("max-age=300")]))
     assert objectives["hsts_max_age"].verdict is Verdict.FAIL
-    _, objectives = judged("tls", History(header_samples=[_https("max-age=31536000"), _https(None)]))
+    _, objectives = judged("tls", History(header_samples=[_https("max-age=31536000"),
+                                                          _https(None)]))
     assert objectives["hsts_max_age"].verdict is Verdict.FAIL
     _, objectives = judged("tls", History())
     assert objectives["hsts_max_age"].verdict is Verdict.UNKNOWN
@@ -334,7 +352,8 @@ def test_dependency_recovery_objective_and_prediction() -> None:
     params = {"client": "reads", "within": "5"}
     _, objectives = judged("recovery", outage(0.02), params)
     assert objectives["dependency_recovery"].verdict is Verdict.PASS
-    _, objectives = judged("recovery", outage(0.02), params, objectives=tightened(dependency_recovery=0.5))
+    _, objectives = judged("recovery", outage(0.02), params,
+                           objectives=tightened(dependency_recovery=0.5))
     assert objectives["dependency_recovery"].verdict is Verdict.FAIL
     postgres = {"failure_modes": {"postgres": FailureMode.UNREACHABLE}}
     assert predicted("recovery", params, **postgres)["dependency_recovery"].reachable is True
@@ -349,5 +368,6 @@ def test_an_objective_that_crashes_is_unknown() -> None:
     result, objectives = judged("availability", history)
     assert result.verdict is Verdict.PASS and objectives["availability"].verdict is Verdict.PASS
     broken = dataclasses.replace(expectations(), parts={})
-    result, _ = judged("ejection", Simulation().run(), {"target": "backend-2"}, expect=broken, **KILL)
+    result, _ = judged("ejection", Simulation().run(), {"target": "backend-2"}, expect=broken,
+                       **KILL)
     assert result.verdict is Verdict.UNKNOWN and "expectations were not built" in result.derivation

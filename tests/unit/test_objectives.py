@@ -30,7 +30,8 @@ def test_defaults_are_the_checklists_targets() -> None:
     assert o.rate_limits["/api/"].rate_per_s == 100 and o.rate_limits["/webhooks/"].rate_per_s == 50
     assert o.hsts_max_age == 365 * 86400
     assert {d["name"]: d["source"] for d in document(defaults())}["ejection"] == "checklist"
-    assert {d["name"]: d["source"] for d in document(defaults())}["failing_latency"] == "lab default"
+    assert {d["name"]: d["source"]
+            for d in document(defaults())}["failing_latency"] == "lab default"
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
@@ -39,7 +40,8 @@ def test_defaults_are_the_checklists_targets() -> None:
 ])
 def test_durations_carry_their_unit(value: object, seconds: float) -> None:
     """A duration is seconds, or a number with ms, s, m, h, d or y."""
-    assert defaults().with_overrides({"ejection": value}, "t").values.ejection == pytest.approx(seconds)
+    assert defaults().with_overrides({"ejection": value},
+                                     "t").values.ejection == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -61,7 +63,8 @@ def test_bad_values_are_named_with_their_field(overrides: dict, message: str) ->
 
 def test_later_sources_win_and_are_remembered() -> None:
     """lab.toml, then a scenario, then --objective; rate limits merge by location."""
-    in_force = (defaults().with_overrides({"ejection": "20s", "rate_limits": {"/api/": "5r/s"}}, "lab.toml")
+    in_force = (defaults().with_overrides({"ejection": "20s", "rate_limits": {"/api/": "5r/s"}},
+                                          "lab.toml")
                 .with_overrides({"ejection": "10s"}, "scenario failover")
                 .with_overrides(parse_assignments(["availability=99%"]), "--objective"))
     values = in_force.values
@@ -77,7 +80,8 @@ def test_command_line_assignments() -> None:
     """NAME=VALUE, and rate_limits.<location>=<rate> for one location."""
     assert parse_assignments(["ejection=5s", "rate_limits./api/auth/=10r/s burst=5"]) == {
         "ejection": "5s", "rate_limits": {"/api/auth/": "10r/s burst=5"}}
-    for bad, message in ((["ejection"], "expected NAME=VALUE"), (["speed=1"], "unknown objective 'speed'"),
+    for bad, message in ((["ejection"], "expected NAME=VALUE"),
+                         (["speed=1"], "unknown objective 'speed'"),
                          (["rate_limits=10r/s"], "name the location"),
                          (["ejection=soon"], "'soon' is not a duration")):
         with pytest.raises(ConfigError) as error:
@@ -86,7 +90,8 @@ def test_command_line_assignments() -> None:
 
 
 def test_lab_toml_table(tmp_path: Path) -> None:
-    """[objectives] of a lab.toml is read over the defaults; the lab's own sections are ignored here."""
+    """[objectives] of a lab.toml is read over the defaults; the lab's own
+    sections are ignored here."""
     path = tmp_path / "lab.toml"
     path.write_text('[nginx]\nmax_fails = 1\n[objectives]\nreadmission = "15s"\n'
                     '[objectives.rate_limits]\n"/webhooks/" = "20r/s burst=2"\n')

@@ -33,7 +33,8 @@ STATUS = POLICY.rate_limit_status
 P, D, R = LimitOutcome.PASSED, LimitOutcome.DELAYED, LimitOutcome.REJECTED
 
 
-def rule(rate: float = 10, burst: int = 5, *, nodelay: bool = True, delay: int = 0) -> RateLimitRule:
+def rule(
+        rate: float = 10, burst: int = 5, *, nodelay: bool = True, delay: int = 0) -> RateLimitRule:
     """A limit_req rule on /api/auth/ keyed by client address."""
     return RateLimitRule("auth", "/api/auth/", rate, burst, nodelay, delay, "$binary_remote_addr")
 
@@ -106,7 +107,8 @@ def test_rendered_zones_are_the_modelled_ones() -> None:
 
 @pytest.mark.parametrize("count", [1, 2, 5, 6, 7, 15, 40])
 def test_simultaneous_requests_accept_burst_plus_one(count: int) -> None:
-    """N requests in one millisecond on a fresh key accept min(N, burst + 1) with burst=5 nodelay."""
+    """N requests in one millisecond on a fresh key accept min(N,
+    burst + 1) with burst=5 nodelay."""
     result = outcomes(AUTH, [0] * count)
     assert result.count(P) == min(count, AUTH.burst + 1)
     assert result == [P] * min(count, 6) + [R] * max(0, count - 6)
@@ -136,7 +138,8 @@ def test_rejection_leaves_state_unchanged() -> None:
 
 
 def test_rate_per_minute_loses_the_remainder() -> None:
-    """10r/m is stored as 166 milli-requests/s, so the next request passes after 6025 ms, not 6000."""
+    """10r/m is stored as 166 milli-requests/s, so the next request passes
+    after 6025 ms, not 6000."""
     conf = render_nginx(LabConfig()).replace("rate=10r/s", "rate=10r/m")
     per_minute = parse_nginx_policy(conf).rate_limit_for("/api/auth/")[0]
     per_minute = dataclasses.replace(per_minute, burst=0)
@@ -187,7 +190,8 @@ def test_keys_are_independent() -> None:
 
 
 def test_checklist_experiments() -> None:
-    """15 auth requests 50 ms apart: the first 11 pass, then every other; 150 API at 10 ms all pass."""
+    """15 auth requests 50 ms apart: the first 11 pass, then every other;
+    150 API at 10 ms all pass."""
     lines = predict_checklist_experiments(AUTH, API)
     auth = outcomes(AUTH, [i * 50 for i in range(15)])
     assert auth == [P] * 11 + [R, P, R, P]
@@ -231,11 +235,14 @@ def test_a_zone_shared_by_every_client_fails_on_the_second_client() -> None:
     arrivals = simultaneous(8, "10.0.0.1") + simultaneous(8, "10.0.0.2", at=50)
     shared = nginx_log(AUTH, [("lab.local", t) for _, t in arrivals])
     # The simulated NGINX logs in arrival order; give each line its client's address back.
-    ordered = sorted(range(len(shared)), key=lambda i: (shared[i].msec - shared[i].request_time_s, i))
-    log = [dataclasses.replace(shared[i], remote_addr=key) for i, (key, _) in zip(ordered, arrivals, strict=True)]
+    ordered = sorted(range(len(shared)),
+                     key=lambda i: (shared[i].msec - shared[i].request_time_s, i))
+    log = [dataclasses.replace(shared[i], remote_addr=key)
+           for i, (key, _) in zip(ordered, arrivals, strict=True)]
     result = check_rate_limit(log, AUTH, STATUS, rules=POLICY.rate_limits)
     assert result.verdict is Verdict.FAIL
-    assert any("10.0.0.2 POST /api/auth/login: expected PASSED, NGINX REJECTED" in d for d in result.details)
+    assert any("10.0.0.2 POST /api/auth/login: expected PASSED, NGINX REJECTED" in d
+               for d in result.details)
     assert "client 10.0.0.2: 8 requests, NGINX accepted 0, the model 6" in result.details
     assert "client 10.0.0.1: 8 requests, NGINX accepted 6, the model 6" in result.details
 

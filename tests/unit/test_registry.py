@@ -99,7 +99,8 @@ def _starred_names(arg: ast.Starred) -> set[str]:
 def test_every_check_and_objective_has_a_unit_test_and_a_negative_control() -> None:
     """A check or objective nobody showed failing against a broken topology is a defect."""
     covers = _covers()
-    wanted = {f"check:{name}" for name in CHECKS.names()} | {f"objective:{n}" for n in OBJECTIVE_NAMES}
+    wanted = ({f"check:{name}" for name in CHECKS.names()}
+              | {f"objective:{n}" for n in OBJECTIVE_NAMES})
     assert not wanted - covers["unit"], f"no unit test covers {sorted(wanted - covers['unit'])}"
     assert not wanted - covers["integration"], \
         f"no negative control covers {sorted(wanted - covers['integration'])}"

@@ -73,7 +73,8 @@ def test_the_run_directory_is_a_property(tmp_path: Path) -> None:
 def test_suites_are_added_one_run_at_a_time(tmp_path: Path) -> None:
     """A second run adds a suite; fresh starts a new file; a foreign file is refused."""
     path = tmp_path / "junit.xml"
-    first, second = write(failover_result(), tmp_path / "a"), write(failover_result(), tmp_path / "b")
+    first, second = (write(failover_result(), tmp_path / "a"),
+                     write(failover_result(), tmp_path / "b"))
     junit.add_run(path, first, fresh=True)
     junit.add_run(path, second, fresh=False)
     document = JUnitXml.fromfile(str(path))

@@ -26,7 +26,8 @@ checks:
 
 def test_every_shipped_scenario_is_valid_for_the_default_topology() -> None:
     """Each file in scenarios/ parses and names only nodes of the default lab."""
-    assert {"failover", "failover-freeze", "graceful-restart", "distribution", "network-throttle"} <= set(available())
+    assert {"failover", "failover-freeze", "graceful-restart", "distribution",
+            "network-throttle"} <= set(available())
     for name, path in available().items():
         scenario = load_scenario(name)
         check_nodes(scenario, LabConfig(), str(path))
@@ -41,22 +42,34 @@ def test_valid_scenario_parses() -> None:
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    (VALID.replace("fault: kill, target: backend-1}\n  - heal", "fault: nuke, target: backend-1}\n  - heal"),
+    (VALID.replace("fault: kill, target: backend-1}\n  - heal",
+                   "fault: nuke, target: backend-1}\n  - heal"),
      "t.yaml:7: steps.1.inject: unknown fault 'nuke'"),
-    (VALID.replace("  - wait: 1", "  - sleep: 1"), "t.yaml:6: steps.0: each step is a mapping with one key"),
-    (VALID.replace("  - wait: 1", "  - wait: fail_timeot + 1"), "t.yaml:6: steps.0.wait: unknown name 'fail_timeot'"),
-    (VALID.replace("  - availability", "  - availabilty"), "t.yaml:10: checks.0: unknown check 'availabilty'"),
-    (VALID.replace("rate: 10", "rate: -1"), "t.yaml:4: traffic.0.rate: Input should be greater than 0"),
-    (VALID.replace("  - ejection: {target: backend-1}", "  - ejection: {}"), "t.yaml:11: checks.1.ejection.target: Field required"),
+    (VALID.replace("  - wait: 1", "  - sleep: 1"),
+     "t.yaml:6: steps.0: each step is a mapping with one key"),
+    (VALID.replace("  - wait: 1", "  - wait: fail_timeot + 1"),
+     "t.yaml:6: steps.0.wait: unknown name 'fail_timeot'"),
+    (VALID.replace("  - availability", "  - availabilty"),
+     "t.yaml:10: checks.0: unknown check 'availabilty'"),
+    (VALID.replace("rate: 10", "rate: -1"),
+     "t.yaml:4: traffic.0.rate: Input should be greater than 0"),
+    (VALID.replace("  - ejection: {target: backend-1}", "  - ejection: {}"),
+     "t.yaml:11: checks.1.ejection.target: Field required"),
     (VALID.replace("{target: backend-1}\n", "{target: backend-1, slo: 0.5}\n"),
-     "t.yaml:11: checks.1.ejection.slo: unknown parameter 'slo' (check ejection takes client, target, tolerance_s)"),
-    (VALID.replace("fault: kill, target: backend-1}\n  - heal", "fault: kill, target: backend-1, percent: 5}\n  - heal"),
-     "t.yaml:7: steps.1.inject.kill.percent: unknown parameter 'percent' (fault kill takes target)"),
+     ("t.yaml:11: checks.1.ejection.slo: unknown parameter 'slo' "
+      "(check ejection takes client, target, tolerance_s)")),
+    (VALID.replace("fault: kill, target: backend-1}\n  - heal",
+                   "fault: kill, target: backend-1, percent: 5}\n  - heal"),
+     ("t.yaml:7: steps.1.inject.kill.percent: unknown parameter 'percent' "
+      "(fault kill takes target)")),
     (VALID.replace("  - wait: 1", "  - inject: {fault: loss, target: backend-1}"),
      "t.yaml:6: steps.0.inject.loss.percent: Field required"),
-    (VALID.replace("  - wait: 1", "  - probe: pools"), "t.yaml:6: steps.0.probe: unknown probe 'pools'"),
-    (VALID.replace("  - wait: 1", "  - probe: health:sick"), "probe health takes one of healthy, redis-down, database-down"),
-    (VALID + "objectives:\n  ejection: 5 parsecs\n", "t.yaml:13: objectives.ejection: unknown unit 'parsecs'"),
+    (VALID.replace("  - wait: 1", "  - probe: pools"),
+     "t.yaml:6: steps.0.probe: unknown probe 'pools'"),
+    (VALID.replace("  - wait: 1", "  - probe: health:sick"),
+     "probe health takes one of healthy, redis-down, database-down"),
+    (VALID + "objectives:\n  ejection: 5 parsecs\n",
+     "t.yaml:13: objectives.ejection: unknown unit 'parsecs'"),
     (VALID + "objectives:\n  speed: 1\n", "t.yaml:13: objectives.speed: unknown objective 'speed'"),
     ("name: t\ndescription: [unclosed\n", "t.yaml:3: not valid YAML"),
 ])
@@ -69,18 +82,22 @@ def test_malformed_scenario_names_line_and_field(text: str, fragment: str) -> No
 
 def test_unknown_node_is_named() -> None:
     """A target the topology does not have is rejected before anything starts."""
-    scenario = parse_scenario(VALID.replace("target: backend-1}\n  - heal", "target: backend-9}\n  - heal"), "t.yaml")
+    scenario = parse_scenario(VALID.replace("target: backend-1}\n  - heal",
+                                            "target: backend-9}\n  - heal"), "t.yaml")
     with pytest.raises(ConfigError, match="unknown node 'backend-9'"):
         check_nodes(scenario, LabConfig(), "t.yaml")
 
 
 def test_watch_step_parses_and_names_its_node() -> None:
-    """A watch step takes a node, an interval and its longest duration (``for``); its node is checked."""
-    text = VALID.replace("  - wait: 1", "  - watch: {node: backend-2, interval_s: 0.1, for: \"drain + 5\"}")
+    """A watch step takes a node, an interval and its longest duration
+    (``for``); its node is checked."""
+    text = VALID.replace("  - wait: 1",
+                         "  - watch: {node: backend-2, interval_s: 0.1, for: \"drain + 5\"}")
     watch = parse_scenario(text, "t.yaml").steps[0].watch  # type: ignore[union-attr]
     assert (watch.node, watch.interval_s, watch.max_duration) == ("backend-2", 0.1, "drain + 5")
     with pytest.raises(ConfigError, match="steps.0.watch.node: unknown node 'backend-9'"):
-        check_nodes(parse_scenario(text.replace("backend-2", "backend-9"), "t.yaml"), LabConfig(), "t.yaml")
+        check_nodes(parse_scenario(text.replace("backend-2", "backend-9"), "t.yaml"), LabConfig(),
+                    "t.yaml")
     with pytest.raises(ConfigError, match="interval_s"):
         parse_scenario(text.replace("interval_s: 0.1", "interval_s: 0"), "t.yaml")
 

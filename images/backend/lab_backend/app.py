@@ -94,7 +94,8 @@ def make_redis(settings: Settings, *, retry_dropped: bool = False) -> Redis:
         settings.redis_url,
         socket_timeout=settings.dependency_timeout_s,
         socket_connect_timeout=settings.dependency_timeout_s,
-        retry=Retry(NoBackoff(), 1 if retry_dropped else 0, supported_errors=(RedisConnectionError,)),
+        retry=Retry(NoBackoff(), 1 if retry_dropped else 0,
+                    supported_errors=(RedisConnectionError,)),
         max_connections=50,
         client_name=f"lab-{settings.node_id}",
     )
@@ -198,7 +199,8 @@ async def _check_dependencies(state: AppState) -> tuple[dict[str, str], dict[str
         if isinstance(result, BaseException):
             checks[name] = "failed"
             text = str(result) or type(result).__name__
-            errors[name] = text if not isinstance(result, TimeoutError) else f"timeout after {timeout}s"
+            errors[name] = (text if not isinstance(result, TimeoutError)
+                            else f"timeout after {timeout}s")
         else:
             checks[name] = "ok"
     checks["application"] = "ok"

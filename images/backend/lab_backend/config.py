@@ -48,7 +48,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate the ``LAB_*`` variables; raise ConfigurationError with every problem."""
+        """Read and validate the ``LAB_*`` variables; raise ConfigurationError with every
+        problem."""
         env = os.environ if env is None else env
         problems: list[str] = []
 

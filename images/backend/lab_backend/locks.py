@@ -137,7 +137,8 @@ class LockService:
         self.held: dict[str, LockHandle] = {}
 
     async def acquire_job_lock(self, job: str, ttl_ms: int) -> LockHandle | None:
-        """Take the job's lock and a fresh fencing token; None (logged) when another node holds it."""
+        """Take the job's lock and a fresh fencing token; None (logged) when another node
+        holds it."""
         owner = f"{self.node_id}|{secrets.token_hex(16)}"
         started = time.monotonic()
         fence = await self._acquire(keys=[LOCK_PREFIX + job, FENCE_PREFIX + job],
@@ -203,7 +204,8 @@ class LockService:
 
     async def with_job_lock(self, job: str, ttl_ms: int,
                             run: Callable[[LockHandle], Awaitable[Any]],
-                            *, extend_every_s: float | None = None, renew: bool = True) -> JobLockResult:
+                            *, extend_every_s: float | None = None,
+                            renew: bool = True) -> JobLockResult:
         """Acquire, run ``run(handle)`` while extending the lease, release; skip if held elsewhere.
 
         A lost lease is logged and reported, but the run is not cancelled: the fencing token

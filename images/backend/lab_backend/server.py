@@ -44,7 +44,8 @@ class Lifecycle:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.state = AppState(settings=settings, redis=make_redis(settings),
-                              locks=LockService(make_redis(settings, retry_dropped=True), settings.node_id))
+                              locks=LockService(make_redis(settings, retry_dropped=True),
+                                                settings.node_id))
         self.stop_deadline: float | None = None  # time.monotonic() by which we must be gone
         self._bootstrap: asyncio.Task | None = None
 
