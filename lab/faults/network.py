@@ -338,8 +338,11 @@ def heal_leftovers(lab, nodes: tuple[str, ...] | None = None) -> list[str]:
             lab.engine.exec(info.name, ["sh", "-c", HEAL_SCRIPT])
         lab.engine.remove_container(info.id)
         repaired.append(f"removed fault sidecar of {info.labels.get(LABEL_NODE, '?')}")
+    # Every node's state from one listing call, not an inspect per node (a run starts so).
+    states = {info.node: info for info in
+              lab.engine.container_states({LABEL_LAB: lab.name, LABEL_KIND: "node"})}
     for node in lab.roles if nodes is None else [n for n in lab.roles if n in nodes]:
-        info = lab.inspect(node)
+        info = states.get(node)
         if info is None:
             continue
         if info.status == "paused":

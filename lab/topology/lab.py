@@ -276,11 +276,9 @@ class Lab:
 
     def addresses(self) -> dict[str, str]:
         """Container address -> node name, to read NGINX's $upstream_addr (never a target)."""
-        out = {}
-        for info in self._containers():
-            if info.ip_address:
-                out[info.ip_address] = info.node
-        return out
+        # One listing call holds every address: no inspect per container (a run asks twice).
+        states = self.engine.container_states({LABEL_LAB: self.name, LABEL_KIND: "node"})
+        return {info.ip_address: info.node for info in states if info.ip_address}
 
     # -- endpoints and readiness ----------------------------------------------------------
 
