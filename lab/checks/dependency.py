@@ -146,9 +146,11 @@ def _recovery_predict(ctx: CheckContext, params: RecoveryParams,
         total += retry
     return Prediction("dependency_recovery", RECOVERY,
                       threshold_text(objectives, "dependency_recovery"),
-                      f"up to {text_seconds(total)}", total <= objectives.dependency_recovery,
-                      " + ".join(parts) + f" = {total:g} s" if parts
-                      else "nothing delays the return")
+                      f"about {text_seconds(total)} after the dependency answers again",
+                      total <= objectives.dependency_recovery,
+                      (" + ".join(parts) + f" = {total:g} s" if parts
+                       else "nothing delays the return")
+                      + " (the dependency's own start comes on top)")
 
 
 register(CheckDef(

@@ -195,12 +195,19 @@ def _failing_predict(ctx: CheckContext, params: LatencyParams,
     failing = {node: mode for node, mode in ctx.failure_modes.items() if node in policy.servers}
     if not failing and not ctx.added_latency_s:
         return None
+    if any(mode is None for mode in failing.values()):
+        # A slowed link (throttle, latency) fails nothing: what it adds is the injected delay,
+        # known once the fault is in place, and bounded by the conformance check.
+        return Prediction("failing_latency", NAME, threshold_text(objectives, "failing_latency"),
+                          "the injected delay plus a normal answer", None,
+                          "a slowed backend is never ejected (its tries succeed, late): "
+                          "measured only")
     worst = max((failed_attempt_cost(policy, mode) for mode in failing.values()), default=0.0)
     mode = next((m for m in failing.values() if failed_attempt_cost(policy, m) == worst), None)
     predicted = worst + ctx.added_latency_s
     retried = policy.ejects or len(policy.servers) > 1
     return Prediction("failing_latency", NAME, threshold_text(objectives, "failing_latency"),
-                      f"p99 about {text_seconds(predicted)} plus a normal answer", 
+                      f"p99 about {text_seconds(predicted)} plus a normal answer",
                       predicted <= objectives.failing_latency if retried else None,
                       f"{cost_derivation(policy, mode)}; a request that tried the failing backend "
                       f"first waits c, then is answered by another"
