@@ -274,7 +274,8 @@ def image_sizes(engine: Engine, base: str, images: dict[str, str]) -> dict[str, 
         size = engine.image_size(images[role])
         unique += max(0, size - base_size)
         sizes[role] = round(size / MB, 1)
-        print(f"  {role:<10} {size / MB:8.1f} MB   ({(size - base_size) / MB:+7.1f} MB over the base)"
+        print(f"  {role:<10} {size / MB:8.1f} MB   "
+              f"({(size - base_size) / MB:+7.1f} MB over the base)"
               f"   {images[role]}")
     print(f"  {'total':<10} {unique / MB:8.1f} MB   base once plus each role's own layers")
     return sizes

@@ -130,7 +130,7 @@ class ContainerInfo:
     exit_code: int | None
     # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
     bindings: tuple[HostBinding, ...] = ()
-    network_mode: str = ""           # HostConfig.NetworkMode: a network name, "host", "container:<id>"
+    network_mode: str = ""           # HostConfig.NetworkMode: a network, "host", "container:<id>"
     image: str = ""                  # the image reference it was created from
 
     @property
@@ -180,7 +180,8 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value or value.startswith("0001-"):
         return None
     whole, _, fraction = value.rstrip("Z").partition(".")
-    return datetime.fromisoformat(f"{whole}.{(fraction[:6] or '0').ljust(6, '0')}").replace(tzinfo=UTC)
+    return datetime.fromisoformat(
+        f"{whole}.{(fraction[:6] or '0').ljust(6, '0')}").replace(tzinfo=UTC)
 
 
 def _container_stats(raw: Mapping) -> ContainerStats | None:
@@ -266,7 +267,8 @@ class Engine:
         except docker.errors.APIError:
             return False
 
-    def import_rootfs(self, chunks: Iterator[bytes], reference: str, labels: Mapping[str, str]) -> str:
+    def import_rootfs(self, chunks: Iterator[bytes], reference: str,
+                      labels: Mapping[str, str]) -> str:
         """``docker import`` a root filesystem tar stream as an image; returns its id."""
         repository, _, tag = reference.partition(":")
         changes = ['CMD ["/bin/bash"]'] + [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
@@ -275,7 +277,8 @@ class Engine:
                 b"".join(chunks), repository=repository, tag=tag, changes=changes
             )
         except docker.errors.APIError as exc:
-            raise ImageBuildError(f"docker import of {reference} failed: {exc.explanation}") from None
+            raise ImageBuildError(
+                f"docker import of {reference} failed: {exc.explanation}") from None
         return self.image_id(reference) or ""
 
     def build(
@@ -358,7 +361,8 @@ class Engine:
         for candidate in _SUBNET_POOL.subnets(new_prefix=24):
             if any(candidate.overlaps(other) for other in used):
                 continue
-            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(candidate), gateway=str(candidate[1]))])
+            ipam = IPAMConfig(pool_configs=[
+                IPAMPool(subnet=str(candidate), gateway=str(candidate[1]))])
             try:
                 self._client.networks.create(name, driver="bridge", ipam=ipam, labels=dict(labels))
             except docker.errors.APIError as exc:
@@ -384,7 +388,8 @@ class Engine:
         """Create (not start) a container and copy its files in; returns its id."""
         api = self._client.api
         host_config = api.create_host_config(
-            port_bindings={port: ("127.0.0.1", host or None) for port, host in spec.publish.items()},
+            port_bindings={port: ("127.0.0.1", host or None)
+                           for port, host in spec.publish.items()},
             cap_add=list(spec.cap_add) or None, tmpfs=dict(spec.tmpfs) or None,
             mem_limit=spec.mem_limit, network_mode=spec.network_mode or spec.network,
             extra_hosts=dict(spec.extra_hosts) or None,
@@ -400,7 +405,7 @@ class Engine:
             container_id = api.create_container(
                 spec.image, name=spec.name, labels=dict(spec.labels), environment=dict(spec.env),
                 command=list(spec.command) if spec.command is not None else None, detach=True,
-                stop_timeout=spec.stop_timeout_s,  # the image's own STOPSIGNAL (SIGINT for postgres)
+                stop_timeout=spec.stop_timeout_s,  # image's own STOPSIGNAL (SIGINT for postgres)
                 # (number, protocol): docker-py appends "/tcp" to a "8080/tcp" string, and a
                 # port the image does not EXPOSE would then be bound to nothing.
                 ports=[(port.partition("/")[0], port.partition("/")[2] or "tcp")
@@ -410,7 +415,8 @@ class Engine:
             if spec.files:
                 api.put_archive(container_id, "/", _tar(spec.files))
         except docker.errors.ImageNotFound:
-            raise LabError(f"image {spec.image} is missing", hint="run `lab images build`") from None
+            raise LabError(f"image {spec.image} is missing",
+                           hint="run `lab images build`") from None
         except docker.errors.APIError as exc:
             raise LabError(f"cannot create container {spec.name}: {exc.explanation}") from None
         return container_id
@@ -450,7 +456,8 @@ class Engine:
     def restart(self, name: str, timeout_s: int | None = None) -> None:
         self._call("restart", name, lambda: self._client.api.restart(name, timeout=timeout_s))
 
-    def exec(self, name: str, command: list[str], *, user: str = "", detach: bool = False) -> ExecResult:
+    def exec(self, name: str, command: list[str], *, user: str = "",
+             detach: bool = False) -> ExecResult:
         """Run a command inside a running container (through the Docker API, not the network);
         ``detach`` leaves it running in the background and returns at once."""
         try:
@@ -495,7 +502,8 @@ class Engine:
         for port, bindings in (settings.get("Ports") or {}).items():
             for binding in bindings or []:
                 if binding.get("HostPort"):
-                    published[port] = (binding.get("HostIp") or "127.0.0.1", int(binding["HostPort"]))
+                    published[port] = (binding.get("HostIp") or "127.0.0.1",
+                                       int(binding["HostPort"]))
         # A container that is not running forwards nothing yet; what it is configured to
         # publish is what it will expose when it starts, so that is what it reports then.
         ports = settings.get("Ports") if state.get("Running") else host_config.get("PortBindings")

@@ -74,7 +74,8 @@ def _say(text: str) -> None:
 def images_build(
     config_path: ConfigOption = None,
     ca_bundle: CaOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the inputs did not change.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Rebuild even when the inputs did not change.")] = False,
 ) -> None:
     """Build every role's image (only those whose inputs changed, unless --force)."""
     with lab_errors():
@@ -119,7 +120,8 @@ def up(
 
 def _print_endpoints(lab: Lab) -> None:
     e = lab.endpoints
-    out.print(f"  http   {e.nginx_http}\n  https  {e.nginx_https}  (CA: `lab status --name {lab.name} --json`)")
+    out.print(f"  http   {e.nginx_http}\n  https  {e.nginx_https}  "
+              f"(CA: `lab status --name {lab.name} --json`)")
 
 
 def _describe(removed: Removed) -> str:
@@ -148,7 +150,8 @@ def status_document(status: LabStatus) -> dict:
 def status(
     name: NameOption = None,
     config_path: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the documented JSON form.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the documented JSON form.")] = False,
 ) -> None:
     """Per node: role, container state, readiness, published address and uptime."""
     with lab_errors():
@@ -172,7 +175,8 @@ def status(
 def down(
     name: NameOption = None,
     config_path: ConfigOption = None,
-    all_labs: Annotated[bool, typer.Option("--all", help="Remove every lab on this engine.")] = False,
+    all_labs: Annotated[bool, typer.Option(
+        "--all", help="Remove every lab on this engine.")] = False,
 ) -> None:
     """Remove every container, network and volume the lab created (by label)."""
     with lab_errors():
@@ -185,7 +189,8 @@ def down(
             config = config_for(config_path, name)
             removed = Lab(docker_engine, config).down()
             what = f"lab {config.name!r}"
-        total = Removed(removed.containers + orphans.containers, removed.networks + orphans.networks,
+        total = Removed(removed.containers + orphans.containers,
+                        removed.networks + orphans.networks,
                         removed.volumes + orphans.volumes)
         if total:
             out.print(f"removed {what}: {_describe(total)}")

@@ -69,7 +69,8 @@ def resolve_ca_bundle(config: BuildConfig) -> bytes:
     if config.ca_bundle is not None:
         path = Path(config.ca_bundle).expanduser()
         if not path.is_file():
-            raise ImageBuildError(f"CA bundle {path} does not exist", hint="name a PEM file in [build] ca_bundle")
+            raise ImageBuildError(f"CA bundle {path} does not exist",
+                                  hint="name a PEM file in [build] ca_bundle")
         return path.read_bytes()
     for candidate in SYSTEM_CA_BUNDLES:
         if Path(candidate).is_file():

@@ -168,7 +168,8 @@ class Lab:
         """The running lab with this name, its configuration and secrets read from Docker."""
         labels = engine.network_labels(network_name(name))
         if labels is None or LABEL_CONFIG not in labels:
-            raise LabNotFound(f"no lab named {name!r} is running", hint=f"start it with `lab up --name {name}`")
+            raise LabNotFound(f"no lab named {name!r} is running",
+                              hint=f"start it with `lab up --name {name}`")
         config = parse_config(json.loads(labels[LABEL_CONFIG]), source=f"lab {name} labels")
         secrets = LabSecrets(**json.loads(labels[LABEL_SECRETS]))
         return cls(engine, config, secrets)
@@ -209,7 +210,8 @@ class Lab:
     def unpause(self, node: str) -> None:
         self.engine.unpause(self.container(node))
 
-    def start(self, node: str, *, wait: bool = True, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult | None:
+    def start(self, node: str, *, wait: bool = True,
+              timeout_s: float = READY_TIMEOUT_S) -> ProbeResult | None:
         """Start a stopped node; by default wait until it is ready again."""
         self.engine.start(self.container(node))
         return self.wait_ready(node, timeout_s) if wait else None
@@ -223,14 +225,17 @@ class Lab:
         refs = image_builder.ensure_images(self.engine, self.config.build, roles=("sidecar",))
         return refs["sidecar"].reference
 
-    def run_client(self, command: list[str], *, timeout_s: float = 60, name: str | None = None) -> ExecResult:
+    def run_client(self, command: list[str], *, timeout_s: float = 60,
+                   name: str | None = None) -> ExecResult:
         """Run a short-lived client container on the lab's network (sidecar image) and remove it.
 
         Traffic from it stays on the lab's own network: a second client with its own address.
         A ``name`` lets another thread read its output or stop it while it runs."""
         spec = ContainerSpec(
-            name=name or f"lab-{self.name}-client-{uuid.uuid4().hex[:6]}", image=self.sidecar_image(),
-            labels={LABEL_LAB: self.name, LABEL_KIND: "sidecar", LABEL_NODE: "client", LABEL_OWNER: owner_id()},
+            name=name or f"lab-{self.name}-client-{uuid.uuid4().hex[:6]}",
+            image=self.sidecar_image(),
+            labels={LABEL_LAB: self.name, LABEL_KIND: "sidecar", LABEL_NODE: "client",
+                    LABEL_OWNER: owner_id()},
             network=network_name(self.name), command=tuple(command), stop_timeout_s=1,
         )
         return self.engine.run_sidecar(spec, timeout_s=timeout_s)
@@ -265,7 +270,8 @@ class Lab:
         return self.user.backend_port
 
     def exposure(self) -> list[NodeExposure]:
-        """What every container of this lab (nodes and helpers) publishes on the host, per Docker."""
+        """What every container of this lab (nodes and helpers) publishes on the host, per
+        Docker."""
         now = time.time()
         return [NodeExposure(now, info.node if info.labels.get(LABEL_KIND) == "node" else info.name,
                              info.role if info.labels.get(LABEL_KIND) == "node" else "",
@@ -285,11 +291,13 @@ class Lab:
     def _port(self, node: str, container_port: str) -> int:
         info = self.inspect(node)
         if info is None or container_port not in info.published:
-            raise LabError(f"{node} publishes no port {container_port} (is lab {self.name} running?)")
+            raise LabError(
+                f"{node} publishes no port {container_port} (is lab {self.name} running?)")
         return info.published[container_port][1]
 
     def _dsn(self, node: str, container_port: str, user: str, password: str, database: str) -> str:
-        return f"postgresql://{user}:{password}@127.0.0.1:{self._port(node, container_port)}/{database}"
+        return (f"postgresql://{user}:{password}@127.0.0.1:"
+                f"{self._port(node, container_port)}/{database}")
 
     @property
     def endpoints(self) -> Endpoints:
@@ -299,7 +307,8 @@ class Lab:
             nginx_http=f"http://127.0.0.1:{self._port('nginx', '80/tcp')}",
             nginx_https=f"https://127.0.0.1:{self._port('nginx', '443/tcp')}",
             postgres_dsn=self._dsn("postgres", "5432/tcp", pg.user, s.db_password, pg.database),
-            pgbouncer_dsn=self._dsn("pgbouncer", pgbouncer_port, pg.user, s.db_password, pg.database),
+            pgbouncer_dsn=self._dsn("pgbouncer", pgbouncer_port, pg.user, s.db_password,
+                                    pg.database),
             pgbouncer_admin_dsn=self._dsn("pgbouncer", pgbouncer_port, PGBOUNCER_ADMIN_USER,
                                           s.pgbouncer_admin_password, "pgbouncer"),
             redis_url=f"redis://127.0.0.1:{self._port('redis', '6379/tcp')}/0",
@@ -317,7 +326,8 @@ class Lab:
         if role == "postgres":
             return SqlProbe(self._dsn("postgres", "5432/tcp", pg.user, s.db_password, pg.database))
         if role == "pgbouncer":
-            return SqlProbe(self._dsn("pgbouncer", f"{PGBOUNCER_PORT}/tcp", pg.user, s.db_password, pg.database))
+            return SqlProbe(self._dsn("pgbouncer", f"{PGBOUNCER_PORT}/tcp", pg.user,
+                                      s.db_password, pg.database))
         if role == "redis":
             return RedisProbe(f"redis://127.0.0.1:{self._port('redis', '6379/tcp')}/0")
         contract = self.config.backend.contract
@@ -380,7 +390,8 @@ class Lab:
             say(f"lab {self.name!r} is incomplete (a crashed run?): removing its leftovers")
             removed = self.down()
             leftovers = Removed(leftovers.containers + removed.containers,
-                                leftovers.networks + removed.networks, leftovers.volumes + removed.volumes)
+                                leftovers.networks + removed.networks,
+                                leftovers.volumes + removed.volumes)
         user = self.user  # the user's files are refused here, before anything is created
         for note in user.notes:
             say(f"your files: {note}")
@@ -422,7 +433,8 @@ class Lab:
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
                      extra_publish=self._extra_publish, user=self.user,
                      extra_env=self._extra_env,
-                     extra_labels={k: v for k, v in labels.items() if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
+                     extra_labels={k: v for k, v in labels.items()
+                                   if k in (LABEL_OWNER, LABEL_EPHEMERAL)})
         gate = FileSpec(START_GATE_FILE, b"the lab signals this container once its dependencies "
                         b"answer (lab/topology/plan.py GATED)\n")
         def gated(node: NodePlan) -> NodePlan:
@@ -554,13 +566,16 @@ class Lab:
         def one(node: str) -> NodeStatus:
             info = infos.get(node)
             if info is None:
-                return NodeStatus(node, self.roles[node], "missing", False, "no container", (), None)
-            published = tuple(f"{ip}:{port}->{cport}" for cport, (ip, port) in sorted(info.published.items()))
+                return NodeStatus(node, self.roles[node], "missing", False, "no container", (),
+                                  None)
+            published = tuple(f"{ip}:{port}->{cport}"
+                              for cport, (ip, port) in sorted(info.published.items()))
             if info.status != "running" or endpoints is None:
                 return NodeStatus(node, info.role, info.status, False, info.status, published, None)
             result = self.probe(node).check()
             uptime = (now - info.started_at).total_seconds() if info.started_at else None
-            return NodeStatus(node, info.role, info.status, result.ok, result.detail, published, uptime)
+            return NodeStatus(node, info.role, info.status, result.ok, result.detail, published,
+                              uptime)
 
         with ThreadPoolExecutor(max_workers=len(self.roles)) as pool:
             nodes = tuple(pool.map(one, self.roles))
@@ -632,14 +647,17 @@ def remove_orphans(engine: Engine) -> Removed:
     for name in sorted(n for n in names if n):
         labels = networks.get(network_name(name), {})
         members = by_lab.get(name, [])
-        owner = labels.get(LABEL_OWNER) or next((m.labels.get(LABEL_OWNER, "") for m in members), "")
+        owner = labels.get(LABEL_OWNER) or next((m.labels.get(LABEL_OWNER, "") for m in members),
+                                                "")
         if _owner_alive(owner):
             continue
-        ephemeral = labels.get(LABEL_EPHEMERAL) == "1" or any(m.labels.get(LABEL_EPHEMERAL) == "1" for m in members)
+        ephemeral = labels.get(LABEL_EPHEMERAL) == "1" or any(
+            m.labels.get(LABEL_EPHEMERAL) == "1" for m in members)
         complete = LABEL_CONFIG in labels and _complete(labels, members)
         if ephemeral or not complete:
             result = engine.remove_labelled({LABEL_LAB: name})
-            removed = Removed(removed.containers + result.containers, removed.networks + result.networks,
+            removed = Removed(removed.containers + result.containers,
+                              removed.networks + result.networks,
                               removed.volumes + result.volumes)
     return removed
 

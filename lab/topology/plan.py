@@ -157,13 +157,15 @@ def plan(
         command: tuple[str, ...] | None = None
         aliases: tuple[str, ...] = (node,)
         if role == "postgres":
-            files = (FileSpec("/etc/lab/postgres.env", render_postgres_env(config, secrets).encode(), 0o644),
+            files = (FileSpec("/etc/lab/postgres.env",
+                              render_postgres_env(config, secrets).encode(), 0o644),
                      FileSpec("/etc/lab/postgresql.conf", render_postgresql_conf(config).encode()))
             ports = {"5432/tcp": publish.postgres}
         elif role == "pgbouncer":
             ini = user.pgbouncer.ini if user and user.pgbouncer else render_pgbouncer_ini(config)
             files = (FileSpec("/etc/lab/pgbouncer.ini", ini.encode()),
-                     FileSpec("/etc/lab/userlist.txt", render_userlist(config, secrets).encode(), 0o600))
+                     FileSpec("/etc/lab/userlist.txt",
+                              render_userlist(config, secrets).encode(), 0o600))
             ports = {f"{PGBOUNCER_PORT}/tcp": publish.pgbouncer}
         elif role == "redis":
             files = (FileSpec("/etc/lab/redis.conf", render_redis_conf(config).encode()),)

@@ -57,7 +57,8 @@ class SqlProbe:
                 conn.execute("SELECT 1")
             return ProbeResult(True, "SELECT 1 answered")
         except psycopg.Error as exc:
-            return ProbeResult(False, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            return ProbeResult(False, str(exc).strip().splitlines()[0] if str(exc).strip()
+                               else type(exc).__name__)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ class ExecProbe:
 
     def check(self) -> ProbeResult:
         result = self.run(list(self.command))
-        return ProbeResult(result.exit_code == 0, result.output.strip()[-200:] or f"exit {result.exit_code}")
+        return ProbeResult(result.exit_code == 0,
+                           result.output.strip()[-200:] or f"exit {result.exit_code}")
 
 
 @dataclass(frozen=True)

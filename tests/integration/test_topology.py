@@ -50,15 +50,19 @@ def test_status_json_is_the_documented_document(running_lab: Lab) -> None:
     result = runner.invoke(app, ["status", "--name", running_lab.name, "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["schema"] == 1 and document["lab"] == running_lab.name and document["ready"] is True
+    assert (document["schema"] == 1 and document["lab"] == running_lab.name
+            and document["ready"] is True)
     assert {n["name"] for n in document["nodes"]} == NODES
-    assert set(document["nodes"][0]) == {"name", "role", "state", "ready", "detail", "published", "uptime_s"}
+    assert set(document["nodes"][0]) == {"name", "role", "state", "ready", "detail", "published",
+                                         "uptime_s"}
     assert document["endpoints"]["nginx_http"].startswith("http://127.0.0.1:")
 
 
 def test_query_through_pgbouncer_in_transaction_mode(running_lab: Lab) -> None:
-    """A query through PgBouncer reaches PostgreSQL, and the admin console reports transaction pooling."""
-    with psycopg.connect(running_lab.endpoints.pgbouncer_dsn, prepare_threshold=None, autocommit=True) as conn:
+    """A query through PgBouncer reaches PostgreSQL, and the admin console reports transaction
+    pooling."""
+    with psycopg.connect(running_lab.endpoints.pgbouncer_dsn, prepare_threshold=None,
+                         autocommit=True) as conn:
         assert conn.execute("SELECT current_database(), current_user").fetchone() == ("app", "app")
     with psycopg.connect(running_lab.endpoints.pgbouncer_admin_dsn, autocommit=True,
                          cursor_factory=psycopg.ClientCursor) as admin:
@@ -70,7 +74,8 @@ def test_query_through_pgbouncer_in_transaction_mode(running_lab: Lab) -> None:
 
 def test_userlist_is_readable_by_pgbouncer_only(running_lab: Lab) -> None:
     """PgBouncer's userlist holds the generated secret with mode 0600, owned by its user."""
-    code, output = running_lab.exec("pgbouncer", ["stat", "-c", "%a %U", "/etc/pgbouncer/userlist.txt"])
+    code, output = running_lab.exec("pgbouncer",
+                                    ["stat", "-c", "%a %U", "/etc/pgbouncer/userlist.txt"])
     assert code == 0 and output.split() == ["600", "postgres"]
     code, output = running_lab.exec("pgbouncer", ["cat", "/etc/pgbouncer/userlist.txt"])
     assert running_lab.secrets.db_password in output
@@ -88,7 +93,8 @@ def test_https_is_signed_by_the_lab_ca_with_security_headers(running_lab: Lab) -
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "content-security-policy" in response.headers
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{running_lab.endpoints.nginx_https}/health", verify=True)  # not publicly trusted
+        # not publicly trusted
+        httpx.get(f"{running_lab.endpoints.nginx_https}/health", verify=True)
 
 
 def test_up_again_changes_nothing(running_lab: Lab) -> None:
@@ -121,8 +127,10 @@ def test_up_down_and_two_labs_side_by_side(engine: Engine, lab_images: dict[str,
     assert leftovers(engine, second.name) == []
 
 
-def test_sigkilled_up_leaves_orphans_that_the_next_up_removes(engine: Engine, lab_images: dict[str, str]) -> None:
-    """A `lab up` killed with SIGKILL mid-start leaves containers; the next `lab up` removes them."""
+def test_sigkilled_up_leaves_orphans_that_the_next_up_removes(engine: Engine,
+                                                              lab_images: dict[str, str]) -> None:
+    """A `lab up` killed with SIGKILL mid-start leaves containers; the next `lab up` removes
+    them."""
     name = session_lab_name("orphan")
     process = subprocess.Popen([sys.executable, "-m", "lab", "up", "--name", name],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -143,7 +151,8 @@ def test_sigkilled_up_leaves_orphans_that_the_next_up_removes(engine: Engine, la
     assert leftovers(engine, name) == []
 
 
-def test_port_conflict_is_named_and_leaves_nothing(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_port_conflict_is_named_and_leaves_nothing(engine: Engine,
+                                                   lab_images: dict[str, str]) -> None:
     """A fixed NGINX port that is taken gives PortConflict and no half-started lab."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -177,7 +186,8 @@ def test_unreachable_daemon_is_one_clear_line(tmp_path) -> None:
         assert "Traceback" not in done.stderr
 
 
-def test_failed_image_build_names_the_step_and_its_output(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_failed_image_build_names_the_step_and_its_output(engine: Engine,
+                                                          lab_images: dict[str, str]) -> None:
     """A Dockerfile step that fails raises ImageBuildError naming the step, with its output."""
     import io
     import tarfile
@@ -202,7 +212,8 @@ def test_failed_image_build_names_the_step_and_its_output(engine: Engine, lab_im
 
 
 def test_a_lab_of_another_lab_version_does_not_stop_orphan_removal(engine: Engine) -> None:
-    """A dead owner's lab whose config label has a field this version does not know is kept, and nothing crashes."""
+    """A dead owner's lab whose config label has a field this version does not know is kept,
+    and nothing crashes."""
     from lab.engine import LABEL_CONFIG
     from lab.topology.lab import LABEL_OWNER, remove_orphans
     from lab.topology.plan import network_name
