@@ -475,8 +475,12 @@ def test_next_run_heals_what_a_sigkilled_run_left(running_lab: Lab, tmp_path: Pa
         process.kill()
     assert running_lab.inspect("backend-2").status == "paused"
     result = Runner(running_lab, load_scenario("distribution"), seed=5).run()
-    assert "unfroze backend-2" in result.notes
-    assert any(note.startswith("removed fault sidecar") for note in result.notes)
+    # The run heals from the lab's own fault record before it starts, naming
+    # the dead run that left each fault and what undoing it took.
+    assert any(note.startswith("healed the recorded freeze on backend-2")
+               and note.endswith("unfrozen") for note in result.notes), result.notes
+    assert any("partition on backend-3" in note and "sidecar removed" in note
+               for note in result.notes), result.notes
     assert result.verdict is Verdict.PASS, result.checks
     assert not sidecars(running_lab.engine, running_lab)
 
