@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ import yaml
 from lab.config import LabConfig
 from lab.engine import LABEL_ROLE, Engine
 from lab.errors import LabError
-from lab.topology.compose import export_compose
+from lab.topology.compose import export_compose, find_compose
 from lab.topology.images import (
     BOOTSTRAPPED_BASE,
     REPOSITORY,
@@ -136,20 +135,6 @@ def bench_cold(engine: Engine, config: LabConfig, keep: bool) -> dict:
 
 
 # -- warm -------------------------------------------------------------------------------------
-
-def find_compose(explicit: str | None) -> list[str] | None:
-    """The compose v2 command line: --compose, `docker compose`, or docker-compose v2."""
-    candidates = [[explicit]] if explicit else [["docker", "compose"], ["docker-compose"]]
-    for command in candidates:
-        if shutil.which(command[0]) is None:
-            continue
-        done = subprocess.run([*command, "version", "--short"], capture_output=True, text=True,
-                              check=False)
-        version = done.stdout.strip().lstrip("v")
-        if done.returncode == 0 and version[:1].isdigit() and int(version.split(".")[0]) >= 2:
-            return command
-    return None
-
 
 class ComposeStack:
     """The exported compose file, pinned to the lab's images, as project ``bench-<pid>``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -241,21 +240,12 @@ def test_cli_export_refuses_a_non_empty_directory_without_force(tmp_path: Path) 
     assert (target / ".env").read_text() != env_before
 
 
-def _compose_command() -> list[str] | None:
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 check=False).returncode == 0:
-        return [docker, "compose"]
-    legacy = shutil.which("docker-compose")
-    return [legacy] if legacy else None
-
-
 def test_docker_compose_accepts_the_exported_file(tmp_path: Path) -> None:
     """`docker compose config -q` accepts an exported directory (skipped where
     compose is not installed)."""
-    command = _compose_command()
+    command = compose.find_compose()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+        pytest.skip("no compose v2 (`docker compose` or docker-compose 2.x) is installed")
     path = compose.export_compose(LabConfig(), tmp_path / "stack")
     done = subprocess.run([*command, "-f", str(path), "config", "-q"], capture_output=True,
                           text=True, check=False, cwd=tmp_path)
