@@ -393,13 +393,14 @@ def _with_scenario(lab: Lab, scenario: Scenario, make: Any, objectives: Any, as_
                         on_predictions=lambda stated: say_predictions(scenario, stated),
                         on_progress=lambda p: None)
         result = runner.run()
-    directory = run_report.write(result, report_dir)
-    load_verdict = Verdict.UNKNOWN
+    load_verdict, load_run = Verdict.UNKNOWN, None
     if alongside.result is not None:
+        # The load's own result first, so the scenario's report can link its files.
         report.write(alongside.result, report.figures(alongside.result))
-        load_verdict = alongside.result.verdict.verdict
+        load_verdict, load_run = alongside.result.verdict.verdict, alongside.result.directory
+    directory = run_report.write(result, report_dir, load_run=load_run)
     if as_json:
-        out.print_json(json.dumps([run_report.document(result)], default=str))
+        out.print_json(json.dumps([run_report.document(result, load_run)], default=str))
     else:
         out.print(run_report.table(result))
         for note in result.notes:

@@ -31,6 +31,10 @@ def report_command(
         if not (directory / RESULT_FILE).is_file():
             raise LabError(f"{directory} holds no {RESULT_FILE}",
                            hint="name a run directory (see `lab runs`)")
+        if runs.kind_of(directory) == "load":
+            raise LabError(f"{directory} is a `lab load` run: its report is k6's own "
+                           "dashboard.html beside its result.json",
+                           hint="`lab report` renders scenario runs (see `lab runs`)")
         out.print(str(html.write(directory)), soft_wrap=True)
 
 
@@ -52,6 +56,7 @@ def runs_command(report_dir: ReportDirOption = report.DEFAULT_REPORT_ROOT) -> No
                 continue
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.started_at))
             verdict = summary.verdict.value
+            seed = "-" if summary.seed is None else str(summary.seed)
             table.add_row(started, summary.scenario, f"[{_STYLE[verdict]}]{verdict}[/]",
-                          str(summary.seed), f"{summary.wall_s:.1f} s", run.directory.name)
+                          seed, f"{summary.wall_s:.1f} s", run.directory.name)
         out.print(table)

@@ -50,8 +50,9 @@ def _prediction(prediction: Prediction) -> dict[str, Any]:
             "reachable": prediction.reachable, "arithmetic": prediction.arithmetic}
 
 
-def document(result: RunResult) -> dict:
-    """The JSON form of one run."""
+def document(result: RunResult, load_run: Path | None = None) -> dict:
+    """The JSON form of one run; ``load_run`` is the directory of the k6 run that drove load
+    beside its steps (``lab load PROFILE --scenario``), linked from the report."""
     return {
         "schema": REPORT_SCHEMA_VERSION,
         "scenario": result.scenario,
@@ -74,16 +75,26 @@ def document(result: RunResult) -> dict:
         "faults": [f.document() for f in result.faults],
         "durations": dict(result.durations),
         "notes": list(result.notes),
+        **({"load": _load_link(load_run)} if load_run is not None else {}),
         "history": asdict(result.history),
     }
 
 
-def write(result: RunResult, root: Path = DEFAULT_REPORT_ROOT) -> Path:
+def _load_link(load_run: Path) -> dict[str, Any]:
+    # Relative to the scenario's directory (both sit in the same report root), so the
+    # links survive the report root being copied or archived by CI.
+    files = sorted(p.name for p in load_run.iterdir() if p.is_file()) if load_run.is_dir() else []
+    return {"directory": f"../{load_run.name}", "files": files}
+
+
+def write(result: RunResult, root: Path = DEFAULT_REPORT_ROOT,
+          load_run: Path | None = None) -> Path:
     """Write ``<root>/<time>-<scenario>-<seed>/result.json``; returns the run's directory."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.started_at))
     directory = Path(root) / f"{stamp}-{result.scenario}-{result.seed}"
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "result.json").write_text(json.dumps(document(result), indent=1, default=str))
+    text = json.dumps(document(result, load_run), indent=1, default=str)
+    (directory / "result.json").write_text(text)
     html.write(directory)
     return directory
 

@@ -788,7 +788,24 @@ def _run_section(run: StoredRun) -> str:
              if run.notes else "")
     return (f"<h2>The run</h2>{paragraphs}<h3>Steps</h3>{steps}"
             + (f"<h3>Values the waits and expectations used</h3>{durations}" if durations else "")
-            + config + notes)
+            + _load_section(run) + config + notes)
+
+
+# The k6 files a person opens, in the order they would (the rest are listed after them).
+_LOAD_FILES = ("dashboard.html", "result.json", "summary.json", "script.js", "k6.log")
+
+
+def _load_section(run: StoredRun) -> str:
+    if run.load is None:
+        return ""
+    base = run.load.directory.rstrip("/")
+    files = [f for f in _LOAD_FILES if f in run.load.files]
+    files += [f for f in run.load.files if f not in _LOAD_FILES]
+    links = " · ".join(f'<a href="{_esc(base)}/{_esc(f)}">{_esc(f)}</a>' for f in files)
+    return ("<h3>Load beside the steps</h3><p>k6 drove the load while the steps ran; its "
+            "requests are the client <code>load</code> in the timeline and the checks above. "
+            f"k6's own results, in <code>{_esc(base)}</code>: {links or 'no files were left'}."
+            "</p>")
 
 
 _CSS = """

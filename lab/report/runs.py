@@ -27,12 +27,23 @@ def run_directories(root: Path) -> list[Path]:
     return sorted(found, key=lambda d: ((d / RESULT_FILE).stat().st_mtime, d.name))
 
 
+def kind_of(directory: Path) -> str:
+    """``scenario`` or ``load`` (a ``lab load`` run, whose report is k6's own)."""
+    try:
+        return load_summary(directory).kind
+    except LabError:
+        return "scenario"    # unreadable: the caller reports why when it reads it
+
+
 def newest(root: Path) -> Path:
-    """The folder of the run written last under ``root``."""
-    directories = run_directories(root)
+    """The folder of the scenario run written last under ``root`` (a load run has no
+    report.html of the lab's to render: k6's dashboard.html is its report)."""
+    every = run_directories(root)
+    directories = [d for d in every if kind_of(d) != "load"]
     if not directories:
-        raise LabError(f"no runs in {root}", hint="`lab run NAME` writes one; or name a run "
-                       "directory, or another --report-dir")
+        only = " (only `lab load` runs, whose report is k6's dashboard.html)" if every else ""
+        raise LabError(f"no runs in {root}{only}", hint="`lab run NAME` writes one; or name "
+                       "a run directory, or another --report-dir")
     return directories[-1]
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lab.checks import Verdict
 from lab.errors import LabError
@@ -85,19 +85,31 @@ class Prediction(_Stored):
 
 
 class RunSummary(_Stored):
-    """The top of a result: enough to list a run (``lab runs``)."""
+    """The top of a result: enough to list a run (``lab runs``).
+
+    A ``lab load`` run (``kind: "load"``) shares the report directory; it has a profile where a
+    scenario run has a scenario, and no seed (k6 schedules its own arrivals), so it is listed
+    as ``load <profile>``."""
 
     schema_: int = Field(alias="schema")
+    kind: str = "scenario"
     scenario: str
     description: str = ""
     lab: str = ""
-    seed: int
+    seed: int | None
     started_at: float
     finished_at: float
     wall_time_s: float | None = None
     verdict: Verdict
     verdicts: dict[str, Verdict] = Field(default_factory=dict)
     lab_version: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_run(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "load" and "scenario" not in data:
+            return {**data, "scenario": f"load {data.get('profile', '?')}", "seed": None}
+        return data
 
     @property
     def wall_s(self) -> float:
@@ -118,6 +130,14 @@ class StoredVerdicts(RunSummary):
         return [p for p in self.predictions if p.check == check]
 
 
+class LoadLink(_Stored):
+    """The k6 run that drove load beside a scenario's steps: its directory, relative to the
+    scenario's, and the files k6 left there."""
+
+    directory: str
+    files: tuple[str, ...] = ()
+
+
 class StoredRun(StoredVerdicts):
     """A whole run: its checks, what it was judged against, and its history."""
 
@@ -126,6 +146,7 @@ class StoredRun(StoredVerdicts):
     faults: tuple[dict[str, Any], ...] = ()
     durations: dict[str, float] = Field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    load: LoadLink | None = None
     history: History = Field(default_factory=History)
 
 

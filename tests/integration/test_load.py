@@ -269,4 +269,13 @@ def test_a_scenario_beside_the_load_is_judged_on_both(running_lab: Lab, tmp_path
     ejection = next(c for c in document["checks"] if c["name"] == "ejection")
     assert "/ 55 = 0.055 s" in ejection["derivation"], ejection["derivation"]  # (20 + 5 + 30)/s
     assert any(n.startswith("load smoke beside the steps") for n in document["notes"])
-    assert len(list(tmp_path.glob("*-load-smoke-*/result.json"))) == 1
+    [load_run] = [p.parent for p in tmp_path.glob("*-load-smoke-*/result.json")]
+    # The scenario's report links the load's own files; `lab runs` lists both runs.
+    assert document["load"]["directory"] == f"../{load_run.name}"
+    assert "result.json" in document["load"]["files"]
+    [scenario_run] = [p.parent for p in tmp_path.glob("*-failover-*/report.html")]
+    page = (scenario_run / "report.html").read_text()
+    assert f'href="../{load_run.name}/result.json"' in page
+    listed = runner.invoke(app, ["runs", "--report-dir", str(tmp_path)], terminal_width=200)
+    assert listed.exit_code == 0 and "load smoke" in listed.output, listed.output
+    assert "unreadable" not in listed.output, listed.output

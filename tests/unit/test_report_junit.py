@@ -12,6 +12,7 @@ from junitparser import Error, Failure, JUnitXml
 from report_runs import failover_result, write
 from typer.testing import CliRunner
 
+from lab import report
 from lab.cli.app import app
 from lab.errors import LabError
 from lab.report import junit, runs
@@ -136,3 +137,50 @@ def test_lab_runs_lists_time_scenario_verdict_seed_and_wall_time(tmp_path: Path)
     row = next(line for line in done.stdout.splitlines() if directory.name in line)
     for text in ("2023-11-14", "failover", "fail", "7", "20.5 s"):
         assert text in row, (text, row)
+
+
+def _load_run(root: Path) -> Path:
+    """A `lab load` run's directory: the top of its result.json as lab.load.report writes it."""
+    directory = root / "20261201-100000-load-smoke"
+    directory.mkdir(parents=True)
+    (directory / "result.json").write_text(json.dumps({
+        "schema": 1, "kind": "load", "profile": "smoke", "lab": "t", "lab_version": "0.1.0",
+        "started_at": 1.0e9, "finished_at": 1.0e9 + 40, "wall_time_s": 40.0,
+        "verdict": "pass", "reason": ""}))
+    return directory
+
+
+def test_a_load_run_is_listed_and_not_rendered(tmp_path: Path) -> None:
+    """`lab load` writes into the same report directory: `lab runs` lists it as
+    `load <profile>` without a seed, `lab report` skips it for the newest scenario run and
+    refuses it by name (its report is k6's dashboard), exit 2."""
+    scenario_run = write(failover_result(), tmp_path, older=True)
+    load_run = _load_run(tmp_path)
+    listed = runs.list_runs(tmp_path)
+    assert [r.summary.scenario for r in listed if r.summary] == ["failover", "load smoke"]
+    assert listed[1].summary.seed is None and listed[1].summary.kind == "load"
+    assert runs.newest(tmp_path) == scenario_run
+    shown = cli.invoke(app, ["runs", "--report-dir", str(tmp_path)], terminal_width=200)
+    assert shown.exit_code == 0 and "load smoke" in shown.output, shown.output
+    assert "unreadable" not in shown.output
+    refused = cli.invoke(app, ["report", str(load_run)])
+    assert refused.exit_code == 2 and "is a `lab load` run" in refused.output
+    only_load = tmp_path / "only"
+    _load_run(only_load)
+    refused = cli.invoke(app, ["report", "--report-dir", str(only_load)])
+    assert refused.exit_code == 2 and "only `lab load` runs" in refused.output
+
+
+def test_a_scenario_report_links_the_load_beside_it(tmp_path: Path) -> None:
+    """A scenario run with load beside its steps links the k6 run's files, relatively."""
+    load_run = _load_run(tmp_path)
+    (load_run / "dashboard.html").write_text("<html></html>")
+    directory = report.write(failover_result(), tmp_path, load_run=load_run)
+    document = json.loads((directory / "result.json").read_text())
+    assert document["load"] == {"directory": f"../{load_run.name}",
+                                "files": ["dashboard.html", "result.json"]}
+    page = (directory / "report.html").read_text()
+    assert f'<a href="../{load_run.name}/dashboard.html">dashboard.html</a>' in page
+    assert (directory / f"../{load_run.name}/dashboard.html").resolve().is_file()
+    plain = report.write(failover_result(), tmp_path / "plain")
+    assert "Load beside the steps" not in (plain / "report.html").read_text()
