@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lab.contract import BackendContract
+from lab.contract import REFERENCE_JOBS, BackendContract
 from lab.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "lab.toml"
@@ -143,6 +143,11 @@ class BackendConfig(_Frozen):
             raise ValueError("a backend image (image or build) needs [backend.contract], and a "
                              "contract needs an image or build")
         return self
+
+    @property
+    def jobs(self) -> tuple[str, ...]:
+        """The scheduled jobs: the reference backend's, or the ones a contract names."""
+        return self.contract.jobs if self.contract is not None else REFERENCE_JOBS
 
 
 class PublishConfig(_Frozen):

@@ -26,6 +26,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from lab.contract import REFERENCE_JOBS
+
 # -- NGINX ------------------------------------------------------------------------------------
 
 
@@ -151,6 +153,8 @@ class BackendPolicy:
     locking: bool = True
     fencing: bool = True
     lock_renewal: bool = True
+    # The jobs the scheduler runs: the checks judge these (a contract may name its own).
+    jobs: tuple[str, ...] = REFERENCE_JOBS
 
     @property
     def db_budget_s(self) -> float:

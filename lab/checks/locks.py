@@ -38,6 +38,7 @@ from lab.checks.registry import (
     measured_objective,
     register,
 )
+from lab.contract import REFERENCE_JOBS
 from lab.history import FaultEvent, FaultPhase, History, JobRun, LockSample, ready_mark
 from lab.objectives import Objectives, text_seconds, threshold_text
 
@@ -48,7 +49,7 @@ PAUSED = "jobs-paused"
 HOLDERS = "lock-holders"
 STORE_RESTART = "lock-after-store-restart"
 
-JOBS = ("recurring-messages", "phone-linking-recovery")
+JOBS = REFERENCE_JOBS  # the reference backend's; a run judges its backend's (BackendPolicy.jobs)
 REDIS = "redis"
 # Faults that end the node's process: a run there cannot last past the action's completion.
 DEATHS = ("kill", "stop", "restart")
@@ -654,7 +655,8 @@ def _exclusivity(ctx: CheckContext, params: NoParams) -> CheckResult:
     ctx.observation(Observation.JOB_RECORDS)
     backend = _backend(ctx)
     return check_lock_exclusivity(ctx.history, job_interval_s=backend.job_interval_s,
-                                  lock_ttl_s=backend.lock_ttl_s, max_run_s=backend.max_run_s)
+                                  lock_ttl_s=backend.lock_ttl_s, max_run_s=backend.max_run_s,
+                                  jobs=backend.jobs)
 
 
 def _exclusivity_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
@@ -704,7 +706,8 @@ register(CheckDef(
 def _fencing(ctx: CheckContext, params: NoParams) -> CheckResult:
     ctx.observation(Observation.JOB_RECORDS)
     backend = _backend(ctx)
-    return check_fencing(ctx.history, fencing_expected=backend.fencing, max_run_s=backend.max_run_s)
+    return check_fencing(ctx.history, fencing_expected=backend.fencing,
+                         max_run_s=backend.max_run_s, jobs=backend.jobs)
 
 
 def _fencing_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
@@ -745,7 +748,7 @@ def _takeover(ctx: CheckContext, params: TakeoverParams) -> CheckResult:
     backend = _backend(ctx)
     return check_lock_takeover(ctx.history, target_node=ctx.node(params.target),
                                lock_ttl_s=backend.lock_ttl_s, job_interval_s=backend.job_interval_s,
-                               tolerance_s=params.tolerance_s)
+                               tolerance_s=params.tolerance_s, jobs=backend.jobs)
 
 
 def _takeover_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
@@ -789,7 +792,9 @@ register(CheckDef(
 
 def _paused(ctx: CheckContext, params: NoParams) -> CheckResult:
     ctx.observation(Observation.JOB_RECORDS)
-    return check_jobs_paused_while_redis_down(ctx.history, _backend(ctx).job_interval_s)
+    backend = _backend(ctx)
+    return check_jobs_paused_while_redis_down(ctx.history, backend.job_interval_s,
+                                              jobs=backend.jobs)
 
 
 register(CheckDef(
@@ -801,7 +806,8 @@ register(CheckDef(
 def _holders(ctx: CheckContext, params: NoParams) -> CheckResult:
     ctx.observation(Observation.JOB_RECORDS)
     ctx.observation(Observation.LOCK_SAMPLES)
-    return check_lock_holders(ctx.history, max_run_s=_backend(ctx).max_run_s)
+    backend = _backend(ctx)
+    return check_lock_holders(ctx.history, max_run_s=backend.max_run_s, jobs=backend.jobs)
 
 
 register(CheckDef(
@@ -816,7 +822,7 @@ def _store_restart(ctx: CheckContext, params: NoParams) -> CheckResult:
     return check_lock_after_store_restart(ctx.history,
                                           persistence=ctx.expectations.redis.persistence,
                                           job_interval_s=_backend(ctx).job_interval_s,
-                                          ready_mark=ready_mark(REDIS))
+                                          ready_mark=ready_mark(REDIS), jobs=_backend(ctx).jobs)
 
 
 register(CheckDef(

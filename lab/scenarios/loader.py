@@ -17,7 +17,7 @@ from lab.faults import FAULTS
 from lab.objectives import Objectives
 from lab.registry import parameter_message, takes
 from lab.scenarios.model import Scenario
-from lab.scenarios.steps import definition_of
+from lab.scenarios.steps import WaitUntilAcquiredStep, definition_of
 from lab.topology.plan import node_roles
 
 
@@ -141,6 +141,13 @@ def _targets(scenario: Scenario) -> Iterable[tuple[str, str]]:
             yield f"checks.{index}.{check.check}.target", target
 
 
+def _unknown_job(job: str, config: LabConfig, source: str, field: str) -> list[str]:
+    jobs = config.backend.jobs
+    if job in jobs:
+        return []
+    return [f"{source}: {field}: unknown job {job!r} (jobs: {', '.join(jobs)})"]
+
+
 def check_nodes(scenario: Scenario, config: LabConfig, source: str) -> None:
     """Every node a scenario names exists in this lab's topology (or is a seeded random pick)."""
     roles = node_roles(config)
@@ -150,8 +157,14 @@ def check_nodes(scenario: Scenario, config: LabConfig, source: str) -> None:
                                 and node.split(":", 1)[1] in roles.values()):
             continue
         if node.startswith("holder:") and node.split(":", 1)[1]:
-            continue  # the backend holding that job's lock, resolved when the step runs
+            # the backend holding that job's lock, resolved when the step runs
+            problems.extend(_unknown_job(node.split(":", 1)[1], config, source, field))
+            continue
         if node not in roles:
             problems.append(f"{source}: {field}: unknown node {node!r} (nodes: {', '.join(roles)})")
+    for index, step in enumerate(scenario.steps):
+        if isinstance(step, WaitUntilAcquiredStep):
+            problems.extend(_unknown_job(step.wait_until_acquired.job, config, source,
+                                         f"steps.{index}.wait_until_acquired.job"))
     if problems:
         raise ConfigError("invalid scenario\n" + "\n".join(problems))

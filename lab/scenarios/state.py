@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import httpx
 from redis import RedisError
 
-from lab.checks.locks import JOBS
 from lab.errors import LabError
 from lab.expectations import Expectations
 from lab.faults import FAULTS, Fault, FaultSpec, make_fault
@@ -25,7 +24,8 @@ from lab.history import FaultEvent, FaultPhase, History, ready_mark
 from lab.topology.lab import Lab
 from lab.workload import TrafficRun
 from lab.workload.health_watch import HealthWatcher
-from lab.workload.jobs import read_locks, redis_client
+from lab.workload.job_sources import lock_reader
+from lab.workload.jobs import redis_client
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,16 @@ class RunState:
                    what: str) -> str:
         """Read the job locks from Redis every 50 ms until ``done(locks)`` names a backend;
         ``locks`` maps each held job to its holder and fencing token."""
+        reader = lock_reader(self.lab.config)
+        if reader is None:
+            raise LabError(f"{what}: the backend contract names no lock keys to read",
+                           hint="add [backend.contract.locks] key and holder to lab.toml")
+        jobs = self.expectations.backend.jobs
         deadline = time.monotonic() + timeout_s
         with redis_client(self.lab.endpoints.redis_url) as client:
             while time.monotonic() < deadline:
                 try:
-                    locks = {job: lock for job, lock in read_locks(client, JOBS).items()
+                    locks = {job: lock for job, lock in reader(client, jobs).items()
                              if lock[0] in self.lab.roles}
                     if (node := done(locks)) is not None:
                         return node

@@ -77,7 +77,7 @@ def backend_from_contract(config: LabConfig) -> BackendPolicy:
     assert c is not None
     return BackendPolicy(config.backend.replicas, c.job_interval_s, c.lock_ttl_s,
                          c.job_duration_s, c.dependency_timeout_s, c.drain_s, True, c.fencing,
-                         c.lock_renewal)
+                         c.lock_renewal, jobs=c.jobs)
 
 
 def _claimed_nginx(config: LabConfig) -> NginxPolicy:

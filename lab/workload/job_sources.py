@@ -19,16 +19,18 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 import redis
 
+from lab.config import LabConfig
 from lab.contract import REFERENCE_JOBS, BackendContract
 from lab.history import FencingRejection, JobRun, LockSample
 from lab.topology.lab import Lab
-from lab.workload.jobs import LockSampler, read_fencing_rejections, read_job_runs
+from lab.workload.jobs import LockSampler, read_fencing_rejections, read_job_runs, read_locks
 
 
 class JobSource(Protocol):
@@ -71,7 +73,19 @@ class TableSource:
         return read_fencing_rejections(self.lab.endpoints.postgres_dsn, since)
 
 
-def pattern_reader(contract: BackendContract):
+LockReader = Callable[[redis.Redis, tuple[str, ...]], dict[str, tuple[str, int | None]]]
+
+
+def lock_reader(config: LabConfig) -> LockReader | None:
+    """How this lab's job locks are read from Redis: the reference backend's keys, a
+    contract's key and holder patterns, or None when a contract names no lock keys."""
+    contract = config.backend.contract
+    if contract is None:
+        return read_locks
+    return pattern_reader(contract) if contract.locks is not None else None
+
+
+def pattern_reader(contract: BackendContract) -> LockReader:
     """A lock reader for the contract's key pattern and holder pattern."""
     assert contract.locks is not None
     holder = re.compile(contract.locks.holder)

@@ -12,7 +12,8 @@ Sources, every one on a published 127.0.0.1 port or through the Docker API:
 - NGINX's access log (``docker logs``, ``lab.workload.access_log``): every try of every request,
   whoever sent it: which upstream, which status;
 - NGINX's stub_status (the checklist's ``/nginx_status`` on 8080);
-- Redis: the job locks' holders (``read_locks``); PgBouncer: ``SHOW POOLS``.
+- Redis: the job locks' holders (``job_sources.lock_reader``: the backend's own keys);
+- PgBouncer: ``SHOW POOLS``.
 
 The sampler is one thread with an asyncio loop; blocking calls run in worker threads, each
 bounded by its own timeout, and PgBouncer is read with psycopg's async API under ``wait_for``
@@ -40,7 +41,6 @@ from pydantic import BaseModel, ConfigDict
 
 from lab.checks.ejection import upstream_attempts
 from lab.checks.latency import percentile
-from lab.checks.locks import JOBS
 from lab.engine import LABEL_KIND, LABEL_LAB, ContainerInfo
 from lab.faults import record as fault_record
 from lab.history import AccessLogEntry, Outcome, PoolSample, RequestRecord
@@ -48,7 +48,8 @@ from lab.topology.lab import Lab
 from lab.topology.plan import container_name
 from lab.topology.render import BACKEND_PORT, STATUS_PATH, STATUS_PORT
 from lab.workload.access_log import parse_access_log
-from lab.workload.jobs import read_locks, redis_client
+from lab.workload.job_sources import lock_reader
+from lab.workload.jobs import redis_client
 from lab.workload.pool_load import pool_samples_from_rows
 from lab.workload.traffic import TrafficRun, TrafficSpec
 
@@ -615,14 +616,18 @@ class LiveView:
     async def _read_locks(self) -> None:
         url = f"redis://127.0.0.1:{self._published('redis', '6379/tcp')}/0"
 
+        reader, jobs = lock_reader(self.lab.config), self.lab.config.backend.jobs
+        if reader is None:
+            raise LookupError("the backend contract names no lock keys")
+
         def read() -> dict[str, tuple[str, int | None]]:
             with redis_client(url, timeout_s=1.0) as client:
-                return read_locks(client, JOBS)
+                return reader(client, jobs)
 
         held = await self._blocking(read)
         self._latest.put("locks", tuple(LockView(job=job, holder=held.get(job, (None, None))[0],
                                                  token=held.get(job, (None, None))[1])
-                                        for job in JOBS))
+                                        for job in jobs))
 
     _pool_conn: psycopg.AsyncConnection[Any] | None = None
 

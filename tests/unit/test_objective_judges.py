@@ -371,3 +371,19 @@ def test_an_objective_that_crashes_is_unknown() -> None:
     result, _ = judged("ejection", Simulation().run(), {"target": "backend-2"}, expect=broken,
                        **KILL)
     assert result.verdict is Verdict.UNKNOWN and "expectations were not built" in result.derivation
+
+
+def test_the_checks_judge_the_jobs_the_contract_names() -> None:
+    """A backend of your own runs its own jobs: lock-exclusivity judges those (from the
+    contract, through the expectations record), not the reference backend's names."""
+    job = "send-reminders"
+    twice = steady(jobs=(job,))
+    twice.job_runs.append(run(999, 3, "backend-3", at=0.3, job=job))
+    reference = claimed(LabConfig())
+    result, _ = judged("lock-exclusivity", twice, expect=reference, **LOCKS)
+    assert result.verdict is not Verdict.FAIL  # the reference jobs never ran: not judged
+    own = dataclasses.replace(reference, parts={**reference.parts, "backend": Part(
+        dataclasses.replace(reference.backend, jobs=(job,)), "test")})
+    result, objectives = judged("lock-exclusivity", twice, expect=own, **LOCKS)
+    assert result.verdict is Verdict.FAIL
+    assert objectives["duplicate_job_runs"].verdict is Verdict.FAIL

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from lab.config import LabConfig
+from lab.config import LabConfig, load_config
 from lab.errors import ConfigError
 from lab.expectations import evaluate_duration
 from lab.scenarios.loader import available, check_nodes, load_scenario, parse_scenario
@@ -117,3 +119,21 @@ def test_duration_expressions_use_configuration_names() -> None:
     assert evaluate_duration(2, names) == 2.0
     with pytest.raises(ValueError, match="not a duration expression"):
         evaluate_duration("__import__('os')", names)
+
+
+def test_a_job_the_backend_does_not_run_is_named() -> None:
+    """``holder:<job>`` and ``wait_until_acquired`` name jobs of this lab's backend (the
+    reference's, or a contract's own), checked with the nodes before anything starts."""
+    text = VALID.replace("  - wait: 1", "  - wait_until_acquired: {job: send-reminders}").replace(
+        "target: backend-1}\n  - heal", "target: \"holder:send-reminders\"}\n  - heal")
+    scenario = parse_scenario(text, "t.yaml")
+    with pytest.raises(ConfigError) as error:
+        check_nodes(scenario, LabConfig(), "t.yaml")
+    rendered = error.value.render()
+    assert "t.yaml: steps.1.inject.target: unknown job 'send-reminders'" in rendered
+    assert "t.yaml: steps.0.wait_until_acquired.job: unknown job 'send-reminders'" in rendered
+    assert "recurring-messages" in rendered
+    own = Path(__file__).resolve().parents[2] / "examples" / "checklist" / "lab.toml"
+    config = load_config(own)
+    contract = config.backend.contract.model_copy(update={"jobs": ("send-reminders",)})
+    check_nodes(scenario, config.with_overrides("backend", contract=contract), "t.yaml")
