@@ -297,7 +297,7 @@ def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, sta
                          else f", delay threshold {rule.delay * ONE_REQUEST} milli"))
     expected = (f"each request's outcome as limit_req predicts for {_describe_rule(rule)} per "
                 f"client: disagreements only within one request of a threshold, and per run "
-                f"NGINX's accepted count within {tolerance_requests} + half the flips a 1 ms clock "
+                f"NGINX's accepted count within {tolerance_requests} + the flips a 1 ms clock "
                 f"shift explains, of the model's; rejections answered {status}")
     derivation = (f"rate {rule.rate_per_s:g} r/s = {bucket.rate} milli-requests/s (integer; "
                   f"r/m loses the remainder); {threshold_text}; key {rule.key or '?'} = "
@@ -393,12 +393,15 @@ def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, sta
         totals = run_totals.setdefault((key, run_index[key]), [0, 0])
         totals[0] += seen.accepted
         totals[1] += model.outcome.accepted
-    # Clock jitter flips decisions that sit within 1 ms of a threshold, in either direction:
-    # over k such flips the net difference stays near 0 and rarely passes k/2, while a real
-    # difference (another burst, no limit) pushes every flip the same way. Allowed: the
-    # tolerance plus half the jitter-explained flips.
+    # A decision within 1 ms of a threshold flips with the clock NGINX read, and that clock
+    # is not jitter around the logged one: NGINX caches its time once per event-loop pass, so
+    # on a busy machine a whole run of requests is read late (or early) together, and every
+    # flip goes the same way (CI, load 2: NGINX accepted 123 of 152 on /api/, the free-running
+    # model 112, with 19 flips a 1 ms shift explains). Allowed, then: the tolerance plus every
+    # such flip, the most a clock 1 ms off can explain. A real difference (another burst, no
+    # limit, a shared key) shows as decisions far from a threshold, which are never tolerated.
     def allowed(key: str, run: int) -> int:
-        return tolerance_requests + jitter_in_run[(key, run)] // 2
+        return tolerance_requests + jitter_in_run[(key, run)]
 
     off_runs = [(key, run, seen_n, model_n) for (key, run), (seen_n, model_n) in run_totals.items()
                 if abs(seen_n - model_n) > allowed(key, run)]
@@ -448,7 +451,7 @@ def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, sta
                        f"limit_req_status says {status}")
     for key, run, seen_n, model_n in off_runs:
         details.append(f"client {key}, run {run + 1}: NGINX accepted {seen_n}, the model {model_n} "
-                       f"(more than {allowed(key, run)} apart: {tolerance_requests} + half of "
+                       f"(more than {allowed(key, run)} apart: {tolerance_requests} + the "
                        f"{jitter_in_run[(key, run)]} flips a 1 ms shift explains)")
     if unlimited:
         details.append(f"{len(unlimited)} request(s) to a limited location were not evaluated by "

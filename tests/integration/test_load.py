@@ -49,17 +49,21 @@ def test_smoke_on_the_lab_network(running_lab: Lab, engine: Engine, tmp_path: Pa
     assert code == 0, output
     assert document["verdict"] == "pass" and document["k6"]["generator"] == "network"
     requests = document["history"]["requests"]
-    assert len(requests) == 60 and all(r["outcome"] == "ok" for r in requests)
+    # 20/s for 3 s schedules 60; k6 itself sometimes starts only 59 (the last start falls on
+    # the executor's end, and k6 counts no dropped iteration): every one k6 ran is a record.
+    directory = Path(next(tmp_path.glob("*/result.json"))).parent
+    summary = json.loads((directory / "summary.json").read_text())
+    assert len(requests) == summary["metrics"]["iterations"]["count"] in (59, 60)
+    assert all(r["outcome"] == "ok" for r in requests)
     assert {r["backend"] for r in requests} == set(running_lab.config.backend_names)
     assert all(r["intended_at"] <= r["sent_at"] + 1e-3 for r in requests)
     assert document["quotas"]["backend-1"] == 0.25
     nodes = {n["node"]: n for n in document["figures"]["nodes"]}
     assert {"k6", "nginx", "backend-1", "postgres"} <= set(nodes)
-    assert len(document["history"]["access_log"]) >= 60
+    assert len(document["history"]["access_log"]) >= len(requests)
     for node in running_lab.roles:
         assert engine.cpu_limit(running_lab.container(node)).cpus is None
     assert no_k6_containers(engine, running_lab)
-    directory = Path(next(tmp_path.glob("*/result.json"))).parent
     assert {"script.js", "summary.json", "k6.log", "result.json"} <= {
         p.name for p in directory.iterdir()
     }
