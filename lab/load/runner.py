@@ -334,6 +334,9 @@ class LoadRunner:
         return [*args, script]
 
     def _start_host(self, k6: K6Binary, env: dict[str, str], directory: Path, script: Path) -> None:
+        # Absolute paths: k6 runs in the script's folder, and it reads a relative name that does
+        # not start with "./" (".lab/runs/...") as a module specifier, not a file.
+        directory, script = directory.resolve(), script.resolve()
         log = (directory / "k6.log").open("wb")
         self._proc = subprocess.Popen(
             [str(k6.path), *self._k6_args(str(directory), str(script))],
