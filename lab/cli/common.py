@@ -25,6 +25,13 @@ from lab.objectives import parse_seconds
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
+
+def print_json(text: str) -> None:
+    """Print one JSON document for a script, as it is: rich's ``print_json`` re-renders it,
+    which took 12 s for the 6 MB result of the 17 shipped scenarios (0.2 s to encode)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
 NameOption = Annotated[str | None, typer.Option(
     "--name", "-n", help="Lab name (default: from lab.toml, else 'default').")]
 ConfigOption = Annotated[Path | None, typer.Option(

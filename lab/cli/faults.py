@@ -28,6 +28,7 @@ from lab.cli.common import (
     engine,
     lab_errors,
     out,
+    print_json,
     seconds_option,
 )
 from lab.engine import LABEL_KIND, LABEL_LAB
@@ -274,7 +275,7 @@ def faults(
         containers = {info.name: info for info in lab.engine.list_containers({LABEL_LAB: lab.name})}
         records = fault_record.parse(containers.values())
         if as_json:
-            out.print_json(json.dumps([
+            print_json(json.dumps([
                 {**r.model_dump(mode="json"), "state": fault_record.state(r, containers, lab.name)}
                 for r in records]))
             return

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from lab.cli.common import ConfigOption, config_for, console, lab_errors, out
+from lab.cli.common import ConfigOption, config_for, console, lab_errors, out, print_json
 from lab.config import LabConfig, config_path
 from lab.lint import Finding, Level, LintReport, for_checks, lint
 from lab.objectives import ObjectivesInForce, load_objectives
@@ -46,7 +46,7 @@ def lint_command(
         report = lint(config, load_objectives(config_file).values)
         source = str(config_path(config_file) or "defaults (no lab.toml)")
         if as_json:
-            out.print_json(json.dumps(document(report, source)))
+            print_json(json.dumps(document(report, source)))
         else:
             for finding in report.findings:
                 out.print(finding_text(finding), soft_wrap=True)

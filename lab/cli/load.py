@@ -14,7 +14,16 @@ from rich.live import Live
 from rich.text import Text
 
 from lab import report as run_report
-from lab.cli.common import ConfigOption, NameOption, config_for, console, engine, lab_errors, out
+from lab.cli.common import (
+    ConfigOption,
+    NameOption,
+    config_for,
+    console,
+    engine,
+    lab_errors,
+    out,
+    print_json,
+)
 from lab.cli.scenarios import ObjectiveOption, effective_config, say_predictions
 from lab.config import LabConfig, load_load_config
 from lab.errors import ConfigError, LabNotFound
@@ -369,7 +378,7 @@ def load(
                 lab.down()
         _print(result, as_json)
         if as_json:
-            out.print_json(
+            print_json(
                 json.dumps(report.document(result), default=str).replace("Infinity", "null")
             )
         raise typer.Exit(_exit([result.verdict.verdict]))
@@ -400,7 +409,7 @@ def _with_scenario(lab: Lab, scenario: Scenario, make: Any, objectives: Any, as_
         load_verdict, load_run = alongside.result.verdict.verdict, alongside.result.directory
     directory = run_report.write(result, report_dir, load_run=load_run)
     if as_json:
-        out.print_json(json.dumps([run_report.document(result, load_run)], default=str))
+        print_json(json.dumps([run_report.document(result, load_run)], default=str))
     else:
         out.print(run_report.table(result))
         for note in result.notes:
@@ -435,7 +444,7 @@ def _print_comparison(result: comparison.Comparison, as_json: bool) -> None:
         "after": result.after_at_equal.text(),
     }
     if as_json:
-        out.print_json(
+        print_json(
             json.dumps(
                 {
                     "sides": rows,

@@ -16,7 +16,16 @@ from rich.text import Text
 
 from lab import report
 from lab.checks import CHECKS
-from lab.cli.common import ConfigOption, NameOption, config_for, console, engine, lab_errors, out
+from lab.cli.common import (
+    ConfigOption,
+    NameOption,
+    config_for,
+    console,
+    engine,
+    lab_errors,
+    out,
+    print_json,
+)
 from lab.cli.lint import say_findings_for
 from lab.config import LabConfig
 from lab.engine import Engine
@@ -307,5 +316,5 @@ def run(
                     out.print(Text(f"  report: {directory / 'report.html'} "
                                    f"(data: {directory / 'result.json'})"))
         if as_json:
-            out.print_json(json.dumps([report.document(r) for r in results], default=str))
+            print_json(json.dumps([report.document(r) for r in results], default=str))
         raise typer.Exit(report.exit_code(results))

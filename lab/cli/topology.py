@@ -21,6 +21,7 @@ from lab.cli.common import (
     engine,
     lab_errors,
     out,
+    print_json,
 )
 from lab.engine import Removed
 from lab.topology import images as image_builder
@@ -158,7 +159,7 @@ def status(
         config = config_for(config_path, name)
         current = Lab.attach(engine(), config.name).status()
         if as_json:
-            out.print_json(json.dumps(status_document(current)))
+            print_json(json.dumps(status_document(current)))
             return
         table = Table(title=f"lab {current.name}", title_justify="left")
         for column in ("node", "role", "state", "ready", "published", "uptime"):
