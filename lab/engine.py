@@ -116,33 +116,6 @@ class ContainerStats:
 
 
 @dataclass(frozen=True)
-class ContainerInfo:
-    """What Docker says about one container, reduced to what the lab reads."""
-
-    id: str
-    name: str
-    status: str                      # created, running, paused, exited, dead, ...
-    labels: Mapping[str, str]
-    started_at: datetime | None
-    ip_address: str | None
-    published: Mapping[str, tuple[str, int]]   # "80/tcp" -> ("127.0.0.1", 49153)
-    env: Mapping[str, str]
-    exit_code: int | None
-    # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
-    bindings: tuple[HostBinding, ...] = ()
-    network_mode: str = ""           # HostConfig.NetworkMode: a network, "host", "container:<id>"
-    image: str = ""                  # the image reference it was created from
-
-    @property
-    def node(self) -> str:
-        return self.labels.get(LABEL_NODE, self.name)
-
-    @property
-    def role(self) -> str:
-        return self.labels.get(LABEL_ROLE, "")
-
-
-@dataclass(frozen=True)
 class ContainerSummary:
     """A container as Docker's list answers it, without an inspect per container."""
 
@@ -154,6 +127,25 @@ class ContainerSummary:
     @property
     def node(self) -> str:
         return self.labels.get(LABEL_NODE, self.name)
+
+    @property
+    def role(self) -> str:
+        return self.labels.get(LABEL_ROLE, "")
+
+
+@dataclass(frozen=True)
+class ContainerInfo(ContainerSummary):
+    """What Docker's inspect says about one container, reduced to what the lab reads."""
+
+    started_at: datetime | None
+    ip_address: str | None
+    published: Mapping[str, tuple[str, int]]   # "80/tcp" -> ("127.0.0.1", 49153)
+    env: Mapping[str, str]
+    exit_code: int | None
+    # Every binding, IPv6 and every-interface ones included (``published`` keeps one per port).
+    bindings: tuple[HostBinding, ...] = ()
+    network_mode: str = ""           # HostConfig.NetworkMode: a network, "host", "container:<id>"
+    image: str = ""                  # the image reference it was created from
 
 
 class ExecResult(NamedTuple):
