@@ -518,13 +518,18 @@ class Engine:
             image=(attrs.get("Config") or {}).get("Image") or "",
         )
 
-    def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
-        """Containers (any state) carrying every given label (value None: any value)."""
+    def _listed(self, labels: Mapping[str, str | None]) -> list[dict]:
+        """Docker's one listing call: containers in any state carrying every given label
+        (value None: any value), as the API answers them."""
         filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
         try:
-            summaries = self._client.api.containers(all=True, filters={"label": filters})
+            return self._client.api.containers(all=True, filters={"label": filters})
         except docker.errors.APIError as exc:
             raise LabError(f"cannot list containers: {exc.explanation}") from None
+
+    def list_containers(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        """Containers (any state) carrying every given label (value None: any value)."""
+        summaries = self._listed(labels)
         infos = []
         for summary in summaries:
             info = self.inspect(summary["Id"])
@@ -536,11 +541,7 @@ class Engine:
         """Like ``list_containers`` from the one listing call alone, for a view that polls:
         name, state, labels, address, published ports and image (no start time, environment,
         exit code or full bindings: those need an inspect per container)."""
-        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
-        try:
-            summaries = self._client.api.containers(all=True, filters={"label": filters})
-        except docker.errors.APIError as exc:
-            raise LabError(f"cannot list containers: {exc.explanation}") from None
+        summaries = self._listed(labels)
         infos = []
         for summary in summaries:
             networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
@@ -558,11 +559,7 @@ class Engine:
 
     def container_summaries(self, labels: Mapping[str, str | None]) -> list[ContainerSummary]:
         """Like ``list_containers`` from one list request: id, name, state and labels only."""
-        filters = [k if v is None else f"{k}={v}" for k, v in labels.items()]
-        try:
-            summaries = self._client.api.containers(all=True, filters={"label": filters})
-        except docker.errors.APIError as exc:
-            raise LabError(f"cannot list containers: {exc.explanation}") from None
+        summaries = self._listed(labels)
         return [ContainerSummary(s["Id"], (s.get("Names") or ["/" + s["Id"][:12]])[0].lstrip("/"),
                                  s.get("State", "unknown"), s.get("Labels") or {})
                 for s in summaries]
