@@ -13,6 +13,11 @@ and measure the system's queueing, not its rate. Each prints its answers per sec
 the hold; ``ratio`` is lab load's (default placement) over wrk's, per round and as the median.
 Also printed: each generator's own CPU, and the 1-minute load average before and after.
 
+The quotas are ./lab.toml's ``[load.cpus]``. On a 2-core machine the defaults give the nodes
+1.65 cores, and k6 (about 350 us of CPU per request, wrk 20) then takes the system's compute:
+``backend = 0.15`` leaves the generator room, and the ratio says how faithful k6 is rather
+than how crowded the machine is (README, "Load figures measured here").
+
 Every run is bounded (wrk by -d, k6 by its schedule); the lab this script started is removed.
 """
 
