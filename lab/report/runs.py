@@ -39,12 +39,13 @@ def newest(root: Path) -> Path:
     """The folder of the scenario run written last under ``root`` (a load run has no
     report.html of the lab's to render: k6's dashboard.html is its report)."""
     every = run_directories(root)
-    directories = [d for d in every if kind_of(d) != "load"]
-    if not directories:
+    # Newest first, reading results only until a scenario run turns up (each is megabytes).
+    newest_scenario = next((d for d in reversed(every) if kind_of(d) != "load"), None)
+    if newest_scenario is None:
         only = " (only `lab load` runs, whose report is k6's dashboard.html)" if every else ""
         raise LabError(f"no runs in {root}{only}", hint="`lab run NAME` writes one; or name "
                        "a run directory, or another --report-dir")
-    return directories[-1]
+    return newest_scenario
 
 
 def list_runs(root: Path) -> list[ListedRun]:

@@ -102,7 +102,7 @@ class RunState:
                    what: str) -> str:
         """Read the job locks from Redis every 50 ms until ``done(locks)`` names a backend;
         ``locks`` maps each held job to its holder and fencing token."""
-        reader = lock_reader(self.lab.config)
+        reader = lock_reader(self.lab.config.backend.contract)
         if reader is None:
             raise LabError(f"{what}: the backend contract names no lock keys to read",
                            hint="add [backend.contract.locks] key and holder to lab.toml")

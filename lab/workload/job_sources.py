@@ -26,7 +26,6 @@ from typing import Protocol
 
 import redis
 
-from lab.config import LabConfig
 from lab.contract import REFERENCE_JOBS, BackendContract
 from lab.history import FencingRejection, JobRun, LockSample
 from lab.topology.lab import Lab
@@ -58,12 +57,7 @@ class TableSource:
     def sampler(self, max_duration_s: float) -> LockSampler | None:
         if self.locks_unavailable is not None:
             return None
-        if self.contract is not None and self.contract.locks is not None:
-            return LockSampler(lambda: self.lab.endpoints.redis_url, self.jobs,
-                               max_duration_s=max_duration_s,
-                               reader=pattern_reader(self.contract))
-        return LockSampler(lambda: self.lab.endpoints.redis_url, self.jobs,
-                           max_duration_s=max_duration_s)
+        return lock_sampler(self.lab, self.contract, self.jobs, max_duration_s)
 
     def runs(self, since: float, end: float, samples: list[LockSample]) -> list[JobRun]:
         return [run for run in read_job_runs(self.lab.endpoints.postgres_dsn, since)
@@ -76,13 +70,22 @@ class TableSource:
 LockReader = Callable[[redis.Redis, tuple[str, ...]], dict[str, tuple[str, int | None]]]
 
 
-def lock_reader(config: LabConfig) -> LockReader | None:
-    """How this lab's job locks are read from Redis: the reference backend's keys, a
+def lock_reader(contract: BackendContract | None) -> LockReader | None:
+    """How a backend's job locks are read from Redis: the reference backend's keys, a
     contract's key and holder patterns, or None when a contract names no lock keys."""
-    contract = config.backend.contract
     if contract is None:
         return read_locks
     return pattern_reader(contract) if contract.locks is not None else None
+
+
+def lock_sampler(lab: Lab, contract: BackendContract | None, jobs: tuple[str, ...],
+                 max_duration_s: float) -> LockSampler | None:
+    """A sampler of ``jobs``' locks as ``lock_reader`` reads them (None: they cannot be read)."""
+    reader = lock_reader(contract)
+    if reader is None:
+        return None
+    return LockSampler(lambda: lab.endpoints.redis_url, jobs, max_duration_s=max_duration_s,
+                       reader=reader)
 
 
 def pattern_reader(contract: BackendContract) -> LockReader:
@@ -121,10 +124,7 @@ class _ContractSource:
                                       "([backend.contract.locks] key and holder)")
 
     def sampler(self, max_duration_s: float) -> LockSampler | None:
-        if self.contract.locks is None:
-            return None
-        return LockSampler(lambda: self.lab.endpoints.redis_url, self.jobs,
-                           max_duration_s=max_duration_s, reader=pattern_reader(self.contract))
+        return lock_sampler(self.lab, self.contract, self.jobs, max_duration_s)
 
     def rejections(self, since: float) -> list[FencingRejection]:
         # A black box records no refused writes the lab could read.

@@ -616,7 +616,7 @@ class LiveView:
     async def _read_locks(self) -> None:
         url = f"redis://127.0.0.1:{self._published('redis', '6379/tcp')}/0"
 
-        reader, jobs = lock_reader(self.lab.config), self.lab.config.backend.jobs
+        reader, jobs = lock_reader(self.lab.config.backend.contract), self.lab.config.backend.jobs
         if reader is None:
             raise LookupError("the backend contract names no lock keys")
 
