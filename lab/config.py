@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -240,6 +240,21 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
+# Fields of lab.toml that name files, resolved relative to lab.toml's folder.
+PATH_FIELDS = (("nginx", "conf"), ("pgbouncer", "ini"), ("pgbouncer", "userlist"),
+               ("backend", "build"))
+
+
+def absolute_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """lab.toml data with the file fields made absolute against ``base`` (lab.toml's folder)."""
+    out = dict(data)
+    for section, name in PATH_FIELDS:
+        table = out.get(section)
+        if isinstance(table, dict) and isinstance(table.get(name), str) and table[name]:
+            out[section] = {**table, name: str((base / Path(table[name]).expanduser()).resolve())}
+    return out
+
+
 def load_config(path: Path | None = None, *, name: str | None = None) -> LabConfig:
     """Read ``lab.toml`` (explicit path, or ./lab.toml when present, else the defaults).
 
@@ -249,8 +264,6 @@ def load_config(path: Path | None = None, *, name: str | None = None) -> LabConf
     data = read_toml(path) if path is not None else {}
     data.pop("objectives", None)
     if path is not None:
-        from lab.topology.userconf import absolute_paths
-
         data = absolute_paths(data, Path(path).resolve().parent)
     data.pop("load", None)      # how load runs are given compute: LoadConfig, below
     config = parse_config(data, source=str(path or "defaults"))

@@ -47,9 +47,6 @@ from lab.topology.render import (
     PGBOUNCER_PORT,
 )
 
-# Fields of lab.toml that name files, resolved relative to lab.toml's folder.
-PATH_FIELDS = (("nginx", "conf"), ("pgbouncer", "ini"), ("pgbouncer", "userlist"),
-               ("backend", "build"))
 NGINX_PREFIX = "/etc/lab/conf"
 WRAPPER = "lab-nginx.conf"          # the stand-in nginx.conf around a conf.d-style file
 RENDERED_MAIN = "/etc/lab/nginx.conf"
@@ -77,16 +74,6 @@ _TLS_FILES = {"ssl_certificate": "cert", "ssl_certificate_key": "key",
 # Files NGINX reads that the lab can only copy from beside your conf.
 _OTHER_FILES = ("ssl_dhparam", "auth_basic_user_file", "ssl_password_file",
                 "ssl_session_ticket_key", "ssl_crl", "ssl_stapling_file")
-
-
-def absolute_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """lab.toml data with the file fields made absolute against ``base`` (lab.toml's folder)."""
-    out = dict(data)
-    for section, name in PATH_FIELDS:
-        table = out.get(section)
-        if isinstance(table, dict) and isinstance(table.get(name), str) and table[name]:
-            out[section] = {**table, name: str((base / Path(table[name]).expanduser()).resolve())}
-    return out
 
 
 def _existing(path: str, what: str) -> Path:
