@@ -73,6 +73,9 @@ class NginxConfig(_Frozen):
     security_headers: bool = True
     # Your own nginx.conf or conf.d file (lab.topology.userconf): run instead of the rendered one.
     conf: str | None = None
+    # With several upstream blocks in ``conf``: the backend pool (default: the block the
+    # traffic's "/" is proxied to).
+    upstream: str | None = None
 
 
 class PgBouncerConfig(_Frozen):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,12 +33,28 @@ from lab.contract import REFERENCE_JOBS
 
 
 @dataclass(frozen=True)
+class UpstreamServer:
+    """One ``server`` line of an upstream group, with the parameters NGINX runs it with."""
+
+    node: str                           # the backend node it maps to (or its address)
+    address: str
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout_s: float = 10.0
+    backup: bool = False
+    down: bool = False
+    max_conns: int = 0                  # 0: no limit
+
+
+@dataclass(frozen=True)
 class UpstreamPolicy:
-    """The upstream group the lab's locations proxy to, with its passive-check settings."""
+    """What a request proxied to the backend pool meets: the upstream group (its servers and
+    their passive-check settings) and the proxy settings in force at the location that
+    proxies it (timeouts, retries, keepalive)."""
 
     name: str
     servers: tuple[str, ...]            # node names (backend-1, ...) of the primary servers
-    max_fails: int
+    max_fails: int                      # the primary servers' (the first one's if they differ)
     fail_timeout_s: float
     connect_timeout_s: float
     read_timeout_s: float
@@ -47,6 +64,15 @@ class UpstreamPolicy:
     balancing: str                      # round_robin, least_conn, ip_hash, hash, random
     next_upstream_tries: int = 0        # 0: as many tries as live servers
     backup_servers: tuple[str, ...] = ()
+    # Every server line (primary, backup and down), each with its own parameters; empty for a
+    # policy built by hand, where the group's values above stand for every server.
+    members: tuple[UpstreamServer, ...] = ()
+    next_upstream_timeout_s: float = 0.0    # 0: retries are not limited in time
+    location: str = "/"                 # the location whose settings these are
+    keepalive: int = 0                  # idle connections cached per worker (0: none)
+    http_version: str = "1.0"           # proxy_http_version
+    connection_header: str | None = None    # proxy_set_header Connection (None: "close")
+    hash_key: str = ""                  # the hash directive's key (balancing "hash")
 
     @property
     def shared_counters(self) -> bool:
@@ -57,6 +83,25 @@ class UpstreamPolicy:
     def ejects(self) -> bool:
         """Whether a failing server can be taken out of rotation at all (docs/semantics.md §1)."""
         return self.max_fails > 0 and len(self.servers) > 1
+
+    def peer(self, node: str) -> UpstreamServer:
+        """The server line of ``node`` (the group's values when the policy lists no members)."""
+        for member in self.members:
+            if member.node == node and not member.down:
+                return member
+        return UpstreamServer(node, node, 1, self.max_fails, self.fail_timeout_s,
+                              node in self.backup_servers)
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Primary server -> its weight (1 each when the policy lists no members)."""
+        return {node: self.peer(node).weight for node in self.servers}
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every primary server has the same max_fails and fail_timeout."""
+        return len({(self.peer(n).max_fails, self.peer(n).fail_timeout_s)
+                    for n in self.servers}) <= 1
 
 
 @dataclass(frozen=True)
@@ -74,27 +119,111 @@ class RateLimitRule:
 
 @dataclass(frozen=True)
 class ServerPolicy:
-    """One ``server`` block: where it listens and which headers it adds."""
+    """One ``server`` block: where it listens, which headers it adds, whether it redirects."""
 
     listen: tuple[str, ...]
     tls: bool
     server_names: tuple[str, ...]
     headers: tuple[tuple[str, str], ...]     # add_header name/value in force at server level
     always_headers: tuple[str, ...]          # names of those added with "always"
+    ports: tuple[int, ...] = ()              # the ports it listens on (80 when none is named)
+    tls_ports: tuple[int, ...] = ()          # those of them with ``ssl``
+    default_ports: tuple[int, ...] = ()      # ports where it is the ``default_server``
+    # A redirect every plain-HTTP request to this server gets before any location (a
+    # server-level ``return 301 https://...``, or one inside ``if ($scheme = http)``).
+    http_redirect: str | None = None
+
+
+@dataclass(frozen=True)
+class LocationPolicy:
+    """One location of one server block and where it sends a request."""
+
+    server: int                      # index into NginxPolicy.servers
+    modifier: str                    # "" (prefix), "=", "^~", "~", "~*", "@" (named)
+    pattern: str
+    upstream: UpstreamPolicy | None  # the upstream group it proxies to, with its settings
+    proxied: str | None = None       # proxy_pass's host part (an upstream name, or host:port)
+    redirect: str | None = None      # the target of a ``return 3xx URL`` answering it
+    where: str = ""                  # file:line
+
+    def matches(self, path: str) -> bool:
+        """Whether a request path matches this location's own pattern (nginx's rules)."""
+        if self.modifier == "@":
+            return False
+        if self.modifier == "=":
+            return path == self.pattern
+        if self.modifier in ("~", "~*"):
+            flags = re.IGNORECASE if self.modifier == "~*" else 0
+            try:
+                return re.search(self.pattern, path, flags) is not None
+            except re.error:
+                return False
+        return path.startswith(self.pattern)
 
 
 @dataclass(frozen=True)
 class NginxPolicy:
     """Everything the checks read from nginx.conf."""
 
-    upstream: UpstreamPolicy
+    upstream: UpstreamPolicy             # the backend pool, as the traffic's "/" meets it
     rate_limits: tuple[RateLimitRule, ...]
     rate_limit_status: int
     servers: tuple[ServerPolicy, ...]
+    locations: tuple[LocationPolicy, ...] = ()
+    upstream_names: tuple[str, ...] = ()     # every upstream block, in file order
 
     def rate_limit_for(self, location: str) -> tuple[RateLimitRule, ...]:
         """The limit_req rules of one location prefix (empty when it is not limited)."""
         return tuple(rule for rule in self.rate_limits if rule.location == location)
+
+    def server_for(self, port: int) -> int | None:
+        """The index of the server block a request on ``port`` reaches (its default_server,
+        else the first listening there; no Host header matching)."""
+        listening = [i for i, s in enumerate(self.servers) if port in (s.ports or (80,))]
+        default = [i for i in listening if port in self.servers[i].default_ports]
+        return (default or listening or [None])[0]
+
+    def location_for(self, path: str, port: int = 80) -> LocationPolicy | None:
+        """The location that answers ``path`` on ``port``, by nginx's order: an exact match,
+        else the longest prefix when it is ``^~``, else the first regex that matches, else the
+        longest prefix (docs/semantics.md §1)."""
+        server = self.server_for(port)
+        if server is None:
+            return None
+        own = [loc for loc in self.locations if loc.server == server]
+        exact = [loc for loc in own if loc.modifier == "=" and loc.matches(path)]
+        if exact:
+            return exact[0]
+        prefixes = [loc for loc in own if loc.modifier in ("", "^~") and loc.matches(path)]
+        longest = max(prefixes, key=lambda loc: len(loc.pattern), default=None)
+        if longest is not None and longest.modifier == "^~":
+            return longest
+        regex = next((loc for loc in own if loc.modifier in ("~", "~*") and loc.matches(path)),
+                     None)
+        return regex or longest
+
+    def redirects(self, path: str, port: int = 80) -> str | None:
+        """Where a plain request for ``path`` on ``port`` is redirected, if it is."""
+        server = self.server_for(port)
+        if server is None:
+            return None
+        if self.servers[server].http_redirect and port not in self.servers[server].tls_ports:
+            return self.servers[server].http_redirect
+        location = self.location_for(path, port)
+        return location.redirect if location is not None else None
+
+    def https_port(self) -> int | None:
+        """A port some server block serves TLS on (443 first)."""
+        ports = sorted({p for s in self.servers for p in s.tls_ports}, key=lambda p: p != 443)
+        return ports[0] if ports else None
+
+    def upstream_for(self, path: str, port: int = 80) -> UpstreamPolicy | None:
+        """The upstream settings a request for ``path`` meets, following a redirect of plain
+        HTTP to HTTPS as the lab's clients do; None when no upstream group answers it."""
+        if self.redirects(path, port) is not None and (tls := self.https_port()) is not None:
+            port = tls
+        location = self.location_for(path, port)
+        return location.upstream if location is not None else None
 
 
 class FailureMode(StrEnum):
@@ -237,6 +366,14 @@ class Expectations:
     @property
     def upstream(self) -> UpstreamPolicy:
         return self.nginx.upstream
+
+    def upstream_for(self, path: str | None) -> UpstreamPolicy:
+        """The backend pool's settings as a request for ``path`` meets them (its location's
+        timeouts and retries); the pool's "/" settings for no path or an unproxied one."""
+        nginx = self.nginx
+        found = nginx.upstream_for(path) if path else None
+        return found if found is not None and found.name == nginx.upstream.name \
+            else nginx.upstream
 
     def sources(self) -> dict[str, str]:
         """Part -> where it came from (and the error, when it could not be read)."""

@@ -74,6 +74,11 @@ class AccessLogEntry:
     limit_req_status: str       # PASSED, DELAYED, REJECTED, ... or "-"
     remote_addr: str = ""
     request_id: str = ""
+    # The worker process that served it ($pid): failure counters are per worker without a
+    # zone. 0 where unknown.
+    worker: int = 0
+    # $upstream_connect_time per attempt; None where nginx logged "-" (never connected).
+    upstream_connect_s: tuple[float | None, ...] = ()
 
     @property
     def started_at(self) -> float:

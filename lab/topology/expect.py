@@ -86,7 +86,7 @@ def _claimed_nginx(config: LabConfig) -> NginxPolicy:
     user = user_nginx(config, strict=False)
     if user is None:
         return parse_nginx_policy(render_nginx(config))
-    return policy_from_tree(user.tree, nodes=user.nodes)
+    return policy_from_tree(user.tree, nodes=user.nodes, upstream=config.nginx.upstream)
 
 
 def _claimed_pgbouncer(config: LabConfig) -> PgBouncerPolicy:
@@ -206,7 +206,8 @@ def running(lab: Lab) -> Expectations:
     read at once, so the record costs the slowest read (nginx -T), not their sum."""
     readers: dict[str, tuple[str, Callable[[], object]]] = {
         "nginx": ("what NGINX loaded (nginx -T in the nginx container)",
-                  lambda: parse_nginx_policy(lab.nginx_conf(), nodes=_nodes(lab))),
+                  lambda: parse_nginx_policy(lab.nginx_conf(), nodes=_nodes(lab),
+                                           upstream=lab.config.nginx.upstream)),
         "pgbouncer": ("PgBouncer's SHOW CONFIG and SHOW DATABASES", lambda: _pgbouncer(lab)),
         "postgres": ("PostgreSQL's SHOW synchronous_commit, max_connections",
                      lambda: _postgres(lab)),

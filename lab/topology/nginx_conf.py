@@ -34,7 +34,14 @@ from dataclasses import dataclass
 import crossplane
 
 from lab.errors import ConfigError
-from lab.expectations import NginxPolicy, RateLimitRule, ServerPolicy, UpstreamPolicy
+from lab.expectations import (
+    LocationPolicy,
+    NginxPolicy,
+    RateLimitRule,
+    ServerPolicy,
+    UpstreamPolicy,
+    UpstreamServer,
+)
 
 DEFAULT_MAX_FAILS = 1
 DEFAULT_FAIL_TIMEOUT_S = 10.0
@@ -265,32 +272,27 @@ def _rate_per_s(value: str, where: str) -> float:
 # --- policy extraction --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Server:
-    host: str
-    address: str
-    max_fails: int
-    fail_timeout_s: float
-    backup: bool
-    down: bool
-
-
-def _upstream_server(directive: _Directive) -> _Server:
+def _upstream_server(directive: _Directive, nodes: Mapping[str, str]) -> UpstreamServer:
     where = f"{directive.where}: server"
     if not directive.args:
         raise ConfigError(f"{where}: missing address", hint=_HINT)
     address = directive.args[0]
     host = address.rsplit(":", 1)[0] if ":" in address and not address.startswith("unix:") \
         else address
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     max_fails, fail_timeout, backup, down = DEFAULT_MAX_FAILS, DEFAULT_FAIL_TIMEOUT_S, False, False
+    weight, max_conns = 1, 0
     for param in directive.args[1:]:
         key, _, value = param.partition("=")
         if key == "max_fails":
             max_fails = _int(value, f"{where} max_fails")
         elif key == "fail_timeout":
             fail_timeout = parse_time_s(value, where=f"{where} fail_timeout")
-        elif key in ("weight", "max_conns"):
-            _int(value, f"{where} {key}", minimum=1 if key == "weight" else 0)
+        elif key == "weight":
+            weight = _int(value, f"{where} weight", minimum=1)
+        elif key == "max_conns":
+            max_conns = _int(value, f"{where} max_conns")
         elif key == "slow_start":
             parse_time_s(value, where=f"{where} slow_start")
         elif param == "backup":
@@ -301,51 +303,55 @@ def _upstream_server(directive: _Directive) -> _Server:
             pass
         else:
             raise ConfigError(f"{where}: unknown parameter {param!r}", hint=_HINT)
-    return _Server(host, address, max_fails, fail_timeout, backup, down)
+    # A user's upstream names hosts (backend-1.internal:3000) or addresses; the checks want
+    # nodes.
+    node = nodes.get(address) or nodes.get(host) or host
+    return UpstreamServer(node, address, weight, max_fails, fail_timeout, backup, down,
+                          max_conns)
 
 
 _BALANCERS = {"least_conn": "least_conn", "ip_hash": "ip_hash", "hash": "hash",
               "random": "random", "least_time": "least_time"}
 
 
-def _upstream_policy(name: str, block: Sequence[_Directive], *, connect_timeout_s: float,
-                     read_timeout_s: float, next_upstream: tuple[str, ...], tries: int,
+def _upstream_policy(name: str, block: Sequence[_Directive], scope: _Scope, location: str, *,
                      worker_processes: int,
                      nodes: Mapping[str, str] | None = None) -> UpstreamPolicy:
-    servers = [_upstream_server(d) for d in _children(block, "server")]
-    nodes = nodes or {}
-
-    def node(server: _Server) -> str:
-        # A user's upstream names hosts (backend-1.internal:3000); the checks want nodes.
-        return nodes.get(server.address) or nodes.get(server.host) or server.host
-
-    if not servers:
+    members = tuple(_upstream_server(d, nodes or {}) for d in _children(block, "server"))
+    if not members:
         raise ConfigError(f"nginx.conf: upstream {name!r} has no server", hint=_HINT)
-    primary = [s for s in servers if not s.backup and not s.down]
-    settings = {(s.max_fails, s.fail_timeout_s) for s in servers if not s.down}
-    if len(settings) > 1:
-        # The checks model one ejection policy for the whole group.
-        raise ConfigError(f"nginx.conf: upstream {name!r}: servers differ in max_fails/"
-                          "fail_timeout; the checks need one policy for the group", hint=_HINT)
-    max_fails, fail_timeout = settings.pop() if settings else (DEFAULT_MAX_FAILS,
-                                                               DEFAULT_FAIL_TIMEOUT_S)
-    balancing = "round_robin"
+    primary = [s for s in members if not s.backup and not s.down]
+    # The group's values are the first primary server's; each server keeps its own in
+    # ``members`` (UpstreamPolicy.peer), which is what the checks read for one backend.
+    first = primary[0] if primary else members[0]
+    balancing, hash_key = "round_robin", ""
     for directive in block:
         if directive.name in _BALANCERS:
             balancing = _BALANCERS[directive.name]
+            if directive.name == "hash" and directive.args:
+                hash_key = directive.args[0]
+    keepalive = _last(block, "keepalive")
     return UpstreamPolicy(
         name=name,
-        servers=tuple(node(s) for s in primary),
-        max_fails=max_fails,
-        fail_timeout_s=fail_timeout,
-        connect_timeout_s=connect_timeout_s,
-        read_timeout_s=read_timeout_s,
-        next_upstream=next_upstream,
+        servers=tuple(s.node for s in primary),
+        max_fails=first.max_fails,
+        fail_timeout_s=first.fail_timeout_s,
+        connect_timeout_s=scope.connect_timeout_s,
+        read_timeout_s=scope.read_timeout_s,
+        next_upstream=scope.next_upstream,
         zone=_last(block, "zone") is not None,
         worker_processes=worker_processes,
         balancing=balancing,
-        next_upstream_tries=tries,
-        backup_servers=tuple(node(s) for s in servers if s.backup and not s.down),
+        next_upstream_tries=scope.tries,
+        backup_servers=tuple(s.node for s in members if s.backup and not s.down),
+        members=members,
+        next_upstream_timeout_s=scope.next_upstream_timeout_s,
+        location=location,
+        keepalive=_int(_one_arg(keepalive), f"{keepalive.where}: keepalive")
+        if keepalive is not None else 0,
+        http_version=scope.http_version,
+        connection_header=scope.connection_header,
+        hash_key=hash_key,
     )
 
 
@@ -357,6 +363,9 @@ class _Scope:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     next_upstream: tuple[str, ...] = DEFAULT_NEXT_UPSTREAM
     tries: int = 0
+    next_upstream_timeout_s: float = 0.0
+    http_version: str = "1.0"
+    connection_header: str | None = None
     limit_req: tuple[_Directive, ...] = ()
     headers: tuple[_Directive, ...] = ()
 
@@ -375,10 +384,24 @@ class _Scope:
         tries = self.tries
         if (d := _last(block, "proxy_next_upstream_tries")) is not None:
             tries = _int(_one_arg(d), f"{d.where}: proxy_next_upstream_tries")
-        # limit_req and add_header are inherited only when the level defines none of its own.
+        retry_timeout = self.next_upstream_timeout_s
+        if (d := _last(block, "proxy_next_upstream_timeout")) is not None:
+            retry_timeout = parse_time_s(_one_arg(d),
+                                         where=f"{d.where}: proxy_next_upstream_timeout")
+        version = self.http_version
+        if (d := _last(block, "proxy_http_version")) is not None:
+            version = _one_arg(d)
+        # proxy_set_header, limit_req and add_header are inherited only when the level
+        # defines none of its own.
+        connection = self.connection_header
+        set_headers = _children(block, "proxy_set_header")
+        if set_headers:
+            connection = next((d.args[1] for d in reversed(set_headers)
+                               if len(d.args) == 2 and d.args[0].lower() == "connection"), None)
         limit_req = tuple(_children(block, "limit_req")) or self.limit_req
         headers = tuple(_children(block, "add_header")) or self.headers
-        return _Scope(connect, read, next_upstream, tries, limit_req, headers)
+        return _Scope(connect, read, next_upstream, tries, retry_timeout, version, connection,
+                      limit_req, headers)
 
 
 def _one_arg(directive: _Directive) -> str:
@@ -388,12 +411,52 @@ def _one_arg(directive: _Directive) -> str:
     return directive.args[0]
 
 
+_MODIFIERS = ("=", "^~", "~", "~*")
+_REDIRECT_CODES = {"301", "302", "303", "307", "308"}
+
+
 @dataclass(frozen=True)
 class _Location:
     prefix: str
     scope: _Scope
     proxy_pass: str | None
     regex: bool = False
+    modifier: str = ""
+    redirect: str | None = None
+    where: str = ""
+
+
+def _redirect_of(block: Sequence[_Directive]) -> str | None:
+    """The URL a ``return 3xx URL`` (or a permanent/redirect ``rewrite``) directly in this
+    block sends every request to, if any."""
+    for d in block:
+        if d.name == "return" and len(d.args) == 2 and d.args[0] in _REDIRECT_CODES:
+            return d.args[1]
+        if d.name == "return" and len(d.args) == 1 and d.args[0].startswith(("http://",
+                                                                            "https://")):
+            return d.args[0]
+        if (d.name == "rewrite" and len(d.args) == 3 and d.args[2] in ("permanent", "redirect")
+                and d.args[1].startswith("https://")):
+            return d.args[1]
+    return None
+
+
+def _http_redirect(block: Sequence[_Directive]) -> str | None:
+    """A server's redirect of plain HTTP: a server-level ``return``, or one inside
+    ``if ($scheme = http)`` / ``if ($scheme != https)`` / ``if ($https = "")``."""
+    direct = _redirect_of(block)
+    if direct is not None:
+        return direct
+    for d in block:
+        if d.name != "if" or d.block is None:
+            continue
+        condition = " ".join(d.args).replace('"', "").replace("'", "").replace(" ", "")
+        if condition in ("($scheme=http)", "($scheme!=https)", "($https=)",
+                         "($http_x_forwarded_proto!=https)", "($https!=on)"):
+            found = _redirect_of(d.block)
+            if found is not None and found.startswith("https://"):
+                return found
+    return None
 
 
 def _locations(block: Sequence[_Directive], scope: _Scope) -> Iterator[_Location]:
@@ -407,8 +470,11 @@ def _locations(block: Sequence[_Directive], scope: _Scope) -> Iterator[_Location
         proxy = _last(directive.block, "proxy_pass")
         # Modifiers (=, ^~, ~, ~*) precede the path; regex locations keep their pattern.
         prefix = directive.args[-1]
-        regex = directive.args[0] in ("~", "~*")
-        yield _Location(prefix, inner, _one_arg(proxy) if proxy is not None else None, regex)
+        modifier = directive.args[0] if len(directive.args) > 1 and \
+            directive.args[0] in _MODIFIERS else ("@" if prefix.startswith("@") else "")
+        regex = modifier in ("~", "~*")
+        yield _Location(prefix, inner, _one_arg(proxy) if proxy is not None else None, regex,
+                        modifier, _redirect_of(directive.block), directive.where)
         yield from _locations(directive.block, inner)
 
 
@@ -495,15 +561,54 @@ def _best_location(locations: Sequence[_Location], path: str) -> _Location | Non
     return best
 
 
+def _listen_ports(block: Sequence[_Directive]) -> tuple[tuple[int, ...], tuple[int, ...],
+                                                         tuple[int, ...]]:
+    ports, tls, default = [], [], []
+    for d in _children(block, "listen"):
+        if not d.args:
+            continue
+        text = d.args[0].rsplit(":", 1)[-1] if not d.args[0].startswith("unix:") else ""
+        if not text.isdigit():
+            if d.args[0].startswith("["):
+                continue
+            text = "80" if not text else text
+            if not text.isdigit():
+                continue
+        port = int(text)
+        ports.append(port)
+        if "ssl" in d.args[1:]:
+            tls.append(port)
+        if "default_server" in d.args[1:] or "default" in d.args[1:]:
+            default.append(port)
+    return tuple(ports) or (80,), tuple(tls), tuple(default)
+
+
+def _target(proxy_pass: str) -> str:
+    return re.sub(r"^(https?|grpcs?)://", "", proxy_pass).split("/", 1)[0]
+
+
 def parse_nginx_policy(text: str, *, path: str = "/",
-                       nodes: Mapping[str, str] | None = None) -> NginxPolicy:
+                       nodes: Mapping[str, str] | None = None,
+                       upstream: str | None = None) -> NginxPolicy:
     """The typed policy of one nginx.conf or an ``nginx -T`` dump; timeouts are those in force
-    for ``path``; ``nodes`` maps upstream addresses (``host:port`` or ``host``) to node names."""
-    return policy_from_tree(read_tree(text), path=path, nodes=nodes)
+    for ``path``; ``nodes`` maps upstream addresses (``host:port`` or ``host``) to node names;
+    ``upstream`` names the backend pool (default: the group ``path`` is proxied to)."""
+    return policy_from_tree(read_tree(text), path=path, nodes=nodes, upstream=upstream)
+
+
+def pool_upstream(main: Sequence[Directive], *, path: str = "/") -> str | None:
+    """The name of the upstream block a request for ``path`` is proxied to (following a
+    redirect of plain HTTP to HTTPS), or the only upstream block; None when neither."""
+    try:
+        policy = policy_from_tree(main, path=path)
+    except ConfigError:
+        return None
+    return policy.upstream.name
 
 
 def policy_from_tree(main: Sequence[Directive], *, path: str = "/",
-                     nodes: Mapping[str, str] | None = None) -> NginxPolicy:
+                     nodes: Mapping[str, str] | None = None,
+                     upstream: str | None = None) -> NginxPolicy:
     """The typed policy of a configuration tree whose includes are resolved."""
     http_blocks = [d for d in _children(main, "http") if d.block is not None]
     if len(http_blocks) != 1:
@@ -515,49 +620,79 @@ def policy_from_tree(main: Sequence[Directive], *, path: str = "/",
                  if d.args and d.block is not None}
     if not upstreams:
         raise ConfigError("nginx.conf: no upstream block", hint=_HINT)
+    workers = _worker_processes(main)
 
     servers: list[ServerPolicy] = []
     rules: list[RateLimitRule] = []
-    chosen: tuple[str, _Scope] | None = None
-    for server in _children(http, "server"):
+    located: list[LocationPolicy] = []
+    for index, server in enumerate(_children(http, "server")):
         block = server.block or ()
         scope = http_scope.enter(block)
         pairs, always = _headers(scope.headers)
         listen = tuple(" ".join(d.args) for d in _children(block, "listen"))
         names = tuple(a for d in _children(block, "server_name") for a in d.args)
-        tls = any("ssl" in d.args for d in _children(block, "listen"))
-        servers.append(ServerPolicy(listen, tls, names, pairs, always))
-        locations = list(_locations(block, scope))
-        for location in locations:
+        ports, tls_ports, default_ports = _listen_ports(block)
+        servers.append(ServerPolicy(listen, bool(tls_ports), names, pairs, always, ports,
+                                    tls_ports, default_ports, _http_redirect(block)))
+        for location in _locations(block, scope):
             for rule in _limit_rules(location, zones):
                 if rule not in rules:
                     rules.append(rule)
-        if chosen is None:
-            best = _best_location(locations, path)
-            if best is not None and best.proxy_pass is not None:
-                target = re.sub(r"^https?://", "", best.proxy_pass).split("/", 1)[0]
-                chosen = (target, best.scope)
-    if chosen is None:
-        if len(upstreams) != 1:
-            raise ConfigError(f"nginx.conf: no location proxies {path!r} and there are several "
-                              "upstreams to choose from", hint=_HINT)
-        chosen = (next(iter(upstreams)), http_scope)
-    name, scope = chosen
-    if name not in upstreams:
-        raise ConfigError(f"nginx.conf: proxy_pass names {name!r}, which is no upstream block",
-                          hint=_HINT)
-    upstream = _upstream_policy(
-        name, upstreams[name], connect_timeout_s=scope.connect_timeout_s,
-        read_timeout_s=scope.read_timeout_s, next_upstream=scope.next_upstream,
-        tries=scope.tries, worker_processes=_worker_processes(main), nodes=nodes)
-
+            target = _target(location.proxy_pass) if location.proxy_pass else None
+            policy = None
+            if target is not None and target in upstreams:
+                policy = _upstream_policy(target, upstreams[target], location.scope,
+                                          location.prefix, worker_processes=workers,
+                                          nodes=nodes)
+            located.append(LocationPolicy(index, location.modifier, location.prefix, policy,
+                                          target, location.redirect, location.where))
+    partial = NginxPolicy(_placeholder(), tuple(rules), 0, tuple(servers), tuple(located),
+                          tuple(upstreams))
+    if upstream is not None:
+        if upstream not in upstreams:
+            raise ConfigError(f"[nginx] upstream = {upstream!r}: no such upstream block "
+                              f"(blocks: {', '.join(upstreams)})", hint=_HINT)
+        found = partial.upstream_for(path)
+        pool = found if found is not None and found.name == upstream else next(
+            (loc.upstream for loc in located if loc.upstream is not None
+             and loc.upstream.name == upstream), None) or _upstream_policy(
+            upstream, upstreams[upstream], http_scope, "", worker_processes=workers,
+            nodes=nodes)
+    else:
+        pool = partial.upstream_for(path)
+        reached = partial.location_for(path, 443 if partial.redirects(path) is not None
+                                       and partial.https_port() else 80)
+        if pool is None and reached is not None and reached.proxied is not None:
+            raise ConfigError(f"{reached.where}: proxy_pass names {reached.proxied!r}, which is "
+                              "no upstream block: NGINX proxies it to that one address, with "
+                              "nothing to fail over to", hint="proxy to an upstream block of "
+                              "the backends")
+        if pool is None:
+            proxied = {loc.upstream.name for loc in located if loc.upstream is not None}
+            if len(upstreams) == 1 or len(proxied) == 1:
+                name = next(iter(proxied)) if len(proxied) == 1 else next(iter(upstreams))
+                pool = next((loc.upstream for loc in located if loc.upstream is not None
+                             and loc.upstream.name == name), None) or _upstream_policy(
+                    name, upstreams[name], http_scope, "", worker_processes=workers,
+                    nodes=nodes)
+            else:
+                raise ConfigError(f"nginx.conf: no location proxies {path!r} and there are "
+                                  f"several upstreams to choose from ({', '.join(upstreams)})",
+                                  hint="name the backend pool in lab.toml: [nginx] upstream = "
+                                  "\"NAME\"")
     status = DEFAULT_LIMIT_REQ_STATUS
     if (d := _last(http, "limit_req_status")) is not None:
         status = _int(_one_arg(d), f"{d.where}: limit_req_status")
         if not 400 <= status <= 599:
             raise ConfigError(f"{d.where}: limit_req_status must be 400-599",
                               hint=_HINT)
-    return NginxPolicy(upstream, tuple(rules), status, tuple(servers))
+    return NginxPolicy(pool, tuple(rules), status, tuple(servers), tuple(located),
+                       tuple(upstreams))
+
+
+def _placeholder() -> UpstreamPolicy:
+    # NginxPolicy's routing methods need no pool; the real one replaces this at once.
+    return UpstreamPolicy("", (), 0, 0.0, 0.0, 0.0, (), False, 1, "round_robin")
 
 
 @dataclass(frozen=True)

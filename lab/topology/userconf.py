@@ -456,7 +456,8 @@ def _check_server_names(tree: Sequence[Directive], shown: Mapping[str, str], nam
 
 def user_nginx_policy(config: Any, user: UserNginx, *, path: str = "/"):
     """The policy of the user's files as they would run (static; no nginx -T)."""
-    return policy_from_tree(user.tree, path=path, nodes=user.nodes)
+    return policy_from_tree(user.tree, path=path, nodes=user.nodes,
+                            upstream=config.nginx.upstream)
 
 
 def nodes_of(config: Any) -> dict[str, str] | None:

@@ -11,8 +11,9 @@ NODES = {"172.29.0.11:8000": "backend-1", "172.29.0.12:8000": "backend-2",
          "172.29.0.13:8000": "backend-3"}
 
 
-def line(*fields: str) -> str:
+def line(*fields: str, pid: str = "7", connect: str = "-") -> str:
     """An access log line as NGINX writes it with the lab's log_format."""
+    fields = (*fields, pid, connect)
     assert len(fields) == len(ACCESS_LOG_FIELDS)
     return "\t".join((ACCESS_LOG_TAG, *fields))
 
@@ -82,3 +83,13 @@ def test_truncated_line_skipped_or_strict() -> None:
     with pytest.raises(ValueError, match="line 1"):
         parse_access_log(text, NODES, strict=True)
     assert parse_access_log_line("no tag here", NODES) is None
+
+
+def test_worker_and_connect_times() -> None:
+    """$pid names the worker; $upstream_connect_time gives each attempt's connect, or None."""
+    (entry,) = parse_access_log(line(
+        "1700000002.010", "1.010", "GET", "/health", "200",
+        "172.29.0.11:8000, 172.29.0.12:8000", "504, 200", "1.001, 0.009", "-", "10.0.0.1",
+        "r", pid="31", connect="-, 0.001"), NODES)
+    assert entry.worker == 31
+    assert entry.upstream_connect_s == (None, 0.001)

@@ -160,7 +160,6 @@ BROKEN = {
     "bad worker_processes": lambda t: t.replace("worker_processes 2", "worker_processes many"),
     "bad limit_req_status": lambda t: t.replace("limit_req_status 429", "limit_req_status 200"),
     "unknown server parameter": lambda t: t.replace("max_fails=3 ", "max_fail=3 ", 1),
-    "mixed server policies": lambda t: t.replace("max_fails=3", "max_fails=2", 1),
 }
 
 
@@ -177,3 +176,86 @@ def test_worker_processes_auto_is_positive() -> None:
     """worker_processes auto resolves to at least one worker."""
     text = "worker_processes auto;\n" + MINIMAL
     assert parse_nginx_policy(text).upstream.worker_processes >= 1
+
+
+SHAPES = """
+events {}
+http {
+    upstream app {
+        least_conn;
+        server 10.0.0.11:3000 weight=3 max_fails=2 fail_timeout=5s;
+        server 10.0.0.12:3000 max_conns=50;
+        server 10.0.0.13:3000 backup;
+        server 10.0.0.14:3000 down;
+        keepalive 16;
+    }
+    upstream other { server 10.0.0.99:9000; }
+    server {
+        listen 80 default_server;
+        server_name example.com;
+        return 301 https://$host$request_uri;
+    }
+    server {
+        listen 443 ssl http2;
+        server_name example.com www.example.com;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        location / { proxy_pass http://app; }
+        location = /exact { proxy_pass http://other; }
+        location ^~ /static/ { root /srv; }
+        location ~ \\.php$ { proxy_pass http://other; }
+        location /api/ {
+            proxy_next_upstream error timeout non_idempotent;
+            proxy_next_upstream_tries 2;
+            proxy_next_upstream_timeout 3s;
+            proxy_connect_timeout 2s;
+            proxy_pass http://app;
+        }
+    }
+}
+"""
+
+
+def test_members_weights_and_per_server_settings() -> None:
+    """Each server line keeps its own weight, max_fails, fail_timeout, backup and down."""
+    nodes = {"10.0.0.11:3000": "backend-1", "10.0.0.12:3000": "backend-2",
+             "10.0.0.13:3000": "backend-3"}
+    upstream = parse_nginx_policy(SHAPES, nodes=nodes).upstream
+    assert upstream.name == "app"
+    assert upstream.servers == ("backend-1", "backend-2")
+    assert upstream.backup_servers == ("backend-3",)
+    assert upstream.weights == {"backend-1": 3, "backend-2": 1}
+    assert (upstream.peer("backend-1").max_fails, upstream.peer("backend-1").fail_timeout_s) \
+        == (2, 5.0)
+    assert (upstream.peer("backend-2").max_fails, upstream.peer("backend-2").fail_timeout_s) \
+        == (1, 10.0)
+    assert upstream.peer("backend-2").max_conns == 50
+    assert not upstream.uniform
+    assert upstream.balancing == "least_conn"
+    assert (upstream.keepalive, upstream.http_version, upstream.connection_header) \
+        == (16, "1.1", "")
+
+
+def test_redirect_followed_and_locations_matched_as_nginx_does() -> None:
+    """Plain HTTP that port 80 redirects meets the HTTPS server's locations, in nginx's order."""
+    policy = parse_nginx_policy(SHAPES)
+    assert policy.redirects("/", 80) == "https://$host$request_uri"
+    assert policy.upstream.location == "/"
+    api = policy.upstream_for("/api/messages")
+    assert api is not None
+    assert (api.location, api.next_upstream_tries, api.next_upstream_timeout_s,
+            api.connect_timeout_s) == ("/api/", 2, 3.0, 2.0)
+    assert "non_idempotent" in api.next_upstream
+    assert policy.upstream_for("/exact").name == "other"
+    assert policy.upstream_for("/static/x.php") is None        # ^~ wins over the regex
+    assert policy.upstream_for("/index.php").name == "other"   # the regex over the prefix /
+    assert policy.upstream_names == ("app", "other")
+
+
+def test_several_upstreams_pick_the_one_traffic_reaches() -> None:
+    """With several upstream blocks the pool is the one "/" is proxied to, or the one named."""
+    policy = parse_nginx_policy(SHAPES)
+    assert policy.upstream.name == "app"
+    assert parse_nginx_policy(SHAPES, upstream="other").upstream.name == "other"
+    with pytest.raises(ConfigError, match="no such upstream"):
+        parse_nginx_policy(SHAPES, upstream="nope")
