@@ -128,7 +128,7 @@ class Simulation:
     loop_lag_s: float = 0.001      # each event is handled up to this late (one loop pass)
     healthy_s: tuple[float, float] = (0.001, 0.003)
 
-    def run(self, seed: int) -> History:  # noqa: C901 - one event loop, kept in one place
+    def run(self, seed: int) -> History:
         """The history of one simulated run."""
         rng = random.Random(seed)
         nx = self.nginx
