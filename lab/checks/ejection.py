@@ -217,7 +217,12 @@ def check_ejection(history: History, expectations: Expectations, target: str) ->
     server = policy.peer(target)
     never = server.max_fails == 0 or len(policy.servers) < 2
     found = _ejection(r, target, start, end)
-    mine = [v for v in r.violations if v.backend == target and start <= v.at < end]
+    # Every fault window on the target is judged (a crash loop ejects it again); the first
+    # one's ejection is the one measured.
+    spans = [(i.started_at, h.at if h is not None else end)
+             for i, h in history.fault_windows(target)]
+    mine = [v for v in r.violations if v.backend == target
+            and any(a <= v.at < b for a, b in spans)]
     judged = [d for d in r.requests if any(start <= a.started_at < end for a in d.attempts)]
     sharing = "shared (zone)" if policy.shared_counters else "per worker process"
     endings = ", ".join(f"{n} {kind.value}" for kind in AttemptEnd
@@ -227,7 +232,8 @@ def check_ejection(history: History, expectations: Expectations, target: str) ->
          f"{r.ambiguous} left open by the log's millisecond timing; balancer: "
          f"{r.balancer_note}"),
         f"counters {sharing}: {', '.join(str(d) for d in r.domains)}",
-        f"{len(attempts)} tries routed to {target} during the fault: {endings}",
+        f"{len(attempts)} tries routed to {target} during the first fault: {endings}"
+        + (f"; {len(spans)} fault windows judged" if len(spans) > 1 else ""),
         f"{found.failures} failures counted against it"
         + (f" ({found.abandoned} tries ended by the client giving up, which NGINX counts as no "
            "failure)" if found.abandoned else ""),
@@ -328,6 +334,7 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
 
 register(CheckDef(
     name=NAME, params=EjectionParams, judge=_judge, describe=_describe, client_filter=False,
+    label=lambda p: f"{NAME} {p.target}",
     summary="whether NGINX routed to, skipped and retried around a failed backend as its "
             "configuration's counters, balancer and timeouts say (its access log replayed)",
     objectives=(ObjectiveHook("ejection", _objective, _predict),)))

@@ -164,6 +164,7 @@ def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objective
 
 register(CheckDef(
     name=NAME, params=ReadmissionParams, judge=_judge, describe=_describe, client_filter=False,
+    label=lambda p: f"{NAME} {p.target}",
     summary="whether NGINX probed and re-admitted a healed backend when its counters say (its "
             "access log replayed from the heal)",
     objectives=(ObjectiveHook("readmission", _objective, _predict),)))

@@ -86,6 +86,8 @@ class Fault:
     added_s: float = 0.0           # slowed: the delay each answer from the target gets
     inject_at: float = 2.0
     heal_at: float | None = 6.0
+    # The same fault again (a crash loop): (inject, heal) seconds after the start.
+    again: tuple[float, float] | None = None
     ready_after_s: float = 0.3     # the healed backend answers this long after its heal
     action_s: float = 0.12         # how long the fault's own action took (docker kill)
     kind: str = "kill"
@@ -149,9 +151,16 @@ class Simulation:
         f = self.fault
         down_from = T0 + f.inject_at - rng.uniform(0.0, f.action_s)
         up_at = T0 + f.heal_at + f.ready_after_s if f.heal_at is not None else math.inf
+        periods = [(down_from, up_at)]
+        if f.again is not None:
+            periods.append((T0 + f.again[0] - rng.uniform(0.0, f.action_s),
+                            T0 + f.again[1] + f.ready_after_s))
 
         def failing(name: str, t: float) -> bool:
-            return name == f.target and down_from <= t < up_at
+            return name == f.target and any(a <= t < b for a, b in periods)
+
+        def thaw(t: float) -> float:
+            return next((b for a, b in periods if a <= t < b), math.inf)
 
         rid = 0
         for stream in self.streams:
@@ -168,6 +177,13 @@ class Simulation:
             history.faults.append(FaultEvent(f.kind, f.target, FaultPhase.HEAL, T0 + f.heal_at,
                                              T0 + f.heal_at - 0.05))
             history.mark(ready_mark(f.target), up_at)
+        if f.again is not None:
+            history.faults += [
+                FaultEvent(f.kind, f.target, FaultPhase.INJECT, T0 + f.again[0],
+                           T0 + f.again[0] - f.action_s),
+                FaultEvent(f.kind, f.target, FaultPhase.HEAL, T0 + f.again[1],
+                           T0 + f.again[1] - 0.05)]
+            history.mark(ready_mark(f.target), periods[1][1])
         requests: dict[int, _Request] = {}
 
         def ms(t: float) -> int:
@@ -226,9 +242,9 @@ class Simulation:
                 connected = rng.uniform(0.0001, 0.0005)
                 attempt["connect"] = connected
                 end, kind = t + connected + nx.read_timeout_s + lag(), "read-timeout"
-                if up_at < end:
+                if thaw(t) < end:
                     # Thawed before the read timer fired: the answer comes then.
-                    end, kind = up_at + rng.uniform(*self.healthy_s), "ok"
+                    end, kind = thaw(t) + rng.uniform(*self.healthy_s), "ok"
             elif failing(peer.name, t) and f.mode == "slowed":
                 end, kind = t + rng.uniform(*self.healthy_s) + f.added_s, "ok"
             else:
