@@ -50,7 +50,8 @@ def test_ejection_and_readmission_follow_the_configuration() -> None:
         default["readmission backend-1"]
     changed = _expected("failover", LabConfig().with_overrides("nginx", max_fails=5,
                                                                fail_timeout_s=4))
-    assert "max_fails=5" in changed["ejection backend-1"] and "fail_timeout=4 s" in changed["ejection backend-1"]
+    ejection = changed["ejection backend-1"]
+    assert "max_fails=5" in ejection and "fail_timeout=4 s" in ejection
     assert "fail_timeout=4 s" in changed["readmission backend-1"]
 
 
