@@ -331,7 +331,8 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
         return Prediction("ejection", NAME, threshold, "not by timed-out tries", None,
                           f"{cost_derivation(policy, mode)} >= the clients' "
                           f"{ctx.client_timeout_s:g} s: a client gives up first, and NGINX "
-                          "counts an abandoned try as no failure (docs/semantics.md §1); only tries that fail sooner count "
+                          "counts an abandoned try as no failure (docs/semantics.md §1); "
+                          "only tries that fail sooner count "
                           "(for a killed backend, connects failing once the kernel gives up on "
                           "its address: measured 41 s)")
     worst, arithmetic = worst_case_ejection_s(policy, mode, ctx.rate_per_s)
