@@ -42,11 +42,11 @@ def test_ejection_and_readmission_follow_the_configuration() -> None:
     """The rules move with lab.toml: max_fails, fail_timeout and the timeouts in force are the
     ones each check states (the checks' own text, not a restatement)."""
     default = _expected("failover", LabConfig())
-    assert default["ejection backend-1"].startswith("backend-1 chosen while fewer than max_fails=3 "
-                                          "failures count")
+    assert default["ejection backend-1"].startswith("backend-1 in rotation until max_fails=3 "
+                                                    "failures count")
     assert "fail_timeout=10 s" in default["ejection backend-1"]
-    assert "timeouts of 1 s (connect) and 5 s (read)" in default["ejection backend-1"]
-    assert "fail_timeout=10 s has passed since its last counted failure" in \
+    assert "timeouts 1 s connect, 5 s read" in default["ejection backend-1"]
+    assert "fail_timeout=10 s after its last counted failure" in \
         default["readmission backend-1"]
     changed = _expected("failover", LabConfig().with_overrides("nginx", max_fails=5,
                                                                fail_timeout_s=4))
@@ -75,6 +75,6 @@ def test_explain_prints_each_checks_expectation() -> None:
     """The command shows the expectation under each check line."""
     result = CliRunner().invoke(app, ["explain", "failover"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    expects = "expects: backend-1 chosen while fewer than max_fails=3 failures count"
+    expects = "expects: backend-1 in rotation until max_fails=3 failures count"
     assert expects in result.output
     assert "wait 3.36 s = connect_timeout 1 + max_fails 3 × interval 0.12 + 2" in result.output
