@@ -263,6 +263,10 @@ def check_ejection(history: History, expectations: Expectations, target: str) ->
         measured = (f"not ejected during the {end - inject.at:.3f} s fault: {found.failures} of "
                     f"max_fails={server.max_fails} failures counted")
     measured += f"; {len(mine)} decisions against the configuration"
+    if not r.balancer_judged:
+        # What is left unjudged is said, not passed over: a skip that was due cannot be told.
+        measured += f" (whether it was skipped early is not judged: {policy.balancing})"
+        values.append(("balancer_judged", 0.0))
     verdict = Verdict.FAIL if mine else Verdict.PASS
     return CheckResult(NAME, verdict, measured, expected, "; ".join(derivation), details,
                        tuple(values))
