@@ -110,3 +110,39 @@ def test_a_bad_objective_is_refused_before_anything_starts(engine: Engine, tmp_p
         assert message in result.stderr, result.stderr
         assert "Traceback" not in result.output
     assert not engine.list_containers({LABEL_LAB: name})
+
+
+CHECKLIST = Path(__file__).resolve().parents[2] / "examples" / "checklist"
+
+
+def checklist_site(tmp_path: Path, *, drop: tuple[str, ...]) -> Path:
+    """The checklist's own NGINX site (examples/checklist/backend.conf) in front of the lab's
+    backends, without the add_header lines naming ``drop``; its lab.toml."""
+    site = (CHECKLIST / "backend.conf").read_text().replace(".internal:3000", ".internal:8000")
+    kept = [line for line in site.splitlines(keepends=True)
+            if not any(f"add_header {name} " in line for name in drop)]
+    assert len(kept) == len(site.splitlines()) - len(drop)
+    (tmp_path / "site.conf").write_text("".join(kept))
+    return lab_toml(tmp_path, '[nginx]\nconf = "site.conf"\nserver_name = "api.example.com"\n')
+
+
+@pytest.mark.covers("check:security-headers", "objective:security_headers")
+def test_a_checklist_site_without_csp_and_xfo_fails_its_objectives(
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path,
+        negative_control) -> None:
+    """The checklist's site with its Content-Security-Policy and X-Frame-Options lines deleted,
+    run as it is: NGINX adds exactly the headers it is told to (conformance passes), and the
+    checklist's security-header objective fails, naming both; predicted before the run."""
+    config = checklist_site(tmp_path, drop=("Content-Security-Policy", "X-Frame-Options"))
+    code, document, stderr = run_json("security", "--name", session_lab_name("no-csp-site"),
+                                      "--config", str(config), "--seed", "31",
+                                      "--report-dir", str(tmp_path))
+    negative_control.observe(document)
+    assert code == 1, layers(document)
+    assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
+    headers = next(c for c in document["checks"] if c["name"] == "security-headers")
+    objective = next(o for o in headers["objectives"] if o["name"] == "security_headers")
+    assert objective["verdict"] == "fail", objective
+    assert ("X-Frame-Options missing" in objective["measured"]
+            and "Content-Security-Policy missing" in objective["measured"]), objective
+    assert "predicted: security_headers" in stderr and "UNREACHABLE" in stderr, stderr
