@@ -38,15 +38,16 @@ def lab_toml(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.covers("objective:ejection")
+@pytest.mark.covers("check:ejection", "objective:ejection")
 def test_a_balancer_that_never_ejects_conforms_and_fails_its_ejection_objective(
-        engine: Engine, lab_images: dict[str, str], tmp_path: Path) -> None:
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path, negative_control) -> None:
     """max_fails = 0: NGINX never ejects the killed backend, exactly as its configuration says
     (conformance passes), which fails the checklist's 50 s target; predicted before the run."""
     config = lab_toml(tmp_path, "[nginx]\nmax_fails = 0\n")
     code, document, stderr = run_json("failover", "--name", session_lab_name("never-ejects"),
                                       "--config", str(config), "--seed", "21",
                                       "--report-dir", str(tmp_path))
+    negative_control.observe(document)
     assert code == 1
     assert document["verdict"] == "fail"
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
@@ -57,15 +58,16 @@ def test_a_balancer_that_never_ejects_conforms_and_fails_its_ejection_objective(
     assert prediction["reachable"] is False and "max_fails = 0" in prediction["arithmetic"]
 
 
-@pytest.mark.covers("objective:readmission")
+@pytest.mark.covers("check:readmission", "objective:readmission")
 def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
-        engine: Engine, lab_images: dict[str, str], tmp_path: Path) -> None:
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path, negative_control) -> None:
     """fail_timeout = 45 s: the healed backend comes back when NGINX's timer says (conformance
     passes), long after the checklist's 30 s; the prediction shows the arithmetic."""
     config = lab_toml(tmp_path, "[nginx]\nfail_timeout_s = 45\n")
     code, document, _ = run_json("failover", "--name", session_lab_name("slow-readmit"),
                                       "--config", str(config), "--seed", "22",
                                       "--report-dir", str(tmp_path))
+    negative_control.observe(document)
     assert code == 1
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
     readmission = layers(document)["readmission"]
@@ -75,16 +77,17 @@ def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
             and "fail_timeout + c_probe + g = 45" in prediction["arithmetic"])
 
 
-@pytest.mark.covers("objective:health_latency", "objective:failing_latency", "objective:ejection",
-                    "objective:readmission")
+@pytest.mark.covers("check:latency", "objective:health_latency", "objective:failing_latency",
+                    "objective:ejection", "objective:readmission")
 def test_objectives_tightened_below_the_default_topology_fail(
-        running_lab: Lab, tmp_path: Path) -> None:
+        running_lab: Lab, tmp_path: Path, negative_control) -> None:
     """The default topology, judged against objectives tighter than it can meet, conforms and
     fails each of them by name; the thresholds' source is the command line."""
     code, document, _ = run_json(
         "failover", "--name", running_lab.name, "--seed", "23", "--report-dir", str(tmp_path),
         "--objective", "ejection=0.2s", "--objective", "readmission=2s",
         "--objective", "failing_latency=0.3s", "--objective", "health_latency=0.01ms")
+    negative_control.observe(document)
     assert code == 1
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
     judged = layers(document)
