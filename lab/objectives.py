@@ -171,7 +171,7 @@ class Objectives(BaseModel):
     rate_limit_headers: Names = Field(("X-RateLimit-Status", "Retry-After"),
                                       description="headers every rate-limited (429) answer carries")
     fail_fast: Seconds = Field(
-        5.0, description="every request sent during a dependency outage answered within (s)")
+        10.0, description="every request sent during a dependency outage answered within (s)")
     health_contract: HealthContractObjective = Field(
         default_factory=HealthContractObjective,
         description="what each health endpoint answers, healthy and during an outage")

@@ -298,9 +298,9 @@ checks:
 @pytest.mark.covers("check:fail-fast", "objective:fail_fast")
 def test_fail_fast_fails_when_backends_wait_longer_than_clients_may(
         engine: Engine, lab_images: dict[str, str], negative_control) -> None:
-    """Backends that wait 2 s per database call, run as they are: each answer stays within the
-    bound their budget implies (conformance), and clients wait longer than a 3 s fail-fast
-    objective allows; the prediction (3 tries x 2 s) said so.
+    """Backends that wait 2 s per database call (LAB_DEPENDENCY_TIMEOUT_S=1), run as they are:
+    each answer stays within the bound their budget implies (conformance), and clients wait
+    longer than a 3 s fail-fast objective allows; the prediction (3 tries x 2 s) said so.
 
     At 2 requests/s the first request's retry goes out before any backend has max_fails
     failures, so it waits two budgets (4 s) at least; at higher rates all three backends are
