@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from synthetic_history import Simulation
+from nginx_sim import failover
 from test_checks_dependency import outage
 from test_checks_distribution import _judged as distribution_judged
 from test_checks_distribution import spread
@@ -140,27 +140,34 @@ def _durability() -> list[Any]:
 
 def _latency() -> list[Any]:
     return [judged("latency", _health(0.008))[0],
-            judged("latency", Simulation().run(), objectives=tightened(failing_latency=0.5),
-                   **KILL)[0]]
+            judged("latency", failover(), objectives=tightened(failing_latency=0.5),
+                   **KILL)[0],
+            # An NGINX whose connect timeout is a quarter longer than its configuration's.
+            judged("latency", failover(connect_timeout_s=1.25), **KILL)[0]]
 
 
 def _load(gate: Any) -> list[Any]:
     slow = judge_records([dataclasses.replace(r, latency_s=0.5, client="default")
-                          for r in Simulation().run().requests], 0.2, 0.001)
+                          for r in failover().requests], 0.2, 0.001)
     assert not all(t.passed for t in slow)
     gate.observe_objective("load_p95", Verdict.FAIL if not slow[0].passed else Verdict.PASS)
     return []
 
 
 CASES: dict[str, tuple[tuple[str, ...], Callable[..., list[Any]]]] = {
+    # Conformance: an NGINX one step off its configuration; objectives: a configuration that
+    # never ejects, or a tighter target.
     "ejection": (("check:ejection", "objective:ejection"), lambda: [judged(
-        "ejection", Simulation(max_fails=0).run(), {"target": "backend-2"},
-        expect=expectations(max_fails=0), **KILL)[0]]),
+        "ejection", failover(max_fails=0), {"target": "backend-2"},
+        expect=expectations(max_fails=0), **KILL)[0], judged(
+        "ejection", failover(max_fails=4), {"target": "backend-2"}, **KILL)[0]]),
     "readmission": (("check:readmission", "objective:readmission"), lambda: [judged(
-        "readmission", Simulation(fail_timeout_s=4.0, heal_at=8.0).run(), {"target": "backend-2"},
-        objectives=tightened(readmission=0.1), **KILL)[0]]),
+        "readmission", failover(heal_at=8.0), {"target": "backend-2"},
+        objectives=tightened(readmission=0.1), **KILL)[0], judged(
+        "readmission", failover(heal_at=8.0, fail_timeout_s=6), {"target": "backend-2"},
+        **KILL)[0]]),
     "availability": (("check:availability", "objective:availability"), lambda: [judged(
-        "availability", Simulation(retry=False).run(), **KILL)[0]]),
+        "availability", failover(next_upstream=("http_502",)), **KILL)[0]]),
     "durability": (("check:durability", "objective:lost_writes"), _durability),
     "latency": (("check:latency", "objective:health_latency", "objective:failing_latency"),
                 _latency),
