@@ -79,6 +79,9 @@ class AccessLogEntry:
     worker: int = 0
     # $upstream_connect_time per attempt; None where nginx logged "-" (never connected).
     upstream_connect_s: tuple[float | None, ...] = ()
+    # $upstream_header_time per attempt; None where no response header came (an error, a
+    # timeout, or the client gave up first): what tells NGINX's own 502/504 from a backend's.
+    upstream_header_s: tuple[float | None, ...] = ()
 
     @property
     def started_at(self) -> float:

@@ -1,13 +1,20 @@
-"""Availability: the share of requests that succeeded, and whether acknowledged writes survived.
+"""Availability: every request that did not get an ok answer is one the configuration
+implies; and acknowledged writes survive.
 
-An ``unknown`` outcome (timeout) is not a success: the client did not get its answer. For
-writes the reverse holds: a write the client saw acknowledged must be stored, whatever else
-happened; an unacknowledged one may or may not be.
+Conformance does not compare the success ratio with a threshold (that is the ``availability``
+objective). It explains each non-ok request from NGINX's log and the configuration NGINX runs
+(``lab.checks.outcomes``): not retried because ``proxy_next_upstream`` forbids it, no live
+server, the backend's own answer during a fault, a rate limit, a client giving up inside a
+timeout NGINX is configured to wait. Any other error, or a retry the configuration makes that
+NGINX did not, fails it. An ``unknown`` outcome (timeout) is not a success.
+
+For writes the reverse holds: a write the client saw acknowledged must be stored, whatever
+else happened; an unacknowledged one may or may not be.
 """
 
 from __future__ import annotations
 
-import math
+from collections import Counter
 from typing import Annotated
 
 from pydantic import Field
@@ -17,9 +24,10 @@ from lab.checks.base import (
     ObjectiveResult,
     Prediction,
     Verdict,
-    combine,
     never_crashes,
 )
+from lab.checks.ejection import pool_replay
+from lab.checks.outcomes import Explainer
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
@@ -29,53 +37,66 @@ from lab.checks.registry import (
     measured_objective,
     register,
 )
-from lab.expectations import FailureMode
+from lab.expectations import Expectations, FailureMode, UpstreamPolicy
 from lab.history import History, Outcome
 from lab.objectives import Objectives, threshold_text
 
 NAME = "availability"
 DURABILITY = "durability"
-# Keeps 1000 * (1 - 0.999) = 1.0000000000000009 from flooring the wrong way.
-_EPS = 1e-9
+# How many unexplained requests a result lists.
+SHOWN = 3
+
+
+def explainer(history: History, expectations: Expectations) -> Explainer:
+    """The run's outcome explainer: its replay and the settings of each request's location."""
+    nginx = expectations.nginx
+    pool = nginx.upstream
+
+    def policy_for(uri: str) -> UpstreamPolicy:
+        found = nginx.upstream_for(uri.split("?", 1)[0])
+        return found if found is not None and found.name == pool.name else pool
+
+    return Explainer(history, pool_replay(history, expectations), policy_for,
+                     rate_limit_status=nginx.rate_limit_status)
 
 
 @never_crashes(NAME)
-def check_availability(history: History, slo: float = 0.999,
-                       window: tuple[float, float] | None = None,
-                       acknowledged_write_ids: frozenset[str] | None = None,
-                       stored_write_ids: frozenset[str] | None = None) -> CheckResult:
-    """Whether ok/total meets the SLO and every acknowledged write is stored."""
-    requests = [r for r in history.requests
-                if window is None or window[0] <= r.sent_at < window[1]]
+def check_availability(history: History, expectations: Expectations) -> CheckResult:
+    """Whether every request without an ok answer is one the running configuration implies."""
+    requests = history.requests
     total = len(requests)
     ok = sum(r.outcome is Outcome.OK for r in requests)
     failed = sum(r.outcome is Outcome.FAIL for r in requests)
     unknown = total - ok - failed
-    allowed = math.floor(total * (1 - slo) + _EPS)
-    derivation = (f"SLO {slo:g} over {total} requests allows floor({total} * (1 - {slo:g})) = "
-                  f"{allowed} non-ok (fail + unknown)")
-    expected = f"success ratio >= {slo:g}"
+    expected = "a non-ok answer only where the configuration implies one"
     values: list[tuple[str, float]] = [("total", float(total)), ("ok", float(ok)),
                                        ("failed", float(failed)), ("unknown", float(unknown))]
-    details: list[str] = []
-    verdicts: list[Verdict] = []
     if total == 0:
-        measured = "no requests"
-        verdicts.append(Verdict.UNKNOWN)
-    else:
-        ratio = ok / total
-        values.append(("ratio", ratio))
-        measured = f"{ok}/{total} ok = {ratio:.5f} ({failed} fail, {unknown} unknown)"
-        verdicts.append(Verdict.PASS if total - ok <= allowed else Verdict.FAIL)
-    if acknowledged_write_ids is not None or stored_write_ids is not None:
-        writes = check_durability(acknowledged_write_ids, stored_write_ids)
-        expected += f"; {writes.expected}"
-        measured += f"; {writes.measured}"
-        values += list(writes.values)
-        details += list(writes.details)
-        verdicts.append(writes.verdict)
-    return CheckResult(NAME, combine(verdicts), measured, expected, derivation, tuple(details),
-                       tuple(values))
+        return CheckResult(NAME, Verdict.UNKNOWN, "no requests", expected,
+                           "nothing was sent")
+    values.append(("ratio", ok / total))
+    explain = explainer(history, expectations)
+    outcomes = [o for r in requests if (o := explain.explain(r)) is not None]
+    unexplained = [o for o in outcomes if not o.explained]
+    reasons = Counter(f"{o.why.value}: {o.detail.split(':', 1)[-1].strip()}"
+                      if o.why.value == "not retried" else o.why.value for o in outcomes
+                      if o.explained)
+    values += [("expected_errors", float(len(outcomes) - len(unexplained))),
+               ("unexplained", float(len(unexplained)))]
+    expected = (f"{len(outcomes) - len(unexplained)} non-ok answers the configuration implies"
+                + (" (" + "; ".join(f"{n} {why}" for why, n in reasons.most_common()) + ")"
+                   if reasons else "") + ", none other")
+    measured = (f"{ok}/{total} ok = {ok / total:.5f} ({failed} fail, {unknown} unknown); "
+                f"{len(unexplained)} not explained by the configuration")
+    derivation = ("each non-ok request joined to NGINX's log line (X-Request-Id) and its tries "
+                  "replayed: explained when proxy_next_upstream, its tries or timeout, the "
+                  "non-idempotent rule, no live server, a fault's own answer, limit_req or a "
+                  "client giving up inside a configured wait accounts for it")
+    origin = requests[0].sent_at
+    details = tuple(f"{o.request.method} {o.request.path} at +{o.request.sent_at - origin:.3f} "
+                    f"s: {o.why.value}: {o.detail}" for o in unexplained[:SHOWN])
+    verdict = Verdict.FAIL if unexplained else Verdict.PASS
+    return CheckResult(NAME, verdict, measured, expected, derivation, details, tuple(values))
 
 
 @never_crashes(DURABILITY)
@@ -112,15 +133,18 @@ _RETRIED_ON = {FailureMode.REFUSED: ("error",), FailureMode.UNREACHABLE: ("error
 
 
 class AvailabilityParams(ClientParams):
-    slo: Annotated[float, Field(gt=0, le=1)] = 0.999
+    # This stream's own availability objective (overrides ``objectives.availability``).
+    slo: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 def _judge_availability(ctx: CheckContext, params: AvailabilityParams) -> CheckResult:
-    return check_availability(ctx.history, params.slo)
+    return check_availability(ctx.history, ctx.expectations)
 
 
 def _availability_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
                             params: AvailabilityParams) -> ObjectiveResult:
+    if params.slo is not None:
+        objectives = objectives.model_copy(update={"availability": params.slo})
     ratio, total = result.value("ratio"), result.value("total")
     how = "ok answers / requests sent (a timeout counts as not ok)"
     if ratio is None:
@@ -133,6 +157,8 @@ def _availability_objective(result: CheckResult, objectives: Objectives, ctx: Ch
 
 def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                           objectives: Objectives) -> Prediction:
+    if params.slo is not None:
+        objectives = objectives.model_copy(update={"availability": params.slo})
     policy = ctx.expectations.upstream
     threshold = threshold_text(objectives, "availability")
     failing = {node: mode for node, mode in ctx.failure_modes.items() if node in policy.servers}

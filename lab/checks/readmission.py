@@ -1,97 +1,131 @@
-"""Re-admission: how soon after a backend heals NGINX sends it client traffic again.
+"""Re-admission: whether NGINX sent a healed backend client traffic again when its
+configuration says.
 
-The model (docs/semantics.md §1): a skipped server is probed by one request once
-``fail_timeout`` has passed since its last counted failure; a failed probe ejects it for
-another ``fail_timeout``. So after the heal, the backend first needs to be ready, then waits
-at most one ``fail_timeout`` (plus one failed probe costing ``c_probe`` if it came too early),
-then at most one round-robin turn ``g`` for a request to be routed to it.
+The judgement is the replay of NGINX's counters from its access log (``upstream_replay``),
+from the heal on: a server skipped after ``max_fails`` failures becomes eligible again once
+``fail_timeout`` whole seconds have passed since the last failure counted against it; the next
+try routed to it is the probe, and a probe that fails (the backend not ready yet) skips it for
+another ``fail_timeout``; a probe that succeeds resets its counter and puts it back in
+rotation. Routing to it earlier, or skipping it when its turn came, is a decision against the
+configuration. The objective reads the first answer it served a client after its heal.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
+import math
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
-from lab.checks.ejection import first_fault_window
+from lab.checks.ejection import (
+    first_fault_window,
+    observation_end,
+    pool_replay,
+    violation_lines,
+)
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
-    ClientParams,
+    CheckParams,
     ObjectiveHook,
     measured_objective,
     register,
 )
-from lab.expectations import UpstreamPolicy
+from lab.checks.upstream_replay import AttemptEnd
+from lab.expectations import Expectations
 from lab.history import History, ready_mark
 from lab.objectives import Objectives, threshold_text
 
 NAME = "readmission"
 
 
+def expected_text(expectations: Expectations, target: str) -> str:
+    """What the configuration says about a healed ``target``, in one sentence."""
+    server = expectations.upstream.peer(target)
+    if server.max_fails == 0:
+        return f"{target} served again as soon as it answers (max_fails=0 never skips it)"
+    return (f"{target} tried again once fail_timeout={server.fail_timeout_s:g} s has passed "
+            "since its last counted failure (whole seconds), at its turn; back in rotation "
+            "when that try succeeds, skipped for another fail_timeout when it fails")
+
+
 @never_crashes(NAME)
-def check_readmission(history: History, policy: UpstreamPolicy, target: str, rate_per_s: float,
-                      tolerance_s: float = 2.0) -> CheckResult:
-    """Whether ``target`` served a client 2xx again within the bound after its heal."""
+def check_readmission(history: History, expectations: Expectations, target: str) -> CheckResult:
+    """Whether NGINX probed and re-admitted the healed ``target`` when its counters say."""
+    expected = expected_text(expectations, target)
     window = first_fault_window(history, target)
     if window is None or window[1] is None:
-        return CheckResult(NAME, Verdict.UNKNOWN, f"no heal event for {target}", "-",
+        return CheckResult(NAME, Verdict.UNKNOWN, f"no heal event for {target}", expected,
                            "nothing to time the re-admission from")
     heal = window[1]
+    end = observation_end(history)
+    if end is None or end <= heal.at:
+        return CheckResult(NAME, Verdict.UNKNOWN, "no traffic after the heal", expected,
+                           "nothing to judge the re-admission by")
     ready_at = next((m.at for m in sorted(history.marks, key=lambda m: m.at)
                      if m.name == ready_mark(target) and m.at >= heal.at), None)
+    r = pool_replay(history, expectations)
+    server = expectations.upstream.peer(target)
+    attempts = [a for a in r.attempts_on(target) if a.started_at >= heal.started_at]
+    served = next((a for a in attempts if a.end is AttemptEnd.RESPONSE
+                   and a.status.startswith("2")), None)
+    until = served.started_at if served is not None else end
+    counted = [c for c in r.changes if c.backend == target and c.counted and c.at < until]
+    last = counted[-1] if counted else None
+    mine = [v for v in r.violations if v.backend == target and heal.started_at <= v.at <= end]
     ready_delay = 0.0 if ready_at is None else ready_at - heal.at
-    g = len(policy.servers) / rate_per_s
-    c_probe = policy.connect_timeout_s
-    bound = ready_delay + policy.fail_timeout_s + c_probe + g + tolerance_s
-    derivation = (
-        f"ready_delay = {ready_delay:.3f} s (heal to mark {ready_mark(target)!r}"
-        + ("" if ready_at is not None else ", absent: 0") + "); "
-        f"g = servers / rate = {len(policy.servers)} / {rate_per_s:g} = {g:.3f} s; "
-        f"c_probe = proxy_connect_timeout = {c_probe:g} s (a probe of a still-dead backend); "
-        f"bound = ready_delay + fail_timeout + c_probe + g + tolerance = {ready_delay:.3f} + "
-        f"{policy.fail_timeout_s:g} + {c_probe:g} + {g:.3f} + {tolerance_s:g} = {bound:.3f} s "
-        "(tolerance covers NGINX's whole-second failure clock)"
-    )
-    expected = f"first 2xx from {target} within {bound:.3f} s of the heal"
-    values: list[tuple[str, float]] = [("bound_s", bound), ("ready_delay_s", ready_delay),
-                                       ("g_s", g)]
-    after = [r for r in history.requests if r.sent_at >= heal.at]
-    if not after:
-        return CheckResult(NAME, Verdict.UNKNOWN, "no client traffic after the heal", expected,
-                           derivation, values=tuple(values))
-    served = [r.sent_at for r in after
-              if r.backend == target and r.status is not None and 200 <= r.status < 300]
-    if not served:
-        ran_for = max(r.sent_at for r in after) - heal.at
-        values.append(("traffic_after_heal_s", ran_for))
-        if ran_for < bound:
-            return CheckResult(NAME, Verdict.UNKNOWN, f"not served again, but traffic ended "
-                               f"{ran_for:.3f} s after the heal, before the bound", expected,
-                               derivation, values=tuple(values))
-        return CheckResult(NAME, Verdict.FAIL, f"never served again after the heal "
-                           f"({len(after)} requests over {ran_for:.3f} s)", expected, derivation,
-                           values=tuple(values))
-    measured_s = min(served) - heal.at
+    values: list[tuple[str, float]] = [("ready_delay_s", ready_delay),
+                                       ("violations", float(len(mine))),
+                                       ("probes", float(len(attempts)))]
+    derivation = [f"ready {ready_delay:.3f} s after the heal (mark {ready_mark(target)!r}"
+                  + ("" if ready_at is not None else ", absent: 0") + ")"]
+    if last is not None and server.max_fails:
+        second = math.floor(last.at + 1e-9)
+        eligible = second + server.fail_timeout_s + 1
+        values.append(("eligible_s", eligible - heal.at))
+        derivation.append(
+            f"last failure counted at +{last.at - heal.at:.3f} s: eligible from its whole "
+            f"second + fail_timeout + 1 = +{eligible - heal.at:.3f} s after the heal")
+    failed_probes = sum(1 for a in attempts if a.failed and (served is None
+                                                            or a.started_at < served.started_at))
+    if failed_probes:
+        derivation.append(f"{failed_probes} tries after the heal failed (the backend not "
+                          "ready yet), each skipping it for another fail_timeout")
+    derivation.append(f"{r.judged} routing decisions replayed; balancer: {r.balancer_note}")
+    details = violation_lines(mine, heal.at)
+    if served is None:
+        ran = end - heal.at
+        values.append(("traffic_after_heal_s", ran))
+        eligible_s = next((v for k, v in values if k == "eligible_s"), 0.0)
+        if mine:
+            return CheckResult(NAME, Verdict.FAIL, f"never served again; {len(mine)} decisions "
+                               "against the configuration", expected, "; ".join(derivation),
+                               details, tuple(values))
+        verdict = Verdict.UNKNOWN if ran < max(eligible_s, ready_delay) + 1 else Verdict.FAIL
+        why = ("traffic ended before it was due" if verdict is Verdict.UNKNOWN
+               else "though its counters let NGINX choose it")
+        return CheckResult(NAME, verdict, f"not served again in the {ran:.3f} s after the heal "
+                           f"({why})", expected, "; ".join(derivation), details, tuple(values))
+    # A backend can answer before the heal's action returns (it started inside it).
+    measured_s = max(0.0, served.started_at - heal.at)
     values.append(("measured_s", measured_s))
-    verdict = Verdict.PASS if measured_s <= bound else Verdict.FAIL
-    late = "" if verdict is Verdict.PASS else " (too late)"
-    return CheckResult(NAME, verdict, f"first 2xx from {target} {measured_s:.3f} s after the "
-                       f"heal{late}", expected, derivation, values=tuple(values))
+    verdict = Verdict.FAIL if mine else Verdict.PASS
+    return CheckResult(NAME, verdict, f"back in rotation {measured_s:.3f} s after the heal; "
+                       f"{len(mine)} decisions against the configuration", expected,
+                       "; ".join(derivation), details, tuple(values))
 
 
 # -- registration -------------------------------------------------------------------------------
 
 
-class ReadmissionParams(ClientParams):
+class ReadmissionParams(CheckParams):
     target: str
-    tolerance_s: Annotated[float, Field(ge=0)] = 2.0
 
 
 def _judge(ctx: CheckContext, params: ReadmissionParams) -> CheckResult:
-    return check_readmission(ctx.history, ctx.expectations.upstream, ctx.node(params.target),
-                             ctx.rate_per_s, tolerance_s=params.tolerance_s)
+    return check_readmission(ctx.history, ctx.expectations, ctx.node(params.target))
+
+
+def _describe(ctx: CheckContext, params: ReadmissionParams) -> str:
+    return expected_text(ctx.expectations, ctx.node(params.target))
 
 
 def _objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
@@ -129,7 +163,8 @@ def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objective
 
 
 register(CheckDef(
-    name=NAME, params=ReadmissionParams, judge=_judge,
-    summary="how soon a healed backend served clients again, against ready + fail_timeout + one "
-            "probe + one round-robin turn",
+    name=NAME, params=ReadmissionParams, judge=_judge, describe=_describe, client_filter=False,
+    label=lambda p: f"{NAME} {p.target}",
+    summary="whether NGINX probed and re-admitted a healed backend when its counters say (its "
+            "access log replayed from the heal)",
     objectives=(ObjectiveHook("readmission", _objective, _predict),)))

@@ -68,6 +68,9 @@ class TrafficStream(_Strict):
     writes: bool = False
     # Log in as a seeded user first and send its bearer token (reads of the API need one).
     auth: bool = False
+    # "jittered": each request leaves at a random moment of its slot (same count and rate),
+    # so the schedule's period cannot line up with NGINX's timeouts (TrafficSpec.jitter).
+    arrivals: Literal["even", "jittered"] = "even"
 
     @field_validator("path")
     @classmethod

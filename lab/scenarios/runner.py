@@ -160,7 +160,8 @@ class Runner:
                                      duration_s=stream.duration_s or planned_s,
                                      method=stream.method, path=stream.path,
                                      timeout_s=stream.timeout_s,
-                                     client=stream.client, headers=headers, body=body))
+                                     client=stream.client, headers=headers, body=body,
+                                     jitter=stream.arrivals == "jittered"))
         return specs
 
     def _quiesce(self, state: RunState, policy: UpstreamPolicy, addresses: dict[str, str]) -> None:

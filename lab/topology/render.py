@@ -23,6 +23,7 @@ ACCESS_LOG_FIELDS = (
     "$msec", "$request_time", "$request_method", "$request_uri", "$status", "$upstream_addr",
     "$upstream_status", "$upstream_response_time", "$limit_req_status", "$remote_addr",
     "$http_x_request_id", "$pid", "$upstream_connect_time",
+    "$upstream_header_time",
 )
 
 

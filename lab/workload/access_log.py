@@ -54,16 +54,18 @@ def parse_access_log_line(line: str, addr_to_node: Mapping[str, str]) -> AccessL
         raise ValueError(f"expected {len(ACCESS_LOG_FIELDS)} fields after {ACCESS_LOG_TAG}, "
                          f"got {len(fields)}")
     (msec, request_time, method, uri, status, addrs, statuses, times, limit_req, remote,
-     request_id, pid, connect_times) = fields
+     request_id, pid, connect_times, header_times) = fields
     upstream_addrs = _list(addrs)
     upstream_statuses = _list(statuses)
     upstream_times = tuple(_seconds(t) for t in _list(times))
     upstream_connect = tuple(_seconds(t) for t in _list(connect_times))
+    upstream_header = tuple(_seconds(t) for t in _list(header_times))
     # The three lists describe the same attempts; pad defensively so indexes line up.
     n = len(upstream_addrs)
     upstream_statuses = (upstream_statuses + ("-",) * n)[:n]
     upstream_times = (upstream_times + (None,) * n)[:n]
     upstream_connect = (upstream_connect + (None,) * n)[:n]
+    upstream_header = (upstream_header + (None,) * n)[:n]
     return AccessLogEntry(
         msec=float(msec),
         request_time_s=float(request_time),
@@ -79,6 +81,7 @@ def parse_access_log_line(line: str, addr_to_node: Mapping[str, str]) -> AccessL
         request_id="" if request_id == "-" else request_id,
         worker=int(pid) if pid.isdigit() else 0,
         upstream_connect_s=upstream_connect,
+        upstream_header_s=upstream_header,
     )
 
 

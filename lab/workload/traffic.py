@@ -59,6 +59,11 @@ class TrafficSpec:
     client: str = "probe-1"
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
+    # Request i leaves at a random moment of its slot [i, i + 1) / rate instead of its start:
+    # the same count and rate, without a period that lines up with NGINX's timeouts (a 1 s
+    # timeout is exactly 20 slots at 20/s, so every failure would be counted at the instant a
+    # new request is routed, and the log could not order the two).
+    jitter: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate_per_s > 0:
@@ -124,8 +129,10 @@ class TrafficRun:
             raise ValueError("TrafficRun needs at least one TrafficSpec")
         self.specs = tuple(specs)
         self.ca_pem = ca_pem
-        # The seed only fixes the request-id prefix, so two runs of one seed can be diffed.
+        # The seed fixes the request-id prefix and the jittered schedules, so two runs of one
+        # seed can be diffed.
         self._prefix = f"{random.Random(seed).getrandbits(48):012x}"
+        self._seed = seed
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
         self._sent = 0
@@ -262,8 +269,9 @@ class TrafficRun:
                         t0: float, epoch0: float) -> None:
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(spec.max_in_flight)
+        rng = random.Random(f"{self._seed}-{first_id}")
         for i in range(spec.count):
-            offset = i / spec.rate_per_s
+            offset = (i + (rng.random() if spec.jitter else 0.0)) / spec.rate_per_s
             delay = t0 + offset - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthetic_history import T0, Simulation, policy, request
+from nginx_sim import Nginx, expectations, failover
+from synthetic_history import T0, request
 
 from lab import report
-from lab.checks import CheckResult, FailureMode, Verdict, check_ejection, check_readmission
+from lab.checks import CheckResult, Verdict, check_ejection, check_readmission
 from lab.history import (
     FencingRejection,
     HealthSample,
@@ -33,7 +34,7 @@ def failover_result(rate: float = 20.0, duration_s: float = 20.0, *,
                     unknown_check: bool = False) -> RunResult:
     """A simulated failover of TARGET judged by the real ejection and readmission checks,
     an availability check that fails and (optionally) one that could not decide."""
-    history = Simulation(rate_per_s=rate, duration_s=duration_s, target=TARGET).run()
+    history = failover(TARGET, 7, rate_per_s=rate, duration_s=duration_s)
     history.marks.insert(0, Mark("start", T0 - 0.5))
     # What the simulation (retrying NGINX) never gives: answers that failed, and none at all.
     first = len(history.requests)
@@ -42,8 +43,9 @@ def failover_result(rate: float = 20.0, duration_s: float = 20.0, *,
                                  backend=None) for i in range(3)]
     history.requests += [request(first + 3 + i, 18 + i, outcome=Outcome.UNKNOWN)
                          for i in range(2)]
-    ejection = check_ejection(history, policy(), TARGET, FailureMode.UNREACHABLE, rate)
-    readmission = check_readmission(history, policy(), TARGET, rate)
+    expected = expectations(Nginx(fail_timeout_s=4).policy())
+    ejection = check_ejection(history, expected, TARGET)
+    readmission = check_readmission(history, expected, TARGET)
     lost = ObjectiveResult("availability", Verdict.FAIL, ">= 0.9999", "0.99000 of 400", 0.99,
                            "ok answers / requests sent")
     checks = [

@@ -11,9 +11,9 @@ NODES = {"172.29.0.11:8000": "backend-1", "172.29.0.12:8000": "backend-2",
          "172.29.0.13:8000": "backend-3"}
 
 
-def line(*fields: str, pid: str = "7", connect: str = "-") -> str:
+def line(*fields: str, pid: str = "7", connect: str = "-", header: str = "-") -> str:
     """An access log line as NGINX writes it with the lab's log_format."""
-    fields = (*fields, pid, connect)
+    fields = (*fields, pid, connect, header)
     assert len(fields) == len(ACCESS_LOG_FIELDS)
     return "\t".join((ACCESS_LOG_TAG, *fields))
 
@@ -90,6 +90,7 @@ def test_worker_and_connect_times() -> None:
     (entry,) = parse_access_log(line(
         "1700000002.010", "1.010", "GET", "/health", "200",
         "172.29.0.11:8000, 172.29.0.12:8000", "504, 200", "1.001, 0.009", "-", "10.0.0.1",
-        "r", pid="31", connect="-, 0.001"), NODES)
+        "r", pid="31", connect="-, 0.001", header="-, 0.008"), NODES)
     assert entry.worker == 31
     assert entry.upstream_connect_s == (None, 0.001)
+    assert entry.upstream_header_s == (None, 0.008)

@@ -1,74 +1,116 @@
-"""check_availability: success ratio against the SLO, and lost acknowledged writes."""
+"""Availability conformance: every non-ok answer explained by the configuration NGINX runs;
+durability: every acknowledged write stored."""
 
 from __future__ import annotations
 
-import pytest
-from synthetic_history import T0, request
+from dataclasses import replace
 
-from lab.checks import Verdict, check_availability
-from lab.history import History, Outcome
+import pytest
+from nginx_sim import Fault, Nginx, Simulation, Stream, expectations
+
+from lab.checks import Verdict, check_availability, check_durability
+from lab.history import History, Outcome, RequestRecord
 
 pytestmark = pytest.mark.covers("check:availability", "check:durability")
 
-
-def history(ok: int, failed: int = 0, unknown: int = 0) -> History:
-    """A history with the given numbers of outcomes."""
-    result = History()
-    outcomes = [Outcome.OK] * ok + [Outcome.FAIL] * failed + [Outcome.UNKNOWN] * unknown
-    for i, outcome in enumerate(outcomes):
-        result.requests.append(request(i, i * 0.01, outcome=outcome,
-                                       status=200 if outcome is Outcome.OK else 502))
-    return result
+READS = (Stream(20.0, jitter_s=0.025),)
 
 
-def test_meets_slo_passes() -> None:
-    """999 of 1000 meets a 0.999 SLO."""
-    result = check_availability(history(999, failed=1))
-    assert result.verdict is Verdict.PASS, result
-    assert "allows floor(1000 * (1 - 0.999)) = 1 non-ok" in result.derivation
+def run(real: Nginx, mode: str = "unreachable", seed: int = 0, **changes: object) -> History:
+    """A simulated run with backend-1 failing from 2 s to 8 s."""
+    return Simulation(nginx=real, streams=READS, fault=Fault(mode=mode), duration_s=14,
+                      **changes).run(seed)
 
 
-def test_below_slo_fails() -> None:
-    """998 of 1000 misses a 0.999 SLO."""
-    assert check_availability(history(998, failed=2)).verdict is Verdict.FAIL
+def judge(history: History, claimed: Nginx):
+    """Availability of ``history`` against the configuration ``claimed``."""
+    return check_availability(history, expectations(claimed.policy()))
 
 
-def test_unknown_is_not_success() -> None:
-    """Timeouts count against the SLO."""
-    result = check_availability(history(998, unknown=2))
+def test_retried_failures_leave_no_error_and_pass() -> None:
+    """Failed tries retried elsewhere: every request ok, nothing to explain."""
+    result = judge(run(Nginx()), Nginx())
+    assert result.verdict is Verdict.PASS, result.details
+    assert result.value("ratio") == 1.0
+    assert "0 non-ok answers the configuration implies" in result.expected
+
+
+def test_errors_the_configuration_implies_conform() -> None:
+    """Without timeout in proxy_next_upstream each try on the dead backend is a client error:
+    expected, and explained one by one."""
+    config = replace(Nginx(), next_upstream=("error", "http_503"))
+    result = judge(run(config), config)
+    assert result.verdict is Verdict.PASS, result.details
+    assert result.value("ratio") < 1.0
+    assert "not retried: proxy_next_upstream error http_503 lacks timeout" in result.expected
+    assert result.value("expected_errors") == result.value("failed")
+
+
+def test_tries_one_errors_conform() -> None:
+    """proxy_next_upstream_tries 1: no retry, each error explained by the tries."""
+    config = replace(Nginx(), tries=1)
+    result = judge(run(config), config)
+    assert result.verdict is Verdict.PASS, result.details
+    assert "proxy_next_upstream_tries 1 used up" in result.expected
+
+
+def test_missing_retry_is_unexplained() -> None:
+    """An NGINX that does not retry, judged against a configuration that does, fails."""
+    result = judge(run(replace(Nginx(), next_upstream=("http_502",))), Nginx())
     assert result.verdict is Verdict.FAIL
-    assert dict(result.values)["unknown"] == 2
+    assert result.value("unexplained") > 0
+    assert "against the configuration" in result.details[0]
 
 
-def test_lost_acknowledged_write_fails() -> None:
-    """An acknowledged write missing from the store fails, whatever the ratio."""
-    result = check_availability(history(100), acknowledged_write_ids=frozenset({1, 2, 3}),
-                                stored_write_ids=frozenset({1, 3, 4}))
+def test_client_giving_up_inside_a_long_timeout_conforms() -> None:
+    """connect timeout 60 s > the client's 10 s: the no-answers are what the config implies."""
+    config = replace(Nginx(), connect_timeout_s=60.0, next_upstream=("http_500",))
+    result = judge(run(config), config)
+    assert result.verdict is Verdict.PASS, result.details
+    assert result.value("unknown") > 0
+    assert "the client gave up first" in result.expected
+
+
+def test_error_with_no_fault_is_unexplained() -> None:
+    """A 500 from a healthy topology is not something the configuration implies."""
+    history = run(Nginx())
+    healthy = History(requests=[r for r in history.requests if r.sent_at < history.faults[0]
+                                .started_at], access_log=history.access_log)
+    entry = next(e for e in healthy.access_log if e.request_id == healthy.requests[0].request_id)
+    healthy.access_log[healthy.access_log.index(entry)] = replace(
+        entry, status=500, upstream_statuses=("500",))
+    healthy.requests[0] = replace(healthy.requests[0], status=500, outcome=Outcome.FAIL)
+    result = judge(healthy, Nginx())
     assert result.verdict is Verdict.FAIL
-    assert any("lost acknowledged writes: 2" in d for d in result.details)
+    assert "with no fault in place" in result.details[0]
 
 
-def test_all_writes_stored_passes() -> None:
-    """Every acknowledged write stored (and extra unacknowledged ones) passes."""
-    result = check_availability(history(100), acknowledged_write_ids=frozenset({1, 2}),
-                                stored_write_ids=frozenset({1, 2, 7}))
-    assert result.verdict is Verdict.PASS, result
-
-
-def test_write_check_needs_both_sets() -> None:
-    """Acknowledged ids without stored ids cannot be judged."""
-    result = check_availability(history(100), acknowledged_write_ids=frozenset({1}))
-    assert result.verdict is Verdict.UNKNOWN
-
-
-def test_window_and_empty() -> None:
-    """Only requests inside the window count; none at all is unknown."""
-    mixed = history(500, failed=500)
-    assert check_availability(mixed, window=(T0, T0 + 5.0)).verdict is Verdict.PASS
-    assert check_availability(mixed).verdict is Verdict.FAIL
-    assert check_availability(History()).verdict is Verdict.UNKNOWN
+def test_request_nginx_never_logged_is_unexplained_and_none_unknown() -> None:
+    """A client failure NGINX never saw is unexplained; no request at all is unknown."""
+    history = run(Nginx())
+    lost = RequestRecord(10_000, "reads", "GET", "/health", history.requests[0].sent_at,
+                         history.requests[0].sent_at, None, None, None, Outcome.FAIL,
+                         "connection reset", "r-lost")
+    result = judge(History(requests=[*history.requests, lost], access_log=history.access_log,
+                           faults=history.faults, marks=history.marks), Nginx())
+    assert result.verdict is Verdict.FAIL and "never reached NGINX's log" in result.details[0]
+    assert judge(History(), Nginx()).verdict is Verdict.UNKNOWN
 
 
 def test_crash_is_unknown() -> None:
     """A crash inside the check yields unknown."""
-    assert check_availability(None).verdict is Verdict.UNKNOWN  # type: ignore[arg-type]
+    assert check_availability(None, None).verdict is Verdict.UNKNOWN  # type: ignore[arg-type]
+
+
+def test_lost_acknowledged_write_fails() -> None:
+    """An acknowledged write missing from the store fails."""
+    result = check_durability(frozenset({"1", "2", "3"}), frozenset({"1", "3", "4"}))
+    assert result.verdict is Verdict.FAIL
+    assert any("lost acknowledged writes: 2" in d for d in result.details)
+
+
+def test_all_writes_stored_passes_and_missing_sets_are_unknown() -> None:
+    """Every acknowledged write stored passes; without both sets, or no write, unknown."""
+    assert check_durability(frozenset({"1"}), frozenset({"1", "7"})).verdict is Verdict.PASS
+    assert check_durability(frozenset({"1"}), None).verdict is Verdict.UNKNOWN
+    assert check_durability(frozenset(), frozenset({"1"})).verdict is Verdict.UNKNOWN

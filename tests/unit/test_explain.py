@@ -39,15 +39,19 @@ def test_the_planned_history_has_the_steps_faults_at_their_planned_times() -> No
 
 
 def test_ejection_and_readmission_follow_the_configuration() -> None:
-    """The numbers move with lab.toml: max_fails 5 widens the ejection window, fail_timeout 4
-    shortens the re-admission bound (the checks' own arithmetic, not a restatement)."""
+    """The rules move with lab.toml: max_fails, fail_timeout and the timeouts in force are the
+    ones each check states (the checks' own text, not a restatement)."""
     default = _expected("failover", LabConfig())
-    assert default["ejection"] == "last attempt routed to backend-1 1.120-1.860 s after the fault"
-    assert default["readmission"] == "first 2xx from backend-1 within 13.120 s of the heal"
+    assert default["ejection"].startswith("backend-1 chosen while fewer than max_fails=3 "
+                                          "failures count")
+    assert "fail_timeout=10 s" in default["ejection"]
+    assert "timeouts of 1 s (connect) and 5 s (read)" in default["ejection"]
+    assert "fail_timeout=10 s has passed since its last counted failure" in \
+        default["readmission"]
     changed = _expected("failover", LabConfig().with_overrides("nginx", max_fails=5,
                                                                fail_timeout_s=4))
-    assert changed["ejection"] == "last attempt routed to backend-1 1.360-2.100 s after the fault"
-    assert changed["readmission"] == "first 2xx from backend-1 within 7.120 s of the heal"
+    assert "max_fails=5" in changed["ejection"] and "fail_timeout=4 s" in changed["ejection"]
+    assert "fail_timeout=4 s" in changed["readmission"]
 
 
 def test_checks_that_need_observations_still_say_what_they_expect() -> None:
@@ -70,6 +74,6 @@ def test_explain_prints_each_checks_expectation() -> None:
     """The command shows the expectation under each check line."""
     result = CliRunner().invoke(app, ["explain", "failover"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    expects = "expects: last attempt routed to backend-1 1.120-1.860 s after the fault"
+    expects = "expects: backend-1 chosen while fewer than max_fails=3 failures count"
     assert expects in result.output
     assert "wait 3.36 s = connect_timeout 1 + max_fails 3 × interval 0.12 + 2" in result.output

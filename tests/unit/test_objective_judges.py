@@ -7,7 +7,8 @@ import dataclasses
 from typing import Any
 
 import pytest
-from synthetic_history import T0, Simulation, policy, request
+from nginx_sim import failover
+from synthetic_history import T0, policy, request
 from test_checks_dependency import outage
 from test_checks_locks import IV, frozen_holder, killed_holder, run, steady
 from test_rate_limit_model import nginx_log, rule, simultaneous, spaced
@@ -71,14 +72,14 @@ KILL = {"failure_modes": {"backend-2": FailureMode.UNREACHABLE}, "rate_per_s": 2
 
 def test_ejection_objective() -> None:
     """Out of rotation in about 1.1 s meets 50 s and misses 0.5 s; never ejected fails."""
-    history = Simulation().run()
+    history = failover()
     result, objectives = judged("ejection", history, {"target": "backend-2"}, **KILL)
     assert result.verdict is Verdict.PASS and objectives["ejection"].verdict is Verdict.PASS
     assert objectives["ejection"].value == pytest.approx(result.value("measured_s"))
     _, strict = judged("ejection", history, {"target": "backend-2"},
                        objectives=tightened(ejection=0.5), **KILL)
     assert strict["ejection"].verdict is Verdict.FAIL
-    never = Simulation(max_fails=0).run()
+    never = failover(max_fails=0)
     result, objectives = judged("ejection", never, {"target": "backend-2"},
                                 expect=expectations(max_fails=0), **KILL)
     assert result.verdict is Verdict.PASS, result  # it did what max_fails = 0 says
@@ -103,7 +104,7 @@ def test_ejection_prediction() -> None:
 
 def test_readmission_objective_and_prediction() -> None:
     """Re-admitted about fail_timeout after the last failure: within 30 s, not within 1 s."""
-    history = Simulation(fail_timeout_s=4.0, heal_at=8.0).run()
+    history = failover(heal_at=8.0)
     result, objectives = judged("readmission", history, {"target": "backend-2"}, **KILL)
     assert objectives["readmission"].verdict is Verdict.PASS, (result, objectives)
     _, strict = judged("readmission", history, {"target": "backend-2"},
@@ -121,9 +122,9 @@ def test_readmission_objective_and_prediction() -> None:
 
 def test_availability_objective_and_prediction() -> None:
     """Retried failures cost nothing; unretried ones cost a client error each."""
-    _, objectives = judged("availability", Simulation().run(), **KILL)
+    _, objectives = judged("availability", failover(), **KILL)
     assert objectives["availability"].verdict is Verdict.PASS
-    _, objectives = judged("availability", Simulation(retry=False).run(), **KILL)
+    _, objectives = judged("availability", failover(next_upstream=("http_502",)), **KILL)
     assert objectives["availability"].verdict is Verdict.FAIL
     assert predicted("availability", **KILL)["availability"].reachable is True
     off = predicted("availability", expect=expectations(next_upstream=()), planned_s=20.0, **KILL)
@@ -194,7 +195,7 @@ def test_health_latency_is_judged_at_nginx() -> None:
 
 def test_failing_latency_objective_and_prediction() -> None:
     """A kill costs a connect timeout (1 s) inside the fault: within 6 s, not within 0.5 s."""
-    history = Simulation().run()
+    history = failover()
     _, objectives = judged("latency", history, **KILL)
     assert objectives["failing_latency"].verdict is Verdict.PASS
     _, strict = judged("latency", history, objectives=tightened(failing_latency=0.5), **KILL)
@@ -368,7 +369,7 @@ def test_an_objective_that_crashes_is_unknown() -> None:
     result, objectives = judged("availability", history)
     assert result.verdict is Verdict.PASS and objectives["availability"].verdict is Verdict.PASS
     broken = dataclasses.replace(expectations(), parts={})
-    result, _ = judged("ejection", Simulation().run(), {"target": "backend-2"}, expect=broken,
+    result, _ = judged("ejection", failover(), {"target": "backend-2"}, expect=broken,
                        **KILL)
     assert result.verdict is Verdict.UNKNOWN and "expectations were not built" in result.derivation
 

@@ -59,7 +59,7 @@ def test_valid_scenario_parses() -> None:
      "t.yaml:11: checks.1.ejection.target: Field required"),
     (VALID.replace("{target: backend-1}\n", "{target: backend-1, slo: 0.5}\n"),
      ("t.yaml:11: checks.1.ejection.slo: unknown parameter 'slo' "
-      "(check ejection takes client, target, tolerance_s)")),
+      "(check ejection takes target)")),
     (VALID.replace("fault: kill, target: backend-1}\n  - heal",
                    "fault: kill, target: backend-1, percent: 5}\n  - heal"),
      ("t.yaml:7: steps.1.inject.kill.percent: unknown parameter 'percent' "
