@@ -20,8 +20,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from lab.checks import CHECKS
-from lab.checks.ejection import NON_IDEMPOTENT, failed_attempt_cost
+from lab.checks.ejection import failed_attempt_cost
 from lab.checks.locks import EXCLUSIVITY, FENCING, HOLDERS, PAUSED, STORE_RESTART, TAKEOVER
+from lab.checks.upstream_replay import NON_IDEMPOTENT
 from lab.expectations import ExpectationUnavailable, FailureMode, NginxPolicy, UpstreamPolicy
 from lab.lint.model import Finding, Level, LintInput, Rule, Stream
 from lab.objectives import text_seconds

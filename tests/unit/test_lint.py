@@ -11,10 +11,15 @@ from typer.testing import CliRunner
 
 from lab.cli.app import app
 from lab.config import LabConfig, RateLimitZone, load_config
-from lab.lint import RULES, Level, for_checks, lint
+from lab.lint import RULES, Level, for_checks, lint, traffic_of
 from lab.objectives import Objectives, load_objectives
+from lab.scenarios.loader import load_scenario
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "checklist"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "checklist"
+# This checkout's failover file, read by path: the arithmetic is judged at its traffic.
+FAILOVER_FILE = str(ROOT / "scenarios" / "failover.yaml")
+FAILOVER = traffic_of(load_scenario(FAILOVER_FILE))
 runner = CliRunner()
 
 CLEAN = LabConfig().with_overrides(
@@ -94,7 +99,7 @@ readmission = "20s"
 
 def test_clean_configuration_is_silent() -> None:
     """A configuration without the pitfalls gives no finding."""
-    report = lint(CLEAN, Objectives())
+    report = lint(CLEAN, Objectives(), FAILOVER)
     assert report.findings == (), [f.rule for f in report.findings]
 
 
@@ -103,7 +108,7 @@ def test_every_rule_fires_on_the_bad_configuration(tmp_path: Path) -> None:
     max_fails=0, which silences the rules about counting failures; ejection-window needs a
     slower rate than failover's, test_lint_failover.py)."""
     path = _bad(tmp_path)
-    report = lint(load_config(path), load_objectives(path).values)
+    report = lint(load_config(path), load_objectives(path).values, FAILOVER)
     fired = {f.rule for f in report.findings}
     assert fired == set(RULES.names()) - {"no-ejection", "ejection-window"}, fired
     for finding in report.findings:
@@ -112,7 +117,7 @@ def test_every_rule_fires_on_the_bad_configuration(tmp_path: Path) -> None:
     shared = next(f for f in report.findings if f.rule == "shared-limit-key")
     assert shared.where.endswith("bad.conf:1") and "'$server_name'" in shared.arithmetic
     path = _bad(tmp_path, BAD_CONF.replace("max_fails=1", "max_fails=0"))
-    report = lint(load_config(path), load_objectives(path).values)
+    report = lint(load_config(path), load_objectives(path).values, FAILOVER)
     (never,) = [f for f in report.findings if f.rule == "no-ejection"]
     assert never.where.endswith("bad.conf:5") and "max_fails=0" in never.arithmetic
 
@@ -139,21 +144,22 @@ def test_every_rule_fires_on_the_bad_configuration(tmp_path: Path) -> None:
 ])
 def test_each_pitfall_alone(section: str, values: dict, rule: str, level: Level) -> None:
     """One pitfall added to the clean configuration gives that rule's finding, and only it."""
-    report = lint(CLEAN.with_overrides(section, **values), Objectives())
+    report = lint(CLEAN.with_overrides(section, **values), Objectives(), FAILOVER)
     assert [(f.rule, f.level) for f in report.findings] == [(rule, level)], report.findings
 
 
 def test_per_worker_counters_arithmetic() -> None:
     """The per-worker finding multiplies max_fails by the workers."""
-    report = lint(CLEAN.with_overrides("nginx", zone=False, worker_processes=4), Objectives())
+    report = lint(CLEAN.with_overrides("nginx", zone=False, worker_processes=4), Objectives(),
+                  FAILOVER)
     (finding,) = report.findings
     assert "4 x max_fails 3 = 12" in finding.arithmetic
 
 
 def test_readmission_follows_the_objective() -> None:
     """fail_timeout 10 s passes a 30 s objective and fails a 10 s one (10 + 1 > 10)."""
-    assert lint(CLEAN, Objectives(readmission=30)).findings == ()
-    (finding,) = lint(CLEAN, Objectives(readmission=10)).findings
+    assert lint(CLEAN, Objectives(readmission=30), FAILOVER).findings == ()
+    (finding,) = lint(CLEAN, Objectives(readmission=10), FAILOVER).findings
     assert finding.rule == "readmission-window"
     assert "11 s > objective readmission 10 s" in finding.arithmetic
 
@@ -161,7 +167,7 @@ def test_readmission_follows_the_objective() -> None:
 def test_checklist_claims_open_source_nginx_cannot_meet() -> None:
     """The checklist's active checks: the claim's arithmetic and what runs instead, with lines."""
     path = EXAMPLES / "claimed" / "lab.toml"
-    report = lint(load_config(path), load_objectives(path).values)
+    report = lint(load_config(path), load_objectives(path).values, FAILOVER)
     active = [f for f in report.findings if f.rule == "active-health-checks"]
     assert len(active) == 2
     assert active[0].where.endswith("active-checks.conf:12")
@@ -173,7 +179,7 @@ def test_checklist_claims_open_source_nginx_cannot_meet() -> None:
 
 def test_findings_for_a_scenario() -> None:
     """lab run shows only the findings that concern the scenario's checks."""
-    report = lint(LabConfig(), Objectives())
+    report = lint(LabConfig(), Objectives(), FAILOVER)
     assert {f.rule for f in for_checks(report, ["rate-limit"])} == {"limit-req-no-burst"}
     assert {f.rule for f in for_checks(report, ["lock-exclusivity"])} == {"redis-no-persistence"}
     assert for_checks(report, ["tls"]) == []
@@ -186,10 +192,11 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
                      '[redis]\npersistence = true\n'
                      '[[nginx.rate_limits]]\nname = "api"\nlocation = "/api/"\nrate_per_s = 100\n'
                      'burst = 20\n')
-    result = runner.invoke(app, ["lint", "--config", str(clean)])
+    result = runner.invoke(app, ["lint", "--config", str(clean), "--scenario", FAILOVER_FILE])
     assert result.exit_code == 0, result.output
     assert "nothing found" in result.output
-    result = runner.invoke(app, ["lint", "--config", str(_bad(tmp_path)), "--json"])
+    result = runner.invoke(app, ["lint", "--config", str(_bad(tmp_path)), "--json",
+                                 "--scenario", FAILOVER_FILE])
     assert result.exit_code == 1, result.output
     document = json.loads(result.output)
     assert document["schema"] == 1 and document["errors"] >= 1

@@ -17,7 +17,9 @@ from lab.lint.rules import RULES, rule
 from lab.objectives import Objectives
 from lab.scenarios.loader import load_scenario
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "checklist"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "checklist"
+FAILOVER_FILE = str(ROOT / "scenarios" / "failover.yaml")
 runner = CliRunner()
 
 NEW_RULES = {"no-retry", "single-try", "failures-not-counted", "ejection-window",
@@ -333,7 +335,7 @@ def test_correct_configurations_are_silent(path: Path | None) -> None:
     """The rendered default configuration and the checklist's backend.conf trip none of the
     failover rules at failover's own traffic."""
     config = load_config(path) if path else LabConfig()
-    report = lint(config, Objectives())
+    report = lint(config, Objectives(), traffic_of(load_scenario(FAILOVER_FILE)))
     assert not {f.rule for f in report.findings} & NEW_RULES, report.findings
 
 
@@ -358,15 +360,17 @@ def test_cli_scenario_and_backend_latency(tmp_path: Path) -> None:
                      '[redis]\npersistence = true\n'
                      '[[nginx.rate_limits]]\nname = "api"\nlocation = "/api/"\nrate_per_s = 100\n'
                      'burst = 20\n')
-    result = runner.invoke(app, ["lint", "--config", str(clean), "--scenario", "distribution",
+    distribution = str(ROOT / "scenarios" / "distribution.yaml")
+    result = runner.invoke(app, ["lint", "--config", str(clean), "--scenario", distribution,
                                  "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert document["traffic"]["scenario"] == "distribution"
-    result = runner.invoke(app, ["lint", "--config", str(clean), "--backend-latency", "6"])
+    result = runner.invoke(app, ["lint", "--config", str(clean), "--backend-latency", "6",
+                                 "--scenario", FAILOVER_FILE])
     assert result.exit_code == 0, result.output
     assert "timeout-below-backend-latency" in result.output
-    assert "traffic: scenario failover" in result.output
+    assert "traffic: scenario failover: reads 20 req/s GET /health" in result.output
     result = runner.invoke(app, ["lint", "--config", str(clean), "--scenario", "no-such"])
     assert result.exit_code == 2
     assert "no scenario named 'no-such'" in result.output
