@@ -326,6 +326,15 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
         why = ("max_fails = 0 disables failure counting" if policy.max_fails == 0
                else "an upstream with one server never marks it down")
         return Prediction("ejection", NAME, threshold, "never ejected", False, why)
+    c = failed_attempt_cost(policy, mode)
+    if c >= ctx.client_timeout_s:
+        return Prediction("ejection", NAME, threshold, "not by timed-out tries", None,
+                          f"{cost_derivation(policy, mode)} >= the clients' "
+                          f"{ctx.client_timeout_s:g} s: a client gives up first, and NGINX "
+                          "counts an abandoned try as no failure (docs/semantics.md §1); "
+                          "only tries that fail sooner count "
+                          "(for a killed backend, connects failing once the kernel gives up on "
+                          "its address: measured 41 s)")
     worst, arithmetic = worst_case_ejection_s(policy, mode, ctx.rate_per_s)
     return Prediction("ejection", NAME, threshold, f"out of rotation within {worst:.3f} s",
                       worst <= objectives.ejection,

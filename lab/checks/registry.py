@@ -80,6 +80,7 @@ class CheckContext:
     stream_rates: Mapping[str, float] = field(default_factory=dict)  # client -> req/s
     # client -> method, path
     stream_paths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    client_timeout_s: float = 10.0        # the shortest patience of the traffic's clients
     planned_s: float = 0.0                # how long the steps are planned to take
 
     def node(self, target: str) -> str:

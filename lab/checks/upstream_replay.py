@@ -535,6 +535,17 @@ def replay(log: Sequence[AccessLogEntry], policy: UpstreamPolicy, *,
                 f"{server.fail_timeout_s:g} s)"))
         elif state is Eligibility.AMBIGUOUS:
             ambiguous += 1
+        if a.backend in backups:
+            # Backup servers are tried only when no primary is left (get_round_robin_peer's
+            # "failed:" branch).
+            tried = {b.backend for b in request.attempts[:a.index]}
+            open_ = [n for n in primary if n not in tried and n not in down and counters[
+                domain].eligibility(n, a.started_at, a.slack_s) is Eligibility.ELIGIBLE]
+            if open_:
+                violations.append(Violation(
+                    ViolationKind.SKIPPED_WHILE_DUE, a.started_at, open_[0],
+                    f"NGINX went to backup {a.backend} while primary {open_[0]}'s counters "
+                    "let it be chosen"))
     for domain, chosen in selects.items():
         ambiguous += balancer.judge(domain, chosen, violations)
 
@@ -636,6 +647,31 @@ def _timeout_violations(requests: Sequence[Request],
 Select = tuple[Attempt, Request]
 
 
+class _Flights:
+    """Tries in flight per server (and worker without a zone), from the log's intervals."""
+
+    def __init__(self, requests: Sequence[Request], shared: bool) -> None:
+        self.spans: dict[tuple[int, str], list[Attempt]] = {}
+        for r in requests:
+            for a in r.attempts:
+                self.spans.setdefault((0 if shared else a.worker, a.backend), []).append(a)
+
+    def range(self, domain: int, backend: str, lo: float, hi: float,
+              own: Attempt) -> tuple[int, int]:
+        """(fewest, most) tries of ``backend`` in flight at a select in [lo, hi]."""
+        certain = possible = 0
+        for a in self.spans.get((domain, backend), ()):
+            if a is own:
+                continue
+            start_lo, start_hi = a.started_at, a.started_at + a.slack_s
+            end_lo, end_hi = a.ended_at, a.ended_at + a.slack_s
+            if start_hi < lo and end_lo > hi:
+                certain += 1
+            elif start_lo <= hi and end_hi >= lo:
+                possible += 1
+        return certain, certain + possible
+
+
 def _clusters(selects: Sequence[Select]) -> list[list[Select]]:
     """Selects whose times the log cannot order (their intervals overlap), grouped; the
     groups themselves are in order."""
@@ -681,9 +717,15 @@ class _Balancer:
                          f"{method} on {policy.hash_key or 'the client address'}: the key is "
                          "not in the access log, so which server a request was due to cannot "
                          "be told")
+        elif method == "least_conn":
+            self.judges = True
+            self.note = ("least_conn: a server is due when it alone has the fewest connections "
+                         "per weight (in flight, from the log's tries); ties go round robin and "
+                         "are not judged")
+            self.flights = _Flights(requests, shared)
         else:
-            self.note = (f"{method} chooses by connections or at random: whether NGINX skipped "
-                         "a server it had to choose cannot be told from one log")
+            self.note = (f"{method} chooses at random: whether NGINX skipped a server it had to "
+                         "choose cannot be told from one log")
 
     def _key(self, request: Request) -> str | None:
         e = request.entry_log
@@ -729,6 +771,8 @@ class _Balancer:
         """Judge one domain's selects in order; the number left ambiguous."""
         if self.policy.balancing == "round_robin":
             return self._judge_swrr(domain, selects, violations)
+        if self.policy.balancing == "least_conn":
+            return self._judge_least_conn(domain, selects, violations)
         if self.keys:
             for attempt, request in selects:
                 if attempt.index:
@@ -743,6 +787,32 @@ class _Balancer:
                         f"{self.policy.balancing} sends this key to {due}, whose counters let "
                         f"it be chosen; NGINX sent it to {attempt.backend}"))
         return 0
+
+    def _judge_least_conn(self, domain: int, selects: Sequence[Select],
+                          violations: list[Violation]) -> int:
+        ambiguous = 0
+        for attempt, request in selects:
+            certain, uncertain = self._candidates(domain, attempt, request)
+            if attempt.backend not in certain + uncertain or len(certain) < 2 or uncertain:
+                continue
+            lo, hi = attempt.started_at, attempt.started_at + attempt.slack_s
+            load = {n: self.flights.range(domain, n, lo, hi, attempt)
+                    for n in certain}
+            weight = {n: self.policy.peer(n).weight for n in certain}
+            # NGINX's choice must have the fewest connections per weight: it did not when
+            # another candidate had fewer under every count the timing allows.
+            chosen = attempt.backend
+            fewer = [m for m in certain if m != chosen
+                     and load[m][1] * weight[chosen] < load[chosen][0] * weight[m]]
+            if fewer:
+                violations.append(Violation(
+                    ViolationKind.SKIPPED_WHILE_DUE, attempt.started_at, fewer[0],
+                    f"least_conn: {fewer[0]} had {load[fewer[0]][1]} tries in flight against "
+                    f"{chosen}'s {load[chosen][0]} and its counters let it be chosen; NGINX "
+                    f"chose {chosen}"))
+            elif load[chosen][0] != load[chosen][1]:
+                ambiguous += 1
+        return ambiguous
 
     def _judge_swrr(self, domain: int, selects: Sequence[Select],
                     violations: list[Violation]) -> int:

@@ -36,7 +36,7 @@ from lab.report import junit as junit_report
 from lab.scenarios.judge import RunFacts, expected_before, planned_failure_modes, predictions
 from lab.scenarios.loader import available, check_nodes, load_scenario, resolve
 from lab.scenarios.model import Scenario
-from lab.scenarios.runner import Progress, Runner, RunResult
+from lab.scenarios.runner import Progress, Runner, RunResult, stream_facts
 from lab.scenarios.steps import definition_of
 from lab.topology.expect import claimed
 from lab.topology.lab import Lab
@@ -77,13 +77,12 @@ class Plan:
 def _planned(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForce) -> Plan:
     """What a scenario will do and expect under a configuration (no lab)."""
     expectations = claimed(config, what="the configuration in force")
-    rate = sum(s.rate for s in scenario.traffic) or 1.0
-    names = duration_names(expectations, rate)
+    streams = stream_facts(scenario)
+    names = duration_names(expectations, float(streams["rate_per_s"]))  # type: ignore[arg-type]
     planned = sum(definition_of(step).planned_s(step, names, 60.0) for step in scenario.steps)
-    facts = RunFacts(names=tuple(names.items()), rate_per_s=rate, planned_s=planned,
+    facts = RunFacts(names=tuple(names.items()), planned_s=planned,
                      failure_modes=planned_failure_modes(scenario),
-                     stream_rates=tuple((s.client, s.rate) for s in scenario.traffic),
-                     stream_paths=tuple((s.client, (s.method, s.path)) for s in scenario.traffic))
+                     **streams)  # type: ignore[arg-type]
     return Plan(names, predictions(scenario, expectations, facts, objectives.values),
                 expected_before(scenario, expectations, facts, objectives.values), planned)
 

@@ -31,6 +31,7 @@ class RunFacts:
     rate_per_s: float
     stream_rates: tuple[tuple[str, float], ...] = ()
     stream_paths: tuple[tuple[str, tuple[str, str]], ...] = ()
+    client_timeout_s: float = 10.0
     planned_s: float = 0.0
     failure_modes: tuple[tuple[str, FailureMode | None], ...] = ()   # target -> first fault's mode
     added_latency_s: float = 0.0
@@ -53,7 +54,8 @@ class RunFacts:
             observations=observations,
             unavailable={Observation(kind): error for kind, error in self.unavailable},
             rate_per_s=self.rate_per_s, stream_rates=dict(self.stream_rates),
-            stream_paths=dict(self.stream_paths), planned_s=self.planned_s)
+            stream_paths=dict(self.stream_paths), planned_s=self.planned_s,
+            client_timeout_s=self.client_timeout_s)
 
 
 def failure_modes(

@@ -93,7 +93,8 @@ class RunResult:
         return combine(o.verdict for c in self.checks for o in c.objectives)
 
 
-def _stream_facts(scenario: Scenario, alongside: Alongside | None) -> dict[str, object]:
+def stream_facts(scenario: Scenario, alongside: Alongside | None = None) -> dict[str, object]:
+    """The run facts the traffic streams give (RunFacts' rate, stream and client fields)."""
     # A load beside the steps reaches NGINX too: its rate is part of every round-robin turn.
     extra = alongside.rate_per_s if alongside is not None else 0.0
     rates = tuple((s.client, s.rate) for s in scenario.traffic)
@@ -101,7 +102,8 @@ def _stream_facts(scenario: Scenario, alongside: Alongside | None) -> dict[str, 
         rates += (("load", extra),)
     return {"rate_per_s": sum(s.rate for s in scenario.traffic) + extra or 1.0,
             "stream_rates": rates,
-            "stream_paths": tuple((s.client, (s.method, s.path)) for s in scenario.traffic)}
+            "stream_paths": tuple((s.client, (s.method, s.path)) for s in scenario.traffic),
+            "client_timeout_s": min((s.timeout_s for s in scenario.traffic), default=10.0)}
 
 
 class Runner:
@@ -258,7 +260,7 @@ class Runner:
         # records, then whatever a killed run left unrecorded (frozen nodes, fault sidecars).
         leftovers = fault_record.heal_recorded(lab) + heal_leftovers(lab)
         expectations = self.claimed or running(lab)
-        streams = _stream_facts(scenario, self.alongside)
+        streams = stream_facts(scenario, self.alongside)
         names = duration_names(expectations, streams["rate_per_s"])  # type: ignore[arg-type]
         state = RunState(lab, expectations, names, self.seed, self.on_progress,
                          self.ready_timeout_s,

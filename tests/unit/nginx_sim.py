@@ -51,6 +51,7 @@ class Nginx:
     next_upstream_timeout_s: float = 0.0
     zone: bool = True
     workers: int = 2
+    balancing: str = "round_robin"      # or least_conn
 
     def policy(self) -> UpstreamPolicy:
         """The configuration as the checks read it (``UpstreamPolicy``)."""
@@ -61,7 +62,7 @@ class Nginx:
             name="backend", servers=self.servers, max_fails=self.max_fails,
             fail_timeout_s=float(self.fail_timeout_s), connect_timeout_s=self.connect_timeout_s,
             read_timeout_s=self.read_timeout_s, next_upstream=self.next_upstream,
-            zone=self.zone, worker_processes=self.workers, balancing="round_robin",
+            zone=self.zone, worker_processes=self.workers, balancing=self.balancing,
             next_upstream_tries=self.tries, members=members,
             next_upstream_timeout_s=self.next_upstream_timeout_s)
 
@@ -193,12 +194,14 @@ class Simulation:
             d = 0 if nx.zone else req.worker
             now = math.floor(t)
             best, total = None, 0
-            for p in peers[d]:
-                if p.name in req.tried:
-                    continue
-                if nx.max_fails and p.fails >= nx.max_fails and now - p.checked <= \
-                        nx.fail_timeout_s:
-                    continue
+            eligible = [p for p in peers[d] if p.name not in req.tried and not (
+                nx.max_fails and p.fails >= nx.max_fails and now - p.checked <= nx.fail_timeout_s)]
+            if nx.balancing == "least_conn" and eligible:
+                # ngx_http_upstream_get_least_conn_peer: the fewest conns per weight; ties go
+                # round robin among them.
+                least = min(p.conns / p.weight for p in eligible)
+                eligible = [p for p in eligible if p.conns / p.weight == least]
+            for p in eligible:
                 p.cw += p.ew
                 total += p.ew
                 if p.ew < p.weight:
@@ -208,6 +211,7 @@ class Simulation:
             if best is None:
                 return None
             best.cw -= total
+            best.conns += 1
             if now - best.checked > nx.fail_timeout_s:
                 best.checked = now
             return best
@@ -215,6 +219,7 @@ class Simulation:
         def free(req: _Request, name: str, t: float, failed: bool) -> None:
             d = 0 if nx.zone else req.worker
             p = next(p for p in peers[d] if p.name == name)
+            p.conns -= 1
             now = math.floor(t)
             if failed:
                 p.fails += 1

@@ -136,3 +136,22 @@ def test_violation_kinds_name_the_rule() -> None:
     kinds = {v.kind for v in r.violations}
     assert kinds <= set(ViolationKind)
     assert T0 < min(v.at for v in r.violations) if r.violations else True
+
+
+def test_least_conn_is_replayed_by_connections_in_flight() -> None:
+    """least_conn: the honest NGINX passes; one routing past its max_fails is caught."""
+    config = replace(Nginx(), balancing="least_conn")
+    results = [judge(run(config, seed=seed), config) for seed in range(3)]
+    assert all(r.verdict is Verdict.PASS for r in results), [r.details for r in results]
+    assert "least_conn" in results[0].derivation
+    off = [judge(run(replace(config, max_fails=4), seed=seed), config) for seed in range(4)]
+    assert any(r.verdict is Verdict.FAIL for r in off)
+
+
+def test_round_robin_judged_as_least_conn_is_caught() -> None:
+    """Round robin keeps sending a hanging backend its share; least_conn would not: judged
+    against least_conn, those choices are decisions against the configuration."""
+    config = replace(Nginx(), balancing="least_conn")
+    r = replay(run(Nginx(), seed=0).access_log, config.policy())
+    skipped = [v for v in r.violations if v.kind is ViolationKind.SKIPPED_WHILE_DUE]
+    assert skipped and "least_conn" in skipped[0].detail

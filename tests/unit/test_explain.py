@@ -28,7 +28,7 @@ def test_the_planned_history_has_the_steps_faults_at_their_planned_times() -> No
     scenario = load_scenario("failover")
     names = duration_names(claimed(LabConfig()), 25.0)
     history = planned_history(scenario, names)
-    inject, heal = history.faults
+    inject, heal = history.faults[:2]
     assert (inject.fault, inject.target, inject.phase) == ("kill", "backend-1", FaultPhase.INJECT)
     assert inject.at == PLAN_ORIGIN + 2
     assert heal.phase is FaultPhase.HEAL
@@ -42,16 +42,17 @@ def test_ejection_and_readmission_follow_the_configuration() -> None:
     """The rules move with lab.toml: max_fails, fail_timeout and the timeouts in force are the
     ones each check states (the checks' own text, not a restatement)."""
     default = _expected("failover", LabConfig())
-    assert default["ejection"].startswith("backend-1 chosen while fewer than max_fails=3 "
+    assert default["ejection backend-1"].startswith("backend-1 chosen while fewer than max_fails=3 "
                                           "failures count")
-    assert "fail_timeout=10 s" in default["ejection"]
-    assert "timeouts of 1 s (connect) and 5 s (read)" in default["ejection"]
+    assert "fail_timeout=10 s" in default["ejection backend-1"]
+    assert "timeouts of 1 s (connect) and 5 s (read)" in default["ejection backend-1"]
     assert "fail_timeout=10 s has passed since its last counted failure" in \
-        default["readmission"]
+        default["readmission backend-1"]
     changed = _expected("failover", LabConfig().with_overrides("nginx", max_fails=5,
                                                                fail_timeout_s=4))
-    assert "max_fails=5" in changed["ejection"] and "fail_timeout=4 s" in changed["ejection"]
-    assert "fail_timeout=4 s" in changed["readmission"]
+    ejection = changed["ejection backend-1"]
+    assert "max_fails=5" in ejection and "fail_timeout=4 s" in ejection
+    assert "fail_timeout=4 s" in changed["readmission backend-1"]
 
 
 def test_checks_that_need_observations_still_say_what_they_expect() -> None:
