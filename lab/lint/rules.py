@@ -23,7 +23,13 @@ from lab.checks import CHECKS
 from lab.checks.ejection import failed_attempt_cost
 from lab.checks.locks import EXCLUSIVITY, FENCING, HOLDERS, PAUSED, STORE_RESTART, TAKEOVER
 from lab.checks.upstream_replay import NON_IDEMPOTENT
-from lab.expectations import ExpectationUnavailable, FailureMode, NginxPolicy, UpstreamPolicy
+from lab.expectations import (
+    ExpectationUnavailable,
+    FailureMode,
+    LocationPolicy,
+    NginxPolicy,
+    UpstreamPolicy,
+)
 from lab.lint.model import Finding, Level, LintInput, Rule, Stream
 from lab.objectives import text_seconds
 from lab.registry import Registry
@@ -229,7 +235,7 @@ def _merged(name: str, level: Level, items: Sequence[tuple[_Group, str, str, str
             for (body, consequence, fix), routes in merged.items()]
 
 
-def _location_of(nginx: NginxPolicy, path: str):
+def _location_of(nginx: NginxPolicy, path: str) -> LocationPolicy | None:
     """The location a plain request for ``path`` ends at, following a redirect to HTTPS as the
     lab's clients do."""
     port = 80
@@ -239,7 +245,7 @@ def _location_of(nginx: NginxPolicy, path: str):
 
 
 def _groups(lint: LintInput) -> list[_Group]:
-    """The pool's locations, grouped by identical settings and clients, in file order."""
+    """The pool's locations, grouped by identical settings, in file order."""
     try:
         nginx = lint.expectations.nginx
     except ExpectationUnavailable:
