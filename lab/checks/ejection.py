@@ -154,13 +154,11 @@ def expected_text(policy: UpstreamPolicy, target: str) -> str:
         return f"{target} never taken out of rotation ({why})"
     retry = " ".join(policy.next_upstream) or "off"
     if policy.next_upstream_tries:
-        retry += f" (tries {policy.next_upstream_tries})"
-    return (f"{target} chosen while fewer than max_fails={server.max_fails} failures count "
-            f"(each when its try ends), then skipped until fail_timeout={server.fail_timeout_s:g}"
-            f" s has passed on NGINX's whole-second clock; every choice as {policy.balancing} "
-            f"makes it with these counters; failed tries retried as proxy_next_upstream {retry}"
-            f" allows; timeouts of {policy.connect_timeout_s:g} s (connect) and "
-            f"{policy.read_timeout_s:g} s (read)")
+        retry += f", tries {policy.next_upstream_tries}"
+    return (f"{target} in rotation until max_fails={server.max_fails} failures count, then out "
+            f"for fail_timeout={server.fail_timeout_s:g} s; {policy.balancing} turns kept; "
+            f"failed tries retried per proxy_next_upstream {retry}; timeouts "
+            f"{policy.connect_timeout_s:g} s connect, {policy.read_timeout_s:g} s read")
 
 
 @dataclass(frozen=True)
@@ -265,6 +263,10 @@ def check_ejection(history: History, expectations: Expectations, target: str) ->
         measured = (f"not ejected during the {end - inject.at:.3f} s fault: {found.failures} of "
                     f"max_fails={server.max_fails} failures counted")
     measured += f"; {len(mine)} decisions against the configuration"
+    if not r.balancer_judged:
+        # What is left unjudged is said, not passed over: a skip that was due cannot be told.
+        measured += f" (whether it was skipped early is not judged: {policy.balancing})"
+        values.append(("balancer_judged", 0.0))
     verdict = Verdict.FAIL if mine else Verdict.PASS
     return CheckResult(NAME, verdict, measured, expected, "; ".join(derivation), details,
                        tuple(values))

@@ -15,9 +15,25 @@ from typing import Annotated
 
 from pydantic import Field
 
-from lab.checks.base import CheckResult, Verdict, combine, never_crashes
-from lab.checks.registry import CheckContext, CheckDef, CheckParams, NoParams, register
+from lab.checks.base import (
+    CheckResult,
+    ObjectiveResult,
+    Prediction,
+    Verdict,
+    combine,
+    never_crashes,
+)
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    CheckParams,
+    NoParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
 from lab.history import WATCHED, FaultPhase, HealthSample, HealthWatch, History, ready_mark
+from lab.objectives import Objectives, threshold_text
 
 NAME = "health-contract"
 PATHS = ("/health", "/health/live", "/health/ready", "/health/detailed")
@@ -319,10 +335,74 @@ class HealthTimingParams(CheckParams):
     tolerance_s: Annotated[float, Field(ge=0)] = 0.25
 
 
+def contract_problem(sample: HealthSample, always_ok: tuple[str, ...],
+                     unready: tuple[str, ...]) -> str | None:
+    """What the objective's contract finds wrong with one answer, None when it holds (or the
+    path is not in the objective)."""
+    failed = FAILED.get(sample.expectation)
+    if failed is None:
+        return None
+    if sample.path in always_ok:
+        return None if sample.status == 200 else f"{sample.status}, wanted 200 always"
+    if sample.path not in unready:
+        return None
+    if not failed:
+        return None if sample.status == 200 else f"{sample.status} while healthy, wanted 200"
+    if sample.status != 503:
+        return f"{sample.status} while {failed[0]} was down, wanted 503"
+    if not any(name in sample.body.lower() for name in failed):
+        return f"503 without naming {failed[0]}: {sample.body[:80]!r}"
+    return None
+
+
+def _contract_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                        params: NoParams) -> ObjectiveResult:
+    wanted = objectives.health_contract
+    samples = [s for s in ctx.history.health_samples if s.expectation in FAILED]
+    how = ("each backend's answers, asked directly, in each state the scenario put the lab in, "
+           "against the objective's contract (a 503 names the dependency when its name is in "
+           "the body)")
+    judged = [s for s in samples if s.path in (*wanted.always_ok, *wanted.unready_in_outage)]
+    if not judged:
+        return measured_objective("health_contract", objectives, value=None, passed=None,
+                                  measured="no answer of the objective's endpoints sampled",
+                                  derivation=how)
+    problems = [f"{s.node} {s.path} ({s.expectation}): {problem}" for s in judged
+                if (problem := contract_problem(s, wanted.always_ok, wanted.unready_in_outage))]
+    outage = [s for s in judged if FAILED[s.expectation] and s.path in wanted.unready_in_outage]
+    if not problems and wanted.unready_in_outage and not outage:
+        return measured_objective("health_contract", objectives, value=None, passed=None,
+                                  measured=f"{len(judged)} answers, none during an outage: the "
+                                  "503s were not exercised", derivation=how)
+    measured = (f"{len(problems)} of {len(judged)} answers off the contract: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                if problems else f"all {len(judged)} answers as the contract says "
+                f"({len(outage)} during an outage)")
+    return measured_objective("health_contract", objectives, value=float(len(problems)),
+                              passed=not problems, measured=measured, derivation=how)
+
+
+def _contract_predict(ctx: CheckContext, params: NoParams,
+                      objectives: Objectives) -> Prediction:
+    wanted = objectives.health_contract
+    differs = [f"{path}: contract {CONTRACT['redis-down'].get(path, 'no such endpoint')} in an "
+               "outage" for path in wanted.unready_in_outage
+               if CONTRACT["redis-down"].get(path) != 503]
+    differs += [f"{path}: contract {CONTRACT['redis-down'].get(path, 'no such endpoint')} in an "
+                "outage, wanted 200" for path in wanted.always_ok
+                if CONTRACT["redis-down"].get(path) != 200]
+    return Prediction("health_contract", NAME, threshold_text(objectives, "health_contract"),
+                      "as the contract says" if not differs else "; ".join(differs),
+                      None if not differs else False,
+                      "the backend's documented contract (images/backend/README.md); whether a "
+                      "503 names the dependency shows only in its answers")
+
+
 register(CheckDef(
     name=NAME, params=NoParams, judge=lambda ctx, params: check_health_contract(ctx.history),
     summary="each backend's four health endpoints, asked directly, answer as the contract says "
-            "for the state the lab was in"))
+            "for the state the lab was in",
+    objectives=(ObjectiveHook("health_contract", _contract_objective, _contract_predict),)))
 register(CheckDef(
     name=STARTUP, params=NoParams, judge=lambda ctx, params: check_ready_at_startup(ctx.history),
     summary="a restarted backend answers /health/ready 503 before its first 200"))

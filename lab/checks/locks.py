@@ -217,8 +217,13 @@ def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_
               ("missed_ticks", float(len(missed))), ("unknown_runs", float(len(unknown))),
               ("judged_ticks", float(judged_count)))
     if not runs:
-        return CheckResult(EXCLUSIVITY, Verdict.UNKNOWN, "no job runs recorded", expected,
-                           derivation, values=values)
+        if judged_count:
+            # Ticks with the lock store up were due and no backend ran one: the job never ran.
+            return CheckResult(EXCLUSIVITY, Verdict.FAIL, f"no job run recorded in {judged_count} "
+                               "judged ticks: no backend ever took the job", expected, derivation,
+                               tuple(details[:20]), values)
+        return CheckResult(EXCLUSIVITY, Verdict.UNKNOWN, "no job runs recorded, and no tick was "
+                           "due with the lock store up", expected, derivation, values=values)
     measured = (f"{len(runs)} runs ({len(unknown)} unknown): {len(overlaps)} overlaps "
                 f"({possible} possible), {len(duplicates)} ticks run twice, {len(missed)} of "
                 f"{judged_count} judged ticks missed")

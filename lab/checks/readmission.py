@@ -42,9 +42,8 @@ def expected_text(expectations: Expectations, target: str) -> str:
     server = expectations.upstream.peer(target)
     if server.max_fails == 0:
         return f"{target} served again as soon as it answers (max_fails=0 never skips it)"
-    return (f"{target} tried again once fail_timeout={server.fail_timeout_s:g} s has passed "
-            "since its last counted failure (whole seconds), at its turn; back in rotation "
-            "when that try succeeds, skipped for another fail_timeout when it fails")
+    return (f"{target} tried again fail_timeout={server.fail_timeout_s:g} s after its last "
+            "counted failure (whole seconds), at its turn; back if that try succeeds")
 
 
 @never_crashes(NAME)

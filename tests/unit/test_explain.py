@@ -7,6 +7,7 @@ import math
 
 from typer.testing import CliRunner
 
+from lab.checks.distribution import share_band
 from lab.cli.app import app
 from lab.cli.scenarios import _planned
 from lab.config import LabConfig
@@ -42,11 +43,11 @@ def test_ejection_and_readmission_follow_the_configuration() -> None:
     """The rules move with lab.toml: max_fails, fail_timeout and the timeouts in force are the
     ones each check states (the checks' own text, not a restatement)."""
     default = _expected("failover", LabConfig())
-    assert default["ejection backend-1"].startswith("backend-1 chosen while fewer than max_fails=3 "
-                                          "failures count")
+    assert default["ejection backend-1"].startswith("backend-1 in rotation until max_fails=3 "
+                                                    "failures count")
     assert "fail_timeout=10 s" in default["ejection backend-1"]
-    assert "timeouts of 1 s (connect) and 5 s (read)" in default["ejection backend-1"]
-    assert "fail_timeout=10 s has passed since its last counted failure" in \
+    assert "timeouts 1 s connect, 5 s read" in default["ejection backend-1"]
+    assert "fail_timeout=10 s after its last counted failure" in \
         default["readmission backend-1"]
     changed = _expected("failover", LabConfig().with_overrides("nginx", max_fails=5,
                                                                fail_timeout_s=4))
@@ -65,16 +66,19 @@ def test_checks_that_need_observations_still_say_what_they_expect() -> None:
 
 
 def test_distribution_states_the_band_for_the_planned_answers() -> None:
-    """30 req/s for 10 s: 300 answers, 4 sigmas of a binomial split of 1/3."""
+    """30 req/s for 15 s: 450 answers, each share's derived band around 1/3, and the sample the
+    band needs."""
     text = _expected("distribution", LabConfig())["distribution"]
-    tolerance = 4 * math.sqrt(1 / 3 * 2 / 3 / 300)
-    assert text.startswith(f"each share 0.3333 +/- {tolerance:.4f} for the ~300 answers planned")
+    band = share_band(dict.fromkeys(("backend-1", "backend-2", "backend-3"), 1), 450)
+    assert text.startswith(f"backend-1 0.3333 +/- {band.half_widths['backend-1']:.4f}"), text
+    assert f"for the ~450 answers planned (30 req/s for 15 s); at least {band.required}" in text
+    assert "too few" not in text
 
 
 def test_explain_prints_each_checks_expectation() -> None:
     """The command shows the expectation under each check line."""
     result = CliRunner().invoke(app, ["explain", "failover"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    expects = "expects: backend-1 chosen while fewer than max_fails=3 failures count"
+    expects = "expects: backend-1 in rotation until max_fails=3 failures count"
     assert expects in result.output
     assert "wait 3.36 s = connect_timeout 1 + max_fails 3 × interval 0.12 + 2" in result.output
