@@ -62,7 +62,7 @@ def test_checks_that_need_observations_still_say_what_they_expect() -> None:
     locks = _expected("lock-exclusivity", LabConfig())
     assert locks["lock-exclusivity"].startswith("no overlapping runs of a job")
     health = _expected("health-contract", LabConfig())
-    assert "within 1.3 s of it going down" in health["health-detailed-timing"]
+    assert "within 1.050 s of it going down" in health["health-detailed-timing"]
 
 
 def test_distribution_states_the_band_for_the_planned_answers() -> None:
