@@ -11,6 +11,8 @@ deployment checklist's stated targets (the defaults below), the ``[objectives]``
     health_latency = "5ms"      # p50 of /health through NGINX, healthy steady state
     [objectives.rate_limits]
     "/api/auth/" = "10r/s burst=5"
+    [objectives.security_headers]
+    "X-Frame-Options" = "DENY"  # the value every answer must carry; "*": any value; "off"
 
 Values carry their unit: durations are seconds or a string with ms, s, m, h, d or y;
 ratios a number in (0, 1] or a percentage. Every default, where it comes from and why, is in
@@ -97,6 +99,40 @@ def _rate_limit(value: Any) -> Any:
 RateLimit = Annotated[RateLimitObjective, BeforeValidator(_rate_limit)]
 
 
+ANY_VALUE = "*"     # a required header whose value may be anything (present, not empty)
+OFF = "off"         # a header in a merged table that is no longer required
+
+
+def _names(value: Any) -> Any:
+    """A tuple of names from a list or a comma-separated string (``--objective`` gives one)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+
+
+class HealthContractObjective(BaseModel):
+    """Which health endpoints answer 200 whatever the dependencies do, and which answer 503
+    naming the failed dependency while one is down (200 when all is well)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    always_ok: Names = ("/health", "/health/live")
+    unready_in_outage: Names = ("/health/ready", "/health/detailed")
+
+    def text(self) -> str:
+        return (f"{', '.join(self.always_ok) or 'none'} 200 always; "
+                f"{', '.join(self.unready_in_outage) or 'none'} 503 naming the dependency "
+                "during its outage")
+
+
+def _checklist_security_headers() -> dict[str, str]:
+    return {"X-Frame-Options": "SAMEORIGIN", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": ANY_VALUE}
+
+
 def _checklist_rate_limits() -> dict[str, RateLimitObjective]:
     return {"/api/auth/": RateLimitObjective(rate_per_s=10, burst=5),
             "/api/": RateLimitObjective(rate_per_s=100),
@@ -129,6 +165,18 @@ class Objectives(BaseModel):
         30.0, description="errors end within this of a dependency's return")
     lock_takeover: Seconds = Field(30.0, description="a dead lock holder's job runs again within")
     load_p95: Seconds = Field(0.2, description="p95 of each request kind under a k6 load profile")
+    security_headers: dict[str, str] = Field(
+        default_factory=_checklist_security_headers,
+        description="header -> value on every answer, 4xx and 5xx included ('*': any value)")
+    rate_limit_headers: Names = Field(("X-RateLimit-Status", "Retry-After"),
+                                      description="headers every rate-limited (429) answer carries")
+    fail_fast: Seconds = Field(
+        10.0, description="every request sent during a dependency outage answered within (s)")
+    health_contract: HealthContractObjective = Field(
+        default_factory=HealthContractObjective,
+        description="what each health endpoint answers, healthy and during an outage")
+    even_distribution: bool = Field(
+        True, description="every primary backend serves an equal share of the answers")
 
 
 OBJECTIVE_NAMES = tuple(name for name in Objectives.model_fields
@@ -143,8 +191,12 @@ DEFAULT_SOURCE = {
     "lost_writes": "lab default", "pool_server_connections": "checklist",
     "pool_clients": "checklist", "rate_limits": "checklist", "hsts_max_age": "checklist",
     "dependency_recovery": "lab default", "lock_takeover": "lab default",
-    "load_p95": "lab default",
+    "load_p95": "lab default", "security_headers": "checklist",
+    "rate_limit_headers": "checklist", "fail_fast": "checklist", "health_contract": "checklist",
+    "even_distribution": "checklist",
 }
+# Objectives that are tables: an override sets some of their keys and keeps the others.
+MERGED = ("rate_limits", "security_headers", "health_contract")
 
 
 
@@ -180,8 +232,11 @@ class ObjectivesInForce:
             return self
         data = self.values.model_dump()
         for name, value in given.items():
-            if name == "rate_limits":
+            if name in MERGED and isinstance(value, dict):
                 data[name] = {**data[name], **value}
+                if name == "security_headers":
+                    data[name] = {k: v for k, v in data[name].items()
+                                  if str(v).strip().lower() != OFF}
             else:
                 data[name] = value
         values = _validate(data, source)
@@ -241,11 +296,15 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         if field not in Objectives.model_fields:
             raise ConfigError(f"--objective {assignment!r}: unknown objective {field!r}",
                               hint=f"objectives: {', '.join(Objectives.model_fields)}")
-        if field == "rate_limits":
+        if field in MERGED:
             if not key:
-                raise ConfigError(f"--objective {assignment!r}: name the location, e.g. "
-                                  "rate_limits./api/auth/=10r/s burst=5")
-            overrides.setdefault("rate_limits", {})[key] = value.strip()
+                part, example = {
+                    "rate_limits": ("location", "rate_limits./api/auth/=10r/s burst=5"),
+                    "security_headers": ("header", "security_headers.X-Frame-Options=DENY"),
+                    "health_contract": ("part", "health_contract.always_ok=/health")}[field]
+                raise ConfigError(f"--objective {assignment!r}: name the {part}, e.g. "
+                                  f"{example}")
+            overrides.setdefault(field, {})[key] = value.strip()
         elif key:
             raise ConfigError(f"--objective {assignment!r}: {field} has no part {key!r}")
         else:
@@ -286,6 +345,14 @@ def threshold_text(values: Objectives, name: str) -> str:
         "lock_takeover": f"<= {text_seconds(v.lock_takeover)}",
         "load_p95": f"p95 < {text_seconds(v.load_p95)}",
         "rate_limits": "; ".join(f"{loc} <= {r.text()}" for loc, r in v.rate_limits.items()),
+        "security_headers": "every answer: " + ("; ".join(
+            f"{name}" + ("" if value == ANY_VALUE else f": {value}")
+            for name, value in v.security_headers.items()) or "nothing"),
+        "rate_limit_headers": f"every 429: {', '.join(v.rate_limit_headers) or 'nothing'}",
+        "fail_fast": f"every answer in an outage <= {text_seconds(v.fail_fast)}, with a status",
+        "health_contract": v.health_contract.text(),
+        "even_distribution": ("each primary backend 1/n of the answers" if v.even_distribution
+                              else "not judged"),
     }
     return texts[name]
 

@@ -1,85 +1,170 @@
-"""Load distribution: each backend's share of successful answers, against an even split.
+"""Load distribution: each backend's share of the ok answers, against the split its weights set.
 
-The tolerance is binomial (each answer lands on a given backend with probability 1/n).
-Round robin spreads more evenly than independent draws, so the band is conservative: a share
-outside it means the balancing is really off, not noise.
+NGINX's weighted round robin gives primary server ``i`` the share ``p_i = w_i / W`` of the
+answers (``W``: the weights' sum; ``UpstreamPolicy.weights``). Every answering server is
+judged: an answer from a server that is not a primary of the upstream (a backup while all
+primaries live, a host the configuration does not name) fails the check.
+
+The band is derived, not chosen. Each share is judged as if every answer were an independent
+draw (binomial): round robin spreads more evenly than that, so the band is conservative for
+a correct NGINX. Two numbers set it:
+
+- the false alarm a correct configuration may raise: ``FALSE_ALARM`` for the whole check,
+  split over the ``n`` servers and both tails (Bonferroni), gives ``z_a``; the band is
+  ``p_i +/- z_a * sqrt(p_i (1 - p_i) / N)``;
+- the smallest change it must catch: one weight changed by one step. ``w_i + 1`` moves
+  server ``i``'s share by ``(W - w_i) / (W (W + 1))``, the least of all one-step changes
+  (``w_i - 1`` moves it further); with power ``POWER`` (``z_b``) that change is caught when
+  ``N >= ((z_a sqrt(p(1-p)) + z_b sqrt(p'(1-p'))) / delta)^2``. With fewer answers the check
+  is ``unknown``: the sample could not have told a one-step change from noise.
+
+docs/power-objectives.md shows the resulting detection rates on seeded simulations.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
-from lab.checks.registry import CheckContext, CheckDef, ClientParams, register
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    ClientParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
 from lab.history import History, Outcome
+from lab.objectives import Objectives, threshold_text
 
 NAME = "distribution"
+# A correct configuration fails the check in at most 1 run in 10,000 (whole check, all servers).
+FALSE_ALARM = 1e-4
+# A one-step weight change is caught in at least 99 of 100 runs of the sample size required.
+POWER = 0.99
 
 
-def share_band(servers: int, answers: int, sigmas: float) -> tuple[float, float, str]:
-    """Each server's share p = 1/n, its binomial tolerance for ``answers`` ok answers, and the
-    arithmetic."""
-    p = 1 / servers
-    tolerance = sigmas * math.sqrt(p * (1 - p) / answers) if answers else math.inf
-    return p, tolerance, (f"p = 1/{servers} = {p:.4f} per server; tolerance = sigmas * "
-                          f"sqrt(p(1-p)/N) = {sigmas:g} * sqrt({p:.4f} * {1 - p:.4f} / "
-                          f"{answers}) = {tolerance:.4f}")
+@dataclass(frozen=True)
+class ShareBand:
+    """The expected shares, the band around each for ``answers`` answers, and the least
+    sample that catches a one-step weight change."""
+
+    shares: Mapping[str, float]
+    half_widths: Mapping[str, float]
+    z_alarm: float
+    z_power: float
+    smallest_step: float            # the least share change one weight step makes
+    required: int                   # answers needed to catch it with POWER
+    derivation: str
+
+
+def share_band(weights: Mapping[str, int], answers: int, *, false_alarm: float = FALSE_ALARM,
+               power: float = POWER) -> ShareBand:
+    """The band of each server's share for ``answers`` ok answers, and how it was derived."""
+    total = sum(weights.values())
+    shares = {node: w / total for node, w in weights.items()}
+    z_alarm = NormalDist().inv_cdf(1 - false_alarm / (2 * len(weights)))
+    z_power = NormalDist().inv_cdf(power)
+    half = {node: (z_alarm * math.sqrt(p * (1 - p) / answers) if answers else math.inf)
+            for node, p in shares.items()}
+    # The least-moving one-step change: some w_i + 1 (a decrease moves the share further).
+    required, smallest, which = 0, math.inf, ""
+    for node, w in weights.items():
+        if len(weights) == 1:
+            break
+        p, changed = shares[node], (w + 1) / (total + 1)
+        delta = changed - p
+        need = math.ceil(((z_alarm * math.sqrt(p * (1 - p))
+                           + z_power * math.sqrt(changed * (1 - changed))) / delta) ** 2)
+        if delta < smallest:
+            smallest, which = delta, node
+        required = max(required, need)
+    weights_text = ", ".join(f"{n} {w}" for n, w in weights.items())
+    derivation = (
+        f"weights {weights_text} (W = {total}): p_i = w_i / W; band p_i +/- z_a * "
+        f"sqrt(p_i(1-p_i)/N), z_a = {z_alarm:.2f} for a false alarm of {false_alarm:g} over "
+        f"{len(weights)} servers, both tails; N = {answers}"
+        + (f"; the least one-step change (weight of {which} + 1) moves its share by "
+           f"{smallest:.4f}, caught with power {power:g} (z_b = {z_power:.2f}) from N >= "
+           f"{required}" if which else ""))
+    return ShareBand(shares, half, z_alarm, z_power, smallest, required, derivation)
 
 
 @never_crashes(NAME)
-def check_distribution(history: History, servers: tuple[str, ...],
-                       window: tuple[float, float] | None = None, sigmas: float = 4.0,
-                       min_requests: int = 100) -> CheckResult:
-    """Whether every server got about 1/n of the ok answers (X-Backend-Id) in the window."""
-    if not servers:
+def check_distribution(history: History, weights: Mapping[str, int],
+                       window: tuple[float, float] | None = None,
+                       min_requests: int = 0) -> CheckResult:
+    """Whether every answering server is a primary and got its weight's share of the ok answers
+    (X-Backend-Id) in the window."""
+    if not weights:
         return CheckResult(NAME, Verdict.UNKNOWN, "no servers given", "-", "-")
     answered = [r for r in history.requests
                 if r.outcome is Outcome.OK and r.backend is not None
                 and (window is None or window[0] <= r.sent_at < window[1])]
     counts = Counter(r.backend for r in answered)
     total = len(answered)
-    p, tolerance, derivation = share_band(len(servers), total, sigmas)
-    expected = f"each share {p:.4f} +/- {tolerance:.4f}, every server answering"
-    shares = {s: counts.get(s, 0) / total if total else 0.0 for s in servers}
-    measured = ", ".join(f"{s} {shares[s]:.4f} ({counts.get(s, 0)})" for s in servers)
-    values = (("requests", float(total)),
-              *((f"share:{s}", shares[s]) for s in servers), ("tolerance", tolerance))
-    strangers = sorted(set(counts) - set(servers))
-    details = tuple(f"answers from {s}, which is not a listed server: {counts[s]}"
-                    for s in strangers)
-    if total < min_requests:
-        return CheckResult(NAME, Verdict.UNKNOWN, f"only {total} ok answers (< {min_requests})",
-                           expected, derivation, details, values)
-    off = [s for s in servers if counts.get(s, 0) == 0 or abs(shares[s] - p) > tolerance]
-    details += tuple(f"{s}: share {shares[s]:.4f} outside {p - tolerance:.4f}-{p + tolerance:.4f}"
-                     + (" (no answers at all)" if counts.get(s, 0) == 0 else "") for s in off)
-    return CheckResult(NAME, Verdict.FAIL if off else Verdict.PASS, measured, expected,
-                       derivation, details, values)
+    band = share_band(weights, total)
+    needed = max(band.required, min_requests)
+    expected = (", ".join(f"{s} {band.shares[s]:.4f} +/- {band.half_widths[s]:.4f}"
+                          for s in weights)
+                + f"; no other server answering; at least {needed} ok answers")
+    shares = {s: counts.get(s, 0) / total if total else 0.0 for s in set(weights) | set(counts)}
+    measured = ", ".join(f"{s} {shares[s]:.4f} ({counts.get(s, 0)})" for s in weights)
+    intruders = sorted(set(counts) - set(weights))
+    if intruders:
+        measured += "; also " + ", ".join(f"{s} ({counts[s]})" for s in intruders)
+    values = (("requests", float(total)), ("required", float(needed)),
+              *((f"share:{s}", shares[s]) for s in weights),
+              *((f"expected:{s}", band.shares[s]) for s in weights),
+              *((f"count:{s}", float(counts.get(s, 0))) for s in weights),
+              ("intruders", float(sum(counts[s] for s in intruders))),
+              ("tolerance", max(band.half_widths.values())))
+    details = [f"answers from {s}, which is not a primary server of the upstream: {counts[s]}"
+               for s in intruders]
+    off = [s for s in weights if abs(shares[s] - band.shares[s]) > band.half_widths[s]]
+    details += [f"{s}: share {shares[s]:.4f} outside {band.shares[s] - band.half_widths[s]:.4f}-"
+                f"{band.shares[s] + band.half_widths[s]:.4f}"
+                + (" (no answers at all)" if counts.get(s, 0) == 0 else "") for s in off]
+    if intruders:
+        verdict = Verdict.FAIL
+    elif total < needed:
+        verdict = Verdict.UNKNOWN
+        details.append(f"only {total} ok answers: {needed} are needed to tell a one-step weight "
+                       "change from a fair split's noise")
+        measured = f"only {total} ok answers (< {needed}): {measured}"
+    else:
+        verdict = Verdict.FAIL if off else Verdict.PASS
+    return CheckResult(NAME, verdict, measured, expected, band.derivation, tuple(details), values)
 
 
 # -- registration -------------------------------------------------------------------------------
 
 
 class DistributionParams(ClientParams):
-    sigmas: Annotated[float, Field(gt=0)] = 4.0
-    min_requests: Annotated[int, Field(ge=1)] = 100
+    # A floor above the derived sample size (never below it).
+    min_requests: Annotated[int, Field(ge=0)] = 0
     during: Literal["all", "steady"] = "all"    # the whole run, or only before any fault
 
 
+def _window(history: History, params: DistributionParams) -> tuple[float, float] | None:
+    if params.during != "steady":
+        return None
+    first = min((f.at for f in history.faults), default=None)
+    end = (first or history.mark_at("end")
+           or max((r.sent_at for r in history.requests), default=0.0))
+    return (history.mark_at("start") or 0.0, end)
+
+
 def _judge(ctx: CheckContext, params: DistributionParams) -> CheckResult:
-    history = ctx.history
-    window = None
-    if params.during == "steady":
-        first = min((f.at for f in history.faults), default=None)
-        end = (first or history.mark_at("end")
-               or max((r.sent_at for r in history.requests), default=0.0))
-        window = (history.mark_at("start") or 0.0, end)
-    return check_distribution(history, ctx.expectations.upstream.servers, window,
-                              sigmas=params.sigmas, min_requests=params.min_requests)
+    return check_distribution(ctx.history, ctx.expectations.upstream.weights,
+                              _window(ctx.history, params), min_requests=params.min_requests)
 
 
 def _describe(ctx: CheckContext, params: DistributionParams) -> str:
@@ -92,12 +177,61 @@ def _describe(ctx: CheckContext, params: DistributionParams) -> str:
         end = min((f.at for f in history.faults), default=end)
     rate = ctx.stream_rates.get(params.client, ctx.rate_per_s) if params.client else ctx.rate_per_s
     answers = int(rate * (end - start))
-    p, tolerance, _ = share_band(len(ctx.expectations.upstream.servers), answers, params.sigmas)
-    return (f"each share {p:.4f} +/- {tolerance:.4f} for the ~{answers} answers planned "
-            f"({rate:g} req/s for {end - start:g} s): {params.sigmas:g} sigmas of a binomial "
-            f"split, at least {params.min_requests} answers")
+    band = share_band(ctx.expectations.upstream.weights, answers)
+    needed = max(band.required, params.min_requests)
+    shares = ", ".join(f"{s} {band.shares[s]:.4f} +/- {band.half_widths[s]:.4f}"
+                       for s in band.shares)
+    return (f"{shares} for the ~{answers} answers planned ({rate:g} req/s for "
+            f"{end - start:g} s); at least {needed} needed"
+            + (" (too few planned: unknown)" if answers < needed else ""))
+
+
+def _even_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                    params: DistributionParams) -> ObjectiveResult | None:
+    if not objectives.even_distribution:
+        return None
+    weights = ctx.expectations.upstream.weights
+    how = ("each answering server's share of the ok answers against 1/n of the primary servers, "
+           "within the same binomial band as conformance")
+    total = result.value("requests")
+    if total is None:
+        return measured_objective("even_distribution", objectives, value=None, passed=None,
+                                  measured=result.measured, derivation=how)
+    even = share_band(dict.fromkeys(weights, 1), int(total))
+    counts = {s: result.value(f"count:{s}") or 0.0 for s in weights}
+    intruding = result.value("intruders") or 0.0
+    off = [s for s in weights
+           if abs((counts[s] / total if total else 0.0) - even.shares[s]) > even.half_widths[s]]
+    spread = ", ".join(f"{s} {counts[s] / total:.3f}" for s in weights) if total else "none"
+    if intruding:
+        return measured_objective("even_distribution", objectives, value=intruding, passed=False,
+                                  measured=f"{intruding:.0f} answers from servers outside the "
+                                  f"upstream; shares {spread}", derivation=how)
+    if total < even.required:
+        return measured_objective("even_distribution", objectives, value=None, passed=None,
+                                  measured=f"only {total:.0f} ok answers (< {even.required})",
+                                  derivation=how)
+    return measured_objective("even_distribution", objectives, value=float(len(off)),
+                              passed=not off,
+                              measured=(f"shares {spread}; uneven: {', '.join(off)}" if off
+                                        else f"shares {spread}, each within the band of 1/"
+                                        f"{len(weights)}"), derivation=how)
+
+
+def _even_predict(ctx: CheckContext, params: DistributionParams,
+                  objectives: Objectives) -> Prediction | None:
+    if not objectives.even_distribution:
+        return None
+    weights = ctx.expectations.upstream.weights
+    return Prediction("even_distribution", NAME, threshold_text(objectives, "even_distribution"),
+                      "an even split" if len(set(weights.values())) <= 1 else "an uneven split",
+                      len(set(weights.values())) <= 1,
+                      "weights " + ", ".join(f"{s} {w}" for s, w in weights.items())
+                      + " (round robin gives each w / W)")
 
 
 register(CheckDef(
     name=NAME, params=DistributionParams, judge=_judge, describe=_describe,
-    summary="each backend's share of the ok answers, within a binomial tolerance of 1/n"))
+    summary="each backend's share of the ok answers within a derived binomial band of its "
+            "weight's share, and no other server answering",
+    objectives=(ObjectiveHook("even_distribution", _even_objective, _even_predict),)))

@@ -11,13 +11,26 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Annotated
 
-from pydantic import Field
-
-from lab.checks.base import CheckResult, Verdict, combine, never_crashes
-from lab.checks.registry import CheckContext, CheckDef, CheckParams, NoParams, register
+from lab.checks.base import (
+    CheckResult,
+    ObjectiveResult,
+    Prediction,
+    Verdict,
+    combine,
+    never_crashes,
+)
+from lab.checks.registry import (
+    CheckContext,
+    CheckDef,
+    CheckParams,
+    NoParams,
+    ObjectiveHook,
+    measured_objective,
+    register,
+)
 from lab.history import WATCHED, FaultPhase, HealthSample, HealthWatch, History, ready_mark
+from lab.objectives import Objectives, threshold_text
 
 NAME = "health-contract"
 PATHS = ("/health", "/health/live", "/health/ready", "/health/detailed")
@@ -95,6 +108,22 @@ def _watched(history: History, node: str, path: str | None = None) -> list[Healt
 
 def _sent(sample: HealthSample) -> float:
     return sample.sent_at if sample.sent_at is not None else sample.at
+
+
+def watch_lateness(samples: list[HealthSample], interval_s: float) -> tuple[float, float]:
+    """How late a watcher's samples come, measured on its own samples: (the longest pause
+    between an answer and the next request of the same path, the longest answer among the 200s).
+    Together they bound how long after a change the first sample showing it can come: the
+    scheduling of a shared machine is measured, not assumed."""
+    pauses: list[float] = []
+    last: dict[str, HealthSample] = {}
+    for sample in samples:
+        previous = last.get(sample.path)
+        if previous is not None and sample.sent_at is not None:
+            pauses.append(max(0.0, sample.sent_at - previous.at))
+        last[sample.path] = sample
+    answers = [s.at - s.sent_at for s in samples if s.status == 200 and s.sent_at is not None]
+    return max(pauses, default=interval_s), max(answers, default=0.0)
 
 
 def _covering(history: History, node: str, start: float, end: float) -> HealthWatch | None:
@@ -180,24 +209,24 @@ def check_ready_at_startup(history: History) -> CheckResult:
 
 
 @never_crashes(DRAIN)
-def check_ready_while_draining(history: History, *, drain_s: float,
-                               tolerance_s: float = 0.25) -> CheckResult:
+def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResult:
     """Whether each watched backend, sent SIGTERM, answered /health/ready 503 at once and until it
     was gone, while /health/live still answered, for at least its drain time."""
     derivation = ("the backend's drain (LAB_DRAIN_S = BackendConfig.drain_s = {drain:g} s): on "
                   "SIGTERM readiness turns 503 and requests are still served for drain_s, then it "
-                  "stops accepting; the watcher asks each path every {interval} s, so the first "
-                  "503 comes within interval + tolerance of SIGTERM and the last answer at most "
-                  "one interval before the listener closes: answers for at least "
-                  "drain_s - interval - tolerance = {drain:g} - {interval} - {tolerance:g} = "
-                  "{floor} s; tolerance {tolerance:g} s covers signal delivery and scheduling on "
-                  "a shared machine")
+                  "stops accepting; the watcher asks each path again a pause after each answer, "
+                  "so the first 503 comes within pause + answer of SIGTERM and the last answer at "
+                  "most that before the listener closes: answers for at least "
+                  "drain_s - pause - answer = {drain:g} - {interval} - {tolerance} = "
+                  "{floor} s, the pause and the answer the longest this watcher's own samples "
+                  "show")
     judged = _Judged()
     interval = 0.0
+    late = 0.0
     for watch in history.health_watches:
-        interval = watch.interval_s
-        floor = drain_s - interval - tolerance_s
         samples = _watched(history, watch.node)
+        interval, late = watch_lateness(samples, watch.interval_s)
+        floor = drain_s - interval - late
         for event in history.faults:
             # Only stop (and restart, which stops first) sends SIGTERM; kill gives no drain.
             if event.target != watch.node or event.fault not in ("stop", "restart") \
@@ -220,9 +249,9 @@ def check_ready_while_draining(history: History, *, drain_s: float,
                 continue
             problems = []
             turned = _sent(first) - sigterm
-            if turned > interval + tolerance_s:
+            if turned > interval + late:
                 problems.append(f"ready turned 503 {turned:.3f} s after SIGTERM, expected within "
-                                f"{interval + tolerance_s:g} s")
+                                f"{interval + late:.3f} s")
             relapse = [s for s in ready if _sent(s) > _sent(first) and s.status != 503]
             if relapse:
                 problems.append(f"ready answered {relapse[0].status} "
@@ -236,32 +265,33 @@ def check_ready_while_draining(history: History, *, drain_s: float,
             served = max(_sent(s) for s in during) - sigterm
             if served < floor:
                 problems.append(f"answered for {served:.3f} s after SIGTERM, expected at least "
-                                f"{floor:g} s")
+                                f"{floor:.3f} s")
             judged.add(Verdict.FAIL if problems else Verdict.PASS,
                        f"{where}: ready 503 from +{turned:.3f} s, {len(live)} live 200, "
                        f"answers until +{served:.3f} s, gone +{gone_at - sigterm:.3f} s"
                        + (": " + "; ".join(problems) if problems else ""))
             judged.values += [("ready_503_after_s", turned), ("answered_for_s", served)]
-    floor_text = f"{drain_s - interval - tolerance_s:g}"
-    derivation = derivation.format(drain=drain_s, interval=f"{interval:g}", tolerance=tolerance_s,
-                                   floor=floor_text)
-    expected = ("after SIGTERM: /health/ready 503 within interval + tolerance and until the "
-                f"process is gone, /health/live 200 meanwhile, answers for at least {floor_text} s")
+    floor_text = f"{drain_s - interval - late:.3f}"
+    derivation = derivation.format(drain=drain_s, interval=f"{interval:.3f}",
+                                   tolerance=f"{late:.3f}", floor=floor_text)
+    expected = ("after SIGTERM: /health/ready 503 within the watcher's pause + answer and until "
+                f"the process is gone, /health/live 200 meanwhile, answers for at least "
+                f"{floor_text} s")
     return judged.result(DRAIN, expected, derivation, "no SIGTERM to a watched backend")
 
 
 @never_crashes(DETAILED_TIMING)
 def check_detailed_follows_dependency(history: History, *, dependency_timeout_s: float,
-                                      dependency: str = "redis",
-                                      tolerance_s: float = 0.25) -> CheckResult:
+                                      dependency: str = "redis") -> CheckResult:
     """Whether each watched backend's /health/detailed turned 503 (naming the dependency) within
     the bound after the dependency went away, and 200 within the bound after it was back."""
     judged = _Judged()
     interval = 0.0
     bound = 0.0
+    late = 0.0
     for watch in history.health_watches:
-        interval = watch.interval_s
-        bound = interval + dependency_timeout_s + tolerance_s
+        interval, late = watch_lateness(_watched(history, watch.node), watch.interval_s)
+        bound = interval + dependency_timeout_s + late
         detailed = _watched(history, watch.node, "/health/detailed")
         for inject, heal in history.fault_windows(dependency):
             if inject.fault not in OUTAGES or heal is None:
@@ -284,12 +314,12 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
                 problems.append(f"never 503 naming {dependency} (observed {', '.join(seen)})")
             elif down_s > bound:
                 problems.append(f"503 {down_s:.3f} s after {dependency} went down, expected within "
-                                f"{bound:g} s")
+                                f"{bound:.3f} s")
             if up_s is None:
                 problems.append(f"not 200 again after {dependency} was back")
             elif up_s > bound:
                 problems.append(f"200 {up_s:.3f} s after {dependency} was back, expected within "
-                                f"{bound:g} s")
+                                f"{bound:.3f} s")
             shown = [f"503 after {down_s:.3f} s" if down_s is not None else "no 503",
                      f"200 {up_s:.3f} s after it was back" if up_s is not None else "no 200"]
             judged.add(Verdict.FAIL if problems else Verdict.PASS,
@@ -298,16 +328,17 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
             judged.values += [(f"{inject.fault}_down_s",
                                down_s if down_s is not None else float("inf")),
                               (f"{inject.fault}_up_s", up_s if up_s is not None else float("inf"))]
-    expected = (f"/health/detailed 503 naming {dependency} within {bound:g} s of it going down, "
-                f"and 200 within {bound:g} s of it being back")
+    expected = (f"/health/detailed 503 naming {dependency} within {bound:.3f} s of it going "
+                f"down, and 200 within {bound:.3f} s of it being back")
     derivation = ("a detailed answer waits at most the dependency timeout "
                   "(LAB_DEPENDENCY_TIMEOUT_S = BackendConfig.dependency_timeout_s = "
                   f"{dependency_timeout_s:g} s) for {dependency}; the watcher sends the next "
-                  f"request at most one interval ({interval:g} s) after the previous one: bound = "
-                  f"interval + dependency_timeout + tolerance = {interval:g} + "
-                  f"{dependency_timeout_s:g} + {tolerance_s:g} = {bound:g} s, from the fault in "
-                  f"effect (stop or freeze returned) and from {dependency} answering its readiness "
-                  "probe again")
+                  f"request a pause after the previous answer (the longest it paused: "
+                  f"{interval:.3f} s) and a healthy answer takes what its longest 200 took "
+                  f"({late:.3f} s), both measured on its own samples: bound = pause + "
+                  f"dependency_timeout + answer = {interval:.3f} + {dependency_timeout_s:g} + "
+                  f"{late:.3f} = {bound:.3f} s, from the fault in effect (stop or freeze "
+                  f"returned) and from {dependency} answering its readiness probe again")
     return judged.result(DETAILED_TIMING, expected, derivation,
                          f"no healed outage of {dependency} during a watch")
 
@@ -316,21 +347,84 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
 
 
 class HealthTimingParams(CheckParams):
-    tolerance_s: Annotated[float, Field(ge=0)] = 0.25
+    pass
+
+
+def contract_problem(sample: HealthSample, always_ok: tuple[str, ...],
+                     unready: tuple[str, ...]) -> str | None:
+    """What the objective's contract finds wrong with one answer, None when it holds (or the
+    path is not in the objective)."""
+    failed = FAILED.get(sample.expectation)
+    if failed is None:
+        return None
+    if sample.path in always_ok:
+        return None if sample.status == 200 else f"{sample.status}, wanted 200 always"
+    if sample.path not in unready:
+        return None
+    if not failed:
+        return None if sample.status == 200 else f"{sample.status} while healthy, wanted 200"
+    if sample.status != 503:
+        return f"{sample.status} while {failed[0]} was down, wanted 503"
+    if not any(name in sample.body.lower() for name in failed):
+        return f"503 without naming {failed[0]}: {sample.body[:80]!r}"
+    return None
+
+
+def _contract_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                        params: NoParams) -> ObjectiveResult:
+    wanted = objectives.health_contract
+    samples = [s for s in ctx.history.health_samples if s.expectation in FAILED]
+    how = ("each backend's answers, asked directly, in each state the scenario put the lab in, "
+           "against the objective's contract (a 503 names the dependency when its name is in "
+           "the body)")
+    judged = [s for s in samples if s.path in (*wanted.always_ok, *wanted.unready_in_outage)]
+    if not judged:
+        return measured_objective("health_contract", objectives, value=None, passed=None,
+                                  measured="no answer of the objective's endpoints sampled",
+                                  derivation=how)
+    problems = [f"{s.node} {s.path} ({s.expectation}): {problem}" for s in judged
+                if (problem := contract_problem(s, wanted.always_ok, wanted.unready_in_outage))]
+    outage = [s for s in judged if FAILED[s.expectation] and s.path in wanted.unready_in_outage]
+    if not problems and wanted.unready_in_outage and not outage:
+        return measured_objective("health_contract", objectives, value=None, passed=None,
+                                  measured=f"{len(judged)} answers, none during an outage: the "
+                                  "503s were not exercised", derivation=how)
+    measured = (f"{len(problems)} of {len(judged)} answers off the contract: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                if problems else f"all {len(judged)} answers as the contract says "
+                f"({len(outage)} during an outage)")
+    return measured_objective("health_contract", objectives, value=float(len(problems)),
+                              passed=not problems, measured=measured, derivation=how)
+
+
+def _contract_predict(ctx: CheckContext, params: NoParams,
+                      objectives: Objectives) -> Prediction:
+    wanted = objectives.health_contract
+    differs = [f"{path}: contract {CONTRACT['redis-down'].get(path, 'no such endpoint')} in an "
+               "outage" for path in wanted.unready_in_outage
+               if CONTRACT["redis-down"].get(path) != 503]
+    differs += [f"{path}: contract {CONTRACT['redis-down'].get(path, 'no such endpoint')} in an "
+                "outage, wanted 200" for path in wanted.always_ok
+                if CONTRACT["redis-down"].get(path) != 200]
+    return Prediction("health_contract", NAME, threshold_text(objectives, "health_contract"),
+                      "as the contract says" if not differs else "; ".join(differs),
+                      None if not differs else False,
+                      "the backend's documented contract (images/backend/README.md); whether a "
+                      "503 names the dependency shows only in its answers")
 
 
 register(CheckDef(
     name=NAME, params=NoParams, judge=lambda ctx, params: check_health_contract(ctx.history),
     summary="each backend's four health endpoints, asked directly, answer as the contract says "
-            "for the state the lab was in"))
+            "for the state the lab was in",
+    objectives=(ObjectiveHook("health_contract", _contract_objective, _contract_predict),)))
 register(CheckDef(
     name=STARTUP, params=NoParams, judge=lambda ctx, params: check_ready_at_startup(ctx.history),
     summary="a restarted backend answers /health/ready 503 before its first 200"))
 
 
 def _drain(ctx: CheckContext, params: HealthTimingParams) -> CheckResult:
-    return check_ready_while_draining(ctx.history, drain_s=ctx.expectations.backend.drain_s,
-                                      tolerance_s=params.tolerance_s)
+    return check_ready_while_draining(ctx.history, drain_s=ctx.expectations.backend.drain_s)
 
 
 register(CheckDef(
@@ -341,11 +435,10 @@ register(CheckDef(
 
 def _detailed(ctx: CheckContext, params: HealthTimingParams) -> CheckResult:
     return check_detailed_follows_dependency(
-        ctx.history, dependency_timeout_s=ctx.expectations.backend.dependency_timeout_s,
-        tolerance_s=params.tolerance_s)
+        ctx.history, dependency_timeout_s=ctx.expectations.backend.dependency_timeout_s)
 
 
 register(CheckDef(
     name=DETAILED_TIMING, params=HealthTimingParams, judge=_detailed,
-    summary="/health/detailed turns 503 and back within interval + dependency_timeout of Redis "
-            "going and coming back"))
+    summary="/health/detailed turns 503 and back within the watcher's measured pause + "
+            "dependency_timeout + a healthy answer of Redis going and coming back"))

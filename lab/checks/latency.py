@@ -82,7 +82,9 @@ def try_allowance(pool: Request, located: UpstreamPolicy,
             timers = connect
         else:
             timers = min(a.connect_s, connect) + located.read_timeout_s
-        total += min(a.duration_s, timers + LOG_RESOLUTION_S)
+        # The logged time is truncated to the millisecond at both ends: the try may have taken
+        # up to that much longer than logged (never longer than its timers allow).
+        total += min(a.duration_s, timers) + LOG_RESOLUTION_S
     return total
 
 

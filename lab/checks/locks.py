@@ -23,9 +23,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Annotated
-
-from pydantic import Field
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
 from lab.checks.registry import (
@@ -217,8 +214,13 @@ def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_
               ("missed_ticks", float(len(missed))), ("unknown_runs", float(len(unknown))),
               ("judged_ticks", float(judged_count)))
     if not runs:
-        return CheckResult(EXCLUSIVITY, Verdict.UNKNOWN, "no job runs recorded", expected,
-                           derivation, values=values)
+        if judged_count:
+            # Ticks with the lock store up were due and no backend ran one: the job never ran.
+            return CheckResult(EXCLUSIVITY, Verdict.FAIL, f"no job run recorded in {judged_count} "
+                               "judged ticks: no backend ever took the job", expected, derivation,
+                               tuple(details[:20]), values)
+        return CheckResult(EXCLUSIVITY, Verdict.UNKNOWN, "no job runs recorded, and no tick was "
+                           "due with the lock store up", expected, derivation, values=values)
     measured = (f"{len(runs)} runs ({len(unknown)} unknown): {len(overlaps)} overlaps "
                 f"({possible} possible), {len(duplicates)} ticks run twice, {len(missed)} of "
                 f"{judged_count} judged ticks missed")
@@ -354,19 +356,28 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
 
 @never_crashes(TAKEOVER)
 def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float,
-                        job_interval_s: float, tolerance_s: float = 1.0,
-                        jobs: tuple[str, ...] = JOBS) -> CheckResult:
+                        job_interval_s: float, jobs: tuple[str, ...] = JOBS) -> CheckResult:
     """After ``target_node`` is killed mid-run, the job's next run comes within the bound,
     without overlap."""
     t = _Clock(history)
-    bound = lock_ttl_s + job_interval_s + tolerance_s
+    # Ticks are wall-clock aligned (tick * interval): how long a winner takes from its tick to
+    # its recorded start (taking the lock, claiming the tick, writing the row) is measured on
+    # the runs before the kill, not assumed.
+    first_kill = min((e.started_at for e in history.faults if e.phase is FaultPhase.INJECT
+                      and e.fault == "kill" and e.target == target_node), default=math.inf)
+    recording = max((r.started_at - r.tick * job_interval_s for r in history.job_runs
+                      if r.job in jobs and r.started_at < first_kill
+                      and r.started_at >= r.tick * job_interval_s), default=0.0)
+    bound = lock_ttl_s + job_interval_s + recording
     derivation = (
         f"the killed holder's last lease extension was before its death, so its lock expires by "
         f"kill + lock_ttl; the other nodes try at every tick, so the next run starts by kill + "
-        f"lock_ttl + job_interval + tolerance = {lock_ttl_s:g} + {job_interval_s:g} + "
-        f"{tolerance_s:g} = {bound:g} s (tolerance: recording the run); the killed run may have "
-        "run until the kill completed, so the next run must start after that")
-    expected = f"next run of each job {target_node} held within {bound:g} s of the kill, no overlap"
+        f"lock_ttl + job_interval + the longest a winner took from its tick to its recorded "
+        f"start before the kill = {lock_ttl_s:g} + {job_interval_s:g} + {recording:.3f} = "
+        f"{bound:.3f} s; the killed run may have run until the kill completed, so the next run "
+        "must start after that")
+    expected = (f"next run of each job {target_node} held within {bound:.3f} s of the kill, no "
+                "overlap")
     kills = sorted((e for e in history.faults if e.phase is FaultPhase.INJECT
                     and e.fault == "kill" and e.target == target_node), key=lambda e: e.at)
     if not kills:
@@ -740,7 +751,6 @@ register(CheckDef(
 
 class TakeoverParams(CheckParams):
     target: str
-    tolerance_s: Annotated[float, Field(ge=0)] = 1.0
 
 
 def _takeover(ctx: CheckContext, params: TakeoverParams) -> CheckResult:
@@ -748,7 +758,7 @@ def _takeover(ctx: CheckContext, params: TakeoverParams) -> CheckResult:
     backend = _backend(ctx)
     return check_lock_takeover(ctx.history, target_node=ctx.node(params.target),
                                lock_ttl_s=backend.lock_ttl_s, job_interval_s=backend.job_interval_s,
-                               tolerance_s=params.tolerance_s, jobs=backend.jobs)
+                               jobs=backend.jobs)
 
 
 def _takeover_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,

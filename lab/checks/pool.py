@@ -113,20 +113,24 @@ def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerA
     over = [s for readings in pools.values() for s in readings if s.sv_total > bound]
     peak_pool = max(s.sv_total for readings in pools.values() for s in readings)
     values.append(("peak_server_connections", float(peak_pool)))
+    peak_waiting = max(s.cl_waiting for readings in pools.values() for s in readings)
+    peak_wait_s = max(s.maxwait_s for readings in pools.values() for s in readings)
+    values += [("peak_cl_waiting", float(peak_waiting)), ("peak_maxwait_s", peak_wait_s)]
+    # The bound is shown only by a pool pushed against it: full, or with clients queueing.
+    exercised = peak_pool >= bound or peak_waiting > 0
+    values.append(("exercised", float(exercised)))
     if over:
         verdicts.append(Verdict.FAIL)
         details.append(f"over the bound of {bound} in {len(over)} sample(s):")
         details += [f"  +{s.at - t0:.2f} s {s.database}/{s.user}: {s.sv_total} server connections "
                     f"(active {s.sv_active}, idle {s.sv_idle}, used {s.sv_used}, tested "
                     f"{s.sv_tested}, login {s.sv_login})" for s in over[:_SHOWN]]
-    else:
-        verdicts.append(Verdict.PASS)
-    peak_waiting = max(s.cl_waiting for readings in pools.values() for s in readings)
-    peak_wait_s = max(s.maxwait_s for readings in pools.values() for s in readings)
-    values += [("peak_cl_waiting", float(peak_waiting)), ("peak_maxwait_s", peak_wait_s)]
-    if peak_pool < bound and peak_waiting == 0:
+    elif not exercised:
+        verdicts.append(Verdict.UNKNOWN)
         details.append(f"the pool never filled (peak {peak_pool} of {bound}, nobody waited): the "
                        "bound was not exercised")
+    else:
+        verdicts.append(Verdict.PASS)
 
     # 2. PostgreSQL's count against PgBouncer's, at each pg_stat_activity reading.
     per_instant: dict[float, int] = defaultdict(int)
@@ -276,6 +280,14 @@ def _judge(ctx: CheckContext, params: NoParams) -> CheckResult:
 def _servers_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
                        params: NoParams) -> ObjectiveResult:
     peak = result.value("peak_server_connections")
+    if peak is not None and peak <= objectives.pool_server_connections \
+            and not result.value("exercised"):
+        return measured_objective("pool_server_connections", objectives, value=None, passed=None,
+                                  measured=f"peak {peak:.0f}, but the pool never filled and "
+                                  "nobody waited: the load did not test the bound",
+                                  derivation="PgBouncer's server connections per pool (SHOW "
+                                  "POOLS), which PostgreSQL's pg_stat_activity was checked "
+                                  "against")
     return measured_objective("pool_server_connections", objectives, value=peak,
                               passed=(None if peak is None
                                       else peak <= objectives.pool_server_connections),

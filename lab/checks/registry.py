@@ -144,6 +144,23 @@ class CheckDef(Generic[P]):
 
 
 CHECKS: Registry[CheckDef[Any]] = Registry("check")
+# Objectives a module attaches to a check registered elsewhere (the objective's module owns
+# its judgement): check name -> hooks, judged and predicted after the check's own.
+_ATTACHED: dict[str, list[ObjectiveHook[Any]]] = {}
+
+
+def attach_objective(check: str, hook: ObjectiveHook[Any]) -> None:
+    """Attach one more objective to a registered check (at import of the objective's module)."""
+    if hook.objective not in Objectives.model_fields:
+        raise TypeError(f"check {check}: objective {hook.objective!r} is not one of "
+                        f"{', '.join(Objectives.model_fields)}")
+    CHECKS.get(check)   # a typo is an error at import, not a hook that never runs
+    _ATTACHED.setdefault(check, []).append(hook)
+
+
+def objective_hooks(definition: CheckDef[Any]) -> tuple[ObjectiveHook[Any], ...]:
+    """Every objective judged on a check: its own, then those attached to it."""
+    return (*definition.objectives, *_ATTACHED.get(definition.name, ()))
 
 
 def register(definition: CheckDef[P]) -> CheckDef[P]:
@@ -180,7 +197,7 @@ def run_check(definition: CheckDef[Any], params: CheckParams, ctx: CheckContext,
     # One name per check: results carry the registry's name, the instance's label beside it.
     result = replace(result, name=definition.name, label=label)
     judged: list[ObjectiveResult] = []
-    for hook in definition.objectives:
+    for hook in objective_hooks(definition):
         try:
             outcome = hook.judge(result, objectives, ctx, params)
         except Exception as exc:  # noqa: BLE001 - an objective that crashes is unknown
@@ -194,7 +211,7 @@ def predict(definition: CheckDef[Any], params: CheckParams, ctx: CheckContext,
             objectives: Objectives) -> list[Prediction]:
     """What the configuration implies for each objective of one check, before the run."""
     out = []
-    for hook in definition.objectives:
+    for hook in objective_hooks(definition):
         if hook.predict is None:
             continue
         try:

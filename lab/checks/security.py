@@ -1,5 +1,9 @@
 """Security: the HTTPS certificate and the headers every answer must carry.
 
+Conformance reads what nginx.conf adds; the objectives (``security_headers``,
+``rate_limit_headers``, ``hsts_max_age``) are the checklist's own list, so a configuration
+that never adds Content-Security-Policy conforms to itself and still fails.
+
 TLS: the certificate NGINX serves names the lab's host (subjectAltName; clients ignore the
 CN when a SAN is present), is signed by the lab's CA rather than by itself, and is within its
 validity period; every HTTPS answer carries ``Strict-Transport-Security`` with the configured
@@ -30,12 +34,13 @@ from lab.checks.registry import (
     CheckDef,
     NoParams,
     ObjectiveHook,
+    attach_objective,
     measured_objective,
     register,
 )
 from lab.expectations import NginxPolicy
 from lab.history import HeaderSample, TlsObservation
-from lab.objectives import Objectives, threshold_text
+from lab.objectives import ANY_VALUE, Objectives, threshold_text
 
 __all__ = [
     "HeaderSample",
@@ -288,6 +293,136 @@ def _judge_headers(ctx: CheckContext, params: NoParams) -> CheckResult:
                                   required_headers(ctx.expectations.nginx))
 
 
+def header_problems(samples: Sequence[HeaderSample],
+                    wanted: Mapping[str, str]) -> list[tuple[str, list[HeaderSample], str]]:
+    """Per wanted header (value ``*``: any non-empty one), the samples without it or with
+    another value, and what they had. Values compare case-insensitively (the checklist's are
+    tokens: SAMEORIGIN, nosniff)."""
+    out = []
+    for name, value in wanted.items():
+        lacking = [s for s in samples if not any(v.strip() for v in _values(s, name))]
+        if lacking:
+            out.append((name, lacking, "missing"))
+        if value == ANY_VALUE:
+            continue
+        wrong = [s for s in samples if (found := _values(s, name))
+                 and any(v.strip().lower() != value.strip().lower() for v in found)]
+        if wrong:
+            out.append((name, wrong, f"{_values(wrong[0], name)[0]!r}, wanted {value!r}"))
+    return out
+
+
+def _problem_lines(problems: list[tuple[str, list[HeaderSample], str]], total: int) -> str:
+    return "; ".join(f"{name} {what} on {len(bad)} of {total} answers (status "
+                     f"{_statuses(bad)})" for name, bad, what in problems)
+
+
+def _security_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                        params: NoParams) -> ObjectiveResult:
+    samples = ctx.history.header_samples
+    wanted = objectives.security_headers
+    how = ("every sampled answer (4xx, 5xx and 429 included) against the objective's headers; "
+           "only error answers show whether a header is added 'always'")
+    if not wanted:
+        return measured_objective("security_headers", objectives, value=None, passed=None,
+                                  measured="no header required", derivation=how)
+    if not samples:
+        return measured_objective("security_headers", objectives, value=None, passed=None,
+                                  measured="no answer sampled", derivation=how)
+    problems = header_problems(samples, wanted)
+    if problems:
+        return measured_objective("security_headers", objectives, value=float(len(problems)),
+                                  passed=False, measured=_problem_lines(problems, len(samples)),
+                                  derivation=how)
+    if not any(s.status >= 400 for s in samples):
+        return measured_objective("security_headers", objectives, value=None, passed=None,
+                                  measured=f"every one of {len(samples)} answers had them, but "
+                                  "none was 4xx/5xx: 'always' is untested", derivation=how)
+    return measured_objective("security_headers", objectives, value=0.0, passed=True,
+                              measured=f"all on every one of {len(samples)} answers (status "
+                              f"{_statuses(samples)})", derivation=how)
+
+
+def _security_predict(ctx: CheckContext, params: NoParams,
+                      objectives: Objectives) -> Prediction | None:
+    wanted = objectives.security_headers
+    if not wanted:
+        return None
+    servers = ctx.expectations.nginx.servers
+    missing: list[str] = []
+    for name, value in wanted.items():
+        for index, server in enumerate(servers):
+            where = f"server {index + 1} ({', '.join(server.server_names) or 'no name'})"
+            found = [v for k, v in server.headers if k.lower() == name.lower()]
+            always = {a.lower() for a in server.always_headers}
+            if not found:
+                missing.append(f"{where}: no add_header {name}")
+            elif name.lower() not in always:
+                missing.append(f"{where}: {name} without 'always' (dropped from 4xx/5xx)")
+            elif value != ANY_VALUE and found[0].strip().lower() != value.lower():
+                missing.append(f"{where}: {name} {found[0]!r}, wanted {value!r}")
+    return Prediction("security_headers", HEADERS, threshold_text(objectives, "security_headers"),
+                      "all added always" if not missing else f"{len(missing)} missing or wrong",
+                      not missing,
+                      "; ".join(missing) or "server-level add_header ... always on every server "
+                      "block (a location's own add_header would replace them there)")
+
+
+def _rejections(ctx: CheckContext) -> tuple[int, list[HeaderSample]]:
+    status = ctx.expectations.nginx.rate_limit_status
+    return status, [s for s in ctx.history.header_samples if s.status == status]
+
+
+def _rate_headers_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,
+                            params: NoParams) -> ObjectiveResult:
+    status, rejected = _rejections(ctx)
+    wanted = objectives.rate_limit_headers
+    how = (f"every sampled rate-limited answer (limit_req_status {status}) against the "
+           "objective's headers")
+    if not wanted:
+        return measured_objective("rate_limit_headers", objectives, value=None, passed=None,
+                                  measured="no header required", derivation=how)
+    if not rejected:
+        return measured_objective("rate_limit_headers", objectives, value=None, passed=None,
+                                  measured=f"no {status} answer sampled", derivation=how)
+    problems = header_problems(rejected, dict.fromkeys(wanted, ANY_VALUE))
+    if status != 429:
+        problems.insert(0, (f"status {status}", rejected, "instead of 429"))
+    return measured_objective("rate_limit_headers", objectives, value=float(len(problems)),
+                              passed=not problems,
+                              measured=(_problem_lines(problems, len(rejected)) if problems else
+                                        f"all on every one of {len(rejected)} {status} answers"),
+                              derivation=how)
+
+
+def _rate_headers_predict(ctx: CheckContext, params: NoParams,
+                          objectives: Objectives) -> Prediction | None:
+    wanted = objectives.rate_limit_headers
+    if not wanted:
+        return None
+    nginx = ctx.expectations.nginx
+    missing = [f"limit_req_status {nginx.rate_limit_status}, not 429"] \
+        if nginx.rate_limit_status != 429 else []
+    for index, server in enumerate(nginx.servers):
+        always = {a.lower() for a in server.always_headers}
+        names = {k.lower() for k, _ in server.headers}
+        missing += [f"server {index + 1}: no add_header {name} ... always" for name in wanted
+                    if name.lower() not in names or name.lower() not in always]
+    return Prediction("rate_limit_headers", HEADERS,
+                      threshold_text(objectives, "rate_limit_headers"),
+                      "on every rejection" if not missing else f"{len(missing)} missing",
+                      not missing,
+                      "; ".join(missing) or "add_header ... always for each on every server "
+                      "block (a value that is empty on other answers is sent only on 429)")
+
+
 register(CheckDef(
     name=HEADERS, params=NoParams, judge=_judge_headers,
-    summary="every answer, 4xx and 5xx included, carries the security headers nginx.conf adds"))
+    summary="every answer, 4xx and 5xx included, carries the security headers nginx.conf adds",
+    objectives=(ObjectiveHook("security_headers", _security_objective, _security_predict),
+                ObjectiveHook("rate_limit_headers", _rate_headers_objective,
+                              _rate_headers_predict))))
+# The rate-limit headers are judged where rejections are provoked on purpose, too.
+attach_objective("rate-limit-headers", ObjectiveHook("rate_limit_headers",
+                                                     _rate_headers_objective,
+                                                     _rate_headers_predict))

@@ -4,28 +4,38 @@ The configuration is what ``lab up`` would run: NGINX's rendered nginx.conf or y
 (``[nginx] conf``, read with its includes), PgBouncer's rendered or your pgbouncer.ini, the
 backend's settings or its contract. It is judged against the objectives (lab/objectives.py)
 and the failure behaviours the lab has measured; every finding carries its arithmetic, what
-follows from it, and a fix. Rules live in ``lab.lint.rules.RULES``, one name each::
+follows from it, and a fix. Where a consequence depends on the request rate, the arithmetic
+uses a scenario's traffic (its streams' rates, paths and client timeouts): failover's unless
+another is named. Rules live in ``lab.lint.rules.RULES``, one name each::
 
-    report = lint(load_config(path), load_objectives(path).values)
+    report = lint(load_config(path), load_objectives(path).values,
+                  traffic_of(load_scenario("failover")))
     for finding in report.findings: print(finding.rule, finding.where)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.config import LabConfig
 from lab.contract import HealthPaths
-from lab.lint.model import Finding, Level, LintInput, Rule
+from lab.lint.model import Assumptions, Finding, Level, LintInput, Rule, Stream, Traffic
 from lab.lint.rules import RULES, run_rules
 from lab.objectives import Objectives
+from lab.scenarios.loader import load_scenario
+from lab.scenarios.model import Scenario
 from lab.topology.expect import claimed
 from lab.topology.nginx_conf import read_tree
 from lab.topology.render import render_nginx
 from lab.topology.userconf import user_nginx
 
-__all__ = ["RULES", "Finding", "Level", "LintReport", "Rule", "for_checks", "lint"]
+__all__ = ["DEFAULT_SCENARIO", "RULES", "Assumptions", "Finding", "Level", "LintReport", "Rule",
+           "Stream", "Traffic", "default_traffic", "for_checks", "lint", "traffic_of"]
+
+# The scenario whose traffic a review assumes when none is named: the rehearsal of the
+# failure most of the rules are about.
+DEFAULT_SCENARIO = "failover"
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,7 @@ class LintReport:
 
     findings: tuple[Finding, ...]
     sources: tuple[tuple[str, str], ...]          # part -> where it was read
+    traffic: Traffic = field(default_factory=Traffic)   # what the arithmetic assumed
 
     @property
     def errors(self) -> int:
@@ -44,8 +55,20 @@ class LintReport:
         return sum(f.level is Level.WARNING for f in self.findings)
 
 
-def lint_input(config: LabConfig, objectives: Objectives) -> LintInput:
-    """The configuration in force, read without Docker."""
+def traffic_of(scenario: Scenario) -> Traffic:
+    """A scenario's streams, as the review's arithmetic reads them."""
+    return Traffic(scenario.name, tuple(Stream(s.client, s.rate, s.method, s.path, s.timeout_s)
+                                        for s in scenario.traffic))
+
+
+def default_traffic() -> Traffic:
+    """The traffic of ``DEFAULT_SCENARIO``, read from its shipped file."""
+    return traffic_of(load_scenario(DEFAULT_SCENARIO))
+
+
+def lint_input(config: LabConfig, objectives: Objectives, traffic: Traffic | None = None,
+               assumptions: Assumptions | None = None) -> LintInput:
+    """The configuration in force, read without Docker, with the traffic to judge it for."""
     user = user_nginx(config, strict=False)
     if user is None:
         tree = read_tree(render_nginx(config))
@@ -56,13 +79,18 @@ def lint_input(config: LabConfig, objectives: Objectives) -> LintInput:
     contract = config.backend.contract
     expectations = claimed(config, what="the configuration in force")
     return LintInput(config, expectations, tree, objectives, source,
-                     contract.health if contract else HealthPaths(), user is None)
+                     contract.health if contract else HealthPaths(), user is None,
+                     traffic if traffic is not None else default_traffic(),
+                     assumptions or Assumptions())
 
 
-def lint(config: LabConfig, objectives: Objectives) -> LintReport:
-    """Every rule's findings for this configuration and these objectives."""
-    given = lint_input(config, objectives)
-    return LintReport(tuple(run_rules(given)), tuple(given.expectations.sources().items()))
+def lint(config: LabConfig, objectives: Objectives, traffic: Traffic | None = None,
+         assumptions: Assumptions | None = None) -> LintReport:
+    """Every rule's findings for this configuration and these objectives, at the rates of
+    ``traffic`` (``DEFAULT_SCENARIO``'s when None)."""
+    given = lint_input(config, objectives, traffic, assumptions)
+    return LintReport(tuple(run_rules(given)), tuple(given.expectations.sources().items()),
+                      given.traffic)
 
 
 def for_checks(report: LintReport, checks: Iterable[str]) -> list[Finding]:

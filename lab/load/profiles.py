@@ -32,10 +32,12 @@ Body = Literal["", "message", "login"]
 
 # Little's law sizes the VU pool: in flight = rate x latency. Pre-allocated VUs cover 200 ms
 # of latency at the peak rate: k6 drops iterations while it allocates more mid-run (measured:
-# 33 dropped in one 200 ms stall at 119/s with 10 pre-allocated). Up to 500 ms more may be
-# added while it runs. Beyond that the schedule drops and the run says so.
+# 33 dropped in one 200 ms stall at 119/s with 10 pre-allocated). The most it may add is sized
+# from the timeout in force: every request in flight for the whole REQUEST_TIMEOUT_S, so a slow
+# system shows as slow answers (and timeouts), never as a generator without free VUs. k6
+# allocates those only when they are needed.
 PREALLOCATED_LATENCY_S = 0.2
-MAX_LATENCY_S = 0.5
+REQUEST_TIMEOUT_S = 10  # each request of the lab's scripts gives up after this
 MIN_VUS = 20
 
 
@@ -149,7 +151,7 @@ class LoadPlan:
         elif self.vus is not None:
             most = pre
         else:
-            most = pre + math.ceil(peak * MAX_LATENCY_S)
+            most = pre + math.ceil(peak * REQUEST_TIMEOUT_S)
         return pre, max(pre, most)
 
     def with_stages(self, stages: tuple[Stage, ...], start_rate: float | None = None) -> LoadPlan:

@@ -393,6 +393,33 @@ class LoadVerdict:
     reason: str
 
 
+def judge_records(
+    records: Sequence[RequestRecord],
+    p95_s: float | None,
+    error_rate: float | None,
+) -> tuple[ThresholdResult, ...]:
+    """The objectives in force judged on the recorded requests themselves, per request kind
+    (k6 scenario): p95 latency (a request with no answer counts as slower than any) and the
+    share not ok. A user's script is judged this way whatever thresholds it sets itself."""
+    kinds: dict[str, list[RequestRecord]] = {}
+    for record in records:
+        kinds.setdefault(record.client, []).append(record)
+    out: list[ThresholdResult] = []
+    for kind, group in sorted(kinds.items()):
+        if p95_s is not None:
+            latencies = [r.latency_s if r.latency_s is not None else math.inf for r in group]
+            p95 = percentile(latencies, 95)
+            out.append(ThresholdResult(f"lab: latency{{scenario:{kind}}}",
+                                       f"p(95)<{p95_s * 1000:g}",
+                                       p95 is not None and p95 < p95_s,
+                                       None if p95 is None else p95 * 1000))
+        if error_rate is not None:
+            rate = sum(r.outcome is not Outcome.OK for r in group) / len(group)
+            out.append(ThresholdResult(f"lab: not ok{{scenario:{kind}}}",
+                                       f"rate<{error_rate:g}", rate < error_rate, rate))
+    return tuple(out)
+
+
 def verdict_of(
     exit_code: int,
     thresholds: Sequence[ThresholdResult],
@@ -403,9 +430,11 @@ def verdict_of(
 ) -> LoadVerdict:
     """k6's exit code and thresholds, and whether the generator kept its schedule.
 
-    A run that dropped more than ``max_dropped`` of its schedule is unknown whatever the
-    thresholds say: the requests that would have shown the system's behaviour were never sent,
-    so a slow answer cannot be told from a generator without free VUs."""
+    What was sent is judged first: a threshold that failed on the requests sent fails the run,
+    however many iterations k6 dropped (the system was too slow or too wrong for the load it
+    did get). A run that passes on what it sent but dropped more than ``max_dropped`` of its
+    schedule is unknown: the requests that would have shown the system's behaviour at the
+    rate asked were never sent."""
     failed = [t for t in thresholds if not t.passed]
     failed_text = "; ".join(
         f"{t.metric} {t.expression}" + (f" (was {t.value:g})" if t.value is not None else "")
@@ -413,17 +442,20 @@ def verdict_of(
     )
     asked = scheduled if scheduled else dropped + sent
     share = dropped / asked if asked else 0.0
+    drops = (
+        f"; k6 also dropped {dropped} of {asked:.0f} iterations ({share:.2%})" if dropped else ""
+    )
+    if exit_code == K6_THRESHOLDS_FAILED or failed:
+        return LoadVerdict(
+            Verdict.FAIL, f"thresholds failed: {failed_text or 'see k6 output'}{drops}"
+        )
     if dropped and share > max_dropped:
-        reason = (
+        return LoadVerdict(
+            Verdict.UNKNOWN,
             f"the generator could not keep the schedule: k6 dropped {dropped} of "
             f"{asked:.0f} iterations ({share:.2%}; no free VU at their time), so the system "
-            "was not loaded as asked"
+            "was not loaded as asked; what was sent met every threshold",
         )
-        if failed:
-            reason += f"; on what was sent, thresholds failed: {failed_text}"
-        return LoadVerdict(Verdict.UNKNOWN, reason)
-    if exit_code == K6_THRESHOLDS_FAILED or failed:
-        return LoadVerdict(Verdict.FAIL, f"thresholds failed: {failed_text or 'see k6 output'}")
     if exit_code != K6_OK:
         return LoadVerdict(
             Verdict.UNKNOWN,
@@ -431,10 +463,12 @@ def verdict_of(
         )
     if sent == 0:
         return LoadVerdict(Verdict.UNKNOWN, "no request was recorded")
-    held = f"{len(thresholds)} thresholds held" if thresholds else "no thresholds were set"
+    if not thresholds:
+        # Nothing judged the requests: a run is not a pass for having been run.
+        return LoadVerdict(Verdict.UNKNOWN, "no threshold judged the requests")
     return LoadVerdict(
         Verdict.PASS,
-        held
+        f"{len(thresholds)} thresholds held"
         + (
             f"; {dropped} iterations dropped, within the {max_dropped:.2%} allowed"
             if dropped

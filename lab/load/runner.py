@@ -53,6 +53,7 @@ from lab.load.results import (
     LoadVerdict,
     RecordBuilder,
     ThresholdResult,
+    judge_records,
     percentile,
     read_summary,
     verdict_of,
@@ -555,6 +556,12 @@ class LoadRunner:
             with_backends(builder.collected.records, history.access_log, self.target)
         )
         metrics, thresholds = read_summary(directory / "summary.json")
+        if self.script is not None:
+            # A user's script sets its own thresholds, or none: the objectives in force judge
+            # its requests all the same.
+            thresholds = (*thresholds, *judge_records(builder.collected.records,
+                                                      self.thresholds.p95_s,
+                                                      self.thresholds.error_rate))
         if exit_code is None:
             exit_code = 125
         if exit_code not in (0, 99) and not history.requests:

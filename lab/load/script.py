@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lab.load.profiles import LoadPlan, RequestKind
+from lab.load.profiles import REQUEST_TIMEOUT_S, LoadPlan, RequestKind
 
 REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_TIMEOUT_S = 10
 GRACEFUL_STOP_S = REQUEST_TIMEOUT_S
 WRITE_MARKER = "lab-load"
 # Tags the lab's scripts keep on k6's own samples: fewer columns, a smaller CSV, less k6 CPU.

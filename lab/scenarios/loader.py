@@ -111,7 +111,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
         raise ConfigError(f"{source}: a scenario is a mapping with name, description, steps "
                           "and checks")
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -123,6 +123,13 @@ def parse_scenario(text: str, source: str) -> Scenario:
                          else f"{source}: {field}: {message}")
         raise ConfigError("invalid scenario\n" + "\n".join(lines),
                           hint="see `lab explain failover` for a valid example") from None
+    if not scenario.checks:
+        # A run with nothing to judge would pass having judged nothing.
+        line = line_of(root, ("checks",))
+        raise ConfigError(f"invalid scenario\n{source}:{line}: checks: a scenario needs at least "
+                          "one check; with none its run would pass without judging anything",
+                          hint=f"checks: {', '.join(CHECKS.names())}")
+    return scenario
 
 
 def load_scenario(name_or_path: str) -> Scenario:

@@ -31,7 +31,7 @@ from lab.history import FaultPhase, History, JobRun, RequestRecord
 from lab.objectives import ObjectivesInForce, defaults
 from lab.scenarios.judge import RunFacts, failure_modes, judge, planned_failure_modes, predictions
 from lab.scenarios.model import Scenario
-from lab.scenarios.state import Progress, RunState
+from lab.scenarios.state import NoLockTaken, Progress, RunState
 from lab.scenarios.steps import definition_of, end_watches
 from lab.topology.expect import running
 from lab.topology.lab import Lab
@@ -300,7 +300,16 @@ class Runner:
             for index, step in enumerate(scenario.steps, start=1):
                 definition = definition_of(step)
                 self.before_step(index, definition.describe(step, names))
-                definition.run(state, step)
+                try:
+                    definition.run(state, step)
+                except NoLockTaken as exc:
+                    # What the system did (nobody took the job), judged like any other
+                    # finding: the remaining steps need a holder there is not.
+                    state.notes.append(f"step {index} ({definition.describe(step, names)}): "
+                                       f"{exc.message}; steps {index + 1}.."
+                                       f"{len(scenario.steps)} were not run")
+                    state.history.mark(f"no-lock-taken:step-{index}", time.time())
+                    break
         finally:
             if sampler is not None:
                 sampler.stop()

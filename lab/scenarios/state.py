@@ -28,6 +28,12 @@ from lab.workload.job_sources import lock_reader
 from lab.workload.jobs import redis_client
 
 
+class NoLockTaken(LabError):
+    """No backend took a job's lock in time: a finding about the system, not a failure of the
+    lab. The runner stops the steps there and judges what was recorded (the lock checks fail
+    on the ticks nobody ran)."""
+
+
 @dataclass(frozen=True)
 class Progress:
     """One live progress line: where the run is and what the traffic saw so far."""
@@ -118,8 +124,8 @@ class RunState:
                 except RedisError:
                     pass
                 time.sleep(0.05)
-        raise LabError(f"{what} within {timeout_s:.0f} s",
-                       hint="is locking on, and does the job run (LAB_JOB_INTERVAL_S)?")
+        raise NoLockTaken(f"{what} within {timeout_s:.0f} s",
+                          hint="is locking on, and does the job run (LAB_JOB_INTERVAL_S)?")
 
     def resolve(self, target: str) -> str:
         """A node name, a seeded random pick (``random``, ``random:<role>``) or the current

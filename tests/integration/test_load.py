@@ -101,7 +101,8 @@ def test_conversation_reads_writes_logins(running_lab: Lab, tmp_path: Path) -> N
 
 
 @pytest.mark.covers("objective:load_p95")
-def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: Path) -> None:
+def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: Path,
+                                                   negative_control) -> None:
     """Negative control: a load_p95 objective of 0.1 ms cannot be met through NGINX: k6's
     threshold fails, exit 1."""
     code, document, _ = load(
@@ -115,6 +116,7 @@ def test_thresholds_tighter_than_the_topology_fail(running_lab: Lab, tmp_path: P
         "--objective",
         "load_p95=0.1ms",
     )
+    negative_control.observe(document)
     assert code == 1 and document["verdict"] == "fail"
     failed = [t for t in document["threshold_results"] if not t["passed"]]
     assert [t["expression"] for t in failed] == ["p(95)<0.1"]

@@ -38,15 +38,16 @@ def lab_toml(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.covers("objective:ejection")
+@pytest.mark.covers("check:ejection", "objective:ejection")
 def test_a_balancer_that_never_ejects_conforms_and_fails_its_ejection_objective(
-        engine: Engine, lab_images: dict[str, str], tmp_path: Path) -> None:
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path, negative_control) -> None:
     """max_fails = 0: NGINX never ejects the killed backend, exactly as its configuration says
     (conformance passes), which fails the checklist's 50 s target; predicted before the run."""
     config = lab_toml(tmp_path, "[nginx]\nmax_fails = 0\n")
     code, document, stderr = run_json("failover", "--name", session_lab_name("never-ejects"),
                                       "--config", str(config), "--seed", "21",
                                       "--report-dir", str(tmp_path))
+    negative_control.observe(document)
     assert code == 1
     assert document["verdict"] == "fail"
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
@@ -57,15 +58,16 @@ def test_a_balancer_that_never_ejects_conforms_and_fails_its_ejection_objective(
     assert prediction["reachable"] is False and "max_fails = 0" in prediction["arithmetic"]
 
 
-@pytest.mark.covers("objective:readmission")
+@pytest.mark.covers("check:readmission", "objective:readmission")
 def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
-        engine: Engine, lab_images: dict[str, str], tmp_path: Path) -> None:
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path, negative_control) -> None:
     """fail_timeout = 45 s: the healed backend comes back when NGINX's timer says (conformance
     passes), long after the checklist's 30 s; the prediction shows the arithmetic."""
     config = lab_toml(tmp_path, "[nginx]\nfail_timeout_s = 45\n")
     code, document, _ = run_json("failover", "--name", session_lab_name("slow-readmit"),
                                       "--config", str(config), "--seed", "22",
                                       "--report-dir", str(tmp_path))
+    negative_control.observe(document)
     assert code == 1
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
     readmission = layers(document)["readmission"]
@@ -75,16 +77,17 @@ def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
             and "fail_timeout + c_probe + g = 45" in prediction["arithmetic"])
 
 
-@pytest.mark.covers("objective:health_latency", "objective:failing_latency", "objective:ejection",
-                    "objective:readmission")
+@pytest.mark.covers("check:latency", "objective:health_latency", "objective:failing_latency",
+                    "objective:ejection", "objective:readmission")
 def test_objectives_tightened_below_the_default_topology_fail(
-        running_lab: Lab, tmp_path: Path) -> None:
+        running_lab: Lab, tmp_path: Path, negative_control) -> None:
     """The default topology, judged against objectives tighter than it can meet, conforms and
     fails each of them by name; the thresholds' source is the command line."""
     code, document, _ = run_json(
         "failover", "--name", running_lab.name, "--seed", "23", "--report-dir", str(tmp_path),
         "--objective", "ejection=0.2s", "--objective", "readmission=2s",
         "--objective", "failing_latency=0.3s", "--objective", "health_latency=0.01ms")
+    negative_control.observe(document)
     assert code == 1
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
     judged = layers(document)
@@ -110,3 +113,39 @@ def test_a_bad_objective_is_refused_before_anything_starts(engine: Engine, tmp_p
         assert message in result.stderr, result.stderr
         assert "Traceback" not in result.output
     assert not engine.list_containers({LABEL_LAB: name})
+
+
+CHECKLIST = Path(__file__).resolve().parents[2] / "examples" / "checklist"
+
+
+def checklist_site(tmp_path: Path, *, drop: tuple[str, ...]) -> Path:
+    """The checklist's own NGINX site (examples/checklist/backend.conf) in front of the lab's
+    backends, without the add_header lines naming ``drop``; its lab.toml."""
+    site = (CHECKLIST / "backend.conf").read_text().replace(".internal:3000", ".internal:8000")
+    kept = [line for line in site.splitlines(keepends=True)
+            if not any(f"add_header {name} " in line for name in drop)]
+    assert len(kept) == len(site.splitlines()) - len(drop)
+    (tmp_path / "site.conf").write_text("".join(kept))
+    return lab_toml(tmp_path, '[nginx]\nconf = "site.conf"\nserver_name = "api.example.com"\n')
+
+
+@pytest.mark.covers("check:security-headers", "objective:security_headers")
+def test_a_checklist_site_without_csp_and_xfo_fails_its_objectives(
+        engine: Engine, lab_images: dict[str, str], tmp_path: Path,
+        negative_control) -> None:
+    """The checklist's site with its Content-Security-Policy and X-Frame-Options lines deleted,
+    run as it is: NGINX adds exactly the headers it is told to (conformance passes), and the
+    checklist's security-header objective fails, naming both; predicted before the run."""
+    config = checklist_site(tmp_path, drop=("Content-Security-Policy", "X-Frame-Options"))
+    code, document, stderr = run_json("security", "--name", session_lab_name("no-csp-site"),
+                                      "--config", str(config), "--seed", "31",
+                                      "--report-dir", str(tmp_path))
+    negative_control.observe(document)
+    assert code == 1, layers(document)
+    assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
+    headers = next(c for c in document["checks"] if c["name"] == "security-headers")
+    objective = next(o for o in headers["objectives"] if o["name"] == "security_headers")
+    assert objective["verdict"] == "fail", objective
+    assert ("X-Frame-Options missing" in objective["measured"]
+            and "Content-Security-Policy missing" in objective["measured"]), objective
+    assert "predicted: security_headers" in stderr and "UNREACHABLE" in stderr, stderr

@@ -1,6 +1,11 @@
-"""Scenarios for real: every shipped scenario passes on a healthy lab, every check fails on a
-deliberately broken one (judged against the configuration it should have had), and faults are
-healed after an error, SIGTERM or SIGKILL."""
+"""Scenarios for real: every shipped scenario passes on a healthy lab, every check and objective
+fails on a deliberately broken one (run as it is: the checks judge the configuration that
+runs, and the checklist's objectives say what it misses), and faults are healed after an
+error, SIGTERM or SIGKILL.
+
+The negative controls hand their runs to the ``negative_control`` gate (tests/conftest.py); a
+control that can only show its point against a claimed configuration says so and does not
+take the gate."""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from lab.engine import LABEL_KIND, LABEL_LAB, Engine
 from lab.errors import LabError
 from lab.scenarios.loader import available, load_scenario, parse_scenario
 from lab.scenarios.model import Scenario
-from lab.scenarios.runner import Runner, RunResult, rejudge
+from lab.scenarios.runner import Runner, RunResult
 from lab.scenarios.steps import InjectStep
 from lab.topology.expect import claimed
 from lab.topology.lab import Lab
@@ -89,32 +94,40 @@ def no_retries(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
         yield lab
 
 
-@pytest.mark.covers("check:rate-limit", "check:rate-limit-headers", "objective:rate_limits")
-def test_rate_limits_fail_when_nginx_limits_less_than_claimed(
-        engine: Engine, lab_images: dict[str, str]) -> None:
-    """Burst 10 on auth, no limit on the API and 429s without X-RateLimit-Status fail the claimed
-    limits; the auth objective (10 r/s, burst 5) fails too: a burst of 8 logins got through."""
+@pytest.mark.covers("check:rate-limit", "check:rate-limit-headers", "objective:rate_limits",
+                    "objective:rate_limit_headers")
+def test_rate_limits_fail_when_nginx_limits_less_than_the_checklist(
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
+    """Burst 10 on auth, no limit on the API and 429s without X-RateLimit-Status, run as they
+    are: NGINX limits exactly as configured, and the checklist's limits (auth 10 r/s burst 5,
+    api 100 r/s) and rate-limit headers fail; the 429s lack the header the check requires."""
     zones = LabConfig().nginx.rate_limits
     loose = (zones[0].model_copy(update={"burst": 10}), zones[2])  # auth burst 10; no api zone
     conf = "".join(line for line
                    in render_nginx(LabConfig().with_overrides("nginx", rate_limits=loose))
                    .splitlines(keepends=True) if "X-RateLimit-Status" not in line)
     with started(engine, "loose-limits", nginx_conf=conf) as lab:
-        result = by_name(Runner(lab, load_scenario("rate-limits"), seed=12, claimed=CLAIMED).run())
-    assert result["rate-limit /api/auth/"].verdict is Verdict.FAIL, result["rate-limit /api/auth/"]
-    assert result["rate-limit /api/"].verdict is Verdict.FAIL, result["rate-limit /api/"]
-    assert result["rate-limit /webhooks/"].verdict is Verdict.PASS, result["rate-limit /webhooks/"]
-    assert result["rate-limit-headers"].verdict is Verdict.FAIL, result["rate-limit-headers"]
-    auth = objective(result["rate-limit /api/auth/"], "rate_limits")
-    assert auth.verdict is Verdict.FAIL, auth
-    assert objective(result["rate-limit /webhooks/"], "rate_limits").verdict is Verdict.PASS
+        run = Runner(lab, load_scenario("rate-limits"), seed=12).run()
+    negative_control.observe(run)
+    result = by_name(run)
+    auth = result["rate-limit /api/auth/"]
+    assert auth.verdict is Verdict.PASS, auth            # burst 10, as configured
+    assert objective(auth, "rate_limits").verdict is Verdict.FAIL, auth.objectives
+    assert objective(result["rate-limit /api/"], "rate_limits").verdict is Verdict.FAIL
+    assert result["rate-limit /webhooks/"].overall is Verdict.PASS, result["rate-limit /webhooks/"]
+    headers = result["rate-limit-headers"]
+    assert headers.verdict is Verdict.FAIL, headers
+    assert objective(headers, "rate_limit_headers").verdict is Verdict.FAIL, headers.objectives
 
 
-@pytest.mark.covers("check:rate-limit")
 def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(
         engine: Engine, lab_images: dict[str, str]) -> None:
     """Zones keyed on $server_name share one bucket among all clients: the host's login burst
-    eats the second client's allowance, which the claimed per-address limit must catch."""
+    eats the second client's allowance, which the claimed per-address limit must catch.
+
+    Only a claim shows this: run as it is, NGINX limits per server name exactly as configured,
+    and a shared bucket lets each client through less, never more, than the checklist's
+    per-address limit. It is kept for what it shows, and does not count for the gate."""
     conf = render_nginx(LabConfig()).replace("$binary_remote_addr", "$server_name")
     with started(engine, "shared-key", nginx_conf=conf) as lab:
         run = Runner(lab, load_scenario("rate-limits"), seed=19, claimed=CLAIMED).run()
@@ -133,21 +146,25 @@ def test_rate_limits_fail_when_nginx_keys_zones_on_the_server_name(
     assert any(d.startswith(f"client {address}, run") for d in auth.details), auth.details
 
 
-@pytest.mark.covers("check:tls", "check:security-headers", "objective:hsts_max_age")
-def test_security_checks_name_what_a_broken_config_drops(
-        engine: Engine, lab_images: dict[str, str]) -> None:
-    """An NGINX without its Content-Security-Policy and HSTS lines fails both checks, naming them,
-    and the HSTS objective (a year) fails: the header is missing."""
+@pytest.mark.covers("check:tls", "check:security-headers", "objective:hsts_max_age",
+                    "objective:security_headers")
+def test_security_objectives_name_what_a_broken_config_drops(
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
+    """An NGINX without its Content-Security-Policy and HSTS lines, run as it is, sends what it
+    is told to (conformance passes) and fails the checklist's security-header and HSTS
+    objectives, naming what is missing."""
     lines = render_nginx(LabConfig()).splitlines(keepends=True)
     conf = "".join(line for line in lines if "Content-Security-Policy" not in line
                    and "Strict-Transport-Security" not in line)
     with started(engine, "no-csp", nginx_conf=conf) as lab:
-        result = by_name(Runner(lab, load_scenario("security"), seed=13, claimed=CLAIMED).run())
+        run = Runner(lab, load_scenario("security"), seed=13).run()
+    negative_control.observe(run)
+    result = by_name(run)
     headers, tls = result["security-headers"], result["tls"]
-    assert headers.verdict is Verdict.FAIL, headers
-    assert "Content-Security-Policy" in " ".join(headers.details) + headers.measured
-    assert tls.verdict is Verdict.FAIL, tls
-    assert "Strict-Transport-Security" in " ".join(tls.details) + tls.measured
+    assert headers.verdict is Verdict.PASS, headers
+    wanted = objective(headers, "security_headers")
+    assert wanted.verdict is Verdict.FAIL and "Content-Security-Policy missing" in wanted.measured
+    assert tls.verdict is Verdict.PASS, tls
     hsts = objective(tls, "hsts_max_age")
     assert hsts.verdict is Verdict.FAIL and "missing" in hsts.measured, hsts
 
@@ -163,13 +180,13 @@ checks:
 
 @pytest.mark.covers("check:exposure")
 def test_exposure_fails_when_a_backend_publishes_its_port(
-        engine: Engine, lab_images: dict[str, str]) -> None:
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
     """A backend that publishes 8000/tcp (even on 127.0.0.1) is reachable past
     NGINX: the check names it."""
     with started(engine, "exposed", extra_publish={"backend-2": {"8000/tcp": 0}}) as lab:
-        result = by_name(Runner(lab, parse_scenario(EXPOSURE_PROBE, "exposure-probe"),
-                                seed=18).run())
-    exposure = result["exposure"]
+        run = Runner(lab, parse_scenario(EXPOSURE_PROBE, "exposure-probe"), seed=18).run()
+    negative_control.observe(run)
+    exposure = by_name(run)["exposure"]
     assert exposure.verdict is Verdict.FAIL, exposure
     offending = [d for d in exposure.details
                  if d.startswith("backend-2 (backend) publishes 8000/tcp on 127.0.0.1:")]
@@ -178,26 +195,35 @@ def test_exposure_fails_when_a_backend_publishes_its_port(
     assert dict(exposure.values)["confirmed"] == 6, exposure
 
 
-@pytest.mark.covers("check:health-contract")
+@pytest.mark.covers("check:health-contract", "check:health-detailed-timing",
+                    "objective:health_contract")
 def test_health_contract_fails_when_detailed_health_ignores_redis(
-        engine: Engine, lab_images: dict[str, str]) -> None:
-    """A backend whose health checks never ask Redis answers 200 during a Redis outage
-    and fails the contract."""
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
+    """A backend whose health checks never ask Redis answers 200 during a Redis outage: it
+    fails the contract, the checklist's health objective, and never turns 503 when Redis
+    freezes."""
     with started(engine, "blind-health", backend={"health_checks_redis": False}) as lab:
-        result = by_name(Runner(lab, load_scenario("health-contract"), seed=14).run())
+        run = Runner(lab, load_scenario("health-contract"), seed=14).run()
+    negative_control.observe(run)
+    result = by_name(run)
     contract = result["health-contract"]
     assert contract.verdict is Verdict.FAIL, contract
     assert any("/health/detailed (redis-down): 200 where 503" in d
                for d in contract.details), contract.details
+    assert objective(contract, "health_contract").verdict is Verdict.FAIL, contract.objectives
+    timing = result["health-detailed-timing"]
+    assert timing.verdict is Verdict.FAIL and "never 503 naming redis" in timing.measured, timing
 
 
 @pytest.mark.covers("check:health-startup", "check:health-drain")
 def test_health_startup_and_drain_fail_when_readiness_ignores_the_lifecycle(
-        engine: Engine, lab_images: dict[str, str]) -> None:
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
     """A backend whose readiness ignores startup and draining answers 200 first after a
     restart and while it drains."""
     with started(engine, "ungated-ready", backend={"readiness_gates": False}) as lab:
-        result = by_name(Runner(lab, load_scenario("health-contract"), seed=18).run())
+        run = Runner(lab, load_scenario("health-contract"), seed=18).run()
+    negative_control.observe(run)
+    result = by_name(run)
     startup, drain = result["health-startup"], result["health-drain"]
     assert startup.verdict is Verdict.FAIL, startup
     assert "first /health/ready answer was 200, expected 503" in startup.measured, startup
@@ -207,11 +233,14 @@ def test_health_startup_and_drain_fail_when_readiness_ignores_the_lifecycle(
         result["health-detailed-timing"])
 
 
-@pytest.mark.covers("check:health-detailed-timing", "check:health-drain")
 def test_health_bounds_fail_when_backends_wait_longer_and_drain_shorter_than_claimed(
         engine: Engine, lab_images: dict[str, str]) -> None:
     """Backends that wait 2 s for a frozen Redis and do not drain,
-    judged against the claimed 1 s and 1 s, fail both bounds."""
+    judged against the claimed 1 s and 1 s, fail both bounds.
+
+    Only a claim shows this: run as they are, the backends keep the bounds their own settings
+    imply (a 2 s timeout, no drain), and no objective states a drain time. It is kept for what
+    it shows, and does not count for the gate."""
     with started(engine, "slow-health",
                  backend={"dependency_timeout_s": 2.0, "drain_s": 0.0}) as lab:
         result = by_name(Runner(lab, load_scenario("health-contract"), seed=19,
@@ -229,16 +258,19 @@ def test_health_bounds_fail_when_backends_wait_longer_and_drain_shorter_than_cla
 
 @pytest.mark.covers("check:pool-bound", "objective:pool_server_connections",
                     "objective:pool_clients")
-def test_pool_bound_fails_with_a_pool_of_300(engine: Engine, lab_images: dict[str, str]) -> None:
-    """A PgBouncer pool of 300 lets PostgreSQL see far more than the claimed 30 server connections
-    under the direct load; the load through the backends alone stays within 30. With
-    max_client_conn 200 the 300 direct clients are not all served: both pool objectives fail."""
+def test_pool_bound_fails_with_a_pool_of_300(engine: Engine, lab_images: dict[str, str],
+                                             negative_control) -> None:
+    """A PgBouncer pool of 300, run as it is, lets PostgreSQL see far more than the checklist's
+    30 server connections under the direct load; the load through the backends alone stays
+    within 30. With max_client_conn 200 the 300 direct clients are not all served: the clients'
+    errors fail the check, and both pool objectives fail."""
     with started(engine, "pool-300",
                  pgbouncer={"default_pool_size": 300, "max_client_conn": 200}) as lab:
-        result = by_name(Runner(lab, load_scenario("pool-saturation"), seed=15,
-                                claimed=CLAIMED).run())
-    pool = result["pool-bound"]
+        run = Runner(lab, load_scenario("pool-saturation"), seed=15).run()
+    negative_control.observe(run)
+    pool = by_name(run)["pool-bound"]
     assert pool.verdict is Verdict.FAIL, pool
+    assert any("client error" in d for d in pool.details), pool.details
     # The backends' own pools (3 x psycopg_pool max_size 10) cap their share at the claimed
     # 30 whatever PgBouncer allows: it is the direct load that breaks the bound.
     values = dict(pool.values)
@@ -263,37 +295,40 @@ checks:
 """
 
 
-@pytest.mark.covers("check:fail-fast")
-def test_fail_fast_fails_when_backends_wait_longer_than_claimed(
-        engine: Engine, lab_images: dict[str, str]) -> None:
-    """Backends that wait 2 s per database call (claimed: 1 s) keep clients past the derived bound.
+@pytest.mark.covers("check:fail-fast", "objective:fail_fast")
+def test_fail_fast_fails_when_backends_wait_longer_than_clients_may(
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
+    """Backends that wait 2 s per database call (LAB_DEPENDENCY_TIMEOUT_S=1), run as they are:
+    each answer stays within the bound their budget implies (conformance), and clients wait
+    longer than a 3 s fail-fast objective allows; the prediction (3 tries x 2 s) said so.
 
     At 2 requests/s the first request's retry goes out before any backend has max_fails
-    failures, so it waits two budgets (4 s) at least, against a claimed bound of 3.5 s; at
-    higher rates all three backends are ejected after their first 503s and nobody waits twice."""
-    claim = claimed(LabConfig().with_overrides("backend", dependency_timeout_s=0.25))
+    failures, so it waits two budgets (4 s) at least; at higher rates all three backends are
+    ejected after their first 503s and nobody waits twice."""
     with started(engine, "slow-budget", backend={"dependency_timeout_s": 1.0}) as lab:
-        result = by_name(Runner(lab, parse_scenario(FROZEN_POOLER, "frozen-pooler"), seed=16,
-                                claimed=claim).run())
-    assert result["fail-fast"].verdict is Verdict.FAIL, result["fail-fast"]
+        run = Runner(lab, parse_scenario(FROZEN_POOLER, "frozen-pooler"), seed=16,
+                     objective_overrides={"fail_fast": "3s"}).run()
+    negative_control.observe(run)
+    fail_fast = by_name(run)["fail-fast"]
+    assert fail_fast.verdict is Verdict.PASS, fail_fast
+    assert objective(fail_fast, "fail_fast").verdict is Verdict.FAIL, fail_fast.objectives
+    assert any(p.objective == "fail_fast" and p.reachable is False for p in run.predictions)
 
 
 @pytest.mark.covers("check:recovery", "objective:dependency_recovery")
-def test_recovery_fails_when_pgbouncer_retries_logins_slower_than_claimed(
-        engine: Engine, lab_images: dict[str, str]) -> None:
+def test_recovery_fails_when_pgbouncer_retries_logins_slower_than_clients_may_wait(
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
     """A server_login_retry of 40 s keeps the database away for longer than clients can wait: the
-    run conforms to that configuration and fails the 30 s recovery objective; judged against
-    the claimed 15 s the same measurement fails the recovery bound too."""
+    run conforms to that configuration and fails the 30 s recovery objective, as predicted."""
     scenario = load_scenario("postgres-restart")
     with started(engine, "slow-retry", pgbouncer={"server_login_retry_s": 40}) as lab:
         run = Runner(lab, scenario, seed=17).run()
+    negative_control.observe(run)
     recovery = by_name(run)["recovery"]
     assert recovery.verdict is Verdict.PASS, recovery
     assert objective(recovery, "dependency_recovery").verdict is Verdict.FAIL, recovery.objectives
     assert any(p.objective == "dependency_recovery" and p.reachable is False
                for p in run.predictions)
-    against_claim = by_name(rejudge(run, scenario, CLAIMED))["recovery"]
-    assert against_claim.verdict is Verdict.FAIL, against_claim
 
 
 @pytest.fixture(scope="module")
@@ -333,33 +368,34 @@ def test_shipped_scenario_passes_on_a_healthy_lab(
     assert not sidecars(lab.engine, lab)
 
 
-@pytest.mark.covers("check:ejection", "check:latency", "check:distribution")
-def test_ejection_latency_and_distribution_fail_on_a_broken_balancer(broken_balancer: Lab) -> None:
-    """A balancer that never ejects, connects slowly and is lopsided fails
-    the checklist's checks."""
-    failover = by_name(Runner(broken_balancer, load_scenario("failover"), seed=1,
-                              claimed=CLAIMED).run())
-    assert failover["ejection"].verdict is Verdict.FAIL, failover["ejection"]
-    assert "not ejected" in failover["ejection"].measured
-    assert failover["latency"].verdict is Verdict.FAIL, failover["latency"]
-    # the 3 s connect
-    assert any("p99 3." in d for d in failover["latency"].details), failover["latency"]
-    distribution = by_name(Runner(broken_balancer, load_scenario("distribution"), seed=1,
-                                  claimed=CLAIMED).run())["distribution"]
-    assert distribution.verdict is Verdict.FAIL, distribution
-    assert "backend-1" in distribution.measured
+@pytest.mark.covers("check:ejection", "check:latency", "check:distribution",
+                    "objective:ejection", "objective:failing_latency",
+                    "objective:even_distribution")
+def test_ejection_latency_and_distribution_fail_on_a_broken_balancer(
+        broken_balancer: Lab, negative_control) -> None:
+    """A balancer that never ejects, connects in 3 s and weights backend-1 x4, run as it is,
+    does what it is told and fails the checklist: never out of rotation (ejection), 3 s per
+    request on the dead backend (a 2 s failing-latency objective), an uneven split."""
+    failover = Runner(broken_balancer, load_scenario("failover"), seed=1,
+                      objective_overrides={"failing_latency": "2s"}).run()
+    distribution = Runner(broken_balancer, load_scenario("distribution"), seed=1).run()
+    negative_control.observe(failover, distribution)
+    checks = by_name(failover)
+    ejection = objective(checks["ejection"], "ejection")
+    assert ejection.verdict is Verdict.FAIL and "never" in ejection.measured, ejection
+    assert objective(checks["latency"], "failing_latency").verdict is Verdict.FAIL
+    even = objective(by_name(distribution)["distribution"], "even_distribution")
+    assert even.verdict is Verdict.FAIL and "backend-1" in even.measured, even
 
 
-@pytest.mark.covers("check:availability", "check:readmission", "objective:availability")
-def test_availability_and_readmission_fail_without_retries(no_retries: Lab) -> None:
-    """Without proxy_next_upstream clients see the kill, and a 30 s fail_timeout misses the 10 s
-    bound; the clients' errors fail the 99.9% availability objective too."""
-    result = by_name(Runner(no_retries, load_scenario("failover"), seed=2, claimed=CLAIMED).run())
-    assert result["availability"].verdict is Verdict.FAIL, result["availability"]
+@pytest.mark.covers("check:availability", "objective:availability")
+def test_availability_fails_without_retries(no_retries: Lab, negative_control) -> None:
+    """Without proxy_next_upstream clients see the kill, run as it is: the errors the
+    configuration implies (conformance), which fail the checklist's 99.9% availability."""
+    run = Runner(no_retries, load_scenario("failover"), seed=2).run()
+    negative_control.observe(run)
+    result = by_name(run)
     assert objective(result["availability"], "availability").verdict is Verdict.FAIL
-    assert result["readmission"].verdict is Verdict.FAIL, result["readmission"]
-    # client errors where 0 expected
-    assert result["ejection"].verdict is Verdict.FAIL, result["ejection"]
 
 
 DURABILITY_PROBE = """\
@@ -386,12 +422,14 @@ def test_durability_holds_with_synchronous_commit(running_lab: Lab) -> None:
 
 @pytest.mark.covers("check:durability", "objective:lost_writes")
 def test_durability_fails_with_asynchronous_commit(
-        engine: Engine, lab_images: dict[str, str]) -> None:
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
     """With synchronous_commit=off a PostgreSQL SIGKILL loses acknowledged writes,
     and the check says so."""
     postgres = {"synchronous_commit": False, "wal_writer_delay_ms": 10_000}
     with started(engine, "async-commit", postgres=postgres) as lab:
-        result = by_name(Runner(lab, parse_scenario(DURABILITY_PROBE, "probe"), seed=3).run())
+        run = Runner(lab, parse_scenario(DURABILITY_PROBE, "probe"), seed=3).run()
+    negative_control.observe(run)
+    result = by_name(run)
     assert result["durability"].verdict is Verdict.FAIL, result["durability"]
     assert result["durability"].details[0].startswith("lost acknowledged writes:")
     assert objective(result["durability"], "lost_writes").verdict is Verdict.FAIL
@@ -502,7 +540,8 @@ def test_run_cli_writes_json_and_exits_by_verdict(running_lab: Lab, tmp_path: Pa
     assert list(tmp_path.glob("*-distribution-11/result.json"))
     undecidable = tmp_path / "too-few.yaml"
     shipped = (Path(__file__).parents[2] / "scenarios" / "distribution.yaml").read_text()
-    undecidable.write_text(shipped.replace("min_requests: 100}", "min_requests: 100000}"))
+    undecidable.write_text(shipped.replace("{client: reads}",
+                                           "{client: reads, min_requests: 100000}"))
     result = runner.invoke(app, ["run", str(undecidable), "--name", running_lab.name,
                                  "--report-dir", str(tmp_path)])
     assert result.exit_code == 1, result.output
@@ -533,11 +572,13 @@ def test_traffic_never_leaves_loopback(running_lab: Lab) -> None:
 @pytest.mark.covers("check:lock-exclusivity", "check:jobs-paused", "check:lock-holders",
                     "objective:duplicate_job_runs")
 def test_exclusivity_and_pause_fail_without_locks(
-        engine: Engine, lab_images: dict[str, str]) -> None:
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
     """Backends that run jobs without locks overlap, run ticks twice, and run while Redis is down;
     the duplicate runs fail the zero-duplicates objective."""
     with started(engine, "unlocked", backend={"locking": False}) as lab:
-        result = by_name(Runner(lab, load_scenario("redis-outage"), seed=8).run())
+        run = Runner(lab, load_scenario("redis-outage"), seed=8).run()
+    negative_control.observe(run)
+    result = by_name(run)
     exclusivity = result["lock-exclusivity"]
     assert exclusivity.verdict is Verdict.FAIL, exclusivity
     assert dict(exclusivity.values)["duplicate_ticks"] > 0
@@ -550,30 +591,31 @@ def test_exclusivity_and_pause_fail_without_locks(
 
 
 @pytest.mark.covers("check:fencing", "objective:duplicate_job_runs")
-def test_fencing_fails_when_switched_off(engine: Engine, lab_images: dict[str, str]) -> None:
+def test_fencing_fails_when_switched_off(engine: Engine, lab_images: dict[str, str],
+                                         negative_control) -> None:
     """With fencing off, the frozen holder's stale write is accepted: that is what the running
-    configuration does (conformance passes, the stale write shown), it fails the zero-duplicates
-    objective, and the same run judged against the claimed fencing fails conformance."""
+    configuration does (conformance passes, the stale write shown), and it fails the
+    zero-duplicates objective."""
     scenario = load_scenario("lock-holder-freeze")
     backend = {"fencing": False, "job_duration_s": 1.5, "lock_ttl_s": 3.0}
     with started(engine, "unfenced", backend=backend) as lab:
         run = Runner(lab, scenario, seed=9).run()
+    negative_control.observe(run)
     fencing = by_name(run)["fencing"]
     assert fencing.verdict is Verdict.PASS, fencing
     assert any("not fenced" in d for d in fencing.details), fencing.details
     assert objective(fencing, "duplicate_job_runs").verdict is Verdict.FAIL, fencing.objectives
-    claim = claimed(LabConfig().with_overrides("backend", job_duration_s=1.5, lock_ttl_s=3.0))
-    assert by_name(rejudge(run, scenario, claim))["fencing"].verdict is Verdict.FAIL
 
 
 @pytest.mark.covers("check:lock-exclusivity", "check:lock-holders", "objective:duplicate_job_runs")
 def test_exclusivity_fails_with_a_ttl_shorter_than_the_job_and_no_renewal(
-        engine: Engine, lab_images: dict[str, str]) -> None:
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
     """A 1 s lease that is never renewed, on a 3 s job: the next tick's node runs while
     the first still works."""
     backend = {"lock_renewal": False, "lock_ttl_s": 1.0, "job_duration_s": 3.0}
     with started(engine, "short-ttl", backend=backend) as lab:
         run = Runner(lab, load_scenario("lock-exclusivity"), seed=18).run()
+    negative_control.observe(run)
     result = by_name(run)
     exclusivity, holders = result["lock-exclusivity"], result["lock-holders"]
     # The configuration says so before any traffic, and the measurement confirms it.
@@ -586,11 +628,14 @@ def test_exclusivity_fails_with_a_ttl_shorter_than_the_job_and_no_renewal(
     assert dict(holders.values)["two_holder_samples"] > 0, holders
 
 
-@pytest.mark.covers("check:lock-after-store-restart")
 def test_second_run_prediction_fails_when_redis_persists_where_the_claim_says_not(
         engine: Engine, lab_images: dict[str, str]) -> None:
     """A Redis with persistence keeps the lock across a restart: no second run,
-    where the claimed config predicts one."""
+    where the claimed config predicts one.
+
+    Only a claim shows this: run as it is, a persistent Redis predicts no second run and gives
+    none, and no objective attaches to the check (docs/objectives.md). It is kept for what it
+    shows, and does not count for the gate (tests/unit/test_registry.py names the exemption)."""
     scenario = load_scenario("redis-restart-mid-job")
     claim = claimed(LabConfig().with_overrides("backend", **scenario.lab["backend"]))
     with started(engine, "persistent-redis", redis={"persistence": True}, **scenario.lab) as lab:
@@ -601,16 +646,16 @@ def test_second_run_prediction_fails_when_redis_persists_where_the_claim_says_no
 
 
 @pytest.mark.covers("check:lock-takeover", "objective:lock_takeover")
-def test_takeover_fails_when_the_ttl_is_longer_than_claimed(
-        engine: Engine, lab_images: dict[str, str]) -> None:
-    """Locks that live 12 s where the checklist claims 3 s make the takeover after a crash too
-    slow for the claimed bound and for a 10 s takeover objective."""
-    claim = claimed(LabConfig().with_overrides("backend", job_duration_s=1.5, lock_ttl_s=3.0))
+def test_takeover_fails_when_the_ttl_is_longer_than_the_objective_allows(
+        engine: Engine, lab_images: dict[str, str], negative_control) -> None:
+    """Locks that live 12 s, run as they are: the takeover after a crash comes when the lease
+    runs out (conformance), too slow for a 10 s takeover objective."""
     with started(engine, "long-ttl", backend={"job_duration_s": 1.5, "lock_ttl_s": 12.0}) as lab:
-        result = by_name(Runner(lab, load_scenario("lock-holder-crash"), seed=10, claimed=claim,
-                                objective_overrides={"lock_takeover": "10s"}).run())
-    takeover = result["lock-takeover"]
-    assert takeover.verdict is Verdict.FAIL, takeover
+        run = Runner(lab, load_scenario("lock-holder-crash"), seed=10,
+                     objective_overrides={"lock_takeover": "10s"}).run()
+    negative_control.observe(run)
+    takeover = by_name(run)["lock-takeover"]
+    assert takeover.verdict is Verdict.PASS, takeover
     assert objective(takeover, "lock_takeover").verdict is Verdict.FAIL, takeover.objectives
 
 

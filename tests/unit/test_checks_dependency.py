@@ -72,3 +72,33 @@ def test_a_request_that_hung_and_then_succeeded_fails() -> None:
     result = check_fail_fast(history, servers=3, db_budget_s=2.0)
     assert result.verdict is Verdict.FAIL
     assert "7.000 s, status 200" in result.details[0]
+
+
+def test_fail_fast_objective_and_prediction() -> None:
+    """Failures answered in 20 ms meet 5 s; in 6 s, or with no answer at all, they miss it;
+    nothing sent during an outage is unknown; the prediction is tries x budget."""
+    from test_objective_judges import judged, predicted, tightened
+
+    from lab.config import LabConfig
+    from lab.topology.expect import claimed
+
+    params = {"client": "reads"}
+    _, objectives = judged("fail-fast", outage(0.02), params)
+    assert objectives["fail_fast"].verdict is Verdict.PASS, objectives
+    _, objectives = judged("fail-fast", outage(6.0), params,
+                           objectives=tightened(fail_fast=5))
+    assert objectives["fail_fast"].verdict is Verdict.FAIL
+    _, objectives = judged("fail-fast", outage(None), params)
+    assert (objectives["fail_fast"].verdict is Verdict.FAIL
+            and "without a status" in objectives["fail_fast"].measured)
+    quiet = outage(0.02)
+    quiet.requests.clear()
+    _, objectives = judged("fail-fast", quiet, params)
+    assert objectives["fail_fast"].verdict is Verdict.UNKNOWN
+    p = predicted("fail-fast", params)["fail_fast"]
+    assert p.reachable is True and "x the backend's database budget 2 s = 6 s" in p.arithmetic, p
+    fast = claimed(LabConfig().with_overrides("backend", dependency_timeout_s=0.25))
+    assert predicted("fail-fast", params, expect=fast,
+                     objectives=tightened(fail_fast=3))["fail_fast"].reachable is True
+    assert predicted("fail-fast", params,
+                     objectives=tightened(fail_fast=3))["fail_fast"].reachable is False

@@ -305,12 +305,14 @@ def test_fencing_without_overlap_is_unknown() -> None:
 
 
 def test_takeover_within_the_bound_passes() -> None:
-    """The next run after a killed holder within ttl + interval + tolerance passes."""
+    """The next run after a killed holder within ttl + interval + the recording time the runs
+    before the kill show (10 ms here) passes."""
     result = check_lock_takeover(killed_holder(next_at_tick=11), target_node="backend-1",
                                  lock_ttl_s=TTL, job_interval_s=IV)
     assert result.verdict is Verdict.PASS, result
     values = dict(result.values)
-    assert values["bound_s"] == 13.0
+    assert abs(values["bound_s"] - (TTL + IV + 0.01)) < 1e-6
+    assert "the longest a winner took from its tick to its recorded start" in result.derivation
     assert abs(values["measured_s"] - (6 * IV + 0.01 - 0.3)) < 1e-6
     assert "next run by backend-3 (run" in result.details[0]
 

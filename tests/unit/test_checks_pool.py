@@ -124,12 +124,14 @@ def test_admin_pool_is_ignored() -> None:
     assert check(samples + admin, pg_for(samples)).verdict is Verdict.PASS
 
 
-def test_unexercised_pool_is_noted() -> None:
-    """A pool that never filled passes but says the bound was not exercised."""
+def test_unexercised_pool_is_unknown() -> None:
+    """A pool that never filled (and nobody waited) has not shown its bound: unknown, with the
+    reason; a pool that filled, or made clients wait, is judged."""
     samples = [pool(t, 6) for t in range(5)]
     result = check(samples)
-    assert result.verdict is Verdict.PASS
+    assert result.verdict is Verdict.UNKNOWN
     assert any("bound was not exercised" in d for d in result.details)
+    assert check(ramp(30)).verdict is Verdict.PASS
 
 
 def test_missing_evidence_is_unknown() -> None:

@@ -217,3 +217,67 @@ def test_headers_without_error_answers_unknown() -> None:
     assert ok.verdict is Verdict.PASS
     assert check_security_headers([], required_headers(POLICY)).verdict is Verdict.UNKNOWN
     assert check_security_headers(MIXED, {}).verdict is Verdict.UNKNOWN
+
+
+# --- the checklist's header objectives ------------------------------------------------------
+
+
+def _objectives(samples: list[HeaderSample], config: LabConfig = CONFIG):
+    from lab.checks import CHECKS, CheckContext, run_check
+    from lab.checks.registry import NoParams, predict
+    from lab.history import History
+    from lab.objectives import Objectives
+    from lab.topology.expect import claimed
+
+    ctx = CheckContext(history=History(header_samples=samples), expectations=claimed(config))
+    result = run_check(CHECKS.get("security-headers"), NoParams(), ctx, Objectives())
+    predictions = predict(CHECKS.get("security-headers"), NoParams(),
+                          CheckContext(history=History(), expectations=claimed(config)),
+                          Objectives())
+    return ({o.name: o for o in result.objectives}, {p.objective: p for p in predictions})
+
+
+def _limited(status: int) -> HeaderSample:
+    sample = answer(status)
+    if status != 429:
+        return sample
+    return HeaderSample(sample.url, 429, (*sample.headers, ("X-RateLimit-Status", "REJECTED"),
+                                          ("Retry-After", "1")))
+
+
+def test_header_objectives_pass_on_the_lab_and_predict_reachable() -> None:
+    """The lab's own headers on every kind of answer meet both objectives, as predicted."""
+    judged, predicted = _objectives([_limited(s) for s in (200, 404, 429, 502)])
+    assert judged["security_headers"].verdict is Verdict.PASS, judged
+    assert judged["rate_limit_headers"].verdict is Verdict.PASS, judged
+    assert predicted["security_headers"].reachable is True
+    assert predicted["rate_limit_headers"].reachable is True
+
+
+def test_a_site_without_security_headers_conforms_and_fails_the_objective() -> None:
+    """No X-Frame-Options and no CSP anywhere: conformance asks for none, the objective fails
+    naming both, and the prediction said so; no error answer sampled is unknown."""
+    bare = CONFIG.with_overrides("nginx", security_headers=False)
+    samples = [HeaderSample(a.url, a.status, tuple(
+        (k, v) for k, v in _limited(a.status).headers
+        if k not in ("X-Frame-Options", "Content-Security-Policy", "X-Content-Type-Options")))
+        for a in (answer(200), answer(404), answer(429))]
+    judged, predicted = _objectives(samples, bare)
+    objective = judged["security_headers"]
+    assert objective.verdict is Verdict.FAIL
+    assert ("X-Frame-Options missing on 3 of 3" in objective.measured
+            and "Content-Security-Policy missing" in objective.measured), objective
+    assert predicted["security_headers"].reachable is False
+    assert "no add_header X-Frame-Options" in predicted["security_headers"].arithmetic
+    judged, _ = _objectives([answer(200), answer(201)])
+    assert judged["security_headers"].verdict is Verdict.UNKNOWN
+
+
+def test_rate_limited_answers_without_their_headers_fail() -> None:
+    """A 429 without X-RateLimit-Status and Retry-After fails the objective; none sampled is
+    unknown."""
+    judged, _ = _objectives([answer(200), answer(429)])
+    assert judged["rate_limit_headers"].verdict is Verdict.FAIL
+    assert "X-RateLimit-Status missing on 1 of 1" in judged["rate_limit_headers"].measured
+    judged, _ = _objectives([answer(200), answer(404)])
+    assert judged["rate_limit_headers"].verdict is Verdict.UNKNOWN

@@ -7,6 +7,7 @@ import math
 
 from typer.testing import CliRunner
 
+from lab.checks.distribution import share_band
 from lab.cli.app import app
 from lab.cli.scenarios import _planned
 from lab.config import LabConfig
@@ -61,14 +62,17 @@ def test_checks_that_need_observations_still_say_what_they_expect() -> None:
     locks = _expected("lock-exclusivity", LabConfig())
     assert locks["lock-exclusivity"].startswith("no overlapping runs of a job")
     health = _expected("health-contract", LabConfig())
-    assert "within 1.3 s of it going down" in health["health-detailed-timing"]
+    assert "within 1.050 s of it going down" in health["health-detailed-timing"]
 
 
 def test_distribution_states_the_band_for_the_planned_answers() -> None:
-    """30 req/s for 10 s: 300 answers, 4 sigmas of a binomial split of 1/3."""
+    """30 req/s for 15 s: 450 answers, each share's derived band around 1/3, and the sample the
+    band needs."""
     text = _expected("distribution", LabConfig())["distribution"]
-    tolerance = 4 * math.sqrt(1 / 3 * 2 / 3 / 300)
-    assert text.startswith(f"each share 0.3333 +/- {tolerance:.4f} for the ~300 answers planned")
+    band = share_band(dict.fromkeys(("backend-1", "backend-2", "backend-3"), 1), 450)
+    assert text.startswith(f"backend-1 0.3333 +/- {band.half_widths['backend-1']:.4f}"), text
+    assert f"for the ~450 answers planned (30 req/s for 15 s); at least {band.required}" in text
+    assert "too few" not in text
 
 
 def test_explain_prints_each_checks_expectation() -> None:

@@ -11,10 +11,15 @@ from typer.testing import CliRunner
 
 from lab.cli.app import app
 from lab.config import LabConfig, RateLimitZone, load_config
-from lab.lint import RULES, Level, for_checks, lint
+from lab.lint import RULES, Level, for_checks, lint, traffic_of
 from lab.objectives import Objectives, load_objectives
+from lab.scenarios.loader import load_scenario
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "checklist"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "checklist"
+# This checkout's failover file, read by path: the arithmetic is judged at its traffic.
+FAILOVER_FILE = str(ROOT / "scenarios" / "failover.yaml")
+FAILOVER = traffic_of(load_scenario(FAILOVER_FILE))
 runner = CliRunner()
 
 CLEAN = LabConfig().with_overrides(
@@ -32,6 +37,7 @@ upstream app {
     server app-1.internal:3000 max_fails=1 fail_timeout=40s;
     server app-2.internal:3000 max_fails=1 fail_timeout=40s;
     server app-3.internal:3000 max_fails=1 fail_timeout=40s;
+    keepalive 16;
     check interval=10000 rise=2 fall=5 timeout=1000 type=http;
     check_http_send "GET /health HTTP/1.0\\r\\n\\r\\n";
 }
@@ -43,9 +49,25 @@ upstream counted {
 server {
     listen 80;
     proxy_next_upstream error timeout http_503;
-    location /api/ { limit_req zone=api; proxy_pass http://app; }
-    location /api/auth/ { limit_req zone=shared burst=5 nodelay; proxy_pass http://app; }
-    location /health/ { proxy_pass http://counted; }
+    location /api/ {
+        limit_req zone=api;
+        proxy_pass http://app;
+        proxy_next_upstream error timeout non_idempotent;
+        proxy_connect_timeout 500ms;
+    }
+    location /api/auth/ {
+        limit_req zone=shared burst=5 nodelay;
+        proxy_pass http://app;
+        proxy_next_upstream_tries 1;
+    }
+    location /webhooks/ { proxy_pass http://app; proxy_next_upstream http_502; }
+    location /static/ {
+        proxy_pass http://app;
+        proxy_connect_timeout 1s;
+        proxy_next_upstream_timeout 1s;
+    }
+    location /health/ { proxy_pass http://app; }
+    location /single/ { proxy_pass http://counted; }
     location / { proxy_pass http://app; }
     location /status { check_status; }
 }
@@ -77,24 +99,25 @@ readmission = "20s"
 
 def test_clean_configuration_is_silent() -> None:
     """A configuration without the pitfalls gives no finding."""
-    report = lint(CLEAN, Objectives())
+    report = lint(CLEAN, Objectives(), FAILOVER)
     assert report.findings == (), [f.rule for f in report.findings]
 
 
 def test_every_rule_fires_on_the_bad_configuration(tmp_path: Path) -> None:
     """The deliberately bad files and lab.toml trip every registered rule (no-ejection with
-    max_fails=0, which silences the rules about counting failures)."""
+    max_fails=0, which silences the rules about counting failures; ejection-window needs a
+    slower rate than failover's, test_lint_failover.py)."""
     path = _bad(tmp_path)
-    report = lint(load_config(path), load_objectives(path).values)
+    report = lint(load_config(path), load_objectives(path).values, FAILOVER)
     fired = {f.rule for f in report.findings}
-    assert fired == set(RULES.names()) - {"no-ejection"}, fired
+    assert fired == set(RULES.names()) - {"no-ejection", "ejection-window"}, fired
     for finding in report.findings:
         assert finding.arithmetic and finding.consequence and finding.fix
         assert finding.where
     shared = next(f for f in report.findings if f.rule == "shared-limit-key")
     assert shared.where.endswith("bad.conf:1") and "'$server_name'" in shared.arithmetic
     path = _bad(tmp_path, BAD_CONF.replace("max_fails=1", "max_fails=0"))
-    report = lint(load_config(path), load_objectives(path).values)
+    report = lint(load_config(path), load_objectives(path).values, FAILOVER)
     (never,) = [f for f in report.findings if f.rule == "no-ejection"]
     assert never.where.endswith("bad.conf:5") and "max_fails=0" in never.arithmetic
 
@@ -102,8 +125,13 @@ def test_every_rule_fires_on_the_bad_configuration(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("section", "values", "rule", "level"), [
     ("nginx", {"max_fails": 0}, "no-ejection", Level.ERROR),
     ("nginx", {"fail_timeout_s": 40}, "readmission-window", Level.ERROR),
-    ("nginx", {"connect_timeout_s": 10.0}, "failing-latency", Level.ERROR),
-    ("nginx", {"read_timeout_s": 30.0}, "failing-latency", Level.ERROR),
+    ("nginx", {"connect_timeout_s": 8.0}, "failing-latency", Level.ERROR),
+    ("nginx", {"read_timeout_s": 8.0}, "failing-latency", Level.ERROR),
+    ("nginx", {"next_upstream": ("http_502",)}, "no-retry", Level.ERROR),
+    ("nginx", {"next_upstream": ("error", "timeout", "non_idempotent")}, "retried-writes",
+     Level.WARNING),
+    ("nginx", {"connect_timeout_s": 0.5}, "timeout-below-backend-latency", Level.WARNING),
+    ("nginx", {"read_timeout_s": 1.5}, "timeout-below-backend-latency", Level.WARNING),
     ("nginx", {"zone": False, "worker_processes": 4}, "per-worker-counters", Level.WARNING),
     ("nginx", {"next_upstream": ("error", "timeout", "http_503")}, "health-503-ejects",
      Level.ERROR),
@@ -116,21 +144,22 @@ def test_every_rule_fires_on_the_bad_configuration(tmp_path: Path) -> None:
 ])
 def test_each_pitfall_alone(section: str, values: dict, rule: str, level: Level) -> None:
     """One pitfall added to the clean configuration gives that rule's finding, and only it."""
-    report = lint(CLEAN.with_overrides(section, **values), Objectives())
+    report = lint(CLEAN.with_overrides(section, **values), Objectives(), FAILOVER)
     assert [(f.rule, f.level) for f in report.findings] == [(rule, level)], report.findings
 
 
 def test_per_worker_counters_arithmetic() -> None:
     """The per-worker finding multiplies max_fails by the workers."""
-    report = lint(CLEAN.with_overrides("nginx", zone=False, worker_processes=4), Objectives())
+    report = lint(CLEAN.with_overrides("nginx", zone=False, worker_processes=4), Objectives(),
+                  FAILOVER)
     (finding,) = report.findings
     assert "4 x max_fails 3 = 12" in finding.arithmetic
 
 
 def test_readmission_follows_the_objective() -> None:
     """fail_timeout 10 s passes a 30 s objective and fails a 10 s one (10 + 1 > 10)."""
-    assert lint(CLEAN, Objectives(readmission=30)).findings == ()
-    (finding,) = lint(CLEAN, Objectives(readmission=10)).findings
+    assert lint(CLEAN, Objectives(readmission=30), FAILOVER).findings == ()
+    (finding,) = lint(CLEAN, Objectives(readmission=10), FAILOVER).findings
     assert finding.rule == "readmission-window"
     assert "11 s > objective readmission 10 s" in finding.arithmetic
 
@@ -138,18 +167,19 @@ def test_readmission_follows_the_objective() -> None:
 def test_checklist_claims_open_source_nginx_cannot_meet() -> None:
     """The checklist's active checks: the claim's arithmetic and what runs instead, with lines."""
     path = EXAMPLES / "claimed" / "lab.toml"
-    report = lint(load_config(path), load_objectives(path).values)
+    report = lint(load_config(path), load_objectives(path).values, FAILOVER)
     active = [f for f in report.findings if f.rule == "active-health-checks"]
     assert len(active) == 2
     assert active[0].where.endswith("active-checks.conf:12")
     assert "5 x 10 s = 50 s" in active[0].arithmetic
-    assert "out after max_fails 3 failed client requests" in active[0].arithmetic
+    # Its file sets no timeout: NGINX's 60 s connect outlasts the clients' 10 s.
+    assert "a killed backend's failures are not counted" in active[0].arithmetic
     assert "check_status" in active[1].arithmetic
 
 
 def test_findings_for_a_scenario() -> None:
     """lab run shows only the findings that concern the scenario's checks."""
-    report = lint(LabConfig(), Objectives())
+    report = lint(LabConfig(), Objectives(), FAILOVER)
     assert {f.rule for f in for_checks(report, ["rate-limit"])} == {"limit-req-no-burst"}
     assert {f.rule for f in for_checks(report, ["lock-exclusivity"])} == {"redis-no-persistence"}
     assert for_checks(report, ["tls"]) == []
@@ -162,10 +192,11 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
                      '[redis]\npersistence = true\n'
                      '[[nginx.rate_limits]]\nname = "api"\nlocation = "/api/"\nrate_per_s = 100\n'
                      'burst = 20\n')
-    result = runner.invoke(app, ["lint", "--config", str(clean)])
+    result = runner.invoke(app, ["lint", "--config", str(clean), "--scenario", FAILOVER_FILE])
     assert result.exit_code == 0, result.output
     assert "nothing found" in result.output
-    result = runner.invoke(app, ["lint", "--config", str(_bad(tmp_path)), "--json"])
+    result = runner.invoke(app, ["lint", "--config", str(_bad(tmp_path)), "--json",
+                                 "--scenario", FAILOVER_FILE])
     assert result.exit_code == 1, result.output
     document = json.loads(result.output)
     assert document["schema"] == 1 and document["errors"] >= 1

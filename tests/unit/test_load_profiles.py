@@ -7,7 +7,14 @@ import itertools
 import pytest
 
 from lab.errors import ConfigError
-from lab.load.profiles import PROFILES, RequestKind, Stage, build_plan, parse_stage
+from lab.load.profiles import (
+    PROFILES,
+    REQUEST_TIMEOUT_S,
+    RequestKind,
+    Stage,
+    build_plan,
+    parse_stage,
+)
 from lab.load.thresholds import LoadThresholds, thresholds_from
 
 DEFAULT = LoadThresholds()
@@ -119,10 +126,12 @@ def test_kind_rates_are_whole_iterations_per_minute() -> None:
 
 
 def test_vus_sized_from_the_peak_or_given() -> None:
-    """Pre-allocated VUs cover 200 ms at the peak; given VUs (a starved generator) are kept."""
+    """Pre-allocated VUs cover 200 ms at the peak, and up to the peak rate times the request
+    timeout may be added (every request in flight until it times out); given VUs (a starved
+    generator) are kept."""
     plan = build_plan("load", {}, DEFAULT)
     pre, most = plan.vus_for(plan.kinds[0])
-    assert pre == 300 and most == 300 + 750
+    assert pre == 300 and most == 300 + 1500 * REQUEST_TIMEOUT_S
     starved = build_plan("load", {"vus": 1}, DEFAULT)
     assert starved.vus_for(starved.kinds[0]) == (1, 1)
 

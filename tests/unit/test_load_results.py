@@ -13,6 +13,7 @@ from lab.load.results import (
     CsvTail,
     RecordBuilder,
     find_break,
+    judge_records,
     outcome_of,
     parse_rows,
     read_summary,
@@ -38,6 +39,14 @@ def lab_row(iteration: int, end_s: float, ms: float, status: int = 200, error: s
         f"http_req_duration,{round(end_s * 1e6)},{ms},{text},{code},true,GET,"
         f"http://nginx/health,main,{status},,i={iteration}&s={START_MS}\n"
     )
+
+
+def record(i: int, *, latency_s: float | None = 0.01, status: int | None = 200,
+           outcome: Outcome = Outcome.OK) -> RequestRecord:
+    """One request of a user's script (k6 scenario "default")."""
+    return RequestRecord(i, "default", "GET", "/", 100.0 + i, 100.0 + i, latency_s,
+                         status if latency_s is not None or outcome is Outcome.FAIL else None,
+                         None, outcome)
 
 
 def plan20():
@@ -169,15 +178,47 @@ def test_summary_thresholds_map_failed_flags(tmp_path) -> None:
     assert read_summary(tmp_path / "missing.json") == ({}, ())
 
 
-def test_dropped_schedule_is_unknown_never_slow() -> None:
-    """Dropped iterations beyond the allowance make the run unknown, even with failed
-    thresholds: the requests that would show the system's behaviour were never sent."""
+def test_dropped_schedule_is_unknown_only_when_what_was_sent_passes() -> None:
+    """Requests that were sent and breached a threshold fail the run however many iterations
+    k6 dropped; a run whose sent requests passed but which dropped beyond the allowance is
+    unknown: the requests that would show the system at the asked rate were never sent."""
     _, failed = _thresholds(passed=False)
     verdict = verdict_of(99, failed, dropped=71, scheduled=900, sent=829, max_dropped=0.0)
+    assert verdict.verdict is Verdict.FAIL
+    assert "thresholds failed" in verdict.reason and "dropped 71 of 900" in verdict.reason
+    _, held = _thresholds(passed=True)
+    verdict = verdict_of(0, held, dropped=71, scheduled=900, sent=829, max_dropped=0.0)
     assert verdict.verdict is Verdict.UNKNOWN
     assert "the generator could not keep the schedule" in verdict.reason
-    assert "thresholds failed" in verdict.reason
-    assert verdict_of(0, (), 1, 1000, 999, max_dropped=0.01).verdict is Verdict.PASS
+    assert verdict_of(0, held, 1, 1000, 999, max_dropped=0.01).verdict is Verdict.PASS
+
+
+def test_a_run_nothing_judged_is_not_a_pass() -> None:
+    """No threshold at all (a script that sets none, and no objective judged it): unknown."""
+    assert verdict_of(0, (), 0, None, 100, 0.0).verdict is Verdict.UNKNOWN
+
+
+@pytest.mark.covers("objective:load_p95", "objective:availability")
+def test_a_scripts_requests_are_judged_by_the_objectives(negative_control) -> None:
+    """A user's script that sets no thresholds is judged on its own requests: p95 per k6
+    scenario (no answer counts as slower than any) and the share not ok."""
+    fast = [record(i, latency_s=0.01) for i in range(99)] + [record(99, latency_s=0.02)]
+    judged = judge_records(fast, 0.2, 0.001)
+    assert all(t.passed for t in judged) and len(judged) == 2
+    assert verdict_of(0, judged, 0, None, 100, 0.0).verdict is Verdict.PASS
+    slow = [record(i, latency_s=0.5) for i in range(100)]
+    failing = [record(i, latency_s=0.01) for i in range(98)] + [
+        record(98, latency_s=None, outcome=Outcome.UNKNOWN),
+        record(99, status=503, outcome=Outcome.FAIL)]
+    p95 = judge_records(slow, 0.2, 0.001)
+    errors = judge_records(failing, 0.2, 0.001)
+    assert [t.passed for t in p95] == [False, True]
+    assert [t.passed for t in errors] == [True, False]
+    assert errors[1].value == pytest.approx(0.02)
+    for bad in (p95, errors):
+        assert verdict_of(0, bad, 0, None, 100, 0.0).verdict is Verdict.FAIL
+    negative_control.observe_objective("load_p95", Verdict.FAIL)
+    negative_control.observe_objective("availability", Verdict.FAIL)
 
 
 def test_threshold_failure_fails_and_pass_passes() -> None:

@@ -382,7 +382,8 @@ def test_the_checks_judge_the_jobs_the_contract_names() -> None:
     twice.job_runs.append(run(999, 3, "backend-3", at=0.3, job=job))
     reference = claimed(LabConfig())
     result, _ = judged("lock-exclusivity", twice, expect=reference, **LOCKS)
-    assert result.verdict is not Verdict.FAIL  # the reference jobs never ran: not judged
+    # The reference jobs never ran: judged as jobs no backend ever took, not as send-reminders.
+    assert result.verdict is Verdict.FAIL and "no backend ever took" in result.measured
     own = dataclasses.replace(reference, parts={**reference.parts, "backend": Part(
         dataclasses.replace(reference.backend, jobs=(job,)), "test")})
     result, objectives = judged("lock-exclusivity", twice, expect=own, **LOCKS)

@@ -113,3 +113,31 @@ def test_every_objective_has_a_threshold_text() -> None:
     assert threshold_text(values, "rate_limits").startswith("/api/auth/ <= 10 r/s burst 5")
     for name in OBJECTIVE_NAMES:
         assert threshold_text(values, name)
+
+
+def test_header_and_health_tables_merge_and_headers_can_be_dropped() -> None:
+    """An override sets some headers and keeps the others; "off" drops one; the health contract
+    takes its lists from TOML or a comma-separated --objective."""
+    values = defaults().with_overrides(
+        {"security_headers": {"X-Frame-Options": "DENY", "Content-Security-Policy": "off"},
+         "health_contract": {"always_ok": ["/health"]}}, "lab.toml").values
+    assert values.security_headers == {"X-Frame-Options": "DENY",
+                                       "X-Content-Type-Options": "nosniff"}
+    assert values.health_contract.always_ok == ("/health",)
+    assert values.health_contract.unready_in_outage == ("/health/ready", "/health/detailed")
+    given = parse_assignments(["security_headers.X-Frame-Options=DENY",
+                               "rate_limit_headers=Retry-After", "fail_fast=2s",
+                               "health_contract.always_ok=/health,/health/live"])
+    values = defaults().with_overrides(given, "--objective").values
+    assert values.security_headers["X-Frame-Options"] == "DENY"
+    assert values.rate_limit_headers == ("Retry-After",) and values.fail_fast == 2.0
+    assert values.health_contract.always_ok == ("/health", "/health/live")
+    with pytest.raises(ConfigError, match="name the header"):
+        parse_assignments(["security_headers=DENY"])
+    sources = {d["name"]: d["source"] for d in document(defaults())}
+    assert all(sources[name] == "checklist" for name in (
+        "security_headers", "rate_limit_headers", "fail_fast", "health_contract",
+        "even_distribution"))
+    assert threshold_text(Objectives(), "security_headers") == (
+        "every answer: X-Frame-Options: SAMEORIGIN; X-Content-Type-Options: nosniff; "
+        "Content-Security-Policy")
