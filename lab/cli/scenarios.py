@@ -40,6 +40,7 @@ from lab.scenarios.runner import Progress, Runner, RunResult, stream_facts
 from lab.scenarios.steps import definition_of
 from lab.topology.expect import claimed
 from lab.topology.lab import Lab
+from lab.topology.userconf import user_topology
 from lab.verdict import Prediction
 
 ObjectiveOption = Annotated[list[str] | None, typer.Option(
@@ -76,6 +77,9 @@ class Plan:
 
 def _planned(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForce) -> Plan:
     """What a scenario will do and expect under a configuration (no lab)."""
+    # The user's files are read and refused here, as `lab up` would before starting anything:
+    # a configuration the lab cannot run gets its one message, not a plan built on nothing.
+    user_topology(config)
     expectations = claimed(config, what="the configuration in force")
     streams = stream_facts(scenario)
     names = duration_names(expectations, float(streams["rate_per_s"]))  # type: ignore[arg-type]
