@@ -68,6 +68,7 @@ CLOCK_PHASES_MS = (0, 1)
 MAX_STATES = 20_000
 _NO_NODE = -1                   # excess of a key that has no node in the zone yet
 _NEVER = 1 << 62                # a worker with no later stamp: no bound from the log
+_REJECTED_OUTCOME = LimitOutcome.REJECTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ class LoggedRequest:
     @property
     def deferred(self) -> bool:
         """A rejection logged in a later pass than the one that created it (alternative 3)."""
-        return self.outcome is LimitOutcome.REJECTED and self.logged_ms > self.stamp_ms
+        return self.logged_ms > self.stamp_ms and self.outcome is _REJECTED_OUTCOME
 
 
 class WorkerClocks:
@@ -193,21 +194,24 @@ class _Search:
         self.queues = queues
         self.reorder = reorder
         self.acceptance_only = acceptance_only
+        self.stamps = [[item.stamp for item in queue] for queue in queues]
+        self.horizons = [[item.horizon for item in queue] for queue in queues]
+        self.lengths = [len(queue) for queue in queues]
 
     def candidates(self, positions: tuple[int, ...]) -> list[int]:
         """The queues whose next request may be the zone's next, in logged order first."""
-        heads = [(self.queues[q][p].stamp, q) for q, p in enumerate(positions)
-                 if p < len(self.queues[q])]
+        heads = [(self.stamps[q][p], q) for q, p in enumerate(positions)
+                 if p < self.lengths[q]]
+        if len(heads) < 2:
+            return [q for _, q in heads]
         heads.sort()
-        if not heads:
-            return []
         if not self.reorder:
             return [q for stamp, q in heads if stamp == heads[0][0]]
         allowed = []
         for stamp, q in heads:
             # Taking this one first leaves every earlier-stamped head behind: each must have
             # been decided after it, which its worker's next pass start bounds.
-            if all(stamp <= self.queues[o][positions[o]].horizon
+            if all(stamp <= self.horizons[o][positions[o]]
                    for other_stamp, o in heads if other_stamp < stamp):
                 allowed.append(q)
         return allowed
@@ -266,14 +270,18 @@ def replay(limiter: Limiter, requests: Sequence[LoggedRequest], clocks: WorkerCl
     Tries the logged order first (alternative 1 only) and takes workers' requests out of
     order (alternatives 2 and 3) only when that leaves a decision unexplained.
     """
-    first = _run(limiter, requests, clocks, reorder=False, acceptance_only=acceptance_only)
-    if first.explained or first.gave_up:
+    first = _run(limiter, requests, clocks, reorder=False, acceptance_only=acceptance_only,
+                 stop_at_first=True)
+    if first is not None:
         return first
-    return _run(limiter, requests, clocks, reorder=True, acceptance_only=acceptance_only)
+    second = _run(limiter, requests, clocks, reorder=True, acceptance_only=acceptance_only)
+    assert second is not None
+    return second
 
 
 def _run(limiter: Limiter, requests: Sequence[LoggedRequest], clocks: WorkerClocks, *,
-         reorder: bool, acceptance_only: bool) -> Replay:
+         reorder: bool, acceptance_only: bool, stop_at_first: bool = False) -> Replay | None:
+    """One replay; None when ``stop_at_first`` and a decision is left unexplained."""
     queues = _queues(requests, clocks)
     search = _Search(limiter, queues, reorder=reorder, acceptance_only=acceptance_only)
     frontier: set[_State] = {(tuple(0 for _ in queues), _NO_NODE, 0)}
@@ -284,6 +292,8 @@ def _run(limiter: Limiter, requests: Sequence[LoggedRequest], clocks: WorkerCloc
         for state in frontier:
             for q in search.candidates(state[0]):
                 following.update(search.explain(state, q))
+        if not following and stop_at_first:
+            return None
         if not following:
             # Nothing explains the next decision: report it as the logged order meets it,
             # then go on from what NGINX decided, in every state.

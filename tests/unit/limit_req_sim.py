@@ -76,6 +76,7 @@ class _Request:
     send: Send
     worker: int
     arrives_ms: float
+    zone: str = ""
     created_wall: int = 0
     outcome: str = ""
     delay_ms: int = 0
@@ -84,10 +85,8 @@ class _Request:
 @dataclass
 class _Worker:
     pid: int
-    ready: list[tuple[float, int, str, _Request]] = field(default_factory=list)
+    ready: list[tuple[float, int, bool, _Request]] = field(default_factory=list)
     busy: bool = False
-    wall: int = 0
-    mono: int = 0
 
 
 def _zone_of(uri: str, zones: Mapping[str, Limiter]) -> str:
@@ -95,8 +94,9 @@ def _zone_of(uri: str, zones: Mapping[str, Limiter]) -> str:
     return max((loc for loc in zones if uri.startswith(loc)), key=len)
 
 
-def _zones_by_uri(sends: Sequence[Send], zones: Mapping[str, Limiter]) -> dict[str, str]:
-    return {uri: _zone_of(uri, zones) for uri in {s.uri for s in sends}}
+# Event kinds: an event ready for a worker, a worker waking, a worker handling one event, a
+# worker at the end of its pass.
+_READY, _WAKE, _HANDLE, _DONE = range(4)
 
 
 class _Nginx:
@@ -109,71 +109,79 @@ class _Nginx:
         self.wall_phase = rng.random()
         self.mono_phase = rng.random()
         self.nodes: dict[tuple[str, str], BucketState] = {}
-        self.events: list[tuple[float, int, str, object]] = []
+        # (at, sequence, kind, worker, is a request (else a log), request, wall ms, mono ms)
+        self.events: list[tuple[float, int, int, int, bool, _Request | None, int, int]] = []
         self.seq = itertools.count()
         self.log: list[AccessLogEntry] = []
 
-    def push(self, at: float, kind: str, payload: object) -> None:
-        heapq.heappush(self.events, (at, next(self.seq), kind, payload))
+    def push(self, at: float, kind: int, index: int, is_request: bool = False,
+             request: _Request | None = None, wall: int = 0, mono: int = 0) -> None:
+        heapq.heappush(self.events, (at, next(self.seq), kind, index, is_request, request,
+                                     wall, mono))
 
     def run(self, requests: Sequence[_Request]) -> list[AccessLogEntry]:
-        self.zone_of = _zones_by_uri([r.send for r in requests], self.zones)
         for request in requests:
-            self.push(request.arrives_ms, "ready", (request.worker, "request", request))
+            self.push(request.arrives_ms, _READY, request.worker, True, request)
         while self.events:
-            now, _, kind, payload = heapq.heappop(self.events)
-            getattr(self, f"_{kind}")(now, payload)
+            now, _, kind, index, is_request, request, wall, mono = heapq.heappop(self.events)
+            if kind == _READY:
+                self._ready(now, index, is_request, request)  # type: ignore[arg-type]
+            elif kind == _WAKE:
+                self._wake(now, index)
+            elif kind == _HANDLE:
+                self._handle(now, index, is_request, request, wall, mono)  # type: ignore[arg-type]
+            else:
+                self._done(now, index)
         return self.log
 
-    def _ready(self, now: float, payload: object) -> None:
-        index, what, request = payload  # type: ignore[misc]
+    def _ready(self, now: float, index: int, is_request: bool, request: _Request) -> None:
         worker = self.workers[index]
-        worker.ready.append((now, next(self.seq), what, request))
+        worker.ready.append((now, next(self.seq), is_request, request))
         if not worker.busy:
             worker.busy = True
-            self.push(now + self.rng.uniform(0.005, self.machine.wake_ms), "wake", index)
+            self.push(now + self.rng.uniform(0.005, self.machine.wake_ms), _WAKE, index)
 
-    def _wake(self, now: float, index: object) -> None:
-        worker = self.workers[index]  # type: ignore[index]
+    def _wake(self, now: float, index: int) -> None:
+        worker = self.workers[index]
         # ngx_time_update: both clocks once per pass, each truncated to whole ms.
-        worker.wall = math.floor(now + self.wall_phase)
-        worker.mono = math.floor(now + self.wall_phase + self.mono_phase)
+        wall = math.floor(now + self.wall_phase)
+        mono = math.floor(now + self.wall_phase + self.mono_phase)
         batch, worker.ready = sorted(worker.ready), []
         at = now
-        for _, _, what, request in batch:
-            at += self.rng.uniform(0.02, 0.08)
-            if self.machine.stall_p and self.rng.random() < self.machine.stall_p:
+        stall_p, uniform = self.machine.stall_p, self.rng.uniform
+        for _, _, is_request, request in batch:
+            at += uniform(0.02, 0.08)
+            if stall_p and self.rng.random() < stall_p:
                 at += self.rng.expovariate(1 / self.machine.stall_mean_ms)
-            self.push(at, "handle", (index, what, request, worker.wall, worker.mono))
-        self.push(at, "done", index)
+            self.push(at, _HANDLE, index, is_request, request, wall, mono)
+        self.push(at, _DONE, index)
 
-    def _done(self, now: float, index: object) -> None:
-        worker = self.workers[index]  # type: ignore[index]
+    def _done(self, now: float, index: int) -> None:
+        worker = self.workers[index]
         worker.busy = False
         if worker.ready:
             worker.busy = True
-            self.push(now + 0.005, "wake", index)
+            self.push(now + 0.005, _WAKE, index)
 
-    def _handle(self, now: float, payload: object) -> None:
-        index, what, request, wall, mono = payload  # type: ignore[misc]
-        if what == "request":
-            request.created_wall = wall
-            zone = self.zone_of[request.send.uri]
-            node = (zone, request.send.key)
-            decision, after = step(self.zones[zone], self.nodes.get(node), mono)
-            self.nodes[node] = after
-            request.outcome, request.delay_ms = decision.outcome.value, decision.delay_ms
-            if request.outcome == "REJECTED":
-                if request.send.body and self.rng.random() < 0.5:
-                    # The body is read to be discarded first: logged in a later pass.
-                    self.push(now + self.rng.uniform(0.1, 1.5), "ready", (index, "log", request))
-                else:
-                    self._write(request, wall)
-                return
-            served = self.rng.uniform(1.0, 6.0) + request.delay_ms
-            self.push(now + served, "ready", (index, "log", request))
-        else:
+    def _handle(self, now: float, index: int, is_request: bool, request: _Request, wall: int,
+                mono: int) -> None:
+        if not is_request:
             self._write(request, wall)
+            return
+        request.created_wall = wall
+        node = (request.zone, request.send.key)
+        decision, after = step(self.zones[request.zone], self.nodes.get(node), mono)
+        self.nodes[node] = after
+        request.outcome, request.delay_ms = decision.outcome.value, decision.delay_ms
+        if request.outcome == "REJECTED":
+            if request.send.body and self.rng.random() < 0.5:
+                # The body is read to be discarded first: logged in a later pass.
+                self.push(now + self.rng.uniform(0.1, 1.5), _READY, index, False, request)
+            else:
+                self._write(request, wall)
+            return
+        served = self.rng.uniform(1.0, 6.0) + request.delay_ms
+        self.push(now + served, _READY, index, False, request)
 
     def _write(self, request: _Request, wall: int) -> None:
         rejected = request.outcome == "REJECTED"
@@ -194,11 +202,13 @@ def simulate(zones: Mapping[str, Limiter], sends: Sequence[Send], seed: int, *,
     """The access log of an NGINX running a limiter per location prefix (``zones``) for
     ``sends``, in logging order."""
     rng = random.Random(seed)
+    zone_of = {uri: _zone_of(uri, zones) for uri in {s.uri for s in sends}}
     requests = []
     for send in sends:
         late = rng.uniform(0, machine.send_slack_ms)
         if machine.late_p and rng.random() < machine.late_p:
             late += rng.expovariate(1 / machine.late_mean_ms)
         network = 0.05 + rng.uniform(0, 0.1)
-        requests.append(_Request(send, rng.randrange(workers), send.at_ms + late + network))
+        requests.append(_Request(send, rng.randrange(workers), send.at_ms + late + network,
+                                 zone_of[send.uri]))
     return _Nginx(zones, rng, machine, workers).run(requests)
