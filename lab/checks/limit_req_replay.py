@@ -40,6 +40,11 @@ The remaining ambiguity, and the alternatives the replay considers for it:
    worker between its arrival and its logging, so it may come later in the zone's order, up
    to its ``$msec``. An acceptance logs no such bound; it is decided at its arrival.
 
+Each request's phase is chosen on its own, though requests of one pass share it in truth,
+and within a pass acceptances are taken before rejections (no bucket leaks inside a
+millisecond, so a rejection there would also be one after them): both can only make the
+replay more lenient than NGINX, never stricter.
+
 The replay follows every combination at once, as a set of bucket states: a decision
 NGINX logged is explained when some alternative gives it, and only the states where it does
 go on (NGINX's decision is an observation of its own bucket). A decision no alternative

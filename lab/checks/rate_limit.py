@@ -307,6 +307,9 @@ def _unexplained_line(zone: _Zone, key: str, item: Unexplained, t0: int) -> str:
 
 
 def _explained_line(judged: _Judged) -> str | None:
+    """How many decisions only a clock alternative explains, and which alternative."""
+    if judged.unexplained():
+        return None
     differing = sum(
         d.outcome is not r.outcome
         for key, requests in judged.keys.items()
@@ -315,11 +318,11 @@ def _explained_line(judged: _Judged) -> str | None:
                         strict=True))
     if not differing:
         return None
-    how = ("the 1 ms between NGINX's monotonic and wall clocks"
-           + (", and a worker's clock stale against another's"
-              if any(r.reordered and r.explained for r in judged.replays.values()) else ""))
-    return (f"{differing} decision(s) differ from the model on the logged times in logged order; "
-            f"every one that is explained, is so by {how}")
+    how = ("the 0-1 ms between NGINX's monotonic and wall clocks"
+           + (" and a worker's clock stale against another's (within its next logged pass)"
+              if any(r.reordered for r in judged.replays.values()) else ""))
+    return (f"{differing} decision(s) differ from the model run on the logged times in logged "
+            f"order; all are explained by {how}")
 
 
 @never_crashes(NAME)

@@ -428,7 +428,7 @@ def test_a_logged_time_one_ms_off_is_explained_two_are_not() -> None:
     base = nginx_log(AUTH, spaced(15, 50))
     one = check(shift(base, 10, -1))
     assert one.verdict is Verdict.PASS, one
-    assert any("differ from the model on the logged times" in d for d in one.details)
+    assert any("differ from the model run on the logged times" in d for d in one.details)
     assert check(shift(base, 10, -2)).verdict is Verdict.FAIL
 
 
