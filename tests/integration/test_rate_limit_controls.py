@@ -1,6 +1,7 @@
-"""The rate_limits objective as a user meets it: a lab.toml whose auth zone is one burst
-looser than the checklist's "10 r/s burst 5" runs exactly as configured (conformance
-passes) and fails the objective, as predicted before the first request."""
+"""Rate limits one step off, on a real NGINX: a lab.toml whose auth zone is one burst looser
+than the checklist's "10 r/s burst 5" runs exactly as configured (conformance passes) and
+fails the rate_limits objective, as predicted before the first request; an NGINX that runs
+burst 6 where burst 5 is claimed fails conformance."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ from pathlib import Path
 
 import pytest
 from test_objective_controls import lab_toml, layers, run_json
+from test_scenarios import CLAIMED, by_name, started
 
+from lab.checks import Verdict
+from lab.config import LabConfig
 from lab.engine import Engine
+from lab.scenarios.loader import load_scenario
+from lab.scenarios.runner import Runner
+from lab.topology.render import render_nginx
 from tests.conftest import session_lab_name
 
 # The worktree's own scenario file: by name, an editable install may serve another
@@ -55,3 +62,21 @@ def test_an_auth_zone_with_burst_6_conforms_and_fails_its_rate_limits_objective(
     objective = next(o for o in auth["objectives"] if o["name"] == "rate_limits")
     assert "burst 6 > 5" in objective["measured"], objective
     assert "rate_limits /api/auth/ <= 10 r/s burst 5" in stderr and "UNREACHABLE" in stderr
+
+
+@pytest.mark.covers("check:rate-limit")
+def test_an_nginx_one_burst_looser_than_claimed_fails_conformance(
+        engine: Engine, lab_images: dict[str, str]) -> None:
+    """NGINX running auth at burst 6 while burst 5 is claimed: its extra acceptances (the 12th
+    of the 15 logins 50 ms apart, the 7th of a burst) are decisions no clock alternative of
+    burst 5 explains; the other zones still pass."""
+    conf = render_nginx(LabConfig()).replace("zone=auth burst=5", "zone=auth burst=6")
+    assert "zone=auth burst=6 nodelay" in conf
+    with started(engine, "auth-b6-run", nginx_conf=conf) as lab:
+        result = by_name(Runner(lab, load_scenario(SCENARIO), seed=42, claimed=CLAIMED).run())
+    auth = result["rate-limit /api/auth/"]
+    assert auth.verdict is Verdict.FAIL, auth
+    assert auth.value("unexplained") and "NGINX PASSED, the model REJECTED" in "\n".join(
+        auth.details), auth.details
+    assert result["rate-limit /api/"].verdict is Verdict.PASS, result["rate-limit /api/"]
+    assert result["rate-limit /webhooks/"].verdict is Verdict.PASS, result["rate-limit /webhooks/"]
