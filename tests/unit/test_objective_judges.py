@@ -14,7 +14,6 @@ from test_checks_locks import IV, frozen_holder, killed_holder, run, steady
 from test_rate_limit_model import nginx_log, rule, simultaneous, spaced
 
 from lab.checks import CHECKS, CheckContext, Observation, run_check
-from lab.checks.rate_limit import largest_excess
 from lab.checks.registry import predict
 from lab.config import LabConfig
 from lab.expectations import Expectations, FailureMode, Part
@@ -295,12 +294,6 @@ def test_pool_objectives_and_predictions() -> None:
     assert predictions["pool_server_connections"].reachable is False
     assert predictions["pool_clients"].reachable is False
     assert all(p.reachable for p in predicted("pool-bound").values())
-
-
-def test_largest_excess() -> None:
-    """The most requests beyond the rate in any stretch: a burst counts in full."""
-    assert largest_excess([0.0] * 6, 10) == (6.0, 6, 0.0)
-    assert largest_excess([i * 0.1 for i in range(10)], 10)[0] == pytest.approx(1.0)
 
 
 def test_rate_limit_objective_and_prediction() -> None:
