@@ -36,7 +36,6 @@ from lab.errors import ConfigError, LabError
 from lab.expectations import UpstreamPolicy
 from lab.faults import FAULTS
 from lab.topology.lab import Lab
-from lab.topology.nginx_conf import parse_nginx_policy
 from lab.workload.live import LiveView, Snapshot, sparkline
 
 REDRAW_S = 0.45          # a little more than twice a second
@@ -319,7 +318,7 @@ def watch(
         config = config_for(config_path, name)
         lab = Lab.attach(engine(), config.name)
         try:
-            policy: UpstreamPolicy | None = parse_nginx_policy(lab.nginx_conf()).upstream
+            policy: UpstreamPolicy | None = lab.nginx_policy().upstream
         except LabError:
             policy = None   # the predicted ejection is not shown; everything else is
         # NGINX logs a try when it ends: after proxy_read_timeout at worst (a frozen backend).

@@ -31,6 +31,7 @@ from lab.scenarios.state import RunState
 from lab.workload.backend_load import run_backend_load
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
 from lab.workload.security_probe import connect_published, observe_tls, sample_headers
+from lab.workload.traffic import ClientTarget
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,13 @@ def parse_probe(text: str) -> tuple[ProbeDef, str | None]:
 def _security(state: RunState, argument: str | None) -> None:
     state.tick("sampling headers and TLS")
     lab = state.lab
-    code, ca = lab.exec("nginx", ["cat", "/etc/lab/tls/ca.crt"])
-    if code != 0:
-        raise LabError(f"cannot read the lab CA from nginx: {ca.strip()}")
+    ca = lab.ca_pem()
     endpoints = lab.endpoints
-    state.history.header_samples.extend(sample_headers(endpoints.nginx_http))
-    state.history.header_samples.extend(sample_headers(endpoints.nginx_https, ca_pem=ca.encode()))
-    state.history.tls.append(observe_tls(endpoints.nginx_https, lab.config.nginx.server_name,
-                                         ca.encode()))
+    # Plain HTTP as a client meets it: where port 80 only redirects, at the HTTPS it leads to.
+    state.history.header_samples.extend(sample_headers(lab.client_target()))
+    state.history.header_samples.extend(sample_headers(
+        ClientTarget(endpoints.nginx_https, lab.server_name, ca)))
+    state.history.tls.append(observe_tls(endpoints.nginx_https, lab.server_name, ca))
 
 
 def _exposure(state: RunState, argument: str | None) -> None:
@@ -195,10 +195,9 @@ PROBES.add(ProbeDef("health", _health, "every backend's four health endpoints, a
 # -- a second client ------------------------------------------------------------------------------
 
 
-def _host_login_burst(base_url: str, burst: int, at: float) -> list[int | str]:
+def _host_login_burst(target: ClientTarget, burst: int, at: float) -> list[int | str]:
     """``burst`` concurrent logins through NGINX's published port, sent at ``at`` (epoch s)."""
-    with httpx.Client(base_url=base_url, timeout=5,
-                      limits=httpx.Limits(max_connections=burst)) as client:
+    with target.httpx_client(timeout=5, limits=httpx.Limits(max_connections=burst)) as client:
         time.sleep(max(0.0, at - time.time()))
 
         def one(_: int) -> int | str:
@@ -221,24 +220,30 @@ def _second_client(state: RunState, argument: str | None, burst: int = 8, lead_s
     covers the container's start, so the gap does not depend on it.
     """
     state.tick("second client")
+    target = state.lab.client_target("/api/auth/login")
     fire_at = time.time() + lead_s
-    # Container to container on the lab's own network: NGINX sees the client's address.
+    # Container to container on the lab's own network: NGINX sees the client's address. Where
+    # port 80 only redirects, it goes to 443 as the TLS server's name, as the host's does.
+    connect = (f"http.client.HTTPSConnection('nginx', 443, timeout=5, context=ctx)\n"
+               f"    c.sock = ctx.wrap_socket(socket.create_connection(('nginx', 443), 5), "
+               f"server_hostname={target.server_name!r})\n" if target.tls else
+               "http.client.HTTPConnection('nginx', 80, timeout=5)\n")
     script = (
-        "import socket, time, urllib.request, urllib.error, concurrent.futures as f\n"
-        "def one(_):\n"
-        "    req = urllib.request.Request('http://nginx/api/auth/login', data=b'{}', "
-        "method='POST')\n"
-        "    try:\n"
-        "        return urllib.request.urlopen(req, timeout=5).status\n"
-        "    except urllib.error.HTTPError as e:\n"
-        "        return e.code\n"
+        "import http.client, socket, ssl, time, concurrent.futures as f\n"
+        + (f"ctx = ssl.create_default_context(cadata={(target.ca_pem or b'').decode()!r})\n"
+           if target.tls else "")
+        + "def one(_):\n"
+        f"    c = {connect}"
+        "    c.request('POST', '/api/auth/login', body=b'{}', headers="
+        f"{target.host_header!r})\n"
+        "    return c.getresponse().status\n"
         f"time.sleep(max(0.0, {fire_at + gap_s!r} - time.time()))\n"
         f"late = time.time() - {fire_at + gap_s!r}\n"
         f"with f.ThreadPoolExecutor({burst}) as pool:\n"
         f"    statuses = sorted(pool.map(one, range({burst})))\n"
         "print(socket.gethostbyname(socket.gethostname()), round(late * 1000), statuses)\n")
     with ThreadPoolExecutor(max_workers=1) as host:
-        first = host.submit(_host_login_burst, state.lab.endpoints.nginx_http, burst, fire_at)
+        first = host.submit(_host_login_burst, target, burst, fire_at)
         result = state.lab.run_client(["python3", "-c", script], timeout_s=lead_s + 30)
         host_statuses = first.result()
     if result.exit_code != 0:

@@ -35,7 +35,6 @@ from lab.scenarios.state import NoLockTaken, Progress, RunState
 from lab.scenarios.steps import definition_of, end_watches
 from lab.topology.expect import running
 from lab.topology.lab import Lab
-from lab.topology.nginx_conf import parse_nginx_policy
 from lab.verdict import Prediction, Verdict, combine
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.job_sources import job_source
@@ -276,7 +275,7 @@ class Runner:
         # NGINX logs upstreams as ip:port; the checks want node names.
         addresses = {f"{ip}:{lab.backend_port}": node for ip, node in lab.addresses().items()}
         # Quiescing follows the fail_timeout NGINX really runs, whatever the run is judged against.
-        self._quiesce(state, parse_nginx_policy(lab.nginx_conf()).upstream, addresses)
+        self._quiesce(state, lab.nginx_policy().upstream, addresses)
         lab.wait_all_ready(self.ready_timeout_s)
         state.history.mark("start", time.time())
         needs = self._needs()
@@ -294,7 +293,7 @@ class Runner:
             if scenario.traffic:
                 # The traffic outlasts the planned steps; it is finished when they end.
                 state.traffic = TrafficRun(
-                    lab.endpoints.nginx_http,
+                    lab.client_target(),
                     self._traffic_specs(state, planned + 30 + self.step_wait_s), self.seed)
                 state.traffic.start()
             for index, step in enumerate(scenario.steps, start=1):

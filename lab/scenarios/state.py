@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
 from redis import RedisError
 
 from lab.errors import LabError
@@ -192,7 +191,7 @@ class RunState:
 
     def login(self) -> str:
         """A bearer token for the seeded user, through NGINX's published port."""
-        with httpx.Client(base_url=self.lab.endpoints.nginx_http, timeout=5) as client:
+        with self.lab.client_target("/api/auth/login").httpx_client(timeout=5) as client:
             response = client.post("/api/auth/login",
                                    json={"email": "user1@lab.test",
                                          "password": self.lab.secrets.seed_password})

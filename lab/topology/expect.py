@@ -34,7 +34,7 @@ from lab.topology.nginx_conf import parse_nginx_policy, policy_from_tree
 from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.topology.plan import node_roles
 from lab.topology.render import PGBOUNCER_PORT, STATUS_PORT, render_nginx
-from lab.topology.userconf import user_nginx, user_pgbouncer
+from lab.topology.userconf import client_server_name, user_nginx, user_pgbouncer
 
 # The backend's own defaults for a LAB_* variable its environment does not set
 # (images/backend/lab_backend/config.py).
@@ -113,7 +113,7 @@ def claimed(config: LabConfig, *, what: str = "claimed configuration") -> Expect
         "backend": Part(_backend_from_config(config), f"{source}: [backend]"
                         + (" contract" if config.backend.contract else "")),
     }
-    return Expectations(parts, config.nginx.server_name,
+    return Expectations(parts, client_server_name(config),
                         documented_ports(config.publish, stub_status=config.nginx.conf is None),
                         node_roles(config))
 
@@ -195,10 +195,6 @@ def _backend(lab: Lab) -> BackendPolicy:
     return policies.pop()
 
 
-def _nodes(lab: Lab) -> dict[str, str] | None:
-    return dict(lab.user.nginx.nodes) if lab.user.nginx is not None else None
-
-
 def running(lab: Lab) -> Expectations:
     """The expectations of what this lab really runs, read from its nodes.
 
@@ -206,8 +202,7 @@ def running(lab: Lab) -> Expectations:
     read at once, so the record costs the slowest read (nginx -T), not their sum."""
     readers: dict[str, tuple[str, Callable[[], object]]] = {
         "nginx": ("what NGINX loaded (nginx -T in the nginx container)",
-                  lambda: parse_nginx_policy(lab.nginx_conf(), nodes=_nodes(lab),
-                                           upstream=lab.config.nginx.upstream)),
+                  lab.nginx_policy),
         "pgbouncer": ("PgBouncer's SHOW CONFIG and SHOW DATABASES", lambda: _pgbouncer(lab)),
         "postgres": ("PostgreSQL's SHOW synchronous_commit, max_connections",
                      lambda: _postgres(lab)),
@@ -221,7 +216,7 @@ def running(lab: Lab) -> Expectations:
         futures = {name: pool.submit(_part, source, read)
                    for name, (source, read) in readers.items()}
         parts = {name: future.result() for name, future in futures.items()}
-    return Expectations(parts, lab.config.nginx.server_name,
+    return Expectations(parts, lab.server_name,
                         documented_ports(lab.config.publish,
                                          stub_status=lab.config.nginx.conf is None),
                         dict(lab.roles))

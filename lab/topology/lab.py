@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -35,8 +36,10 @@ from lab.engine import (
     Removed,
 )
 from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
+from lab.expectations import NginxPolicy
 from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
+from lab.topology.nginx_conf import Directive, policy_from_tree, read_tree
 from lab.topology.plan import (
     GATED,
     PROBE_AFTER,
@@ -59,11 +62,18 @@ from lab.topology.readiness import (
     ThroughNginxProbe,
     wait_until_ready,
 )
-from lab.topology.render import PGBOUNCER_ADMIN_USER, PGBOUNCER_PORT, LabSecrets
+from lab.topology.render import ACCESS_LOG_TAG, PGBOUNCER_ADMIN_USER, PGBOUNCER_PORT, LabSecrets
 from lab.topology.timeline import TimelineRecorder, UpTimeline
-from lab.topology.tls import make_tls
+from lab.topology.tls import TlsMaterial, make_tls
 from lab.topology.userbackend import ensure_user_backend, health_command
-from lab.topology.userconf import UserTopology, main_conf_path, user_topology
+from lab.topology.userconf import (
+    UserTopology,
+    main_conf_path,
+    plain_http_redirect,
+    user_topology,
+)
+from lab.workload.access_log import parse_access_log_line
+from lab.workload.traffic import ClientTarget
 
 LABEL_SECRETS = "io.failover-lab.secrets"
 LABEL_OWNER = "io.failover-lab.owner"
@@ -160,6 +170,11 @@ class Lab:
         self._extra_env = extra_env
         self.roles = node_roles(config)
         self._user: UserTopology | None = None
+        self._tls: TlsMaterial | None = None        # made by this process's `up`
+        self._follows: str | None = None            # port 80's redirect the clients follow
+        self._ca: bytes | None = None
+        # The running configuration, read once, for where the clients send.
+        self._policy: tuple[tuple[Directive, ...], NginxPolicy] | None = None
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -257,6 +272,73 @@ class Lab:
                            f"{result.output.strip() or f'nginx -T exited {result.exit_code}'}")
         return result.output
 
+    def nginx_policy(self, *, path: str = "/") -> NginxPolicy:
+        """The policy NGINX runs (``nginx -T``), the user's upstream addresses named as the
+        lab's nodes and lab.toml's ``[nginx] upstream`` as the backend pool: the one reading
+        the expectations, the scenario runner and `lab watch` share."""
+        return self._running(path)[1]
+
+    def _running(self, path: str = "/") -> tuple[tuple[Directive, ...], NginxPolicy]:
+        nginx = self.user.nginx
+        tree = read_tree(self.nginx_conf())
+        return tree, policy_from_tree(tree, path=path,
+                                      nodes=dict(nginx.nodes) if nginx is not None else None,
+                                      upstream=self.config.nginx.upstream)
+
+    @property
+    def server_name(self) -> str:
+        """The TLS name the lab's clients ask for (SNI and Host) and its certificate is for:
+        lab.toml's [nginx] server_name, or the first name of the user's TLS servers."""
+        nginx = self.user.nginx
+        return nginx.server_name if nginx is not None else self.config.nginx.server_name
+
+    def make_tls(self) -> TlsMaterial:
+        """A CA and a certificate for every TLS name the configuration serves."""
+        nginx = self.user.nginx
+        return make_tls(self.name, self.server_name,
+                        names=nginx.server_names if nginx is not None else ())
+
+    def ca_pem(self) -> bytes:
+        """The lab's CA certificate (made by this process, or read from the nginx node)."""
+        if self._tls is not None:
+            return self._tls.ca_pem
+        if self._ca is None:
+            result = self.exec("nginx", ["cat", "/etc/lab/tls/ca.crt"])
+            if result.exit_code != 0:
+                raise LabError(f"cannot read the lab CA from nginx: {result.output.strip()}")
+            self._ca = result.output.encode()
+        return self._ca
+
+    def _redirect(self, path: str) -> str | None:
+        """Port 80's redirect of ``path`` to HTTPS in the running configuration, if any.
+
+        The lab's rendered nginx.conf never redirects; any other is read once from NGINX
+        (``nginx -T``), else from the user's files as copied when NGINX cannot be asked."""
+        if self.config.nginx.conf is None and self._nginx_conf is None:
+            return None
+        if self._policy is None:
+            try:
+                self._policy = self._running()
+            except LabError:
+                nginx = self.user.nginx
+                return nginx.redirect if nginx is not None and path == "/" else None
+        tree, policy = self._policy
+        target = plain_http_redirect(policy, tree, path)
+        https = policy.https_port() == 443
+        return target if target is not None and target.startswith("https://") and https \
+            else None
+
+    def client_target(self, path: str = "/") -> ClientTarget:
+        """Where the lab's clients send a request for ``path``: NGINX's published port 80, or,
+        when the running configuration redirects it to HTTPS (``NginxPolicy.redirects``), the
+        published 443 as the TLS server's name, verified with the lab's CA, as a browser
+        following the redirect would."""
+        follows = self._redirect(path)
+        if follows is None:
+            return ClientTarget(f"http://127.0.0.1:{self._port('nginx', '80/tcp')}")
+        return ClientTarget(f"https://127.0.0.1:{self._port('nginx', '443/tcp')}",
+                            self.server_name, self.ca_pem(), follows)
+
     @property
     def user(self) -> UserTopology:
         """The user's own files and backend in this configuration (read once, checked)."""
@@ -338,26 +420,28 @@ class Lab:
             waiting = ("--wait", f"{wait_s:g}") if wait_s > 0 else ()
             return ExecProbe(lambda cmd, n=node: self.exec(n, cmd),
                              ("lab-probe", *waiting, "/health/ready"))
-        base = f"http://127.0.0.1:{self._port('nginx', '80/tcp')}"
         if contract is not None:
-            return ThroughNginxProbe(base, self.config.backend_names, contract.health.ready,
+            return ThroughNginxProbe(self.client_target(contract.health.ready),
+                                     self.config.backend_names, contract.health.ready,
                                      identified=contract.node_id_env is not None)
-        return ThroughNginxProbe(base, self.config.backend_names)
+        return ThroughNginxProbe(self.client_target("/health/ready"), self.config.backend_names)
 
     def wait_ready(self, node: str, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
         """Wait for one node; a node that does not get ready is a ``NodeStartError``."""
         result = wait_until_ready(self.probe(node), timeout_s)
         if not result.ok:
-            raise self._start_error(node, result.detail)
+            raise self._start_error(node, result)
         return result
 
-    def _start_error(self, node: str, detail: str) -> NodeStartError:
+    def _start_error(self, node: str, result: ProbeResult) -> NodeStartError:
+        """One sentence (what was asked, what came back), a few distinct log lines, a hint."""
         info = self.inspect(node)
         state = info.status if info else "missing"
+        whole = f"`docker logs {container_name(self.name, node)}` shows the whole log"
         return NodeStartError(
-            f"{node} did not become ready ({state}): {detail}",
-            details=f"last log lines of {node}:\n" + self.logs(node, tail=20),
-            hint=f"`docker logs {container_name(self.name, node)}` shows the whole log",
+            f"{node} did not become ready ({state}): {result.detail}",
+            details=f"last log lines of {node}:\n" + log_excerpt(self.logs(node, tail=50)),
+            hint=f"{result.hint}; {whole}" if result.hint else whole,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -403,8 +487,7 @@ class Lab:
         if user.user_backend:
             images["backend"] = ensure_user_backend(self.engine, self.config, say=say)
         if user.nginx is not None:
-            check_nginx(self.engine, self.name, images["nginx"], user.nginx,
-                        make_tls(self.name, self.config.nginx.server_name),
+            check_nginx(self.engine, self.name, images["nginx"], user.nginx, self.make_tls(),
                         {LABEL_OWNER: owner_id()})
         try:
             self._create_and_start(images, say=say, ephemeral=ephemeral, recorder=recorder,
@@ -428,7 +511,7 @@ class Lab:
             network = side.submit(self._timed, recorder, "network", self.engine.create_network,
                                   network_name(self.name), labels)
             with recorder.phase("tls"):
-                tls = make_tls(self.name, self.config.nginx.server_name)
+                tls = self._tls = self.make_tls()
             subnet = network.result()
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
                      extra_publish=self._extra_publish, user=self.user,
@@ -521,11 +604,11 @@ class Lab:
                 raise error
             result = future.result()
             if result is not None and not result.ok:
-                raise self._start_error(node, result.detail)
+                raise self._start_error(node, result)
         waiting = [node for node in self.roles if not progress.is_ready(node)]
         if waiting:
-            raise self._start_error(waiting[0], "still waiting for the nodes it depends on "
-                                    f"after {timeout_s:g} s")
+            raise self._start_error(waiting[0], ProbeResult(
+                False, f"still waiting for the nodes it depends on after {timeout_s:g} s"))
 
     def _signal_gate(self, container: str) -> None:
         try:
@@ -580,6 +663,42 @@ class Lab:
         with ThreadPoolExecutor(max_workers=len(self.roles)) as pool:
             nodes = tuple(pool.map(one, self.roles))
         return LabStatus(self.name, nodes, endpoints)
+
+
+_LOG_LINES = 6
+_LOG_NOISE = re.compile(r"^\S*\s*\d{4}/\d\d/\d\d \d\d:\d\d:\d\d |\d+#\d+: \*?\d+ ?|"
+                        r"\b\d+\.\d+\.\d+\.\d+:\d+\b")
+
+
+def log_excerpt(text: str, limit: int = _LOG_LINES) -> str:
+    """A node's last log lines as a reader needs them: NGINX's access-log lines summarised
+    (the lab logs every request; twenty identical probes are one fact), other lines once
+    each, with how often they came, at most ``limit`` of them, the latest last."""
+    requests: dict[str, int] = {}
+    others: dict[str, tuple[str, int]] = {}
+    for line in text.splitlines():
+        if ACCESS_LOG_TAG in line:
+            try:
+                entry = parse_access_log_line(line, {})
+            except ValueError:
+                continue
+            if entry is not None:
+                key = f"{entry.method} {entry.uri} -> {entry.status}"
+                requests[key] = requests.pop(key, 0) + 1
+            continue
+        if not line.strip():
+            continue
+        # The same message differs only in its time, connection number and client port.
+        key = _LOG_NOISE.sub("", line).strip()
+        count = others.pop(key, ("", 0))[1]
+        others[key] = (line.rstrip(), count + 1)
+    shown = [f"  {line}" + (f"  (x{count})" if count > 1 else "")
+             for line, count in list(others.values())[-limit:]]
+    if requests:
+        shown.append("  access log: " + "; ".join(
+            f"{key} (x{count})" if count > 1 else key for key, count in
+            list(requests.items())[-3:]))
+    return "\n".join(shown) or "  (none)"
 
 
 class _Progress:

@@ -29,12 +29,14 @@ from tenacity import (
 )
 
 from lab.engine import ExecResult
+from lab.workload.traffic import ClientTarget
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     ok: bool
     detail: str
+    hint: str | None = None     # what to do about a failure, when the probe can tell
 
 
 class Probe(Protocol):
@@ -88,48 +90,79 @@ class ExecProbe:
                            result.output.strip()[-200:] or f"exit {result.exit_code}")
 
 
+_REDIRECT_HINT = ("the lab follows port 80's redirect to HTTPS when your file writes it as "
+                  "`return 301 https://...` or `rewrite ^ https://... permanent` in the port-80 "
+                  "server (or in its `location /`, or inside `if ($scheme = http)`); a redirect "
+                  "written any other way reaches the lab's clients as this answer")
+
+
 @dataclass(frozen=True)
 class ThroughNginxProbe:
-    """Every backend answers ``path`` with 200 through the load balancer (seen by X-Backend-Id)."""
+    """Every backend answers ``path`` with 200 through the load balancer (seen by X-Backend-Id).
 
-    base_url: str
+    It asks where the lab's clients send (``target``: port 80, or HTTPS on 443 as the TLS
+    server's name when port 80 only redirects)."""
+
+    target: ClientTarget
     backends: tuple[str, ...]
     path: str = "/health/ready"
     # False: a user's backend that does not name itself (no X-Backend-Id); then 3 x backends
     # consecutive 200s stand for "every backend answered" (round robin reaches each).
     identified: bool = True
 
+    def _asked(self, count: int) -> str:
+        return f"GET {self.path} at {self.target.describe()}, {count} time{'s' * (count > 1)}"
+
+    def _answer(self, response: httpx.Response, count: int) -> ProbeResult:
+        """A failure sentence for an answer that is not 200: what was asked, what came back."""
+        status = f"{response.status_code} {response.reason_phrase}".strip()
+        location = response.headers.get("location")
+        if location is not None and 300 <= response.status_code < 400:
+            return ProbeResult(False, f"asked {self._asked(count)}: answered {status}, "
+                               f"Location: {location}", _REDIRECT_HINT)
+        return ProbeResult(False, f"asked {self._asked(count)}: answered {status}"
+                           + (f" from {response.headers['x-backend-id']}"
+                              if "x-backend-id" in response.headers else ""))
+
+    def _error(self, exc: httpx.HTTPError, count: int) -> ProbeResult:
+        return ProbeResult(False, f"asked {self._asked(count)}: {type(exc).__name__}: {exc}")
+
     def check(self) -> ProbeResult:
         if not self.identified:
             return self._unidentified()
         seen: set[str] = set()
-        last = "no answer"
+        last: httpx.Response | None = None
+        tries = 3 * len(self.backends)
         # Round robin reaches every backend in len(backends) requests; allow a few more.
-        # Plain HTTP: nothing to verify, and the default SSL context costs ~40 ms per client.
-        with httpx.Client(base_url=self.base_url, timeout=2.0, verify=False) as client:
-            for _ in range(3 * len(self.backends)):
+        with self.target.httpx_client(timeout=2.0) as client:
+            for index in range(tries):
                 try:
                     response = client.get(self.path)
                 except httpx.HTTPError as exc:
-                    return ProbeResult(False, f"{type(exc).__name__}: {exc}")
-                last = f"{response.status_code} from {response.headers.get('x-backend-id', '?')}"
+                    return self._error(exc, index + 1)
+                last = response
                 if response.status_code == 200:
                     seen.add(response.headers.get("x-backend-id", ""))
                 if seen >= set(self.backends):
-                    return ProbeResult(True, f"all of {', '.join(self.backends)} answered 200")
+                    return ProbeResult(True, f"all of {', '.join(self.backends)} answered 200 "
+                                       f"at {self.target.describe()}")
+        if last is not None and last.status_code != 200:
+            return self._answer(last, tries)
         missing = sorted(set(self.backends) - seen)
-        return ProbeResult(False, f"no 200 through nginx from {', '.join(missing)} (last: {last})")
+        return ProbeResult(False, f"asked {self._asked(tries)}: no 200 from "
+                           f"{', '.join(missing)} (answers named {', '.join(sorted(seen)) or '-'})")
 
     def _unidentified(self) -> ProbeResult:
-        with httpx.Client(base_url=self.base_url, timeout=2.0) as client:
-            for index in range(3 * len(self.backends)):
+        tries = 3 * len(self.backends)
+        with self.target.httpx_client(timeout=2.0) as client:
+            for index in range(tries):
                 try:
                     response = client.get(self.path)
                 except httpx.HTTPError as exc:
-                    return ProbeResult(False, f"{type(exc).__name__}: {exc}")
+                    return self._error(exc, index + 1)
                 if response.status_code != 200:
-                    return ProbeResult(False, f"answer {index + 1}: {response.status_code}")
-        return ProbeResult(True, f"{3 * len(self.backends)} answers 200 in a row")
+                    return self._answer(response, index + 1)
+        return ProbeResult(True, f"{tries} answers 200 in a row at {self.target.describe()}")
 
 
 FIRST_INTERVAL_S = 0.01

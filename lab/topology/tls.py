@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -25,8 +26,10 @@ def _name(common_name: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_tls(lab_name: str, server_name: str, *, days: int = 30) -> TlsMaterial:
-    """A CA for this lab and a server certificate for ``server_name``, localhost and 127.0.0.1."""
+def make_tls(lab_name: str, server_name: str, *, names: Sequence[str] = (),
+             days: int = 30) -> TlsMaterial:
+    """A CA for this lab and a server certificate for ``server_name``, every one of ``names``
+    (the TLS server names a user's file gives), localhost and 127.0.0.1."""
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"Failover Lab CA ({lab_name})")
@@ -44,13 +47,16 @@ def make_tls(lab_name: str, server_name: str, *, days: int = 30) -> TlsMaterial:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName(server_name), x509.DNSName("localhost"),
-             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    # One certificate for every server block: NGINX serves whatever ssl_certificate a block
+    # names, and each of the user's blocks names a path the lab fills with this one.
+    dns = dict.fromkeys([server_name, *names, "localhost"])
+    sans = [*(x509.DNSName(name) for name in dns),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     cert = (
         x509.CertificateBuilder().subject_name(_name(server_name)).issuer_name(ca_name)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),

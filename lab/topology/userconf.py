@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import ConfigError
+from lab.expectations import NginxPolicy
 from lab.topology.nginx_conf import (
     Directive,
     parse_file_text,
@@ -101,6 +102,10 @@ class UserNginx:
     copied: Mapping[str, bytes]                # container path -> other files copied
     tree: tuple[Directive, ...]                # the whole tree NGINX will load (as far as known)
     notes: tuple[str, ...] = ()
+    server_name: str = ""                      # what the lab's clients ask for (SNI, Host)
+    server_names: tuple[str, ...] = ()         # every TLS server's names (the certificate's)
+    pool: str = ""                             # the upstream block of the backends
+    redirect: str | None = None                # port 80's redirect of "/" the clients follow
 
     def host_path(self, path: str) -> str:
         """The host file a container path came from (for messages)."""
@@ -247,13 +252,40 @@ def _split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _upstream_hosts(tree: Sequence[Directive], shown: Mapping[str, str],
-                    replicas: int) -> tuple[dict[str, list[str]], dict[str, str], int | None]:
-    hosts: list[str] = []
-    ports: dict[int, str] = {}
-    nodes: dict[str, str] = {}
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Server:
+    """One ``server`` line of an upstream block, its address split."""
+
+    directive: Directive
+    block: str
+    host: str
+    port: int
+    order: int                  # its place in the tree, in the order NGINX reads it
+
+    @property
+    def address(self) -> str:
+        return self.directive.args[0]
+
+    @property
+    def where(self) -> str:
+        return f"{self.directive.file}:{self.directive.line}"
+
+
+def _upstream_servers(tree: Sequence[Directive]) -> dict[str, tuple[Directive, list[_Server]]]:
+    """Upstream name -> (its block, its server lines), every address checked for what the
+    lab can give a backend."""
+    blocks: dict[str, tuple[Directive, list[_Server]]] = {}
     for http in (d for d in tree if d.name == "http"):
-        for upstream in (d for d in http.block or () if d.name == "upstream"):
+        for upstream in (d for d in http.block or () if d.name == "upstream" and d.args):
+            servers: list[_Server] = []
             for server in (d for d in upstream.block or () if d.name == "server" and d.args):
                 address = server.args[0]
                 where = f"{server.file}:{server.line}"
@@ -261,52 +293,201 @@ def _upstream_hosts(tree: Sequence[Directive], shown: Mapping[str, str],
                     raise ConfigError(f"{where}: upstream server {address}: a unix socket; the "
                                       "lab runs each backend in its own container",
                                       hint="name backends by host:port")
+                if "$" in address:
+                    raise ConfigError(f"{where}: upstream server {address}: a variable; the lab "
+                                      "maps fixed host names and addresses only")
                 try:
                     host, port = _split_address(address)
                 except ValueError:
                     raise ConfigError(f"{where}: upstream server {address}: not host:port") \
                         from None
-                try:
-                    ipaddress.ip_address(host)
-                except ValueError:
-                    pass
-                else:
-                    raise ConfigError(
-                        f"{where}: upstream server {address}: an IP address the lab cannot give "
-                        "a backend (each lab has its own subnet)",
-                        hint="name the backends by host name, e.g. backend-1.internal:3000")
                 if host in OTHER_NODES:
                     raise ConfigError(f"{where}: upstream server {address}: {host!r} is the "
                                       f"lab's own {host} node, not a backend")
-                if "$" in host:
-                    raise ConfigError(f"{where}: upstream server {address}: a variable; the lab "
-                                      "maps fixed host names only")
-                if host not in hosts:
-                    hosts.append(host)
-                ports.setdefault(port, where)
-    if not hosts:
+                servers.append(_Server(server, upstream.args[0], host, port,
+                                       sum(len(s) for _, s in blocks.values()) + len(servers)))
+            blocks[upstream.args[0]] = (upstream, servers)
+    return blocks
+
+
+_NODE_NAME = re.compile(r"backend-[1-9]\d*")
+
+
+def _aliasable(host: str, node: str) -> bool:
+    """Whether Docker's DNS can answer ``host`` with ``node``'s container: a host name, and
+    not another lab node's name."""
+    return not _is_ip(host) and (not _NODE_NAME.fullmatch(host) or host == node)
+
+
+@dataclass(frozen=True)
+class _Backends:
+    """How the upstream blocks' addresses become the lab's backends."""
+
+    aliases: dict[str, list[str]]              # node -> host names resolving to it
+    nodes: dict[str, str]                      # address (as written, and as rewritten) -> node
+    port: int                                  # the port every backend listens on
+    rewrites: tuple[tuple[_Server, str], ...]  # server lines whose address the copy replaces
+    notes: tuple[str, ...]
+
+
+def _backends(tree: Sequence[Directive], pool: str, replicas: int) -> _Backends:
+    """The backend pool's distinct addresses as backend-1..N (in file order), the other
+    blocks' servers as the same backends, and the lines whose address must be rewritten.
+
+    A host name becomes a network alias of its backend (Docker's DNS answers it), and the
+    line stays as written. An address Docker cannot alias is rewritten on its own line in the
+    container copy to ``backend-N:PORT`` (line numbers stay the user's): an IP address (each
+    lab has its own subnet, and 127.0.0.1 is NGINX's own loopback), a host already taken by
+    another backend (``app:8081``, ``app:8082``: one host, several servers), and a port other
+    than the pool's first (each backend container listens on one port: the reference backend
+    reads one LAB_PORT, a contract's image one port_env). Rewriting keeps one mechanism for
+    all of them; NGINX's choices (order, weights, failure counting) depend on the server
+    lines, not on the numbers in them. Giving each backend its own port instead would
+    change every consumer of the one backend port (plan, probes, the access-log address map)
+    and still fail for a contract without port_env.
+    """
+    blocks = _upstream_servers(tree)
+    if not any(servers for _, servers in blocks.values()):
         raise ConfigError("no upstream block names a server: the lab needs the backends "
                           "your NGINX proxies to", hint="add an upstream block")
-    if len(hosts) != replicas:
+    block, servers = blocks[pool]
+    if not servers:
+        raise ConfigError(f"{block.file}:{block.line}: upstream {pool}, the backend pool, "
+                          "names no server")
+    port = servers[0].port
+    distinct = list(dict.fromkeys((s.host, s.port) for s in servers))
+    if len(distinct) != replicas:
+        listed = ", ".join(f"{h}:{p}" for h, p in distinct)
         raise ConfigError(
-            f"the upstream blocks name {len(hosts)} backend hosts ({', '.join(hosts)}); the lab "
-            f"runs {replicas} backends and maps each host to one",
-            hint=f"set [backend] replicas = {len(hosts)} in lab.toml, or name only your "
-            "backends in upstream blocks")
-    if len(ports) > 1:
-        listed = ", ".join(f"{port} ({where})" for port, where in ports.items())
-        raise ConfigError(f"the upstream servers use different ports: {listed}; the lab runs "
-                          "one backend image listening on one port")
+            f"{block.file}:{block.line}: upstream {pool}, the backend pool, names "
+            f"{len(distinct)} backend address{'es' * (len(distinct) != 1)} ({listed}); the lab "
+            f"runs {replicas} backends "
+            "and maps each address to one",
+            hint=f"set [backend] replicas = {len(distinct)} in lab.toml, or name only your "
+            "backends in this upstream block")
+    # A host already named like one of the lab's nodes keeps that node, so that its name
+    # never resolves to two containers; the others take the free names in file order.
+    names = [f"backend-{i}" for i in range(1, len(distinct) + 1)]
+    node_of: dict[tuple[str, int], str] = {}
+    for key in distinct:
+        if key[0] in names and key[0] not in node_of.values():
+            node_of[key] = key[0]
+    free = iter(n for n in names if n not in node_of.values())
+    for key in distinct:
+        if key not in node_of:
+            node_of[key] = next(free)
+    host_node: dict[str, str] = {}
+    rewritten: dict[tuple[str, int], str] = {}
+    for key in distinct:
+        node = node_of[key]
+        host = key[0]
+        taken = host_node.setdefault(host, node) != node
+        if taken or not _aliasable(host, node) or key[1] != port:
+            rewritten[key] = f"{node}:{port}"
+    nodes: dict[str, str] = {}
+    rewrites: list[tuple[_Server, str]] = []
+    notes = [f"upstream {pool} ({block.file}:{block.line}) is the backend pool: "
+             + ", ".join(f"{h}:{p} -> {node_of[(h, p)]}" for h, p in distinct)]
+    for server in servers:
+        key = (server.host, server.port)
+        nodes[server.address] = node_of[key]
+        if key in rewritten:
+            rewrites.append((server, rewritten[key]))
+    for name, (other, others) in blocks.items():
+        if name == pool:
+            continue
+        reached: list[str] = []
+        for server in others:
+            key = (server.host, server.port)
+            if key in node_of:
+                node = node_of[key]
+                new = rewritten.get(key)
+            elif server.host in host_node:
+                # The pool's hosts on another port (a websocket pool on the same servers): the
+                # same backends, on the one port they listen on.
+                node = host_node[server.host]
+                new = f"{node}:{port}" if not _aliasable(server.host, node) \
+                    or server.port != port else None
+            else:
+                raise ConfigError(
+                    f"{server.where}: upstream {name} names {server.address}, which is none of "
+                    f"the backend pool's hosts (upstream {pool}, {block.file}:{block.line}): the "
+                    "lab runs only the pool's backends and has nothing faithful to stand in "
+                    "for another service",
+                    hint=f"if {name} is your backend pool, set [nginx] upstream = \"{name}\" in "
+                    "lab.toml; otherwise remove the block (and the locations proxying to it) "
+                    "from a copy of the file you rehearse")
+            nodes[server.address] = node
+            if new is not None:
+                rewrites.append((server, new))
+            reached.append(node)
+        if others:
+            moved = [s for s in others if s.port != port]
+            notes.append(f"upstream {name} ({other.file}:{other.line}) reaches "
+                         f"{', '.join(dict.fromkeys(reached))}, the pool's backends"
+                         + (f"; they listen on {port} only, so its port "
+                            f"{', '.join(sorted({str(s.port) for s in moved}))} reads {port} in "
+                            "the lab's copy" if moved else ""))
+    why: dict[tuple[str, str], list[tuple[_Server, str]]] = {}
+    for server, new in rewrites:
+        reason = ("Docker names containers, it cannot give one your IP address"
+                  if _is_ip(server.host) else
+                  f"each backend container listens on one port, {port}"
+                  if server.port != port else
+                  "one host name cannot stand for several backend containers")
+        why.setdefault((server.directive.file, reason), []).append((server, new))
+        nodes[new] = nodes[server.address]
+    for (file, reason), lines in why.items():
+        notes.append(f"{file}: the lab's copy reads " + ", ".join(
+            f"{new} for {server.address} (line {server.directive.line})"
+            for server, new in lines) + f", on the same lines: {reason}")
     aliases: dict[str, list[str]] = {}
-    for index, host in enumerate(hosts, start=1):
-        node = f"backend-{index}"
-        if host != node:
+    for host, node in host_node.items():
+        nodes.setdefault(host, node)
+        if _aliasable(host, node) and host != node:
             aliases.setdefault(node, []).append(host)
-        nodes[host] = node
-    port = next(iter(ports))
-    for host, node in list(nodes.items()):
-        nodes[f"{host}:{port}"] = node
-    return aliases, nodes, port
+    for node in node_of.values():
+        nodes.setdefault(node, node)
+        nodes.setdefault(f"{node}:{port}", node)
+    return _Backends(aliases, nodes, port, tuple(rewrites), tuple(notes))
+
+
+_SERVER_LINE = r"\bserver\s+(['\"]?){address}\1(?=[\s;])"
+
+
+def _rewrite_servers(files: dict[str, str], rewrites: Sequence[tuple[_Server, str]],
+                     shown: Mapping[str, str]) -> dict[str, str]:
+    """The container copies with each rewritten server's address replaced on its own line."""
+    out = dict(files)
+    container = {host: path for path, host in shown.items()}
+    by_line: dict[tuple[str, int], list[tuple[_Server, str]]] = {}
+    for server, new in rewrites:
+        by_line.setdefault((server.directive.file, server.directive.line), []).append(
+            (server, new))
+    for (file, line), edits in by_line.items():
+        def edit(code: str, edits: list[tuple[_Server, str]] = edits) -> str | None:
+            # Several servers may share a line (upstream u { server a; server b; }): each is
+            # found after the previous one, in the order NGINX read them.
+            position = 0
+            for server, new in sorted(edits, key=lambda e: e[0].order):
+                pattern = re.compile(_SERVER_LINE.format(address=re.escape(server.address)))
+                match = pattern.search(code, position)
+                if match is None:
+                    return None
+                start = match.start() + match.group(0).index(server.address)
+                code = code[:start] + new + code[start + len(server.address):]
+                position = start + len(new)
+            return code
+
+        where = f"{file}:{line}"
+        try:
+            out[container[file]] = _edit_line(out[container[file]], line, edit, where)
+        except ConfigError:
+            raise ConfigError(f"{where}: the lab cannot replace this server's address: write "
+                              "the server directive on one line",
+                              hint="the lab replaces an address on its own line, so that line "
+                              "numbers stay yours") from None
+    return out
 
 
 def _listen_ports(tree: Sequence[Directive]) -> set[int]:
@@ -391,7 +572,6 @@ def user_nginx(config: Any, *, strict: bool = True) -> UserNginx | None:
         files[user_main] = _inject_http_log(files[user_main], http[0],
                                             f"{path}:{http[0].line}")
     files = _log_edits(files, tree, set(files), notes, shown)
-    aliases, nodes, port = _upstream_hosts(tree, shown, config.backend.replicas)
     listening = _listen_ports(tree)
     if 80 not in listening:
         raise ConfigError(f"{path}: no server listens on port 80; the lab sends its traffic to "
@@ -399,11 +579,28 @@ def user_nginx(config: Any, *, strict: bool = True) -> UserNginx | None:
                           hint="add `listen 80;` to the server that proxies to the backends")
     for port_ in sorted(listening - set(PUBLISHED_PORTS)):
         notes.append(f"port {port_} is not published: the lab reaches NGINX on 80 and 443 only")
+    if not any(servers for _, servers in _upstream_servers(tree).values()):
+        raise ConfigError("no upstream block names a server: the lab needs the backends "
+                          "your NGINX proxies to", hint="add an upstream block")
+    # The backend pool is the block the traffic's "/" reaches (following a redirect to
+    # HTTPS), or lab.toml's [nginx] upstream: read as NGINX will run it.
+    static = policy_from_tree(tree, upstream=config.nginx.upstream)
+    backends = _backends(tree, static.upstream.name, config.backend.replicas)
+    files = _rewrite_servers(files, backends.rewrites, shown)
+    notes += backends.notes
     tls_paths, copied = _files_named(tree, shown, folder)
-    _check_server_names(tree, shown, config.nginx.server_name, bool(tls_paths))
-    return UserNginx(main, files, shown, {k: tuple(v) for k, v in aliases.items()}, nodes,
-                     port or 80, tls_paths, copied,
-                     resolve_includes(files, main, shown=shown, missing_ok=True), tuple(notes))
+    names = tls_server_names(tree)
+    server_name = _client_name(names, config.nginx.server_name, bool(tls_paths))
+    redirect = _followed_redirect(static, tree)
+    if redirect is not None:
+        notes.append(f"port 80 redirects to {redirect}: the lab's clients follow it to port 443 "
+                     f"as {server_name} (SNI and Host), trusting the lab's CA")
+    if len(names) > 1:
+        notes.append(f"the lab's certificate covers {', '.join(n for n, _ in names)}")
+    return UserNginx(main, files, shown, {k: tuple(v) for k, v in backends.aliases.items()},
+                     backends.nodes, backends.port, tls_paths, copied,
+                     resolve_includes(files, main, shown=shown, missing_ok=True), tuple(notes),
+                     server_name, tuple(n for n, _ in names), static.upstream.name, redirect)
 
 
 def _container_path(value: str) -> str:
@@ -436,28 +633,139 @@ def _files_named(tree: Sequence[Directive], shown: Mapping[str, str],
     return tls, copied
 
 
-def _check_server_names(tree: Sequence[Directive], shown: Mapping[str, str], name: str,
-                        tls: bool) -> None:
-    named: list[tuple[str, str]] = []
+_UNNAMED = ("_", "", "localhost")
+
+
+def tls_server_names(tree: Sequence[Directive]) -> tuple[tuple[str, str], ...]:
+    """Every concrete name a TLS server block (``listen ... ssl``) answers to, with its
+    file:line, in file order; wildcards, regexes and the catch-all ``_`` are no name a client
+    can ask for."""
+    named: dict[str, str] = {}
     for http in (d for d in tree if d.name == "http"):
         for server in (d for d in http.block or () if d.name == "server"):
-            ssl = any("ssl" in d.args for d in server.block or () if d.name == "listen")
+            if not any("ssl" in d.args for d in server.block or () if d.name == "listen"):
+                continue
             for d in (d for d in server.block or () if d.name == "server_name"):
-                if ssl:
-                    named += [(a, f"{d.file}:{d.line}") for a in d.args]
-    concrete = [(a, w) for a, w in named if a not in ("_", "", "localhost")
-                and not a.startswith(("~", "*", ".")) and "*" not in a]
-    if tls and concrete and name not in {a for a, _ in concrete}:
-        first, where = concrete[0]
-        raise ConfigError(f"{where}: the TLS server is named {first!r}, and lab.toml's "
-                          f"[nginx] server_name is {name!r}: the lab's certificate is issued "
-                          "for lab.toml's name", hint=f"set [nginx] server_name = {first!r}")
+                for name in d.args:
+                    if name in _UNNAMED or name.startswith(("~", ".")) or "*" in name \
+                            or "$" in name:
+                        continue
+                    named.setdefault(name.lower().rstrip("."), f"{d.file}:{d.line}")
+    return tuple(named.items())
+
+
+def _client_name(names: Sequence[tuple[str, str]], configured: str, tls: bool) -> str:
+    """The name the lab's clients ask for (SNI and Host): lab.toml's [nginx] server_name when
+    it is one of the TLS servers' names, else the first of those names.
+
+    lab.toml's default name stands for "not given": a config travels between processes as
+    JSON with every field filled in, so "given" cannot be told from "default" later, and the
+    default can only be right for a file that names no TLS server."""
+    from lab.config import NginxConfig
+
+    if not names or not tls:
+        return configured
+    if configured.lower() in {name for name, _ in names}:
+        return configured.lower()
+    if configured == NginxConfig.model_fields["server_name"].default:
+        return names[0][0]
+    listed = ", ".join(f"{name} ({where})" for name, where in names)
+    raise ConfigError(f"lab.toml's [nginx] server_name {configured!r} is none of the names your "
+                      f"TLS servers answer to: {listed}; the lab's clients ask for one of them",
+                      hint=f"remove [nginx] server_name (the lab then uses {names[0][0]!r}), or "
+                      "set it to one of these names")
+
+
+def _server_block(tree: Sequence[Directive], index: int) -> str:
+    servers = [d for http in tree if http.name == "http" for d in http.block or ()
+               if d.name == "server"]
+    return servers[index].where if index < len(servers) else "nginx.conf"
+
+
+# Conditions of an ``if`` that hold for every plain-HTTP request (crossplane hands ``if`` its
+# condition without the parentheses, spaces between the words).
+_PLAIN_HTTP = frozenset({"$scheme=http", "$scheme!=https", "$https=", "$https!=on",
+                         "$http_x_forwarded_proto!=https"})
+_REDIRECT_CODES = frozenset({"301", "302", "303", "307", "308"})
+
+
+def _https_redirect_in(block: Sequence[Directive]) -> str | None:
+    for d in block:
+        if d.name == "return" and len(d.args) == 2 and d.args[0] in _REDIRECT_CODES \
+                and d.args[1].startswith("https://"):
+            return d.args[1]
+        if d.name == "return" and len(d.args) == 1 and d.args[0].startswith("https://"):
+            return d.args[0]
+        if d.name == "rewrite" and len(d.args) == 3 and d.args[2] in ("permanent", "redirect") \
+                and d.args[1].startswith("https://"):
+            return d.args[1]
+    return None
+
+
+def plain_http_redirect(policy: NginxPolicy, tree: Sequence[Directive], path: str = "/",
+                        port: int = 80) -> str | None:
+    """Where a plain request for ``path`` on ``port`` is redirected: ``NginxPolicy.redirects``,
+    and a redirect inside ``if ($scheme = http)`` at server level, which the policy's reading
+    misses (it looks for the parenthesised condition crossplane strips)."""
+    found = policy.redirects(path, port)
+    index = policy.server_for(port)
+    if found is not None or index is None or port in policy.servers[index].tls_ports:
+        return found
+    servers = [d for http in tree if http.name == "http" for d in http.block or ()
+               if d.name == "server"]
+    if index >= len(servers):
+        return None
+    for d in servers[index].block or ():
+        condition = "".join(d.args).replace('"', "").replace("'", "")
+        if d.name == "if" and d.block is not None and condition in _PLAIN_HTTP:
+            found = _https_redirect_in(d.block)
+            if found is not None:
+                return found
+    return None
+
+
+def _followed_redirect(policy: NginxPolicy, tree: Sequence[Directive]) -> str | None:
+    """The redirect of "/" on port 80 the lab's clients follow (to HTTPS on 443), None when
+    port 80 answers itself; ConfigError for one they cannot follow."""
+    target = plain_http_redirect(policy, tree)
+    if target is None:
+        return None
+    server = policy.server_for(80)
+    where = _server_block(tree, server) if server is not None else "nginx.conf"
+    if not target.startswith("https://"):
+        raise ConfigError(f"{where}: port 80 answers \"/\" with a redirect to {target}: the lab "
+                          "follows a redirect to HTTPS only, and sends its traffic to NGINX alone",
+                          hint="rehearse the server the redirect leads to: let port 80 proxy "
+                          "to the backends, or redirect it to https://")
+    tls = sorted({p for s in policy.servers for p in s.tls_ports})
+    if not tls:
+        raise ConfigError(f"{where}: port 80 redirects to {target}, and no server listens "
+                          "with ssl: nothing would answer the redirect",
+                          hint="add the HTTPS server (listen 443 ssl) to the file")
+    if 443 not in tls:
+        raise ConfigError(f"{where}: port 80 redirects to {target}, and HTTPS is served on "
+                          f"{', '.join(map(str, tls))}, not on 443, the port the lab publishes",
+                          hint="listen 443 ssl in the HTTPS server")
+    return target
 
 
 def user_nginx_policy(config: Any, user: UserNginx, *, path: str = "/"):
     """The policy of the user's files as they would run (static; no nginx -T)."""
     return policy_from_tree(user.tree, path=path, nodes=user.nodes,
                             upstream=config.nginx.upstream)
+
+
+def client_server_name(config: Any) -> str:
+    """The TLS name the lab's clients ask for with this configuration: lab.toml's, or the
+    first name of the user's TLS servers (lab.toml's when the files cannot be read: the
+    error is reported where they are read)."""
+    if config.nginx.conf is None:
+        return config.nginx.server_name
+    try:
+        user = user_nginx(config, strict=False)
+    except ConfigError:
+        return config.nginx.server_name
+    return user.server_name if user is not None else config.nginx.server_name
 
 
 def nodes_of(config: Any) -> dict[str, str] | None:

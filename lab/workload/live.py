@@ -463,7 +463,7 @@ class LiveView:
         """Start the probe stream and the sampler; returns at once."""
         self.started_at = time.time()
         self.ends_at = self.started_at + self.duration_s
-        self._traffic = TrafficRun(self.lab.endpoints.nginx_http, [TrafficSpec(
+        self._traffic = TrafficRun(self.lab.client_target(self.path), [TrafficSpec(
             rate_per_s=self.rate_per_s, duration_s=self.duration_s, path=self.path,
             timeout_s=10.0, max_in_flight=200, client="watch")])
         self._traffic.start()

@@ -11,13 +11,12 @@ import socket
 import ssl
 import time
 
-import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtensionOID
 
 from lab.history import HeaderSample, NodeExposure, PortConnect, TlsObservation
-from lab.workload.traffic import LOOPBACK, check_loopback_url
+from lab.workload.traffic import LOOPBACK, ClientTarget, check_loopback_url
 
 CONNECT_TIMEOUT_S = 2.0
 
@@ -70,13 +69,15 @@ def observe_certificate(host: str, served: bytes, lab_ca_pem: bytes,
 
 
 
-def sample_headers(base_url: str, *, ca_pem: bytes | None = None) -> list[HeaderSample]:
-    """One answer of each kind (and a burst for 429) from ``base_url``, with its headers."""
-    base_url = check_loopback_url(base_url)
-    verify: ssl.SSLContext | bool = (ssl.create_default_context(cadata=ca_pem.decode())
-                                     if ca_pem else True)
+def sample_headers(base_url: str | ClientTarget, *,
+                   ca_pem: bytes | None = None) -> list[HeaderSample]:
+    """One answer of each kind (and a burst for 429) from ``base_url`` (a target: with its
+    server name and CA), with its headers."""
+    target = base_url if isinstance(base_url, ClientTarget) else ClientTarget(
+        base_url, ca_pem=ca_pem)
+    base_url = target.base_url
     samples = []
-    with httpx.Client(base_url=base_url, timeout=10, verify=verify) as client:
+    with target.httpx_client(timeout=10) as client:
         requests = list(_REQUESTS) + [("POST", "/api/auth/login", b"{}")] * BURST
         for method, path, body in requests:
             response = client.request(method, path, content=body)

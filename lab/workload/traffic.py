@@ -16,7 +16,10 @@ Outcomes follow Jepsen (see ``lab.history``):
 - ``unknown``: a timeout or an error after the headers were written, or a request cancelled
   by ``stop()``: it may have happened.
 
-Traffic only ever goes to 127.0.0.1, where the lab publishes NGINX.
+Traffic only ever goes to 127.0.0.1, where the lab publishes NGINX. When the configuration's
+port 80 only redirects to HTTPS, the lab's clients send to the published 443 instead, asking
+for the TLS server's name (SNI and Host) and verifying it with the lab's CA: a ``ClientTarget``
+says which (``Lab.client_target``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
+import httpx
 
 from lab.history import Outcome, RequestRecord
 
@@ -103,6 +107,60 @@ def check_loopback_url(base_url: str) -> str:
     return f"{parts.scheme}://{LOOPBACK}:{port}"
 
 
+@dataclass(frozen=True)
+class ClientTarget:
+    """Where the lab's clients send requests meant for the backends: a published 127.0.0.1
+    URL and, for HTTPS, the name they ask for (SNI and Host) and the CA that verifies it."""
+
+    base_url: str
+    server_name: str | None = None
+    ca_pem: bytes | None = None
+    redirect: str | None = None        # the port-80 redirect this target follows, if any
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url", check_loopback_url(self.base_url))
+
+    @property
+    def tls(self) -> bool:
+        """Whether the clients speak HTTPS to this target."""
+        return self.base_url.startswith("https://")
+
+    @property
+    def host_header(self) -> dict[str, str]:
+        """The Host header a request needs (none: the URL's own)."""
+        return {"Host": self.server_name} if self.server_name else {}
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What verifies the server: the lab's CA for HTTPS (the system's without one)."""
+        if not self.tls:
+            return False        # plain HTTP: nothing to verify, and no context to build
+        if self.ca_pem is None:
+            return True
+        return ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
+
+    def describe(self) -> str:
+        """The target in words, for messages: the URL and the name asked for."""
+        name = f" as {self.server_name}" if self.server_name else ""
+        via = f" (port 80 redirects to {self.redirect})" if self.redirect else ""
+        return f"{self.base_url}{name}{via}"
+
+    def httpx_client(self, **options: object) -> httpx.Client:
+        """An httpx client for this target: its base URL, Host, SNI and CA."""
+        hooks: dict[str, list] = {}
+        if self.server_name and self.tls:
+            name = self.server_name
+
+            def sni(request: httpx.Request) -> None:
+                # httpx takes SNI from the URL's host (127.0.0.1: none); httpcore's
+                # sni_hostname extension names the server the certificate is checked for.
+                request.extensions["sni_hostname"] = name
+
+            hooks["request"] = [sni]
+        return httpx.Client(base_url=self.base_url, verify=self.ssl_context(),
+                            headers=self.host_header, event_hooks=hooks,
+                            **options)  # type: ignore[arg-type]
+
+
 class _Progress:
     """Per-request state the aiohttp trace hook writes: whether the headers left."""
 
@@ -122,13 +180,16 @@ async def _on_headers_sent(_session: aiohttp.ClientSession, context: SimpleNames
 class TrafficRun:
     """Runs traffic specs concurrently in a background thread with its own event loop."""
 
-    def __init__(self, base_url: str, specs: Sequence[TrafficSpec], seed: int | None = None,
-                 *, ca_pem: bytes | None = None):
-        self.base_url = check_loopback_url(base_url)
+    def __init__(self, base_url: str | ClientTarget, specs: Sequence[TrafficSpec],
+                 seed: int | None = None, *, ca_pem: bytes | None = None):
+        target = base_url if isinstance(base_url, ClientTarget) else ClientTarget(base_url)
+        self.base_url = target.base_url
+        # HTTPS to a name that is not the URL's host: SNI and Host say it (None: the URL's).
+        self.server_name = target.server_name
         if not specs:
             raise ValueError("TrafficRun needs at least one TrafficSpec")
         self.specs = tuple(specs)
-        self.ca_pem = ca_pem
+        self.ca_pem = ca_pem if ca_pem is not None else target.ca_pem
         # The seed fixes the request-id prefix and the jittered schedules, so two runs of one
         # seed can be diffed.
         self._prefix = f"{random.Random(seed).getrandbits(48):012x}"
@@ -284,6 +345,8 @@ class TrafficRun:
         progress = _Progress()
         header_id = f"{self._prefix}-{request_id}"
         headers = {**dict(spec.headers), REQUEST_ID_HEADER: header_id}
+        if self.server_name:
+            headers["Host"] = self.server_name
         sent_at, started = time.time(), time.perf_counter()
         status: int | None = None
         backend: str | None = None
@@ -300,6 +363,7 @@ class TrafficRun:
                     spec.method, self.base_url + spec.path, headers=headers,
                     data=_body_for(spec.body, header_id),
                     allow_redirects=False, trace_request_ctx=progress,
+                    server_hostname=self.server_name,
                 ) as response:
                     status = response.status
                     backend = response.headers.get(BACKEND_ID_HEADER)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from lab.config import load_config
 from lab.errors import ConfigError
@@ -14,6 +15,7 @@ from lab.expectations import duration_names, evaluate_duration
 from lab.topology.expect import claimed
 from lab.topology.nginx_conf import parse_nginx_policy, split_dump
 from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
+from lab.topology.tls import make_tls
 from lab.topology.userconf import (
     LAB_ACCESS_LOG,
     NGINX_PREFIX,
@@ -115,16 +117,12 @@ REFUSALS = {
     "active check": (lambda t: t.replace("keepalive 32;",
                                          "keepalive 32;\n    check interval=3000;"),
                      r"backend\.conf:\d+: check\n.*third-party"),
-    "ip address": (lambda t: t.replace("backend-2.internal:3000", "10.0.0.2:3000"),
-                   r"backend\.conf:\d+: upstream server 10\.0\.0\.2:3000: an IP address"),
     "unix socket": (lambda t: t.replace("backend-2.internal:3000", "unix:/run/app.sock"),
                     "a unix socket"),
     "more hosts": (lambda t: t.replace("keepalive 32;", "server backend-4.internal:3000;"),
-                   "name 4 backend hosts.*runs 3 backends"),
+                   r"backend\.conf:16: upstream backend_servers, .* names 4 backend addresses"),
     "lab node": (lambda t: t.replace("backend-2.internal:3000", "redis:3000"),
                  "lab's own redis node"),
-    "ports differ": (lambda t: t.replace("backend-2.internal:3000", "backend-2.internal:4000"),
-                     "different ports"),
     "no port 80": (lambda t: t.replace("listen 80;", "listen 8080;"),
                    "no server listens on port 80"),
     "dhparam": (lambda t: t.replace("ssl_protocols",
@@ -205,3 +203,193 @@ def test_contract_validation(example: Path) -> None:
     toml.write_text(text.replace('build = "backend"\n', ""))
     with pytest.raises(ConfigError, match="needs \\[backend.contract\\]|contract needs an image"):
         load_config(toml)
+
+
+# -- the shapes public configurations have ---------------------------------------------------
+
+REDIRECT = Path(__file__).resolve().parents[2] / "examples" / "checklist-redirect"
+
+
+@pytest.fixture
+def redirect_site(tmp_path: Path) -> Path:
+    """A copy of examples/checklist-redirect to edit."""
+    target = tmp_path / "site"
+    shutil.copytree(REDIRECT, target)
+    return target
+
+
+def _changed(user_files: dict[str, str], original: str, name: str) -> list[tuple[str, str]]:
+    copied = user_files[f"{NGINX_PREFIX}/{name}"].split("\n")
+    lines = original.split("\n")
+    assert len(copied) == len(lines)                         # line numbers stay the user's
+    return [(a.strip(), b.strip()) for a, b in zip(lines, copied, strict=True)
+            if a != b and "access_log" not in a]
+
+
+def test_checklist_redirect_example_as_the_lab_runs_it() -> None:
+    """Nothing but [nginx] conf: IP addresses become backend-1..3 on their own lines, the TLS
+    name comes from the file, and port 80's redirect is what the clients follow."""
+    config = load_config(REDIRECT / "lab.toml")
+    user = user_topology(config)
+    nginx = user.nginx
+    assert nginx is not None and user.backend_port == 3000 and not user.user_backend
+    assert nginx.server_name == "api.example.com" and nginx.server_names == ("api.example.com",)
+    assert nginx.redirect == "https://$host$request_uri" and nginx.pool == "backend_servers"
+    assert dict(nginx.aliases) == {}
+    assert _changed(dict(nginx.files), (REDIRECT / "backend.conf").read_text(),
+                    "backend.conf") == [
+        (f"server 10.0.0.1{i}:3000 max_fails=3 fail_timeout=10s;",
+         f"server backend-{i}:3000 max_fails=3 fail_timeout=10s;") for i in (1, 2, 3)]
+    # The original addresses still name the nodes (the checks, the access-log reader).
+    assert {nginx.nodes[f"10.0.0.1{i}:3000"] for i in (1, 2, 3)} == {
+        "backend-1", "backend-2", "backend-3"}
+    notes = "\n".join(user.notes)
+    assert "10.0.0.11:3000 -> backend-1, 10.0.0.12:3000 -> backend-2" in notes
+    assert "backend-1:3000 for 10.0.0.11:3000 (line 18)" in notes
+    assert "follow it to port 443 as api.example.com" in notes
+    expected = claimed(config)
+    assert expected.server_name == "api.example.com"
+    assert expected.upstream.servers == ("backend-1", "backend-2", "backend-3")
+    assert expected.upstream.connect_timeout_s == 1.0      # the HTTPS server's, where "/" goes
+
+
+@pytest.mark.parametrize("redirect", [
+    "if ($scheme = http) {\n        return 301 https://$host$request_uri;\n    }",
+    "rewrite ^ https://$host$request_uri? permanent;",
+    "location / {\n        return 308 https://api.example.com$request_uri;\n    }",
+])
+def test_every_written_form_of_the_redirect_is_followed(redirect_site: Path,
+                                                        redirect: str) -> None:
+    """return, rewrite ... permanent, a redirect inside if ($scheme = http), in location /."""
+    conf = redirect_site / "backend.conf"
+    conf.write_text(conf.read_text().replace("return 301 https://$host$request_uri;", redirect))
+    nginx = user_nginx(load_config(redirect_site / "lab.toml"))
+    assert nginx is not None and nginx.redirect is not None
+    assert nginx.redirect.startswith("https://")
+
+
+def test_server_name_from_the_file_or_from_lab_toml(redirect_site: Path) -> None:
+    """lab.toml's server_name wins when it is one of the file's TLS names; any other is
+    refused, naming the file's names; the certificate covers every one of them."""
+    conf = redirect_site / "backend.conf"
+    text = conf.read_text()
+    conf.write_text(text.replace("server_name api.example.com;\n\n    ssl",
+                                 "server_name api.example.com www.example.com;\n\n    ssl"))
+    toml = redirect_site / "lab.toml"
+    toml.write_text(toml.read_text() + 'server_name = "www.example.com"\n')
+    nginx = user_nginx(load_config(toml))
+    assert nginx is not None and nginx.server_name == "www.example.com"
+    assert nginx.server_names == ("api.example.com", "www.example.com")
+    tls = make_tls("unit", nginx.server_name, names=nginx.server_names)
+    sans = x509.load_pem_x509_certificate(tls.cert_pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert sans == ["www.example.com", "api.example.com", "localhost"]
+    toml.write_text(toml.read_text().replace("www.example.com", "shop.example.com"))
+    with pytest.raises(ConfigError, match=r"server_name 'shop.example.com' is none of the names "
+                       r"your TLS servers answer to: api\.example\.com \(.*backend\.conf:32\), "
+                       r"www\.example\.com"):
+        user_nginx(load_config(toml))
+
+
+def test_addresses_the_lab_must_rewrite(redirect_site: Path) -> None:
+    """One host on several ports (127.0.0.1:8081..8083), a host name beside IP addresses, a
+    port other than the first: each rewritten on its own line, host names aliased."""
+    conf = redirect_site / "backend.conf"
+    text = conf.read_text()
+    conf.write_text(text.replace("10.0.0.11:3000", "127.0.0.1:8081")
+                    .replace("10.0.0.12:3000", "127.0.0.1:8082")
+                    .replace("10.0.0.13:3000", "127.0.0.1:8083"))
+    nginx = user_nginx(load_config(redirect_site / "lab.toml"))
+    assert nginx is not None and nginx.backend_port == 8081
+    assert [b for _, b in _changed(dict(nginx.files), conf.read_text(), "backend.conf")] == [
+        f"server backend-{i}:8081 max_fails=3 fail_timeout=10s;" for i in (1, 2, 3)]
+    conf.write_text(text.replace("10.0.0.11:3000", "app:3000").replace("10.0.0.12:3000",
+                                                                      "app:3001"))
+    nginx = user_nginx(load_config(redirect_site / "lab.toml"))
+    assert nginx is not None and dict(nginx.aliases) == {"backend-1": ("app",)}
+    assert [b for _, b in _changed(dict(nginx.files), conf.read_text(), "backend.conf")] == [
+        "server backend-2:3000 max_fails=3 fail_timeout=10s;",
+        "server backend-3:3000 max_fails=3 fail_timeout=10s;"]
+    assert nginx.nodes["app:3001"] == "backend-2" and nginx.nodes["app"] == "backend-1"
+    assert claimed(load_config(redirect_site / "lab.toml")).upstream.servers == (
+        "backend-1", "backend-2", "backend-3")
+
+
+def test_servers_on_one_line_are_each_rewritten(redirect_site: Path) -> None:
+    """Two server directives on one line: both addresses replaced, the comment kept."""
+    conf = redirect_site / "backend.conf"
+    conf.write_text(conf.read_text().replace(
+        "    server 10.0.0.11:3000 max_fails=3 fail_timeout=10s;\n"
+        "    server 10.0.0.12:3000 max_fails=3 fail_timeout=10s;\n",
+        "    server 10.0.0.11:3000; server 10.0.0.12:3000;  # 10.0.0.11:3000\n\n"))
+    nginx = user_nginx(load_config(redirect_site / "lab.toml"))
+    assert nginx is not None
+    assert _changed(dict(nginx.files), conf.read_text(), "backend.conf")[0] == (
+        "server 10.0.0.11:3000; server 10.0.0.12:3000;  # 10.0.0.11:3000",
+        "server backend-1:3000; server backend-2:3000;  # 10.0.0.11:3000")
+
+
+WEBSOCKETS = ("upstream ws {\n    server 10.0.0.11:3001;\n    server 10.0.0.12:3001;\n}\n"
+              "upstream backend_servers {")
+AUTH_API = "upstream auth_api {\n    server 10.0.9.9:9000;\n}\nupstream backend_servers {"
+
+
+def test_other_upstream_blocks(redirect_site: Path) -> None:
+    """The pool's hosts on another port (a websocket pool) are the same backends, on their
+    one port; another service's block is refused, naming it and its line, with the hint."""
+    conf = redirect_site / "backend.conf"
+    text = conf.read_text()
+    conf.write_text(text.replace("upstream backend_servers {", WEBSOCKETS))
+    nginx = user_nginx(load_config(redirect_site / "lab.toml"))
+    assert nginx is not None and nginx.pool == "backend_servers"
+    assert _changed(dict(nginx.files), conf.read_text(), "backend.conf")[:2] == [
+        ("server 10.0.0.11:3001;", "server backend-1:3000;"),
+        ("server 10.0.0.12:3001;", "server backend-2:3000;")]
+    assert "upstream ws (" in "\n".join(nginx.notes)
+    conf.write_text(text.replace("upstream backend_servers {", AUTH_API))
+    with pytest.raises(ConfigError, match=r"backend\.conf:17: upstream auth_api names "
+                       r"10\.0\.9\.9:9000, which is none of the backend pool's hosts") as caught:
+        user_nginx(load_config(redirect_site / "lab.toml"))
+    assert caught.value.hint is not None and '[nginx] upstream = "auth_api"' in caught.value.hint
+
+
+def test_lab_toml_names_the_pool(redirect_site: Path) -> None:
+    """[nginx] upstream picks the pool among several blocks; an unknown name is refused."""
+    conf = redirect_site / "backend.conf"
+    conf.write_text(conf.read_text().replace(
+        "upstream backend_servers {",
+        "upstream canary {\n    server 10.0.0.11:3000;\n    server 10.0.0.12:3000;\n"
+        "    server 10.0.0.13:3000;\n}\nupstream backend_servers {"))
+    toml = redirect_site / "lab.toml"
+    toml.write_text(toml.read_text() + 'upstream = "canary"\n')
+    nginx = user_nginx(load_config(toml))
+    assert nginx is not None and nginx.pool == "canary"
+    assert claimed(load_config(toml)).upstream.name == "canary"
+    toml.write_text(toml.read_text().replace('"canary"', '"nope"'))
+    with pytest.raises(ConfigError, match=r"\[nginx\] upstream = 'nope': no such upstream"):
+        user_nginx(load_config(toml))
+
+
+SHAPE_REFUSALS = {
+    "redirect elsewhere": (
+        lambda t: t.replace("return 301 https://$host$request_uri;",
+                            "return 301 http://www.example.com$request_uri;"),
+        r"backend\.conf:24: port 80 answers \"/\" with a redirect to http://www"),
+    "redirect, no TLS": (lambda t: t.replace("listen 443 ssl http2;", "listen 8443;"),
+                         "no server listens with ssl"),
+    "TLS not on 443": (lambda t: t.replace("listen 443 ssl http2;", "listen 8443 ssl;"),
+                       "served on 8443, not on 443"),
+    "more addresses": (lambda t: t.replace("keepalive 32;", "server 10.0.0.14:3000 backup;"),
+                       r"names 4 backend addresses \(10\.0\.0\.11:3000, .*10\.0\.0\.14:3000\)"),
+    "variable": (lambda t: t.replace("10.0.0.12:3000", "$backend"), "a variable"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHAPE_REFUSALS))
+def test_shapes_the_lab_cannot_run_are_refused(redirect_site: Path, case: str) -> None:
+    """A shape the lab cannot rehearse: one ConfigError naming file and line, before start."""
+    change, message = SHAPE_REFUSALS[case]
+    conf = redirect_site / "backend.conf"
+    conf.write_text(change(conf.read_text()))
+    with pytest.raises(ConfigError, match=message):
+        user_topology(load_config(redirect_site / "lab.toml"))
