@@ -323,7 +323,7 @@ class Lab:
                 nginx = self.user.nginx
                 return nginx.redirect if nginx is not None and path == "/" else None
         tree, policy = self._policy
-        target = plain_http_redirect(policy, tree, path)
+        target = plain_http_redirect(policy, tree, path, host=self.server_name)
         https = policy.https_port() == 443
         return target if target is not None and target.startswith("https://") and https \
             else None

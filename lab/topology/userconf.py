@@ -591,7 +591,7 @@ def user_nginx(config: Any, *, strict: bool = True) -> UserNginx | None:
     tls_paths, copied = _files_named(tree, shown, folder)
     names = tls_server_names(tree)
     server_name = _client_name(names, config.nginx.server_name, bool(tls_paths))
-    redirect = _followed_redirect(static, tree)
+    redirect = _followed_redirect(static, tree, server_name)
     if redirect is not None:
         notes.append(f"port 80 redirects to {redirect}: the lab's clients follow it to port 443 "
                      f"as {server_name} (SNI and Host), trusting the lab's CA")
@@ -703,10 +703,11 @@ def _https_redirect_in(block: Sequence[Directive]) -> str | None:
 
 
 def plain_http_redirect(policy: NginxPolicy, tree: Sequence[Directive], path: str = "/",
-                        port: int = 80) -> str | None:
-    """Where a plain request for ``path`` on ``port`` is redirected: ``NginxPolicy.redirects``,
-    and a redirect inside ``if ($scheme = http)`` at server level, which the policy's reading
-    misses (it looks for the parenthesised condition crossplane strips)."""
+                        port: int = 80, *, host: str | None = None) -> str | None:
+    """Where a plain request for ``path`` on ``port`` (asking for ``host``) is redirected:
+    ``NginxPolicy.redirects``, and a redirect inside ``if ($scheme = http)`` at server level,
+    which the policy's reading misses (it looks for the parenthesised condition crossplane
+    strips), or inside certbot's ``if ($host = NAME)`` for the name the clients ask for."""
     found = policy.redirects(path, port)
     index = policy.server_for(port)
     if found is not None or index is None or port in policy.servers[index].tls_ports:
@@ -715,19 +716,22 @@ def plain_http_redirect(policy: NginxPolicy, tree: Sequence[Directive], path: st
                if d.name == "server"]
     if index >= len(servers):
         return None
+    asked = {f"$host={host.lower()}", f"$server_name={host.lower()}"} if host else set()
     for d in servers[index].block or ():
         condition = "".join(d.args).replace('"', "").replace("'", "")
-        if d.name == "if" and d.block is not None and condition in _PLAIN_HTTP:
+        if d.name == "if" and d.block is not None and (condition in _PLAIN_HTTP
+                                                       or condition.lower() in asked):
             found = _https_redirect_in(d.block)
             if found is not None:
                 return found
     return None
 
 
-def _followed_redirect(policy: NginxPolicy, tree: Sequence[Directive]) -> str | None:
-    """The redirect of "/" on port 80 the lab's clients follow (to HTTPS on 443), None when
-    port 80 answers itself; ConfigError for one they cannot follow."""
-    target = plain_http_redirect(policy, tree)
+def _followed_redirect(policy: NginxPolicy, tree: Sequence[Directive],
+                       host: str) -> str | None:
+    """The redirect of "/" on port 80 the lab's clients (asking for ``host``) follow (to HTTPS
+    on 443), None when port 80 answers itself; ConfigError for one they cannot follow."""
+    target = plain_http_redirect(policy, tree, host=host)
     if target is None:
         return None
     server = policy.server_for(80)

@@ -129,13 +129,16 @@ def test_backend_that_never_answers(engine: Engine, lab_images: dict[str, str],
 
 
 def test_unmappable_upstream_and_missing_file(engine: Engine, example: Path) -> None:
-    """Hosts the lab cannot map and a missing file: exit 2 before anything starts."""
+    """Another service's upstream block and a missing file: exit 2 before anything starts."""
     conf = example / "backend.conf"
-    conf.write_text(conf.read_text().replace("backend-3.internal:3000", "10.1.2.3:3000"))
+    conf.write_text(conf.read_text().replace(
+        "upstream backend_servers {", "upstream auth_api {\n    server 10.1.2.3:9000;\n}\n"
+        "upstream backend_servers {"))
     name = session_lab_name("unmappable")
     result = runner.invoke(app, ["up", "--config", str(example / "lab.toml"), "--name", name])
     assert result.exit_code == 2, result.output
-    assert f"{conf}:20: upstream server 10.1.2.3:3000: an IP address" in result.output
+    assert f"{conf}:17: upstream auth_api names 10.1.2.3:9000" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
     conf.unlink()
     result = runner.invoke(app, ["up", "--config", str(example / "lab.toml"), "--name", name])
     assert result.exit_code == 2, result.output

@@ -255,6 +255,7 @@ def test_checklist_redirect_example_as_the_lab_runs_it() -> None:
 
 @pytest.mark.parametrize("redirect", [
     "if ($scheme = http) {\n        return 301 https://$host$request_uri;\n    }",
+    "if ($https = \"\") {\n        return 301 https://$host$request_uri;\n    }",
     "rewrite ^ https://$host$request_uri? permanent;",
     "location / {\n        return 308 https://api.example.com$request_uri;\n    }",
 ])
@@ -393,3 +394,16 @@ def test_shapes_the_lab_cannot_run_are_refused(redirect_site: Path, case: str) -
     conf.write_text(change(conf.read_text()))
     with pytest.raises(ConfigError, match=message):
         user_topology(load_config(redirect_site / "lab.toml"))
+
+
+def test_certbots_redirect_is_followed_for_the_name_the_clients_ask_for(
+        redirect_site: Path) -> None:
+    """certbot's port-80 server (if ($host = NAME) { return 301 ...; } return 404;) redirects
+    the lab's clients, which ask for NAME."""
+    conf = redirect_site / "backend.conf"
+    conf.write_text(conf.read_text().replace(
+        "    return 301 https://$host$request_uri;",
+        "    if ($host = api.example.com) {\n        return 301 https://$host$request_uri;\n"
+        "    } # managed by Certbot\n    return 404; # managed by Certbot"))
+    nginx = user_nginx(load_config(redirect_site / "lab.toml"))
+    assert nginx is not None and nginx.redirect == "https://$host$request_uri"
