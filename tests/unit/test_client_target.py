@@ -19,7 +19,7 @@ from aiohttp import web
 from lab.history import Outcome
 from lab.topology.lab import log_excerpt
 from lab.topology.readiness import ThroughNginxProbe
-from lab.topology.render import ACCESS_LOG_TAG
+from lab.topology.render import ACCESS_LOG_FIELDS, ACCESS_LOG_TAG
 from lab.topology.tls import TlsMaterial, make_tls
 from lab.workload.traffic import ClientTarget, TrafficRun, TrafficSpec
 
@@ -150,8 +150,10 @@ def test_readiness_failure_is_one_sentence_with_a_hint() -> None:
 
 
 def _lablog(uri: str, status: int, at: float) -> str:
-    return "\t".join((ACCESS_LOG_TAG, f"{at:.3f}", "0.000", "GET", uri, str(status), "-", "-",
-                      "-", "-", "172.18.0.1", "-", "29", "-"))
+    values = {"$msec": f"{at:.3f}", "$request_time": "0.000", "$request_method": "GET",
+              "$request_uri": uri, "$status": str(status), "$remote_addr": "172.18.0.1",
+              "$pid": "29"}
+    return "\t".join((ACCESS_LOG_TAG, *(values.get(f, "-") for f in ACCESS_LOG_FIELDS)))
 
 
 def test_log_excerpt_summarises_repeats() -> None:
