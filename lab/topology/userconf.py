@@ -9,9 +9,12 @@ for Debian's stock nginx.conf (``worker_processes auto``, ``include`` of the fil
 a whole nginx.conf runs as it is. The file's folder is copied to ``/etc/lab/conf/``, so its
 relative includes resolve as they do beside it. What the lab changes, each on the line it is
 on (line numbers stay those of your file): its access log (``LABLOG`` lines on stdout, which
-every check reads) beside yours, ``access_log off`` becoming that log, and nothing else. The
-hosts the upstream blocks name become network aliases of the backends (the first host
-backend-1, ...), the lab's TLS certificate, key and CA are placed at the paths the file names.
+every check reads) beside yours, ``access_log off`` becoming that log, and the address of an
+upstream server Docker cannot give a container (``_backends`` says which and why), and nothing
+else. The backend pool's distinct addresses become backend-1, ... (host names as network
+aliases); the lab's TLS certificate, key and CA, for every name the TLS servers give, are
+placed at the paths the file names. Where port 80 only redirects to HTTPS, the lab's clients
+follow it (``plain_http_redirect``; ``Lab.client_target``).
 
 PgBouncer: the file is kept, except what points at a database or authenticates against it:
 each ``[databases]`` entry gets the lab's host, port, database and user; listen address and
