@@ -69,7 +69,11 @@ def required_headers(policy: NginxPolicy, *, tls: bool | None = None) -> dict[st
     first HTTPS / HTTP server. A value with a variable (``$limit_req_status``) is skipped:
     NGINX omits a header whose value is empty, so it is not on every answer.
     """
-    servers = [s for s in policy.servers if tls is None or s.tls == tls]
+    # A server that only redirects plain HTTP answers nothing but the redirect: the clients
+    # follow it, so its headers are not the site's (a checklist site's port 80).
+    serving = [s for s in policy.servers if not (s.http_redirect and not s.tls)] or \
+        list(policy.servers)
+    servers = [s for s in serving if tls is None or s.tls == tls]
     if tls is not None:
         servers = servers[:1]
     if not servers:

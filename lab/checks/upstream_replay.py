@@ -461,7 +461,12 @@ def retry_allowed(policy: UpstreamPolicy, attempt: Attempt, elapsed_s: float,
     if condition not in policy.next_upstream:
         listed = " ".join(policy.next_upstream) or "off"
         return False, f"proxy_next_upstream {listed} lacks {condition}"
-    sent = attempt.end in (AttemptEnd.READ_TIMEOUT, AttemptEnd.RESPONSE)
+    # NGINX marks the request sent as soon as it writes on a connection (request_sent, set
+    # before the write in ngx_http_upstream_send_request): a read timeout, an answer, and an
+    # error on a connection that was made (a reused keepalive connection logs connect time 0)
+    # all come after that.
+    sent = attempt.end in (AttemptEnd.READ_TIMEOUT, AttemptEnd.RESPONSE) or (
+        attempt.end is AttemptEnd.ERROR and attempt.connect_s is not None)
     if sent and attempt.method in NON_IDEMPOTENT and "non_idempotent" not in policy.next_upstream:
         return False, f"a {attempt.method} already sent is not retried without non_idempotent"
     if attempt.index + 1 >= tries_limit:

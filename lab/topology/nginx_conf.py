@@ -450,9 +450,11 @@ def _http_redirect(block: Sequence[_Directive]) -> str | None:
     for d in block:
         if d.name != "if" or d.block is None:
             continue
-        condition = " ".join(d.args).replace('"', "").replace("'", "").replace(" ", "")
-        if condition in ("($scheme=http)", "($scheme!=https)", "($https=)",
-                         "($http_x_forwarded_proto!=https)", "($https!=on)"):
+        # crossplane hands the condition without its parentheses: ['$scheme', '=', 'http'].
+        condition = "".join(d.args).replace('"', "").replace("'", "").replace(" ", "")
+        condition = condition.removeprefix("(").removesuffix(")")
+        if condition in ("$scheme=http", "$scheme!=https", "$https=",
+                         "$http_x_forwarded_proto!=https", "$https!=on"):
             found = _redirect_of(d.block)
             if found is not None and found.startswith("https://"):
                 return found

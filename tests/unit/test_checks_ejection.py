@@ -155,3 +155,17 @@ def test_round_robin_judged_as_least_conn_is_caught() -> None:
     r = replay(run(Nginx(), seed=0).access_log, config.policy())
     skipped = [v for v in r.violations if v.kind is ViolationKind.SKIPPED_WHILE_DUE]
     assert skipped and "least_conn" in skipped[0].detail
+
+
+def test_error_on_a_reused_connection_counts_as_sent() -> None:
+    """A POST whose reused keepalive connection breaks was already written: NGINX does not
+    retry it without non_idempotent, and the replay does not ask it to."""
+    from lab.checks.upstream_replay import Attempt, retry_allowed
+
+    policy = Nginx().policy()
+    broken = Attempt(0, 0, "backend-1", 7, 0.0, 0.001, "502", AttemptEnd.ERROR, "POST",
+                     "/api/messages", False, 0.002, connect_s=0.0)
+    allowed, why = retry_allowed(policy, broken, 0.001, 3)
+    assert not allowed and "non_idempotent" in why
+    refused = replace(broken, connect_s=None)
+    assert retry_allowed(policy, refused, 0.001, 3)[0]

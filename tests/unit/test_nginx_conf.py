@@ -259,3 +259,19 @@ def test_several_upstreams_pick_the_one_traffic_reaches() -> None:
     assert parse_nginx_policy(SHAPES, upstream="other").upstream.name == "other"
     with pytest.raises(ConfigError, match="no such upstream"):
         parse_nginx_policy(SHAPES, upstream="nope")
+
+
+def test_redirect_inside_if_scheme_is_read() -> None:
+    """A server on 80 and 443 that redirects plain HTTP inside if ($scheme = http)."""
+    text = """events {}
+http {
+    upstream app { server b1:80; server b2:80; }
+    server {
+        listen 80; listen 443 ssl; server_name x;
+        if ($scheme = http) { return 301 https://$host$request_uri; }
+        location / { proxy_pass http://app; }
+    }
+}"""
+    policy = parse_nginx_policy(text)
+    assert policy.redirects("/", 80) == "https://$host$request_uri"
+    assert policy.redirects("/", 443) is None
