@@ -183,11 +183,37 @@ class NginxPolicy:
         default = [i for i in listening if port in self.servers[i].default_ports]
         return (default or listening or [None])[0]
 
-    def location_for(self, path: str, port: int = 80) -> LocationPolicy | None:
-        """The location that answers ``path`` on ``port``, by nginx's order: an exact match,
-        else the longest prefix when it is ``^~``, else the first regex that matches, else the
-        longest prefix (docs/semantics.md §1)."""
-        server = self.server_for(port)
+    def site_ports(self) -> tuple[int | None, int | None]:
+        """The ports the lab's clients use: (plain HTTP, TLS). 80 and 443 where a server
+        listens there (a server without ``listen`` listens on 80); else the first port of a
+        server whose locations proxy to an upstream group (a site behind a cloud load
+        balancer on 3000 or 9999)."""
+        def proxying(index: int) -> bool:
+            return any(loc.server == index and loc.proxied for loc in self.locations)
+
+        plain = [(p, i) for i, s in enumerate(self.servers) for p in (s.ports or (80,))
+                 if p not in s.tls_ports]
+        tls = [(p, i) for i, s in enumerate(self.servers) for p in s.tls_ports]
+
+        def choose(found: list[tuple[int, int]], usual: int) -> int | None:
+            if any(p == usual for p, _ in found):
+                return usual
+            return next((p for p, i in found if proxying(i)), None)
+
+        return choose(plain, 80), choose(tls, 443)
+
+    def _port(self, port: int | None) -> int:
+        if port is not None:
+            return port
+        plain, tls = self.site_ports()
+        return plain if plain is not None else tls if tls is not None else 80
+
+    def location_for(self, path: str, port: int | None = None) -> LocationPolicy | None:
+        """The location that answers ``path`` on ``port`` (default: the site's plain port, or
+        its TLS port when it has none), by nginx's order: an exact match, else the longest
+        prefix when it is ``^~``, else the first regex that matches, else the longest prefix
+        (docs/semantics.md §1)."""
+        server = self.server_for(self._port(port))
         if server is None:
             return None
         own = [loc for loc in self.locations if loc.server == server]
@@ -202,25 +228,35 @@ class NginxPolicy:
                      None)
         return regex or longest
 
-    def redirects(self, path: str, port: int = 80) -> str | None:
+    def redirects(self, path: str, port: int | None = None) -> str | None:
         """Where a plain request for ``path`` on ``port`` is redirected, if it is."""
+        port = self._port(port)
         server = self.server_for(port)
-        if server is None:
+        if server is None or port in self.servers[server].tls_ports:
             return None
-        if self.servers[server].http_redirect and port not in self.servers[server].tls_ports:
+        if self.servers[server].http_redirect:
             return self.servers[server].http_redirect
         location = self.location_for(path, port)
         return location.redirect if location is not None else None
 
     def https_port(self) -> int | None:
-        """A port some server block serves TLS on (443 first)."""
-        ports = sorted({p for s in self.servers for p in s.tls_ports}, key=lambda p: p != 443)
-        return ports[0] if ports else None
+        """The port the site serves TLS on (443 first)."""
+        return self.site_ports()[1]
 
-    def upstream_for(self, path: str, port: int = 80) -> UpstreamPolicy | None:
+    def client_port(self, path: str = "/") -> int | None:
+        """The port a client ends up asking for ``path``: the site's plain port, or its TLS
+        port when the plain one redirects to HTTPS or there is none."""
+        plain, tls = self.site_ports()
+        if plain is None or (self.redirects(path, plain) is not None and tls is not None):
+            return tls
+        return plain
+
+    def upstream_for(self, path: str, port: int | None = None) -> UpstreamPolicy | None:
         """The upstream settings a request for ``path`` meets, following a redirect of plain
         HTTP to HTTPS as the lab's clients do; None when no upstream group answers it."""
-        if self.redirects(path, port) is not None and (tls := self.https_port()) is not None:
+        if port is None:
+            port = self.client_port(path)
+        elif self.redirects(path, port) is not None and (tls := self.https_port()) is not None:
             port = tls
         location = self.location_for(path, port)
         return location.upstream if location is not None else None

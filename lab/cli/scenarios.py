@@ -34,7 +34,7 @@ from lab.expectations import duration_names
 from lab.objectives import ObjectivesInForce, load_objectives, parse_assignments
 from lab.report import junit as junit_report
 from lab.scenarios.judge import RunFacts, expected_before, planned_failure_modes, predictions
-from lab.scenarios.loader import available, check_nodes, load_scenario, resolve
+from lab.scenarios.loader import available, check_nodes, check_paths, load_scenario, resolve
 from lab.scenarios.model import Scenario
 from lab.scenarios.runner import Progress, Runner, RunResult, stream_facts
 from lab.scenarios.steps import definition_of
@@ -80,6 +80,7 @@ def _planned(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForc
     # The user's files are read and refused here, as `lab up` would before starting anything:
     # a configuration the lab cannot run gets its one message, not a plan built on nothing.
     user_topology(config)
+    check_paths(scenario, config, scenario.name)
     expectations = claimed(config, what="the configuration in force")
     streams = stream_facts(scenario)
     names = duration_names(expectations, float(streams["rate_per_s"]))  # type: ignore[arg-type]
@@ -288,6 +289,7 @@ def run(
         scenarios = [(load_scenario(n), str(resolve(n))) for n in names]
         for scenario, source in scenarios:
             check_nodes(scenario, effective_config(base, scenario), source)
+            check_paths(scenario, effective_config(base, scenario), source)
         results: list[RunResult] = []
         with _Labs(engine(), keep) as labs:
             for scenario, _ in scenarios:

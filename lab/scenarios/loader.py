@@ -13,11 +13,13 @@ from lab import shipped
 from lab.checks import CHECKS
 from lab.config import LabConfig
 from lab.errors import ConfigError
+from lab.expectations import ExpectationUnavailable
 from lab.faults import FAULTS
 from lab.objectives import Objectives
 from lab.registry import parameter_message, takes
 from lab.scenarios.model import Scenario
 from lab.scenarios.steps import WaitUntilAcquiredStep, definition_of
+from lab.topology.expect import claimed
 from lab.topology.plan import node_roles
 
 
@@ -153,6 +155,40 @@ def _unknown_job(job: str, config: LabConfig, source: str, field: str) -> list[s
     if job in jobs:
         return []
     return [f"{source}: {field}: unknown job {job!r} (jobs: {', '.join(jobs)})"]
+
+
+def check_paths(scenario: Scenario, config: LabConfig, source: str) -> None:
+    """Every traffic stream of the scenario reaches the backend pool through the user's NGINX
+    (the rendered configuration proxies every path): a stream NGINX answers itself, or sends
+    to another upstream, would not meet the backends the scenario breaks."""
+    if config.nginx.conf is None or not scenario.traffic:
+        return
+    try:
+        nginx = claimed(config).nginx
+    except ExpectationUnavailable:
+        return          # unreadable files: user_topology names the problem before any start
+    pool = nginx.upstream.name
+    problems = []
+    for index, stream in enumerate(scenario.traffic):
+        path = stream.path.split("?", 1)[0]
+        found = nginx.upstream_for(path)
+        if found is not None and found.name == pool:
+            continue
+        port = nginx.client_port(path)
+        location = nginx.location_for(path, port)
+        if location is None:
+            what = "no location"
+        elif location.proxied:
+            what = f"location {location.pattern} ({location.where}), proxied to {location.proxied}"
+        else:
+            what = f"location {location.pattern} ({location.where}), which answers it itself"
+        problems.append(f"{source}: traffic.{index} ({stream.client}: {stream.method} {path}): "
+                        f"port {port} gives it to {what}, not to the backend pool {pool}")
+    if problems:
+        raise ConfigError("the scenario's traffic would not reach the backends it breaks:\n  "
+                          + "\n  ".join(problems),
+                          hint="proxy these paths to the backend pool in your NGINX file, or "
+                          "name the pool they reach with [nginx] upstream in lab.toml")
 
 
 def check_nodes(scenario: Scenario, config: LabConfig, source: str) -> None:

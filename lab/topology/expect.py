@@ -19,6 +19,7 @@ import psycopg
 import redis
 
 from lab.config import BackendConfig, LabConfig, PublishConfig
+from lab.errors import ConfigError
 from lab.expectations import (
     BackendPolicy,
     DocumentedPort,
@@ -41,14 +42,18 @@ from lab.topology.userconf import client_server_name, user_nginx, user_pgbouncer
 _BACKEND_DEFAULTS = BackendConfig()
 
 
-def documented_ports(publish: PublishConfig, *,
-                     stub_status: bool = True) -> tuple[DocumentedPort, ...]:
-    """The published ports lab.toml's ``[publish]`` documents, and the rendered nginx.conf's
-    stub_status (always on an ephemeral port; a user's own nginx.conf has none); a role not
-    named publishes nothing."""
+def documented_ports(publish: PublishConfig, *, stub_status: bool = True,
+                     site: tuple[int | None, int | None] = (80, 443)
+                     ) -> tuple[DocumentedPort, ...]:
+    """The published ports lab.toml's ``[publish]`` documents: NGINX's site ports (``site``:
+    plain and TLS, 80 and 443 unless a user's site listens elsewhere), the rendered
+    nginx.conf's stub_status (always on an ephemeral port; a user's own nginx.conf has none);
+    a role not named publishes nothing."""
     status = (DocumentedPort("nginx", f"{STATUS_PORT}/tcp", 0),) if stub_status else ()
-    return (DocumentedPort("nginx", "80/tcp", publish.nginx_http),
-            DocumentedPort("nginx", "443/tcp", publish.nginx_https),
+    plain, tls = site
+    nginx = tuple(DocumentedPort("nginx", f"{port}/tcp", host) for port, host in
+                  ((plain, publish.nginx_http), (tls, publish.nginx_https)) if port is not None)
+    return (*nginx,
             *status,
             DocumentedPort("pgbouncer", f"{PGBOUNCER_PORT}/tcp", publish.pgbouncer),
             DocumentedPort("postgres", "5432/tcp", publish.postgres),
@@ -113,8 +118,17 @@ def claimed(config: LabConfig, *, what: str = "claimed configuration") -> Expect
         "backend": Part(_backend_from_config(config), f"{source}: [backend]"
                         + (" contract" if config.backend.contract else "")),
     }
+    site: tuple[int | None, int | None] = (80, 443)
+    if config.nginx.conf:
+        try:
+            user = user_nginx(config, strict=False)
+        except ConfigError:
+            user = None   # the nginx part holds the error; the ports stay the usual ones
+        if user is not None:
+            site = (user.plain_port, user.tls_port)
     return Expectations(parts, client_server_name(config),
-                        documented_ports(config.publish, stub_status=config.nginx.conf is None),
+                        documented_ports(config.publish, stub_status=config.nginx.conf is None,
+                                         site=site),
                         node_roles(config))
 
 
@@ -218,5 +232,6 @@ def running(lab: Lab) -> Expectations:
         parts = {name: future.result() for name, future in futures.items()}
     return Expectations(parts, lab.server_name,
                         documented_ports(lab.config.publish,
-                                         stub_status=lab.config.nginx.conf is None),
+                                         stub_status=lab.config.nginx.conf is None,
+                                         site=lab.site_ports),
                         dict(lab.roles))

@@ -323,20 +323,29 @@ class Lab:
                 nginx = self.user.nginx
                 return nginx.redirect if nginx is not None and path == "/" else None
         tree, policy = self._policy
-        target = plain_http_redirect(policy, tree, path, host=self.server_name)
-        https = policy.https_port() == 443
+        plain, tls = self.site_ports
+        target = plain_http_redirect(policy, tree, path, plain or 80, host=self.server_name)
+        https = tls is not None and policy.https_port() == tls
         return target if target is not None and target.startswith("https://") and https \
             else None
 
+    @property
+    def site_ports(self) -> tuple[int | None, int | None]:
+        """NGINX's plain-HTTP and TLS ports the clients use (80 and 443, or a user site's own:
+        ``UserNginx.plain_port``/``tls_port``)."""
+        nginx = self.user.nginx
+        return (nginx.plain_port, nginx.tls_port) if nginx is not None else (80, 443)
+
     def client_target(self, path: str = "/") -> ClientTarget:
-        """Where the lab's clients send a request for ``path``: NGINX's published port 80, or,
-        when the running configuration redirects it to HTTPS (``NginxPolicy.redirects``), the
-        published 443 as the TLS server's name, verified with the lab's CA, as a browser
-        following the redirect would."""
-        follows = self._redirect(path)
-        if follows is None:
-            return ClientTarget(f"http://127.0.0.1:{self._port('nginx', '80/tcp')}")
-        return ClientTarget(f"https://127.0.0.1:{self._port('nginx', '443/tcp')}",
+        """Where the lab's clients send a request for ``path``: NGINX's published plain port
+        (80), or, when the running configuration redirects it to HTTPS
+        (``NginxPolicy.redirects``) or serves HTTPS only, the published TLS port as the TLS
+        server's name, verified with the lab's CA, as a browser following the redirect would."""
+        plain, tls = self.site_ports
+        follows = self._redirect(path) if plain is not None else None
+        if plain is not None and follows is None:
+            return ClientTarget(f"http://127.0.0.1:{self._port('nginx', f'{plain}/tcp')}")
+        return ClientTarget(f"https://127.0.0.1:{self._port('nginx', f'{tls}/tcp')}",
                             self.server_name, self.ca_pem(), follows)
 
     @property
@@ -385,9 +394,13 @@ class Lab:
     def endpoints(self) -> Endpoints:
         pg, s = self.config.postgres, self.secrets
         pgbouncer_port = f"{PGBOUNCER_PORT}/tcp"
+        plain, tls = self.site_ports
+        https = f"https://127.0.0.1:{self._port('nginx', f'{tls}/tcp')}" if tls else ""
         return Endpoints(
-            nginx_http=f"http://127.0.0.1:{self._port('nginx', '80/tcp')}",
-            nginx_https=f"https://127.0.0.1:{self._port('nginx', '443/tcp')}",
+            # A site that serves HTTPS only has no plain endpoint: its HTTPS one stands in.
+            nginx_http=f"http://127.0.0.1:{self._port('nginx', f'{plain}/tcp')}" if plain
+            else https,
+            nginx_https=https,
             postgres_dsn=self._dsn("postgres", "5432/tcp", pg.user, s.db_password, pg.database),
             pgbouncer_dsn=self._dsn("pgbouncer", pgbouncer_port, pg.user, s.db_password,
                                     pg.database),

@@ -424,6 +424,7 @@ class _Location:
     modifier: str = ""
     redirect: str | None = None
     where: str = ""
+    fallback: str | None = None      # try_files' named location (@api), taken when no file
 
 
 def _redirect_of(block: Sequence[_Directive]) -> str | None:
@@ -475,8 +476,11 @@ def _locations(block: Sequence[_Directive], scope: _Scope) -> Iterator[_Location
         modifier = directive.args[0] if len(directive.args) > 1 and \
             directive.args[0] in _MODIFIERS else ("@" if prefix.startswith("@") else "")
         regex = modifier in ("~", "~*")
+        tried = _last(directive.block, "try_files")
+        fallback = tried.args[-1] if tried is not None and tried.args and \
+            tried.args[-1].startswith("@") else None
         yield _Location(prefix, inner, _one_arg(proxy) if proxy is not None else None, regex,
-                        modifier, _redirect_of(directive.block), directive.where)
+                        modifier, _redirect_of(directive.block), directive.where, fallback)
         yield from _locations(directive.block, inner)
 
 
@@ -636,10 +640,19 @@ def policy_from_tree(main: Sequence[Directive], *, path: str = "/",
         ports, tls_ports, default_ports = _listen_ports(block)
         servers.append(ServerPolicy(listen, bool(tls_ports), names, pairs, always, ports,
                                     tls_ports, default_ports, _http_redirect(block)))
-        for location in _locations(block, scope):
+        own = list(_locations(block, scope))
+        named = {loc.prefix: loc for loc in own if loc.prefix.startswith("@")}
+        for location in own:
             for rule in _limit_rules(location, zones):
                 if rule not in rules:
                     rules.append(rule)
+            if location.proxy_pass is None and location.fallback in named:
+                # try_files falls through to its named location when no file matches, and the
+                # lab's NGINX has none of the site's files: the named location answers.
+                fallback = named[location.fallback]
+                location = _Location(location.prefix, fallback.scope, fallback.proxy_pass,
+                                     location.regex, location.modifier, fallback.redirect,
+                                     location.where)
             target = _target(location.proxy_pass) if location.proxy_pass else None
             policy = None
             if target is not None and target in upstreams:
@@ -662,8 +675,7 @@ def policy_from_tree(main: Sequence[Directive], *, path: str = "/",
             nodes=nodes)
     else:
         pool = partial.upstream_for(path)
-        reached = partial.location_for(path, 443 if partial.redirects(path) is not None
-                                       and partial.https_port() else 80)
+        reached = partial.location_for(path, partial.client_port(path))
         if pool is None and reached is not None and reached.proxied is not None:
             raise ConfigError(f"{reached.where}: proxy_pass names {reached.proxied!r}, which is "
                               "no upstream block: NGINX proxies it to that one address, with "

@@ -180,7 +180,10 @@ def plan(
         elif role == "nginx" and user is not None and user.nginx is not None:
             files = nginx_file_specs(user.nginx, tls)
             command = nginx_command(user.nginx)
-            ports = {"80/tcp": publish.nginx_http, "443/tcp": publish.nginx_https}
+            # The site's own ports (80 and 443, or the ports its proxying servers listen on).
+            ports = {f"{p}/tcp": host for p, host in ((user.nginx.plain_port, publish.nginx_http),
+                                                      (user.nginx.tls_port, publish.nginx_https))
+                     if p is not None}
         elif role == "nginx":
             rendered = nginx_conf or render_nginx(config, backend_port=port)
             files = (FileSpec("/etc/lab/nginx.conf", rendered.encode()),

@@ -3,10 +3,12 @@ self-signed."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal, getcontext
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -70,3 +72,34 @@ def make_tls(lab_name: str, server_name: str, *, names: Sequence[str] = (),
         key_pem=key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()),
     )
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _der_integer(value: int) -> bytes:
+    body = value.to_bytes(value.bit_length() // 8 + 1, "big")   # a leading 0 keeps it positive
+    return b"\x02" + _der_length(len(body)) + body
+
+
+def ffdhe2048_pem() -> bytes:
+    """RFC 7919's ffdhe2048 group (the one Mozilla's TLS guidance ships as a dhparam file), as
+    PKCS#3 PEM: what the lab places where a user's ``ssl_dhparam`` names a file it was not
+    given. Computed from the RFC's definition rather than copied: p = 2^2048 - 2^1984 +
+    (floor(2^1918 * e) + 560316) * 2^64 - 1, g = 2."""
+    getcontext().prec = 700
+    e, term = Decimal(0), Decimal(1)
+    for k in range(1, 400):
+        e += term
+        term /= k
+    p = 2**2048 - 2**1984 + (int((Decimal(2) ** 1918 * e).to_integral_value(
+        rounding=ROUND_FLOOR)) + 560316) * 2**64 - 1
+    body = _der_integer(p) + _der_integer(2)
+    der = b"\x30" + _der_length(len(body)) + body
+    lines = [base64.b64encode(der[i:i + 48]).decode() for i in range(0, len(der), 48)]
+    return ("-----BEGIN DH PARAMETERS-----\n" + "\n".join(lines)
+            + "\n-----END DH PARAMETERS-----\n").encode()

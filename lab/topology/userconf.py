@@ -50,6 +50,7 @@ from lab.topology.render import (
     PGBOUNCER_ADMIN_USER,
     PGBOUNCER_PORT,
 )
+from lab.topology.tls import ffdhe2048_pem
 
 NGINX_PREFIX = "/etc/lab/conf"
 WRAPPER = "lab-nginx.conf"          # the stand-in nginx.conf around a conf.d-style file
@@ -57,20 +58,33 @@ RENDERED_MAIN = "/etc/lab/nginx.conf"
 LOG_FORMAT = "lab_history"
 LAB_ACCESS_LOG = f"access_log /dev/stdout {LOG_FORMAT};"
 OTHER_NODES = ("postgres", "pgbouncer", "redis", "nginx")
-PUBLISHED_PORTS = (80, 443)
 
 # Directives the lab's NGINX (Debian bookworm's nginx 1.22, open source) cannot run, and why.
 _ACTIVE = ("nginx_upstream_check_module (third-party; in neither Debian's nginx nor "
            "nginx-full, which bundles only auth-pam, dav-ext, echo, geoip2, subs-filter, "
            "upstream-fair): open-source NGINX has no active health checks, a failed backend "
            "is found only by failing client requests (passive: max_fails, fail_timeout)")
+# Where the servers of an upstream block that is not the backend pool point in the lab's copy:
+# a closed port on NGINX's own loopback (the discard port), refused at once.
+ABSENT_SERVICE = "127.0.0.1:9"
 _PLUS = "NGINX Plus (commercial) only; open-source NGINX refuses it"
 UNPROVIDABLE: Mapping[str, str] = {
     "check": _ACTIVE, "check_http_send": _ACTIVE, "check_http_expect_alive": _ACTIVE,
     "check_keepalive_requests": _ACTIVE, "check_shm_size": _ACTIVE, "check_status": _ACTIVE,
     "check_fastcgi_param": _ACTIVE, "check_http_status": _ACTIVE,
     "health_check": _PLUS, "match": _PLUS, "zone_sync": _PLUS, "sticky": _PLUS,
-    "ntlm": _PLUS, "queue": _PLUS, "state": _PLUS,
+    "ntlm": _PLUS, "queue": _PLUS, "state": _PLUS, "least_time": _PLUS,
+    # Directives of later open-source releases than the 1.22 the lab runs (nginx.org's
+    # changes files): NGINX 1.22 stops at them ("unknown directive").
+    "http2": "a directive of nginx 1.25.1 and later (1.22 takes `listen ... http2`)",
+    "http3": "HTTP/3 arrived in nginx 1.25.0", "quic_retry": "HTTP/3 arrived in nginx 1.25.0",
+    "quic_gso": "HTTP/3 arrived in nginx 1.25.0",
+    "quic_host_key": "HTTP/3 arrived in nginx 1.25.0",
+    "quic_bpf": "HTTP/3 arrived in nginx 1.25.0",
+    "http3_hq": "HTTP/3 arrived in nginx 1.25.0",
+    "ssl_object_cache_inheritable": "a directive of nginx 1.27.4 and later",
+    "proxy_pass_trailers": "a directive of nginx 1.27.4 and later",
+    "ssl_certificate_cache": "a directive of nginx 1.27.4 and later",
 }
 # Files NGINX reads that the lab replaces with its own TLS material.
 _TLS_FILES = {"ssl_certificate": "cert", "ssl_certificate_key": "key",
@@ -109,6 +123,8 @@ class UserNginx:
     server_names: tuple[str, ...] = ()         # every TLS server's names (the certificate's)
     pool: str = ""                             # the upstream block of the backends
     redirect: str | None = None                # port 80's redirect of "/" the clients follow
+    plain_port: int | None = 80                # the site's plain-HTTP port NGINX listens on
+    tls_port: int | None = 443                 # the site's TLS port
 
     def host_path(self, path: str) -> str:
         """The host file a container path came from (for messages)."""
@@ -396,6 +412,7 @@ def _backends(tree: Sequence[Directive], pool: str, replicas: int) -> _Backends:
         nodes[server.address] = node_of[key]
         if key in rewritten:
             rewrites.append((server, rewritten[key]))
+    absent: list[tuple[str, Directive, _Server]] = []
     for name, (other, others) in blocks.items():
         if name == pool:
             continue
@@ -412,27 +429,33 @@ def _backends(tree: Sequence[Directive], pool: str, replicas: int) -> _Backends:
                 new = f"{node}:{port}" if not _aliasable(server.host, node) \
                     or server.port != port else None
             else:
-                raise ConfigError(
-                    f"{server.where}: upstream {name} names {server.address}, which is none of "
-                    f"the backend pool's hosts (upstream {pool}, {block.file}:{block.line}): the "
-                    "lab runs only the pool's backends and has nothing faithful to stand in "
-                    "for another service",
-                    hint=f"if {name} is your backend pool, set [nginx] upstream = \"{name}\" in "
-                    "lab.toml; otherwise remove the block (and the locations proxying to it) "
-                    "from a copy of the file you rehearse")
+                # Another service (an auth API, a frontend): not part of the rehearsal. Its
+                # servers point at a closed port of NGINX's own loopback, so NGINX starts (it
+                # resolves every upstream host at start) and its locations answer 502 at once.
+                absent.append((name, other, server))
+                continue
             nodes[server.address] = node
             if new is not None:
                 rewrites.append((server, new))
             reached.append(node)
-        if others:
+        if reached:
             moved = [s for s in others if s.port != port]
             notes.append(f"upstream {name} ({other.file}:{other.line}) reaches "
                          f"{', '.join(dict.fromkeys(reached))}, the pool's backends"
                          + (f"; they listen on {port} only, so its port "
                             f"{', '.join(sorted({str(s.port) for s in moved}))} reads {port} in "
                             "the lab's copy" if moved else ""))
+    rewrites += [(server, ABSENT_SERVICE) for _, _, server in absent]
+    for name in dict.fromkeys(name for name, _, _ in absent):
+        other = next(o for n, o, _ in absent if n == name)
+        notes.append(f"upstream {name} ({other.file}:{other.line}) is another service, not the "
+                     f"backend pool: the lab's copy points its servers at {ABSENT_SERVICE} "
+                     "(nothing listens there), so NGINX starts and the locations proxying to it "
+                     "answer 502")
     why: dict[tuple[str, str], list[tuple[_Server, str]]] = {}
     for server, new in rewrites:
+        if new == ABSENT_SERVICE:
+            continue
         reason = ("Docker names containers, it cannot give one your IP address"
                   if _is_ip(server.host) else
                   f"each backend container listens on one port, {port}"
@@ -569,41 +592,75 @@ def user_nginx(config: Any, *, strict: bool = True) -> UserNginx | None:
     if whole:
         if len(http) != 1:
             raise ConfigError(f"{path}: a whole nginx.conf needs exactly one http block")
+        if not any(d.name == "events" for d in tree):
+            raise ConfigError(f"{path}: a whole nginx.conf without an events block: NGINX "
+                              "refuses it (no \"events\" section in configuration)",
+                              hint="add `events {}`, or give the lab only your server and "
+                              "upstream blocks (a conf.d file)")
         if http[0].file != shown[user_main]:
             raise ConfigError(f"{http[0].file}:{http[0].line}: the lab adds its "
                               "access log in the http block; write it in the main file")
         files[user_main] = _inject_http_log(files[user_main], http[0],
                                             f"{path}:{http[0].line}")
     files = _log_edits(files, tree, set(files), notes, shown)
-    listening = _listen_ports(tree)
-    if 80 not in listening:
-        raise ConfigError(f"{path}: no server listens on port 80; the lab sends its traffic to "
-                          "NGINX's port 80 (and HTTPS to 443)",
-                          hint="add `listen 80;` to the server that proxies to the backends")
-    for port_ in sorted(listening - set(PUBLISHED_PORTS)):
-        notes.append(f"port {port_} is not published: the lab reaches NGINX on 80 and 443 only")
     if not any(servers for _, servers in _upstream_servers(tree).values()):
         raise ConfigError("no upstream block names a server: the lab needs the backends "
                           "your NGINX proxies to", hint="add an upstream block")
     # The backend pool is the block the traffic's "/" reaches (following a redirect to
     # HTTPS), or lab.toml's [nginx] upstream: read as NGINX will run it.
     static = policy_from_tree(tree, upstream=config.nginx.upstream)
+    # The site's ports: 80 and 443 where it listens there, else the ports of the servers that
+    # proxy (a site behind a cloud load balancer listens on 3000 or 9999); the lab publishes
+    # those on 127.0.0.1 and sends its clients there.
+    plain_port, tls_port = static.site_ports()
+    if plain_port is None and tls_port is None:
+        raise ConfigError(f"{path}: no server block proxies to an upstream on any port it "
+                          "listens on: the lab's clients would reach no backend",
+                          hint="proxy_pass to the upstream block of the backends")
+    listening = _listen_ports(tree) | {p for p in (plain_port, tls_port) if p}
+    for port_ in sorted(listening - {plain_port, tls_port}):
+        notes.append(f"port {port_} is not published: the lab's clients use "
+                     + " and ".join(str(p) for p in (plain_port, tls_port) if p))
     backends = _backends(tree, static.upstream.name, config.backend.replicas)
     files = _rewrite_servers(files, backends.rewrites, shown)
     notes += backends.notes
     tls_paths, copied = _files_named(tree, shown, folder)
+    _certificates_named(tree)
     names = tls_server_names(tree)
     server_name = _client_name(names, config.nginx.server_name, bool(tls_paths))
-    redirect = _followed_redirect(static, tree, server_name)
+    redirect = _followed_redirect(static, tree, server_name, plain_port) \
+        if plain_port is not None else None
     if redirect is not None:
-        notes.append(f"port 80 redirects to {redirect}: the lab's clients follow it to port 443 "
-                     f"as {server_name} (SNI and Host), trusting the lab's CA")
+        notes.append(f"port {plain_port} redirects to {redirect}: the lab's clients follow it to "
+                     f"port {tls_port} as {server_name} (SNI and Host), trusting the lab's CA")
+    elif plain_port is None:
+        notes.append(f"the site serves HTTPS only (port {tls_port}): the lab's clients ask for "
+                     f"{server_name} there, trusting the lab's CA")
     if len(names) > 1:
         notes.append(f"the lab's certificate covers {', '.join(n for n, _ in names)}")
     return UserNginx(main, files, shown, {k: tuple(v) for k, v in backends.aliases.items()},
                      backends.nodes, backends.port, tls_paths, copied,
                      resolve_includes(files, main, shown=shown, missing_ok=True), tuple(notes),
-                     server_name, tuple(n for n, _ in names), static.upstream.name, redirect)
+                     server_name, tuple(n for n, _ in names), static.upstream.name, redirect,
+                     plain_port, tls_port)
+
+
+def _certificates_named(tree: Sequence[Directive]) -> None:
+    """Every server listening with ``ssl`` names a certificate (its own or the http block's):
+    NGINX refuses to start otherwise ("no ssl_certificate is defined"), and the lab places its
+    certificate only where the file names one."""
+    for http in (d for d in tree if d.name == "http"):
+        shared = any(d.name == "ssl_certificate" for d in http.block or ())
+        for server in (d for d in http.block or () if d.name == "server"):
+            block = server.block or ()
+            ssl = next((d for d in block if d.name == "listen" and "ssl" in d.args[1:]), None)
+            if ssl is not None and not shared and not any(d.name == "ssl_certificate"
+                                                          for d in block):
+                raise ConfigError(f"{ssl.file}:{ssl.line}: listen {' '.join(ssl.args)} with no "
+                                  "ssl_certificate for its server: NGINX refuses to start "
+                                  "(no \"ssl_certificate\" is defined)",
+                                  hint="name the certificate (the lab places its own there), "
+                                  "or remove ssl from the listen")
 
 
 def _container_path(value: str) -> str:
@@ -627,6 +684,11 @@ def _files_named(tree: Sequence[Directive], shown: Mapping[str, str],
         elif d.name in _OTHER_FILES and d.args and d.args[0] != "off":
             value = d.args[0]
             beside = folder / value if not os.path.isabs(value) else None
+            if (beside is None or not beside.is_file()) and d.name == "ssl_dhparam":
+                # Public parameters, not a secret: RFC 7919's ffdhe2048 group stands in for
+                # the file (what Mozilla's TLS guidance ships as one).
+                copied[_container_path(value)] = ffdhe2048_pem()
+                continue
             if beside is None or not beside.is_file():
                 raise ConfigError(f"{where}: {d.name} {value}: a file the lab cannot provide",
                                   hint="put it beside the conf and name it by a relative "
@@ -731,27 +793,29 @@ def plain_http_redirect(policy: NginxPolicy, tree: Sequence[Directive], path: st
 
 
 def _followed_redirect(policy: NginxPolicy, tree: Sequence[Directive],
-                       host: str) -> str | None:
-    """The redirect of "/" on port 80 the lab's clients (asking for ``host``) follow (to HTTPS
-    on 443), None when port 80 answers itself; ConfigError for one they cannot follow."""
-    target = plain_http_redirect(policy, tree, host=host)
+                       host: str, port: int = 80) -> str | None:
+    """The redirect of "/" on the plain ``port`` the lab's clients (asking for ``host``)
+    follow (to HTTPS on 443), None when it answers itself; ConfigError for one they cannot
+    follow."""
+    target = plain_http_redirect(policy, tree, port=port, host=host)
     if target is None:
         return None
-    server = policy.server_for(80)
+    server = policy.server_for(port)
     where = _server_block(tree, server) if server is not None else "nginx.conf"
     if not target.startswith("https://"):
-        raise ConfigError(f"{where}: port 80 answers \"/\" with a redirect to {target}: the lab "
-                          "follows a redirect to HTTPS only, and sends its traffic to NGINX alone",
+        raise ConfigError(f"{where}: port {port} answers \"/\" with a redirect to {target}: the "
+                          "lab follows a redirect to HTTPS only, and sends its traffic to NGINX "
+                          "alone",
                           hint="rehearse the server the redirect leads to: let port 80 proxy "
                           "to the backends, or redirect it to https://")
     tls = sorted({p for s in policy.servers for p in s.tls_ports})
     if not tls:
-        raise ConfigError(f"{where}: port 80 redirects to {target}, and no server listens "
+        raise ConfigError(f"{where}: port {port} redirects to {target}, and no server listens "
                           "with ssl: nothing would answer the redirect",
                           hint="add the HTTPS server (listen 443 ssl) to the file")
     if 443 not in tls:
-        raise ConfigError(f"{where}: port 80 redirects to {target}, and HTTPS is served on "
-                          f"{', '.join(map(str, tls))}, not on 443, the port the lab publishes",
+        raise ConfigError(f"{where}: port {port} redirects to {target}, and HTTPS is served on "
+                          f"{', '.join(map(str, tls))}, not on 443, where the redirect leads",
                           hint="listen 443 ssl in the HTTPS server")
     return target
 

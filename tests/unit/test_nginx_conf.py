@@ -275,3 +275,21 @@ http {
     policy = parse_nginx_policy(text)
     assert policy.redirects("/", 80) == "https://$host$request_uri"
     assert policy.redirects("/", 443) is None
+
+
+def test_try_files_falls_through_to_its_named_location() -> None:
+    """location / { try_files /dev/null @api; } is answered by @api (the lab's NGINX has none
+    of the site's files), so "/" reaches the pool; a site on port 9999 is judged there."""
+    text = """events {}
+http {
+    upstream app { server b1:80; server b2:80; }
+    server {
+        listen 9999;
+        location / { try_files /dev/null @api; }
+        location @api { proxy_pass http://app; }
+    }
+}"""
+    policy = parse_nginx_policy(text)
+    assert policy.site_ports() == (9999, None)
+    assert policy.upstream.name == "app"
+    assert policy.upstream_for("/health").name == "app"

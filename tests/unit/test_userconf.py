@@ -17,6 +17,7 @@ from lab.topology.nginx_conf import parse_nginx_policy, split_dump
 from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.topology.tls import make_tls
 from lab.topology.userconf import (
+    ABSENT_SERVICE,
     LAB_ACCESS_LOG,
     NGINX_PREFIX,
     main_conf_path,
@@ -123,11 +124,10 @@ REFUSALS = {
                    r"backend\.conf:16: upstream backend_servers, .* names 4 backend addresses"),
     "lab node": (lambda t: t.replace("backend-2.internal:3000", "redis:3000"),
                  "lab's own redis node"),
-    "no port 80": (lambda t: t.replace("listen 80;", "listen 8080;"),
-                   "no server listens on port 80"),
-    "dhparam": (lambda t: t.replace("ssl_protocols",
-                                    "ssl_dhparam /etc/ssl/dh.pem;\n    ssl_protocols"),
-                r"ssl_dhparam /etc/ssl/dh\.pem: a file the lab cannot provide"),
+    "password file": (lambda t: t.replace("ssl_protocols",
+                                          "auth_basic_user_file /etc/nginx/htpasswd;\n    "
+                                          "ssl_protocols"),
+                      r"auth_basic_user_file /etc/nginx/htpasswd: a file the lab cannot provide"),
     "syntax": (lambda t: t.rstrip().rstrip("}"), r"backend\.conf:\d+: unexpected end of file"),
     "include outside": (lambda t: "include ../other.conf;\n" + t, "no such file|outside"),
 }
@@ -337,7 +337,8 @@ AUTH_API = "upstream auth_api {\n    server 10.0.9.9:9000;\n}\nupstream backend_
 
 def test_other_upstream_blocks(redirect_site: Path) -> None:
     """The pool's hosts on another port (a websocket pool) are the same backends, on their
-    one port; another service's block is refused, naming it and its line, with the hint."""
+    one port; another service's block points at a closed port, so NGINX starts and its
+    locations answer 502, and the note names the block and its line."""
     conf = redirect_site / "backend.conf"
     text = conf.read_text()
     conf.write_text(text.replace("upstream backend_servers {", WEBSOCKETS))
@@ -348,10 +349,12 @@ def test_other_upstream_blocks(redirect_site: Path) -> None:
         ("server 10.0.0.12:3001;", "server backend-2:3000;")]
     assert "upstream ws (" in "\n".join(nginx.notes)
     conf.write_text(text.replace("upstream backend_servers {", AUTH_API))
-    with pytest.raises(ConfigError, match=r"backend\.conf:17: upstream auth_api names "
-                       r"10\.0\.9\.9:9000, which is none of the backend pool's hosts") as caught:
-        user_nginx(load_config(redirect_site / "lab.toml"))
-    assert caught.value.hint is not None and '[nginx] upstream = "auth_api"' in caught.value.hint
+    other = user_nginx(load_config(redirect_site / "lab.toml"))
+    assert other is not None
+    assert ("server 10.0.9.9:9000;", f"server {ABSENT_SERVICE};") in _changed(
+        dict(other.files), conf.read_text(), "backend.conf")
+    assert any("upstream auth_api (" in n and "another service" in n for n in other.notes)
+    assert "10.0.9.9:9000" not in other.nodes
 
 
 def test_lab_toml_names_the_pool(redirect_site: Path) -> None:
@@ -407,3 +410,50 @@ def test_certbots_redirect_is_followed_for_the_name_the_clients_ask_for(
         "    } # managed by Certbot\n    return 404; # managed by Certbot"))
     nginx = user_nginx(load_config(redirect_site / "lab.toml"))
     assert nginx is not None and nginx.redirect == "https://$host$request_uri"
+
+
+def test_a_site_on_other_ports_is_published_there(example: Path) -> None:
+    """A site listening on 8080 (a container behind a cloud load balancer) is reached there:
+    the lab publishes the site's own ports."""
+    conf = example / "backend.conf"
+    conf.write_text(conf.read_text().replace("listen 80;", "listen 8080;"))
+    nginx = user_nginx(load_config(example / "lab.toml"))
+    assert nginx is not None and (nginx.plain_port, nginx.tls_port) == (8080, 443)
+    expected = claimed(load_config(example / "lab.toml"))
+    assert {p.container_port for p in expected.documented_ports if p.role == "nginx"} == \
+        {"8080/tcp", "443/tcp"}
+
+
+def test_a_missing_dhparam_is_rfc_7919s_group(example: Path) -> None:
+    """ssl_dhparam naming a file the lab was not given gets RFC 7919's ffdhe2048 group."""
+    conf = example / "backend.conf"
+    conf.write_text(conf.read_text().replace(
+        "ssl_protocols", "ssl_dhparam /etc/ssl/dh.pem;\n    ssl_protocols"))
+    nginx = user_nginx(load_config(example / "lab.toml"))
+    assert nginx is not None
+    pem = nginx.copied["/etc/ssl/dh.pem"].decode()
+    assert pem.startswith("-----BEGIN DH PARAMETERS-----\nMIIBCAKCAQEA//////////+t+FRYort")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.replace("    ssl_certificate ", "    # ssl_certificate "),
+     r"listen 443 ssl http2 with no ssl_certificate"),
+    (lambda t: t.replace("server_name api.example.com;", "server_name api.example.com;\n"
+                         "    http2 on;"), r"backend\.conf:\d+: http2\n\s+why: a directive of nginx 1\.25\.1"),
+], ids=["tls without certificate", "newer directive"])
+def test_what_nginx_1_22_refuses_is_refused(example: Path, change, message: str) -> None:
+    """What Debian's NGINX would refuse to start with is refused before anything starts."""
+    conf = example / "backend.conf"
+    conf.write_text(change(conf.read_text()))
+    with pytest.raises(ConfigError, match=message):
+        user_topology(load_config(example / "lab.toml"))
+
+
+def test_a_whole_conf_without_events_is_refused(tmp_path: Path) -> None:
+    """NGINX refuses a whole nginx.conf with no events block; so does the lab, at once."""
+    (tmp_path / "nginx.conf").write_text(
+        "http { upstream app { server a:80; server b:80; server c:80; }\n"
+        "  server { listen 80; location / { proxy_pass http://app; } } }\n")
+    (tmp_path / "lab.toml").write_text('[nginx]\nconf = "nginx.conf"\n')
+    with pytest.raises(ConfigError, match="without an events block"):
+        user_topology(load_config(tmp_path / "lab.toml"))
