@@ -439,7 +439,8 @@ def test_a_missing_dhparam_is_rfc_7919s_group(example: Path) -> None:
     (lambda t: t.replace("    ssl_certificate ", "    # ssl_certificate "),
      r"listen 443 ssl http2 with no ssl_certificate"),
     (lambda t: t.replace("server_name api.example.com;", "server_name api.example.com;\n"
-                         "    http2 on;"), r"backend\.conf:\d+: http2\n\s+why: a directive of nginx 1\.25\.1"),
+                         "    http2 on;"),
+     r"backend\.conf:\d+: http2\n\s+why: a directive of nginx 1\.25\.1"),
 ], ids=["tls without certificate", "newer directive"])
 def test_what_nginx_1_22_refuses_is_refused(example: Path, change, message: str) -> None:
     """What Debian's NGINX would refuse to start with is refused before anything starts."""
