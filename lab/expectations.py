@@ -421,17 +421,23 @@ class Expectations:
 
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval",
                   "rate", "job_interval", "lock_ttl", "job_duration", "server_login_retry",
-                  "db_budget", "dependency_timeout", "drain")
+                  "db_budget", "dependency_timeout", "drain", "client_timeout")
+# Functions a duration may call: a wait of "min(connect_timeout, client_timeout) + 2" stays
+# sensible when a user's connect timeout is ten minutes.
+DURATION_FUNCTIONS = {"min": min, "max": max}
 
 
-def duration_names(expectations: Expectations, rate_per_s: float) -> dict[str, float]:
+def duration_names(expectations: Expectations, rate_per_s: float,
+                   client_timeout_s: float = 10.0) -> dict[str, float]:
     """The values of ``DURATION_NAMES``: from NGINX, PgBouncer and the backends as expected,
-    and the scenario's total request rate (``interval`` is one round-robin turn per backend)."""
+    the scenario's total request rate (``interval`` is one round-robin turn per backend) and
+    its clients' shortest patience (``client_timeout``)."""
     upstream = expectations.upstream
     rate = rate_per_s or 1.0
     names = {"fail_timeout": upstream.fail_timeout_s, "connect_timeout": upstream.connect_timeout_s,
              "read_timeout": upstream.read_timeout_s, "max_fails": float(upstream.max_fails),
-             "rate": rate, "interval": len(upstream.servers) / rate}
+             "rate": rate, "interval": len(upstream.servers) / rate,
+             "client_timeout": client_timeout_s}
     try:
         backend = expectations.backend
         names |= {"job_interval": backend.job_interval_s, "lock_ttl": backend.lock_ttl_s,
@@ -474,6 +480,9 @@ def evaluate_duration(expression: float | str, names: Mapping[str, float]) -> fl
             return _OPS[type(node.op)](walk(node.left), walk(node.right))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -walk(node.operand)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in DURATION_FUNCTIONS and node.args and not node.keywords):
+            return float(DURATION_FUNCTIONS[node.func.id](walk(a) for a in node.args))
         raise ValueError(f"not a duration expression: {ast.unparse(node)!r}")
 
     return walk(_tree(expression))
@@ -493,6 +502,9 @@ def explain_duration(expression: float | str, names: Mapping[str, float]) -> str
             return f"{node.id} {names[node.id]:.4g}"
         if isinstance(node, ast.UnaryOp):
             return f"-{show(node.operand, 3)}"
+        if isinstance(node, ast.Call):
+            assert isinstance(node.func, ast.Name)
+            return f"{node.func.id}({', '.join(show(a) for a in node.args)})"
         assert isinstance(node, ast.BinOp)
         rank = 1 if isinstance(node.op, ast.Add | ast.Sub) else 2
         text = f"{show(node.left, rank)} {_SYMBOLS[type(node.op)]} {show(node.right, rank + 1)}"

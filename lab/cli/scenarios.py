@@ -83,7 +83,8 @@ def _planned(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForc
     check_paths(scenario, config, scenario.name)
     expectations = claimed(config, what="the configuration in force")
     streams = stream_facts(scenario)
-    names = duration_names(expectations, float(streams["rate_per_s"]))  # type: ignore[arg-type]
+    names = duration_names(expectations, float(streams["rate_per_s"]),  # type: ignore[arg-type]
+                           float(streams["client_timeout_s"]))  # type: ignore[arg-type]
     planned = sum(definition_of(step).planned_s(step, names, 60.0) for step in scenario.steps)
     facts = RunFacts(names=tuple(names.items()), planned_s=planned,
                      failure_modes=planned_failure_modes(scenario),

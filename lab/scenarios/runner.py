@@ -260,7 +260,8 @@ class Runner:
         leftovers = fault_record.heal_recorded(lab) + heal_leftovers(lab)
         expectations = self.claimed or running(lab)
         streams = stream_facts(scenario, self.alongside)
-        names = duration_names(expectations, streams["rate_per_s"])  # type: ignore[arg-type]
+        names = duration_names(expectations, streams["rate_per_s"],  # type: ignore[arg-type]
+                               streams["client_timeout_s"])  # type: ignore[arg-type]
         state = RunState(lab, expectations, names, self.seed, self.on_progress,
                          self.ready_timeout_s,
                          origin=fault_record.Origin(kind="scenario",
@@ -372,7 +373,7 @@ def rejudge(result: RunResult, scenario: Scenario, expectations: Expectations,
         raise ValueError("this result carries no run facts to judge again")
     in_force = objectives or result.objectives
     # Bounds written as expressions (recovery's `within`) mean what the other record implies.
-    names = duration_names(expectations, result.facts.rate_per_s)
+    names = duration_names(expectations, result.facts.rate_per_s, result.facts.client_timeout_s)
     facts = replace(result.facts, names=tuple(names.items()))
     return judge(scenario, result.history, expectations, facts, in_force.values)
 
