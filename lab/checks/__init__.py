@@ -29,6 +29,7 @@ from lab.checks import (  # noqa: F401 - imported to register their checks
     pool,
     rate_limit,
     readmission,
+    routing,
     security,
 )
 from lab.checks.availability import check_availability, check_durability

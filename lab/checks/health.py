@@ -119,7 +119,9 @@ def watch_lateness(samples: list[HealthSample], interval_s: float) -> tuple[floa
     last: dict[str, HealthSample] = {}
     for sample in samples:
         previous = last.get(sample.path)
-        if previous is not None and sample.sent_at is not None:
+        # Only after a healthy answer: an error or a stopped backend is waited out by design,
+        # and is what the bounds judge, not how the watcher is scheduled.
+        if previous is not None and previous.status == 200 and sample.sent_at is not None:
             pauses.append(max(0.0, sample.sent_at - previous.at))
         last[sample.path] = sample
     answers = [s.at - s.sent_at for s in samples if s.status == 200 and s.sent_at is not None]

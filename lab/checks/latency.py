@@ -17,7 +17,7 @@ objectives (``health_latency``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
 from lab.checks.ejection import cost_derivation, failed_attempt_cost, pool_replay
@@ -32,7 +32,7 @@ from lab.checks.registry import (
     register,
 )
 from lab.checks.upstream_replay import AttemptEnd, Request
-from lab.expectations import Expectations, FailureMode, UpstreamPolicy
+from lab.expectations import Expectations, UpstreamPolicy
 from lab.history import History, Outcome, RequestRecord
 from lab.objectives import Objectives, text_seconds, threshold_text
 
@@ -60,22 +60,17 @@ def _inside(windows: Sequence[tuple[str, float, float]], t: float) -> list[str]:
 LOG_RESOLUTION_S = 0.002
 
 
-def try_allowance(pool: Request, located: UpstreamPolicy,
-                  modes: Mapping[str, FailureMode | None], faulted: Sequence[str],
-                  added_s: float) -> float:
+def try_allowance(pool: Request, located: UpstreamPolicy, faulted: Sequence[str]) -> float:
     """What a request's tries on failing or slowed backends may cost by the configuration: a
-    try that waited on a failing backend what it waited, at most its timers
-    (``proxy_connect_timeout`` until connected, ``proxy_read_timeout`` after); a try over a
-    slowed link the injected delay. Healthy tries cost nothing here: the control group of
-    answers that never met the fault carries them."""
+    try that waited on a failing or slowed backend what it waited, at most its timers
+    (``proxy_connect_timeout`` until connected, ``proxy_read_timeout`` after): a slow link or
+    a thawing backend may hold a try that long and no longer, whatever the fault injected.
+    Healthy tries cost nothing here: the control group of answers that never met the fault
+    carries them."""
     total = 0.0
     for a in pool.attempts:
         failing = a.backend in faulted or a.end is not AttemptEnd.RESPONSE
         if not failing:
-            continue
-        if a.end is AttemptEnd.RESPONSE and a.backend in faulted and modes.get(a.backend) is None \
-                and added_s:
-            total += added_s
             continue
         connect = located.connect_timeout_s
         if a.connect_s is None:
@@ -108,10 +103,8 @@ def chance_allowance(inside: int, outside: int, risk: float = 0.001) -> int:
 
 @never_crashes(NAME)
 def check_latency(history: History, expectations: Expectations,
-                  modes: Mapping[str, FailureMode | None] | None = None,
                   added_latency_s: float = 0.0) -> CheckResult:
     """Whether each request during a fault took no longer than its own tries explain."""
-    modes = modes or {}
     windows = outcome_windows(history)
     outside = [r for r in history.requests if r.outcome is Outcome.OK and r.latency_s is not None
                and not _inside(windows, r.sent_at)]
@@ -167,7 +160,7 @@ def check_latency(history: History, expectations: Expectations,
             control.append(r.latency_s)
             continue
         assert pool is not None
-        allowance = try_allowance(pool, policy_for(r.path), modes, faulted, added_latency_s)
+        allowance = try_allowance(pool, policy_for(r.path), faulted)
         treated.append((r, pool, allowance))
     # The noise a fault brings to every answer (the fault's own action competing for the CPU,
     # a dependency's slowness) shows in the answers that never met the failing backend.
@@ -234,8 +227,7 @@ class LatencyParams(ClientParams):
 
 
 def _judge(ctx: CheckContext, params: LatencyParams) -> CheckResult:
-    return check_latency(ctx.history, ctx.expectations, ctx.failure_modes,
-                         added_latency_s=ctx.added_latency_s)
+    return check_latency(ctx.history, ctx.expectations, added_latency_s=ctx.added_latency_s)
 
 
 def _health_objective(result: CheckResult, objectives: Objectives, ctx: CheckContext,

@@ -51,7 +51,7 @@ def test_a_balancer_that_never_ejects_conforms_and_fails_its_ejection_objective(
     assert code == 1
     assert document["verdict"] == "fail"
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
-    ejection = layers(document)["ejection"]
+    ejection = layers(document)["ejection backend-1"]
     assert ejection == ("pass", {"ejection": "fail"}), ejection
     assert "predicted: ejection <= 50 s" in stderr and "UNREACHABLE" in stderr, stderr
     prediction = next(p for p in document["predictions"] if p["objective"] == "ejection")
@@ -70,7 +70,7 @@ def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
     negative_control.observe(document)
     assert code == 1
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
-    readmission = layers(document)["readmission"]
+    readmission = layers(document)["readmission backend-1"]
     assert readmission == ("pass", {"readmission": "fail"}), readmission
     prediction = next(p for p in document["predictions"] if p["objective"] == "readmission")
     assert (prediction["reachable"] is False
@@ -91,8 +91,8 @@ def test_objectives_tightened_below_the_default_topology_fail(
     assert code == 1
     assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
     judged = layers(document)
-    assert judged["ejection"][1] == {"ejection": "fail"}
-    assert judged["readmission"][1] == {"readmission": "fail"}
+    assert judged["ejection backend-1"][1] == {"ejection": "fail"}
+    assert judged["readmission backend-1"][1] == {"readmission": "fail"}
     assert judged["latency"][1] == {"health_latency": "fail", "failing_latency": "fail"}
     assert judged["availability"][1] == {"availability": "pass"}
     sources = {o["name"]: o["source"] for o in document["objectives"]}

@@ -50,7 +50,8 @@ def test_a_run_that_does_not_pass_fails_with_the_checks_table(pytester: pytest.P
     text = available()["distribution"].read_text()
     (pytester.path / "too-few.yaml").write_text(
         text.replace("name: distribution", "name: too-few")
-        .replace("min_requests: 100}", "min_requests: 100000}"))
+        .replace("- distribution: {client: reads}",
+                 "- distribution: {client: reads, min_requests: 100000}"))
     pytester.makepyfile(test_not_passing=NOT_PASSING)
     result = pytester.runpytest_subprocess("--lab-name", running_lab.name, "-p", "no:cacheprovider",
                                            timeout=300)

@@ -381,7 +381,7 @@ def test_ejection_latency_and_distribution_fail_on_a_broken_balancer(
     distribution = Runner(broken_balancer, load_scenario("distribution"), seed=1).run()
     negative_control.observe(failover, distribution)
     checks = by_name(failover)
-    ejection = objective(checks["ejection"], "ejection")
+    ejection = objective(checks["ejection backend-1"], "ejection")
     assert ejection.verdict is Verdict.FAIL and "never" in ejection.measured, ejection
     assert objective(checks["latency"], "failing_latency").verdict is Verdict.FAIL
     even = objective(by_name(distribution)["distribution"], "even_distribution")

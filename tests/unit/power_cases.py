@@ -15,6 +15,7 @@ from lab.checks.base import CheckResult, Verdict
 from lab.checks.ejection import check_ejection
 from lab.checks.latency import check_latency
 from lab.checks.readmission import check_readmission
+from lab.checks.routing import check_routing
 from lab.expectations import FailureMode
 from lab.history import History
 
@@ -56,7 +57,7 @@ SHAPES = (
     Shape("graceful-restart", Fault(mode="refused", kind="stop", inject_at=2.0, heal_at=5.0),
           (READS,), 20.0, FailureMode.REFUSED,
           ("max_fails +1", "max_fails -1", "fail_timeout +2s", "fail_timeout -2s"),
-          ("ejection", "readmission", "availability")),
+          ("routing", "availability")),
 )
 
 
@@ -69,7 +70,8 @@ def judged(history: History, claimed: Nginx, shape: Shape) -> dict[str, CheckRes
         "ejection": lambda: check_ejection(history, expected, shape.fault.target),
         "readmission": lambda: check_readmission(history, expected, shape.fault.target),
         "availability": lambda: check_availability(reads, expected),
-        "latency": lambda: check_latency(reads, expected, {shape.fault.target: shape.mode}),
+        "routing": lambda: check_routing(history, expected),
+        "latency": lambda: check_latency(reads, expected),
     }
     return {name: judges[name]() for name in shape.checks}
 

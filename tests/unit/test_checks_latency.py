@@ -29,8 +29,8 @@ def run(real: Nginx, mode: str = "unreachable", seed: int = 0, **fault: object) 
 
 def judge(history: History, claimed: Nginx, mode: str = "unreachable", added: float = 0.0):
     """The latency check of ``history`` against ``claimed``."""
-    return check_latency(history, expectations(claimed.policy()), {"backend-1": MODES[mode]},
-                         added_latency_s=added)
+    del mode   # the check reads what each try did from the log, not the fault's kind
+    return check_latency(history, expectations(claimed.policy()), added_latency_s=added)
 
 
 @pytest.mark.parametrize("mode", ["unreachable", "frozen"])

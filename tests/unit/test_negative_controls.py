@@ -166,6 +166,8 @@ CASES: dict[str, tuple[tuple[str, ...], Callable[..., list[Any]]]] = {
         objectives=tightened(readmission=0.1), **KILL)[0], judged(
         "readmission", failover(heal_at=8.0, fail_timeout_s=6), {"target": "backend-2"},
         **KILL)[0]]),
+    "routing": (("check:routing",), lambda: [judged(
+        "routing", failover(max_fails=4), {}, **KILL)[0]]),
     "availability": (("check:availability", "objective:availability"), lambda: [judged(
         "availability", failover(next_upstream=("http_502",)), **KILL)[0]]),
     "durability": (("check:durability", "objective:lost_writes"), _durability),

@@ -136,6 +136,10 @@ CLAIM_ONLY = {
     "check:lock-after-store-restart": "a Redis restart loses the lock exactly when persistence "
     "is off, which is what the running configuration predicts; only a claimed persistence "
     "setting differs from it (docs/objectives.md: duplicate_job_runs does not attach here)",
+    "check:routing": "it judges NGINX against the configuration NGINX runs, and has no "
+    "objective: a real NGINX follows its own configuration, so only an NGINX one step off it "
+    "shows the check failing, which the simulator does (tests/unit/test_power.py, "
+    "test_negative_controls.py)",
 }
 
 
