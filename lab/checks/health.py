@@ -110,21 +110,33 @@ def _sent(sample: HealthSample) -> float:
     return sample.sent_at if sample.sent_at is not None else sample.at
 
 
-def watch_lateness(samples: list[HealthSample], interval_s: float) -> tuple[float, float]:
-    """How late a watcher's samples come, measured on its own samples: (the longest pause
-    between an answer and the next request of the same path, the longest answer among the 200s).
-    Together they bound how long after a change the first sample showing it can come: the
-    scheduling of a shared machine is measured, not assumed."""
+def watch_lateness(samples: list[HealthSample], interval_s: float,
+                   faults: History | None = None) -> tuple[float, float]:
+    """How late a watcher's samples come, measured on its own samples while nothing was broken
+    (outside every fault window of ``faults``): (the longest pause between an answer and the
+    next request of the same path, the longest answer among the 200s). Together they bound how
+    long after a change the first sample showing it can come: the scheduling of a shared
+    machine is measured, not assumed."""
+    windows = [(i.started_at, h.at if h is not None else float("inf"))
+               for i, h in (faults.fault_windows() if faults is not None else [])]
+
+    def quiet(sample: HealthSample) -> bool:
+        return not any(start <= sample.at and _sent(sample) <= end for start, end in windows)
+
     pauses: list[float] = []
     last: dict[str, HealthSample] = {}
     for sample in samples:
+        if not quiet(sample):
+            last.pop(sample.path, None)
+            continue
         previous = last.get(sample.path)
         # Only after a healthy answer: an error or a stopped backend is waited out by design,
         # and is what the bounds judge, not how the watcher is scheduled.
         if previous is not None and previous.status == 200 and sample.sent_at is not None:
             pauses.append(max(0.0, sample.sent_at - previous.at))
         last[sample.path] = sample
-    answers = [s.at - s.sent_at for s in samples if s.status == 200 and s.sent_at is not None]
+    answers = [s.at - s.sent_at for s in samples
+               if s.status == 200 and s.sent_at is not None and quiet(s)]
     return max(pauses, default=interval_s), max(answers, default=0.0)
 
 
@@ -227,7 +239,7 @@ def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResu
     late = 0.0
     for watch in history.health_watches:
         samples = _watched(history, watch.node)
-        interval, late = watch_lateness(samples, watch.interval_s)
+        interval, late = watch_lateness(samples, watch.interval_s, history)
         floor = drain_s - interval - late
         for event in history.faults:
             # Only stop (and restart, which stops first) sends SIGTERM; kill gives no drain.
@@ -292,7 +304,8 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
     bound = 0.0
     late = 0.0
     for watch in history.health_watches:
-        interval, late = watch_lateness(_watched(history, watch.node), watch.interval_s)
+        interval, late = watch_lateness(_watched(history, watch.node), watch.interval_s,
+                                        history)
         bound = interval + dependency_timeout_s + late
         detailed = _watched(history, watch.node, "/health/detailed")
         for inject, heal in history.fault_windows(dependency):

@@ -247,11 +247,12 @@ def test_health_bounds_fail_when_backends_wait_longer_and_drain_shorter_than_cla
                                 claimed=CLAIMED).run())
     timing, drain = result["health-detailed-timing"], result["health-drain"]
     assert timing.verdict is Verdict.FAIL, timing
-    assert re.search(r"redis freeze: .*s after redis went down, expected within 1\.3 s",
+    # The bound: the watcher's own pause and healthy answer, measured, on top of 1 s.
+    assert re.search(r"redis freeze: .*s after redis went down, expected within 1\.\d+ s",
                      timing.measured), timing
     assert drain.verdict is Verdict.FAIL, drain
     # With no drain, a ready 503 may or may not fall between SIGTERM and the listener closing.
-    assert ("expected at least 0.7 s" in drain.measured
+    assert (re.search(r"expected at least 0\.\d+ s", drain.measured)
             or "no /health/ready 503" in drain.measured), drain
     assert result["health-startup"].verdict is Verdict.PASS, result["health-startup"]
 
