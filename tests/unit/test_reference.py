@@ -1,6 +1,6 @@
 """The reference generated from the code (lab/reference.py, `lab reference`): the committed pages
-are current, every registry entry and command has its section, and a parameter model is read
-from pydantic alone."""
+are current, every registry entry and command has its section, a parameter model is read from
+pydantic alone, and the README stays an entry point whose links resolve."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from lab.reference import (
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 REFERENCE = CHECKOUT / "docs" / "reference"
+README_LINES = 200
 runner = CliRunner()
 
 
@@ -131,3 +132,13 @@ def test_lab_reference_check_fails_on_a_stale_folder_and_writing_fixes_it(
     assert not (tmp_path / "reference" / "old.md").exists()
     assert runner.invoke(app, ["reference", "--check", "--out", out]).exit_code == 0
 
+
+def test_the_readme_is_an_entry_point_whose_links_resolve() -> None:
+    """README.md stays within 200 lines, and every relative link in it names a file or folder
+    of the checkout."""
+    text = (CHECKOUT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_LINES
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    assert targets
+    missing = [t for t in targets if "://" not in t and not (CHECKOUT / t).exists()]
+    assert not missing
