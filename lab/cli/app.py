@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import compose, faults, lint, load, report, scenarios, topology, watch
+from lab.cli import compose, faults, lint, load, reference, report, scenarios, topology, watch
 
 app = typer.Typer(
     name="lab",
@@ -27,6 +27,7 @@ app.command("lint")(lint.lint_command)
 app.command("report")(report.report_command)
 app.command("runs")(report.runs_command)
 app.command()(load.load)
+app.command("reference")(reference.reference_command)
 app.add_typer(topology.images_app, name="images")
 app.add_typer(compose.compose_app, name="compose")
 
