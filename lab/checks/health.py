@@ -20,6 +20,7 @@ from lab.checks.base import (
     combine,
     never_crashes,
 )
+from lab.checks.outcomes import fault_windows
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
@@ -117,8 +118,10 @@ def watch_lateness(samples: list[HealthSample], interval_s: float,
     next request of the same path, the longest answer among the 200s). Together they bound how
     long after a change the first sample showing it can come: the scheduling of a shared
     machine is measured, not assumed."""
-    windows = [(i.started_at, h.at if h is not None else float("inf"))
-               for i, h in (faults.fault_windows() if faults is not None else [])]
+    # A fault lasts until its node is ready again (a restarted backend's first answers are
+    # slow for its own reasons, not the watcher's).
+    windows = [(start, until) for _, start, until in
+               (fault_windows(faults) if faults is not None else [])]
 
     def quiet(sample: HealthSample) -> bool:
         return not any(start <= sample.at and _sent(sample) <= end for start, end in windows)
