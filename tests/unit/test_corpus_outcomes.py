@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from corpus import entries
 from typer.testing import CliRunner
 
 from lab.cli.app import app
+from tests.corpus import entries
 
 NGINX = [e for e in entries() if e.kind == "nginx"]
 runner = CliRunner()
