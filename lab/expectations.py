@@ -80,9 +80,18 @@ class UpstreamPolicy:
         return self.zone or self.worker_processes == 1
 
     @property
+    def single(self) -> bool:
+        """Whether the group is NGINX's "single" case: one primary server line (down ones
+        count) and no backup. free_peer then counts no failure and ends the tries, so the
+        server is never skipped and a failed try is never retried (round_robin.c, 1.22)."""
+        primaries = ([m for m in self.members if not m.backup] if self.members
+                     else list(self.servers))
+        return len(primaries) == 1 and not self.backup_servers
+
+    @property
     def ejects(self) -> bool:
         """Whether a failing server can be taken out of rotation at all (docs/semantics.md §1)."""
-        return self.max_fails > 0 and len(self.servers) > 1
+        return self.max_fails > 0 and not self.single
 
     def peer(self, node: str) -> UpstreamServer:
         """The server line of ``node`` (the group's values when the policy lists no members)."""

@@ -165,7 +165,7 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
     if not failing:
         return Prediction("availability", NAME, threshold, "no backend fault planned", None,
                           "only a failing backend is predicted here; other faults are measured")
-    tries_left = len(policy.servers) > 1 and policy.next_upstream_tries != 1
+    tries_left = not policy.single and policy.next_upstream_tries != 1
     unretried = [node for node, mode in failing.items()
                  if mode is not None and not (tries_left and all(
                      cond in policy.next_upstream for cond in _RETRIED_ON[mode]))]

@@ -148,7 +148,7 @@ def violation_lines(violations: Sequence[Violation], origin: float) -> tuple[str
 def expected_text(policy: UpstreamPolicy, target: str) -> str:
     """What the configuration says NGINX does with a failing ``target``, in one sentence."""
     server = policy.peer(target)
-    if server.max_fails == 0 or len(policy.servers) < 2:
+    if server.max_fails == 0 or policy.single:
         why = ("max_fails=0 counts no failure" if server.max_fails == 0
                else "a single server is never skipped")
         return f"{target} never taken out of rotation ({why})"
@@ -213,7 +213,7 @@ def check_ejection(history: History, expectations: Expectations, target: str) ->
     start = inject.started_at
     attempts = [a for a in r.attempts_on(target) if start <= a.started_at < end]
     server = policy.peer(target)
-    never = server.max_fails == 0 or len(policy.servers) < 2
+    never = server.max_fails == 0 or policy.single
     found = _ejection(r, target, start, end)
     # Every fault window on the target is judged (a crash loop ejects it again); the first
     # one's ejection is the one measured.

@@ -33,7 +33,7 @@ from lab.checks.registry import (
 )
 from lab.checks.upstream_replay import AttemptEnd, Request
 from lab.expectations import Expectations, UpstreamPolicy
-from lab.history import History, Outcome, RequestRecord
+from lab.history import AccessLogEntry, History, Outcome, RequestRecord
 from lab.objectives import Objectives, text_seconds, threshold_text
 
 NAME = "latency"
@@ -101,6 +101,16 @@ def chance_allowance(inside: int, outside: int, risk: float = 0.001) -> int:
     return max(0, math.ceil(math.log(risk) / math.log(share)) - 1)
 
 
+def _served(request: RequestRecord, entry: AccessLogEntry | None) -> float:
+    """How long the topology took over an answered request: NGINX's own $request_time where it
+    logged it. The rest of what the client saw is the lab's own client: answers released
+    together (the hung tries a heal ends, dozens in one millisecond) queue in its event loop,
+    which no answer outside a fault ever meets (measured: 9 ms over a 6 ms healthy maximum
+    on a single-server corpus config). The client's time stands where NGINX logged nothing."""
+    assert request.latency_s is not None
+    return entry.request_time_s if entry is not None else request.latency_s
+
+
 @never_crashes(NAME)
 def check_latency(history: History, expectations: Expectations,
                   added_latency_s: float = 0.0) -> CheckResult:
@@ -157,9 +167,9 @@ def check_latency(history: History, expectations: Expectations,
         pool = explain.pool_request(entry) if entry is not None else None
         faulted = _inside(windows, r.sent_at)
         if not _touches(pool, faulted):
-            control.append(r.latency_s)
+            control.append(_served(r, entry))
             continue
-        assert pool is not None
+        assert pool is not None and entry is not None
         allowance = try_allowance(pool, policy_for(r.path), faulted)
         treated.append((r, pool, allowance))
     # The noise a fault brings to every answer (the fault's own action competing for the CPU,
@@ -170,11 +180,11 @@ def check_latency(history: History, expectations: Expectations,
     largest = 0.0
     for r, pool, allowance in treated:
         largest = max(largest, allowance + healthy)
-        assert r.latency_s is not None
-        if r.latency_s - allowance > healthy:
+        took = _served(r, explain.entry(r))
+        if took - allowance > healthy:
             tries = ", ".join(f"{a.backend} {a.end.value} {a.duration_s:.3f} s"
                               for a in pool.attempts)
-            over.append(f"{r.method} {r.path} took {r.latency_s:.3f} s > {allowance:.3f} s + "
+            over.append(f"{r.method} {r.path} took {took:.3f} s > {allowance:.3f} s + "
                         f"{healthy:.3f} s ({tries})")
     allowed = chance_allowance(len(treated), reference)
     derivation = (f"a request that met the failing backend: for each failed try the timeout "
@@ -182,7 +192,8 @@ def check_latency(history: History, expectations: Expectations,
                   f"{pool_policy.read_timeout_s:g} s; what it waited, at most that)"
                   + (f", the injected {added_latency_s:g} s on the slowed link"
                      if added_latency_s else "")
-                  + f", plus the longest answer of those that never met it during the faults "
+                  + f", plus the longest time NGINX took ($request_time) over those that never met "
+                  f"it during the faults "
                   f"({healthy:.3f} s, n={reference}{'' if control else ', outside the faults'}"
                   f"); up to {allowed} above that by chance alone ({len(treated)} against "
                   f"{reference}: the {allowed + 1} longest all among them has odds under 1 in "

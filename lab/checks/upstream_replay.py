@@ -230,6 +230,8 @@ class Counters:
 
     def free(self, attempt: Attempt) -> CounterChange | None:
         """free_peer at the attempt's end; the change it made, if any."""
+        if self.policy.single:
+            return None         # NGINX's single-server group counts nothing
         p = self._peer(attempt.backend)
         now = _second(attempt.ended_at)
         if attempt.failed:
@@ -263,7 +265,7 @@ class Counters:
         """Whether ``backend`` could be chosen at a select in [t, t + slack], for every state
         and whole second that interval allows."""
         server = self.policy.peer(backend)
-        if server.max_fails == 0:
+        if server.max_fails == 0 or self.policy.single:
             return Eligibility.ELIGIBLE
         lo, hi = t - BASE_SLACK_S, t + slack_s + BASE_SLACK_S
         answers = {fails >= server.max_fails and now - checked <= server.fail_timeout_s
@@ -311,9 +313,16 @@ class _Swrr:
 
     def reset(self) -> None:
         """Every state NGINX's round robin can be in: those reachable from its start (every
-        current weight 0) by choices over any set of candidates, with full effective weights
-        (computed once per weight set)."""
-        self.states = set(_reachable(tuple(self.weights[n] for n in self.order)))
+        current weight 0) by choices over any set of candidates (computed once per weight
+        set), with the effective weights the states held so far (lowered by failures, which
+        starting over does not undo)."""
+        base = _reachable(tuple(self.weights[n] for n in self.order))
+        kept = {tuple(e for _, e in state) for state in self.states}
+        if not kept:
+            self.states = set(base)
+            return
+        self.states = {tuple(zip((c for c, _ in b), ew, strict=True)) for b in base
+                       for ew in kept}
 
     def predictions(self, candidates: Sequence[str]) -> dict[str, set[tuple[tuple[int, int],
                                                                             ...]]]:
@@ -469,6 +478,8 @@ def retry_allowed(policy: UpstreamPolicy, attempt: Attempt, elapsed_s: float,
         attempt.end is AttemptEnd.ERROR and attempt.connect_s is not None)
     if sent and attempt.method in NON_IDEMPOTENT and "non_idempotent" not in policy.next_upstream:
         return False, f"a {attempt.method} already sent is not retried without non_idempotent"
+    if policy.single:
+        return False, "a single-server upstream ends its tries after the first"
     if attempt.index + 1 >= tries_limit:
         return False, f"proxy_next_upstream_tries {tries_limit} used up"
     if policy.next_upstream_timeout_s and elapsed_s >= policy.next_upstream_timeout_s:
@@ -551,6 +562,8 @@ def replay(log: Sequence[AccessLogEntry], policy: UpstreamPolicy, *,
                     ViolationKind.SKIPPED_WHILE_DUE, a.started_at, open_[0],
                     f"NGINX went to backup {a.backend} while primary {open_[0]}'s counters "
                     "let it be chosen"))
+    balancer.failures = {d: [c for c in changes if c.counted and
+                             (0 if shared else c.domain) == d] for d in domains}
     for domain, chosen in selects.items():
         ambiguous += balancer.judge(domain, chosen, violations)
 
@@ -709,6 +722,9 @@ class _Balancer:
         self.judges = False
         self.note = ""
         self.keys: dict[str, str] = {}
+        # Each domain's counted failures in time order: each lowers the round robin's
+        # effective weight of its peer (free_round_robin_peer).
+        self.failures: dict[int, list[CounterChange]] = {}
         method = policy.balancing
         if method == "round_robin":
             self.judges = True
@@ -825,7 +841,24 @@ class _Balancer:
         swrr = _Swrr(weights, order=self.primary)
         swrr.reset()
         ambiguous = 0
+        failures = sorted(self.failures.get(domain, ()), key=lambda c: c.at)
+        applied = 0
         for cluster in _clusters(selects):
+            # A failure counted before this cluster's selects lowers its peer's effective
+            # weight first; one the log's timing cannot order against them may have come
+            # either side, so both states stay possible.
+            first = min(a.started_at for a, _ in cluster)
+            ids = {id(a) for a, _ in cluster}
+            while applied < len(failures) and \
+                    failures[applied].at - failures[applied].attempt.slack_s - BASE_SLACK_S \
+                    <= first and id(failures[applied].attempt) not in ids:
+                # (A failure whose own select is in this cluster comes after it.)
+                change = failures[applied]
+                before = set(swrr.states)
+                swrr.failed(change.backend, self.policy.peer(change.backend))
+                if change.at + change.attempt.slack_s + BASE_SLACK_S > first:
+                    swrr.states |= before
+                applied += 1
             steps = [(a, *self._candidates(domain, a, r)) for a, r in cluster
                      if a.backend in weights]
             if not steps:

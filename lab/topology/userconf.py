@@ -259,6 +259,33 @@ def _inject_http_log(text: str, http: Directive, where: str) -> str:
     return _edit_line(text, http.line, edit, where)
 
 
+_USER = re.compile(r"\buser\b[^;]*;")
+# The account Debian's nginx package creates, which the lab's image runs its workers as.
+LAB_NGINX_USER = "www-data"
+
+
+def _user_edit(text: str, tree: Sequence[Directive], main: str, notes: list[str]) -> str:
+    """``user nginx;`` (the official image's account) names an account the lab's Debian image
+    lacks, and NGINX refuses to start (getpwnam failed); which account the workers run as
+    changes no routing, so the lab's copy names Debian's."""
+    for d in tree:
+        if d.name != "user" or d.file != main or d.args[:1] == (LAB_NGINX_USER,):
+            continue
+        where = f"{d.file}:{d.line}"
+
+        def edit(code: str) -> str | None:
+            match = _USER.search(code)
+            if match is None:
+                return None
+            return code[:match.start()] + f"user {LAB_NGINX_USER};" + code[match.end():]
+
+        text = _edit_line(text, d.line, edit, where)
+        notes.append(f"{where}: user {' '.join(d.args)}: the lab's copy runs NGINX's workers as "
+                     f"{LAB_NGINX_USER} (Debian's account for NGINX); the account changes no "
+                     "routing")
+    return text
+
+
 def _split_address(address: str) -> tuple[str, int]:
     if address.startswith("["):
         host, _, port = address[1:].partition("]:")
@@ -602,6 +629,7 @@ def user_nginx(config: Any, *, strict: bool = True) -> UserNginx | None:
                               "access log in the http block; write it in the main file")
         files[user_main] = _inject_http_log(files[user_main], http[0],
                                             f"{path}:{http[0].line}")
+        files[user_main] = _user_edit(files[user_main], tree, shown[user_main], notes)
     files = _log_edits(files, tree, set(files), notes, shown)
     if not any(servers for _, servers in _upstream_servers(tree).values()):
         raise ConfigError("no upstream block names a server: the lab needs the backends "

@@ -52,6 +52,9 @@ class Nginx:
     zone: bool = True
     workers: int = 2
     balancing: str = "round_robin"      # or least_conn
+    # NGINX's single-server case (one server, no backup) counts no failure; an NGINX that
+    # counted them anyway would be one step off.
+    counts_single: bool = False
 
     def policy(self) -> UpstreamPolicy:
         """The configuration as the checks read it (``UpstreamPolicy``)."""
@@ -220,6 +223,8 @@ class Simulation:
             d = 0 if nx.zone else req.worker
             p = next(p for p in peers[d] if p.name == name)
             p.conns -= 1
+            if len(nx.servers) == 1 and not nx.counts_single:
+                return
             now = math.floor(t)
             if failed:
                 p.fails += 1

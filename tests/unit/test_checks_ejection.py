@@ -169,3 +169,35 @@ def test_error_on_a_reused_connection_counts_as_sent() -> None:
     assert not allowed and "non_idempotent" in why
     refused = replace(broken, connect_s=None)
     assert retry_allowed(policy, refused, 0.001, 3)[0]
+
+
+SINGLE = Nginx(servers=("backend-1",), weights=(1,), max_fails=1)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_single_server_is_never_ejected(seed: int) -> None:
+    """One server and no backup: NGINX counts no failure and never skips it (measured on a
+    corpus config); the check expects exactly that, and the objective fails it."""
+    result = judge(run(SINGLE, seed=seed), SINGLE)
+    assert result.verdict is Verdict.PASS, result.details
+    assert result.value("never_ejects") == 1.0
+    assert "kept in rotation" in result.measured
+
+
+def test_a_single_server_taken_out_is_caught() -> None:
+    """An NGINX that counted a single server's failures (and so answered 'no live upstreams')
+    is one step off its configuration."""
+    results = [judge(run(replace(SINGLE, counts_single=True), seed=seed), SINGLE)
+               for seed in range(3)]
+    assert all(r.verdict is Verdict.FAIL for r in results), [r.measured for r in results]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_max_fails_1_lowers_the_effective_weight(seed: int) -> None:
+    """With max_fails=1 (NGINX's default) each counted failure drops the peer's effective
+    weight to 0, so round robin takes it back only after a few turns once fail_timeout has
+    passed; a replay without that drop called NGINX's choices 'skipped while due' on a corpus
+    config."""
+    nginx = Nginx(max_fails=1)
+    result = judge(run(nginx, "refused", seed, heal_at=25.0), nginx)
+    assert result.verdict is Verdict.PASS, result.details

@@ -99,6 +99,20 @@ def test_whole_nginx_conf_with_includes(tmp_path: Path) -> None:
     assert upstream.servers == ("backend-1", "backend-2", "backend-3")
 
 
+def test_the_official_images_user_becomes_debians(tmp_path: Path) -> None:
+    """`user nginx;` (the official image's account, absent from Debian) would stop NGINX
+    (getpwnam failed): the lab's copy names www-data on the same line, and says so."""
+    (tmp_path / "nginx.conf").write_text(
+        "user  nginx;  # as in the image\nevents {}\nhttp {\n"
+        "upstream app { server a:8000; server b:8000; server c:8000; }\n"
+        "server { listen 80; location / { proxy_pass http://app; } }\n}\n")
+    (tmp_path / "lab.toml").write_text('[nginx]\nconf = "nginx.conf"\n')
+    user = user_nginx(load_config(tmp_path / "lab.toml"))
+    assert user is not None
+    assert user.files[user.main].split("\n")[0] == "user www-data;  # as in the image"
+    assert any("nginx.conf:1: user nginx" in note for note in user.notes)
+
+
 def test_nginx_dump_is_read_with_its_includes() -> None:
     """``nginx -T`` output: every file it dumped, includes resolved against them."""
     dump = ("# configuration file /etc/lab/conf/lab-nginx.conf:\nevents {}\nhttp {\n"
