@@ -36,9 +36,10 @@ from pathlib import Path
 from lab.config import LabConfig, load_load_config
 from lab.engine import Engine
 from lab.errors import LabError, LabNotFound
+from lab.load.placement import hold_quotas, restore_quotas
 from lab.load.profiles import build_plan
 from lab.load.report import figures
-from lab.load.runner import LoadRunner, hold_quotas, restore_quotas
+from lab.load.runner import LoadRunner
 from lab.load.thresholds import LoadThresholds
 from lab.topology.lab import Lab
 

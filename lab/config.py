@@ -71,7 +71,7 @@ class NginxConfig(_Frozen):
     server_name: str = "lab.local"
     hsts_max_age_s: Annotated[int, Field(ge=0)] = 31_536_000
     security_headers: bool = True
-    # Your own nginx.conf or conf.d file (lab.topology.userconf): run instead of the rendered one.
+    # Your own nginx.conf or conf.d file (lab.topology.user_nginx): run instead of the rendered one.
     conf: str | None = None
     # With several upstream blocks in ``conf``: the backend pool (default: the block the
     # traffic's "/" is proxied to).
@@ -89,7 +89,7 @@ class PgBouncerConfig(_Frozen):
     # After a failed login to PostgreSQL, PgBouncer refuses new server logins this long.
     server_login_retry_s: Annotated[int, Field(ge=0, le=3600)] = 15
     # Your own pgbouncer.ini (and userlist.txt), the lab's database address and credentials
-    # substituted (lab.topology.userconf).
+    # substituted (lab.topology.user_pgbouncer).
     ini: str | None = None
     userlist: str | None = None
 

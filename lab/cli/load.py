@@ -31,8 +31,9 @@ from lab.load import compare as comparison
 from lab.load import report
 from lab.load.alongside import LOAD_CLIENT, LoadAlongside
 from lab.load.k6 import find_k6
+from lab.load.placement import Placement, Target
 from lab.load.profiles import PROFILES, LoadPlan, Stage, build_plan, parse_stage
-from lab.load.runner import LoadProgress, LoadResult, LoadRunner, Placement, Target
+from lab.load.runner import LoadProgress, LoadResult, LoadRunner
 from lab.load.thresholds import LoadThresholds, from_objectives
 from lab.objectives import (
     ObjectiveOverrides,

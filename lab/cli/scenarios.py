@@ -40,7 +40,7 @@ from lab.scenarios.runner import Progress, Runner, RunResult, stream_facts
 from lab.scenarios.steps import definition_of
 from lab.topology.expect import claimed
 from lab.topology.lab import Lab
-from lab.topology.userconf import user_topology
+from lab.topology.user_topology import user_topology
 from lab.verdict import Prediction
 
 ObjectiveOption = Annotated[list[str] | None, typer.Option(

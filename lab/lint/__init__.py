@@ -26,9 +26,9 @@ from lab.objectives import Objectives
 from lab.scenarios.loader import load_scenario
 from lab.scenarios.model import Scenario
 from lab.topology.expect import claimed
-from lab.topology.nginx_conf import read_tree
+from lab.topology.nginx_tree import read_tree
 from lab.topology.render import render_nginx
-from lab.topology.userconf import user_nginx
+from lab.topology.user_nginx import user_nginx
 
 __all__ = ["DEFAULT_SCENARIO", "RULES", "Assumptions", "Finding", "Level", "LintReport", "Rule",
            "Stream", "Traffic", "default_traffic", "for_checks", "lint", "traffic_of"]

@@ -11,7 +11,7 @@ from lab.config import LabConfig
 from lab.contract import HealthPaths
 from lab.expectations import Expectations
 from lab.objectives import Objectives
-from lab.topology.nginx_conf import Directive
+from lab.topology.nginx_tree import Directive
 
 
 class Level(StrEnum):

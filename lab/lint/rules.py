@@ -34,8 +34,9 @@ from lab.lint.model import Finding, Level, LintInput, Rule, Stream
 from lab.objectives import text_seconds
 from lab.registry import Registry
 from lab.scenarios.model import TrafficStream
-from lab.topology.nginx_conf import Directive, route, walk
-from lab.topology.userconf import UNPROVIDABLE
+from lab.topology.nginx_policy import route
+from lab.topology.nginx_tree import Directive, walk
+from lab.topology.user_nginx import UNPROVIDABLE
 
 RULES: Registry[Rule] = Registry("lint rule")
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from lab.config import LabConfig
 from lab.engine import Engine
+from lab.load.placement import BACKEND_DIRECT, Target
 from lab.load.report import Latencies, LoadFigures, figures
-from lab.load.runner import BACKEND_DIRECT, LoadResult, Target
+from lab.load.runner import LoadResult
 from lab.topology.lab import Lab
 from lab.topology.render import LabSecrets
 

@@ -1,42 +1,26 @@
-"""Running k6 against a lab: placement, CPU quotas, observers, the live line, the results.
+"""A load run against a lab: k6 started and followed, the live line, the results judged.
 
-Placement (``generator``):
-
-- ``network`` (default): k6 runs in a container on the lab's network (the sidecar image with
-  the k6 binary mounted read-only) and each VU sends from its own client address (k6
-  ``--local-ips`` over addresses added to the container's interface), like the checklist's
-  many users. NGINX keys ``limit_req`` on ``$binary_remote_addr``: from one address the api
-  zone (100 r/s, no burst) rejects any request that arrives within 10 ms of the one before,
-  so one address cannot load ``/api/`` at all (README, findings).
-- ``host``: k6 on the host, through the published 127.0.0.1 port. Docker's userland proxy
-  carries every request (its CPU is outside every quota) and NGINX sees one address, the
-  network's gateway.
-
-During the run every node is held to its role's CPU quota (``[load] cpus``), restored
-afterwards whatever happens; a SIGKILLed run leaves them until the next ``lab load`` ends or
-the lab is removed. Everything the run starts is bounded by the schedule's length and is
+Where k6 runs and sends, and the CPU quotas the nodes are held to meanwhile, are
+``placement``'s; starting, stopping and removing the k6 process is ``k6_process``'s. This module
+composes them with the observers (CPU and memory per container, the pool, NGINX's access log)
+into one ``LoadResult``. Everything the run starts is bounded by the schedule's length and is
 stopped and removed on the way out (Ctrl-C included).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import httpx
 
 from lab.config import LoadConfig
-from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerSpec, CpuLimit
 from lab.errors import LabError
 from lab.history import (
     AccessLogEntry,
@@ -45,10 +29,21 @@ from lab.history import (
     History,
     RequestRecord,
 )
-from lab.load.k6 import K6Binary, find_k6
+from lab.load.k6 import find_k6
+from lab.load.k6_process import CONTAINER_DIR, K6_NODE, K6Process
 from lab.load.observe import ProcessSampler, StatsSampler
+from lab.load.placement import (
+    THROUGH_NGINX,
+    Placement,
+    Target,
+    base_url,
+    hold_quotas,
+    node_quotas,
+    restore_quotas,
+)
 from lab.load.profiles import LoadPlan
 from lab.load.results import (
+    Collected,
     CsvTail,
     LoadVerdict,
     RecordBuilder,
@@ -60,34 +55,12 @@ from lab.load.results import (
 )
 from lab.load.script import GRACEFUL_STOP_S, render_script
 from lab.load.thresholds import LoadThresholds
-from lab.topology.lab import LABEL_OWNER, Lab, owner_id
-from lab.topology.plan import network_name
-from lab.topology.render import BACKEND_PORT
+from lab.topology.lab import Lab
 from lab.workload.access_log import parse_access_log
 from lab.workload.pool_load import PoolSampler
 
-Placement = Literal["network", "host"]
 SEEDED_USERS = ("user1@lab.test", "user2@lab.test", "user3@lab.test")
-FIRST_CLIENT_ADDRESS = 128  # of the lab's /24; nodes sit below 32, Docker's IPAM from 2
 STARTUP_ALLOWANCE_S = 60.0  # k6's start, VU initialisation, the summary and exports
-K6_NODE = "k6"
-# Every container has CFS weight 1024 and they share one cgroup: on a contended machine k6 in a
-# container got less CPU than on the host (1,505 against 1,817 answers/s in one bench round).
-# The nodes are held by their quotas; the generator may take what is left, first.
-GENERATOR_CPU_SHARES = 8192
-CONTAINER_DIR = "/lab"
-SCRIPT_DIR = "/script"
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the generator's requests go: a node and its container port."""
-
-    node: str = "nginx"
-    port: int = 80
-
-
-BACKEND_DIRECT = Target("backend-1", BACKEND_PORT)
 
 
 @dataclass(frozen=True)
@@ -197,35 +170,23 @@ def with_backends(
     ]
 
 
-def hold_quotas(lab: Lab, quotas: dict[str, float | None]) -> dict[str, CpuLimit]:
-    """Hold each node to its CPU quota; returns what each had before, for ``restore_quotas``."""
-    engine, before = lab.engine, {}
-    try:
-        for node, cpus in quotas.items():
-            if cpus is None:
-                continue
-            container = lab.container(node)
-            before[container] = engine.cpu_limit(container)
-            engine.set_cpu_limit(container, cpus)
-    except BaseException:
-        restore_quotas(lab, before)
-        raise
-    return before
-
-
-def restore_quotas(lab: Lab, before: dict[str, CpuLimit]) -> list[str]:
-    """Put back the quotas ``hold_quotas`` replaced; the problems, one sentence each."""
-    problems = []
-    for container, limit in before.items():
-        try:
-            lab.engine.restore_cpu_limit(container, limit)
-        except LabError as exc:
-            problems.append(f"restoring the CPU quota of {container} failed: {exc}")
-    return problems
-
-
 def _stamp(at: float) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(at))
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What one k6 run left: its window, its exit, the history and k6's records."""
+
+    started: float
+    finished: float
+    exit_code: int | None          # None: it outlasted the deadline and its stop
+    notes: list[str]
+    history: History
+    collected: Collected
+    samples: tuple[ContainerSample, ...]
+    quotas: dict[str, float | None]
+    load_before: float             # the host's 1-minute load average at the start
 
 
 class LoadRunner:
@@ -240,7 +201,7 @@ class LoadRunner:
         thresholds: LoadThresholds | None = None,
         settings: LoadConfig | None = None,
         generator: Placement | None = None,
-        target: Target = Target(),
+        target: Target = THROUGH_NGINX,
         report_root: Path = Path(".lab") / "runs",
         dashboard: bool = True,
         keep_points: bool = False,
@@ -264,40 +225,18 @@ class LoadRunner:
         self.on_progress = on_progress
         self.label = label
         self.name = plan.profile if plan is not None else (script.name if script else "script")
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._container: str | None = None
-
-    # -- quotas ---------------------------------------------------------------------------------
+        self._process: K6Process | None = None
 
     def quotas(self) -> dict[str, float | None]:
         """Node -> the CPU quota a load run holds it to (None: none)."""
-        if not self.settings.quotas:
-            return {node: None for node in self.lab.roles}
-        return {node: self.settings.cpus.get(role) for node, role in self.lab.roles.items()}
+        return node_quotas(self.lab, self.settings)
 
-    # -- placement ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask a running k6 to end now, gracefully: what it recorded is still read and judged."""
+        if self._process is not None:
+            self._process.interrupt()
 
-    def _client_addresses(self) -> tuple[str, str]:
-        """The first and last client address on the lab's /24 (network placement)."""
-        info = self.lab.inspect("nginx")
-        if info is None or info.ip_address is None:
-            raise LabError(f"lab {self.lab.name}: NGINX has no address on the lab network")
-        subnet = ipaddress.ip_network(f"{info.ip_address}/24", strict=False)
-        count = self.settings.client_addresses
-        return str(subnet[FIRST_CLIENT_ADDRESS]), str(subnet[FIRST_CLIENT_ADDRESS + count - 1])
-
-    def _base_url(self) -> str:
-        if self.generator == "network":
-            port = "" if self.target.port == 80 else f":{self.target.port}"
-            return f"http://{self.target.node}{port}"
-        info = self.lab.inspect(self.target.node)
-        key = f"{self.target.port}/tcp"
-        if info is None or key not in info.published:
-            raise LabError(
-                f"{self.target.node} publishes no port {key}: k6 on the host cannot reach it",
-                hint="run the generator on the lab network (--from network)",
-            )
-        return f"http://127.0.0.1:{info.published[key][1]}"
+    # -- the run --------------------------------------------------------------------------------
 
     def _env(self, users: tuple[LoadUser, ...], base_url: str, directory: str) -> dict[str, str]:
         env = {
@@ -319,119 +258,6 @@ class LoadRunner:
             )
         return env
 
-    def _k6_args(self, directory: str, script: str) -> list[str]:
-        args = [
-            "run",
-            "--quiet",
-            "--no-color",
-            "--out",
-            f"csv={directory}/points.csv",
-            "--summary-export",
-            f"{directory}/summary.json",
-        ]
-        if self.generator == "network":
-            first, last = self._client_addresses()
-            args += ["--local-ips", f"{first}-{last}"]
-        return [*args, script]
-
-    def _start_host(self, k6: K6Binary, env: dict[str, str], directory: Path, script: Path) -> None:
-        # Absolute paths: k6 runs in the script's folder, and it reads a relative name that does
-        # not start with "./" (".lab/runs/...") as a module specifier, not a file.
-        directory, script = directory.resolve(), script.resolve()
-        log = (directory / "k6.log").open("wb")
-        self._proc = subprocess.Popen(
-            [str(k6.path), *self._k6_args(str(directory), str(script))],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=script.parent,
-        )
-        log.close()
-
-    def _start_container(
-        self, k6: K6Binary, env: dict[str, str], directory: Path, script: Path
-    ) -> None:
-        first, last = self._client_addresses()
-        start, end = ipaddress.ip_address(first), ipaddress.ip_address(last)
-        binds = {
-            str(k6.path): ("/usr/local/bin/k6", True),
-            str(directory.resolve()): (CONTAINER_DIR, False),
-        }
-        if self.script is not None:
-            binds[str(script.parent.resolve())] = (SCRIPT_DIR, True)
-            inside = f"{SCRIPT_DIR}/{script.name}"
-        else:
-            inside = f"{CONTAINER_DIR}/{script.name}"
-        # Every VU gets one of these addresses (k6 --local-ips); they are on this container's
-        # interface only, inside the lab's own /24, above the nodes and Docker's allocations.
-        add = " && ".join(
-            f"ip addr add {ipaddress.ip_address(a)}/32 dev eth0"
-            for a in range(int(start), int(end) + 1)
-        )
-        command = " ".join(["k6", *(f"'{a}'" for a in self._k6_args(CONTAINER_DIR, inside))])
-        name = f"lab-{self.lab.name}-k6-{uuid.uuid4().hex[:6]}"
-        spec = ContainerSpec(
-            name=name,
-            image=self.lab.sidecar_image(),
-            labels={
-                LABEL_LAB: self.lab.name,
-                LABEL_KIND: "sidecar",
-                LABEL_NODE: K6_NODE,
-                LABEL_OWNER: owner_id(),
-            },
-            network=network_name(self.lab.name),
-            env=env,
-            cap_add=("NET_ADMIN",),
-            command=("sh", "-c", f"{add} && cd {inside.rsplit('/', 1)[0]} && exec {command}"),
-            binds=binds,
-            stop_timeout_s=GRACEFUL_STOP_S + 5,
-            cpu_shares=GENERATOR_CPU_SHARES,
-        )
-        self.lab.engine.create_container(spec)
-        self._container = name
-        self.lab.engine.start(name)
-
-    def stop(self) -> None:
-        """Ask a running k6 to end now, gracefully: what it recorded is still read and judged."""
-        self._interrupt()
-
-    def _exited(self) -> int | None:
-        if self._proc is not None:
-            return self._proc.poll()
-        info = self.lab.engine.inspect(self._container or "")
-        if info is None:
-            return 125
-        return info.exit_code if info.status in ("exited", "dead") else None
-
-    def _interrupt(self) -> None:
-        """Ask k6 to stop as after Ctrl-C: it ends the iterations and writes its summary."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)
-        elif self._container is not None:
-            try:
-                self.lab.engine.kill(self._container, "SIGINT")
-            except LabError:
-                pass
-
-    def _wait_exit(self, timeout_s: float) -> int | None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            code = self._exited()
-            if code is not None:
-                return code
-            time.sleep(0.2)
-        return None
-
-    def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(10)
-        if self._container is not None:
-            self.lab.engine.remove_container(self._container)
-
-    # -- the run --------------------------------------------------------------------------------
-
     def _directory(self) -> Path:
         label = f"-{self.label}" if self.label else ""
         directory = (
@@ -440,6 +266,18 @@ class LoadRunner:
         )
         directory.mkdir(parents=True, exist_ok=True)
         return directory
+
+    def _script_in(self, directory: Path) -> Path:
+        """The script k6 runs: the plan's, written into the run's folder, or the user's."""
+        if self.plan is not None:
+            script = directory / "script.js"
+            script.write_text(render_script(self.plan))
+            return script
+        assert self.script is not None
+        script = self.script.resolve()
+        if not script.is_file():
+            raise LabError(f"{self.script}: no such k6 script")
+        return script
 
     def _live(self, builder: RecordBuilder, started: float) -> LoadProgress:
         records = builder.collected.records
@@ -466,27 +304,9 @@ class LoadRunner:
             return self.plan.duration_s + GRACEFUL_STOP_S + STARTUP_ALLOWANCE_S
         return self.timeout_s
 
-    def run(self) -> LoadResult:
-        """Run k6 to its end (or the deadline), then read and judge what it recorded."""
+    def _samplers(self) -> tuple[StatsSampler, PoolSampler]:
+        """CPU and memory per container, and the pool's figures, for as long as k6 may run."""
         lab = self.lab
-        k6 = find_k6(static=self.generator == "network")
-        base_url = self._base_url()
-        directory = self._directory()
-        if self.plan is not None:
-            script = directory / "script.js"
-            script.write_text(render_script(self.plan))
-        else:
-            assert self.script is not None
-            script = self.script.resolve()
-            if not script.is_file():
-                raise LabError(f"{self.script}: no such k6 script")
-        users = login_users(lab.endpoints.nginx_http, lab.secrets.seed_password)
-        quotas = self.quotas()
-        inside = CONTAINER_DIR if self.generator == "network" else str(directory.resolve())
-        env = self._env(users, base_url, inside)
-        notes: list[str] = []
-        builder = RecordBuilder(self.plan)
-        tail = CsvTail(directory / "points.csv")
         stats = StatsSampler(
             lab.engine.stats_stream,
             {lab.container(node): node for node in lab.roles},
@@ -500,52 +320,38 @@ class LoadRunner:
             interval_s=1.0,
             max_duration_s=self._deadline_s() + 30,
         )
-        history = History()
-        before = hold_quotas(lab, quotas)
-        process: ProcessSampler | None = None
-        exit_code: int | None = None
-        started = time.time()
-        load_before = os.getloadavg()[0]
-        try:
-            stats.start()
-            pool.start()
-            history.pool_stats.append(pool.stats())
-            started = time.time()
-            history.mark("start", started)
-            if self.generator == "host":
-                self._start_host(k6, env, directory, script)
-                assert self._proc is not None
-                process = ProcessSampler(self._proc.pid, max_duration_s=self._deadline_s()).start()
-            else:
-                self._start_container(k6, env, directory, script)
-                assert self._container is not None
-                stats.add(self._container, K6_NODE)
-            deadline = time.monotonic() + self._deadline_s()
-            while (exit_code := self._exited()) is None:
-                if time.monotonic() > deadline:
-                    notes.append(f"k6 outlasted its deadline ({self._deadline_s():.0f} s): stopped")
-                    self._interrupt()
-                    exit_code = self._wait_exit(GRACEFUL_STOP_S + 10)
-                    break
-                builder.feed(tail.read())
-                self.on_progress(self._live(builder, started))
-                time.sleep(0.5)
-        except BaseException:
-            self._interrupt()
-            self._wait_exit(GRACEFUL_STOP_S + 10)
-            raise
-        finally:
-            finished = time.time()
-            history.mark("end", finished)
-            if process is not None:
-                process.stop()
-            stats.stop()
-            pool.stop()
-            if self._container is not None:
-                (directory / "k6.log").write_text(lab.engine.logs(self._container))
-            self._kill()
-            notes.extend(restore_quotas(lab, before))
-        builder.feed(tail.read())
+        return stats, pool
+
+    def _start(self, process: K6Process, env: dict[str, str], directory: Path, script: Path,
+               stats: StatsSampler) -> ProcessSampler | None:
+        """Start k6 and what watches its own CPU: a sampler of the host process, or the
+        container's stats beside the nodes'."""
+        process.start(env, directory, script)
+        if self.generator == "host":
+            assert process.pid is not None
+            return ProcessSampler(process.pid, max_duration_s=self._deadline_s()).start()
+        assert process.container is not None
+        stats.add(process.container, K6_NODE)
+        return None
+
+    def _follow(self, process: K6Process, builder: RecordBuilder, tail: CsvTail,
+                started: float, notes: list[str]) -> int | None:
+        """Read k6's points into the live line until it exits; at the deadline, stop it."""
+        deadline = time.monotonic() + self._deadline_s()
+        while (exit_code := process.exited()) is None:
+            if time.monotonic() > deadline:
+                notes.append(f"k6 outlasted its deadline ({self._deadline_s():.0f} s): stopped")
+                process.interrupt()
+                return process.wait_exit(GRACEFUL_STOP_S + 10)
+            builder.feed(tail.read())
+            self.on_progress(self._live(builder, started))
+            time.sleep(0.5)
+        return exit_code
+
+    def _record(self, history: History, pool: PoolSampler, builder: RecordBuilder,
+                started: float, notes: list[str]) -> None:
+        """The run's history: the pool's figures, NGINX's access log, each request with the
+        backend that served it."""
         try:
             history.pool_stats.append(pool.stats())
         except Exception as exc:  # noqa: BLE001 - the figures that need it are left out
@@ -555,16 +361,83 @@ class LoadRunner:
         history.requests.extend(
             with_backends(builder.collected.records, history.access_log, self.target)
         )
+
+    def _thresholds(self, directory: Path, collected: Collected
+                    ) -> tuple[dict, tuple[ThresholdResult, ...]]:
+        """k6's summary metrics and threshold results (for a user's script, the objectives in
+        force judged over its requests as well)."""
         metrics, thresholds = read_summary(directory / "summary.json")
         if self.script is not None:
             # A user's script sets its own thresholds, or none: the objectives in force judge
             # its requests all the same.
-            thresholds = (*thresholds, *judge_records(builder.collected.records,
+            thresholds = (*thresholds, *judge_records(collected.records,
                                                       self.thresholds.p95_s,
                                                       self.thresholds.error_rate))
-        if exit_code is None:
-            exit_code = 125
-        if exit_code not in (0, 99) and not history.requests:
+        return metrics, thresholds
+
+    def _observed(self, process: K6Process, env: dict[str, str], directory: Path,
+                  script: Path) -> _Observed:
+        """k6 run to its end under the nodes' CPU quotas, watched (the containers' CPU and
+        memory, the pool, k6's points as they come); the quotas restored and k6 removed
+        whatever happens."""
+        lab = self.lab
+        quotas = self.quotas()
+        notes: list[str] = []
+        builder = RecordBuilder(self.plan)
+        tail = CsvTail(directory / "points.csv")
+        stats, pool = self._samplers()
+        history = History()
+        before = hold_quotas(lab, quotas)
+        sampler: ProcessSampler | None = None
+        exit_code: int | None = None
+        started = time.time()
+        load_before = os.getloadavg()[0]
+        try:
+            stats.start()
+            pool.start()
+            history.pool_stats.append(pool.stats())
+            started = time.time()
+            history.mark("start", started)
+            sampler = self._start(process, env, directory, script, stats)
+            exit_code = self._follow(process, builder, tail, started, notes)
+        except BaseException:
+            process.interrupt()
+            process.wait_exit(GRACEFUL_STOP_S + 10)
+            raise
+        finally:
+            finished = time.time()
+            history.mark("end", finished)
+            if sampler is not None:
+                sampler.stop()
+            stats.stop()
+            pool.stop()
+            process.save_log(directory)
+            process.remove()
+            notes.extend(restore_quotas(lab, before))
+        builder.feed(tail.read())
+        self._record(history, pool, builder, started, notes)
+        samples = (*stats.samples, *(sampler.samples if sampler else ()))
+        return _Observed(started, finished, exit_code, notes, history, builder.collected,
+                         samples, quotas, load_before)
+
+    def run(self) -> LoadResult:
+        """Run k6 to its end (or the deadline), then read and judge what it recorded."""
+        lab = self.lab
+        k6 = find_k6(static=self.generator == "network")
+        url = base_url(lab, self.generator, self.target)
+        directory = self._directory()
+        script = self._script_in(directory)
+        users = login_users(lab.endpoints.nginx_http, lab.secrets.seed_password)
+        inside = CONTAINER_DIR if self.generator == "network" else str(directory.resolve())
+        env = self._env(users, url, inside)
+        process = self._process = K6Process(lab, k6, self.generator,
+                                            addresses=self.settings.client_addresses,
+                                            user_script=self.script is not None)
+        run = self._observed(process, env, directory, script)
+        collected = run.collected
+        metrics, thresholds = self._thresholds(directory, collected)
+        exit_code = run.exit_code if run.exit_code is not None else 125
+        if exit_code not in (0, 99) and not run.history.requests:
             log = (
                 (directory / "k6.log").read_text(errors="replace")
                 if (directory / "k6.log").exists()
@@ -575,7 +448,6 @@ class LoadRunner:
                 details="\n".join(log.strip().splitlines()[-15:]),
                 hint=f"the whole output is in {directory / 'k6.log'}",
             )
-        collected = builder.collected
         scheduled = self.plan.scheduled() if self.plan is not None else None
         verdict = verdict_of(
             exit_code,
@@ -587,13 +459,12 @@ class LoadRunner:
         )
         if not self.keep_points:
             (directory / "points.csv").unlink(missing_ok=True)
-        samples = [*stats.samples, *(process.samples if process else [])]
         return LoadResult(
             name=self.name,
             lab=lab.name,
             directory=directory,
-            started_at=started,
-            finished_at=finished,
+            started_at=run.started,
+            finished_at=run.finished,
             verdict=verdict,
             k6_exit_code=exit_code,
             k6_version=k6.version_text,
@@ -602,16 +473,16 @@ class LoadRunner:
             plan=self.plan,
             thresholds=self.thresholds,
             threshold_results=thresholds,
-            history=history,
+            history=run.history,
             dropped=tuple(DroppedIteration(at, client) for at, client in collected.dropped),
-            containers=tuple(samples),
-            quotas=quotas,
+            containers=run.samples,
+            quotas=run.quotas,
             cores=os.cpu_count() or 1,
             scenario_start=collected.started_at,
             k6_metrics=metrics,
-            notes=tuple(notes),
+            notes=tuple(run.notes),
             script=self.script,
-            load_average=(load_before, os.getloadavg()[0]),
+            load_average=(run.load_before, os.getloadavg()[0]),
         )
 
     def _access_log(self, since: float) -> list[AccessLogEntry]:

@@ -31,11 +31,12 @@ from lab.expectations import (
     RedisPolicy,
 )
 from lab.topology.lab import Lab
-from lab.topology.nginx_conf import parse_nginx_policy, policy_from_tree
+from lab.topology.nginx_policy import parse_nginx_policy, policy_from_tree
 from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.topology.plan import node_roles
 from lab.topology.render import PGBOUNCER_PORT, STATUS_PORT, render_nginx
-from lab.topology.userconf import client_server_name, user_nginx, user_pgbouncer
+from lab.topology.user_nginx import client_server_name, user_nginx
+from lab.topology.user_pgbouncer import user_pgbouncer
 
 # The backend's own defaults for a LAB_* variable its environment does not set
 # (images/backend/lab_backend/config.py).

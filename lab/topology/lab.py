@@ -39,7 +39,8 @@ from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, Unkno
 from lab.expectations import NginxPolicy
 from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
-from lab.topology.nginx_conf import Directive, policy_from_tree, read_tree
+from lab.topology.nginx_policy import policy_from_tree
+from lab.topology.nginx_tree import Directive, read_tree
 from lab.topology.plan import (
     GATED,
     PROBE_AFTER,
@@ -65,13 +66,10 @@ from lab.topology.readiness import (
 from lab.topology.render import ACCESS_LOG_TAG, PGBOUNCER_ADMIN_USER, PGBOUNCER_PORT, LabSecrets
 from lab.topology.timeline import TimelineRecorder, UpTimeline
 from lab.topology.tls import TlsMaterial, make_tls
+from lab.topology.user_nginx import main_conf_path
+from lab.topology.user_site import plain_http_redirect
+from lab.topology.user_topology import UserTopology, user_topology
 from lab.topology.userbackend import ensure_user_backend, health_command
-from lab.topology.userconf import (
-    UserTopology,
-    main_conf_path,
-    plain_http_redirect,
-    user_topology,
-)
 from lab.workload.access_log import parse_access_log_line
 from lab.workload.traffic import ClientTarget
 

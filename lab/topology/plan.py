@@ -26,8 +26,9 @@ from lab.topology.render import (
     render_userlist,
 )
 from lab.topology.tls import TlsMaterial
+from lab.topology.user_nginx import nginx_command, nginx_file_specs
+from lab.topology.user_topology import UserTopology
 from lab.topology.userbackend import user_backend_env
-from lab.topology.userconf import UserTopology, nginx_command, nginx_file_specs
 
 # Start order. Nodes of one stage start together; a stage in ``READY_BEFORE`` is awaited
 # before the next starts. PgBouncer waits for PostgreSQL: a failed server login makes it refuse
@@ -140,7 +141,7 @@ def plan(
     """Every node of the lab, in start order. ``nginx_conf`` replaces the rendered one and
     ``extra_publish`` (node -> {container port: host port}) publishes more than documented:
     negative controls run a deliberately broken load balancer or an exposed node. ``user``
-    carries the user's own files and backend (lab.topology.userconf). ``extra_env`` (node ->
+    carries the user's own files and backend (lab.topology.user_topology). ``extra_env`` (node ->
     variables) changes a node's environment: the load comparison's "before" runs its one
     backend straight on PostgreSQL."""
     port = user.backend_port if user is not None else BACKEND_PORT

@@ -13,7 +13,7 @@ import uuid
 from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerSpec, Engine
 from lab.errors import ConfigError
 from lab.topology.tls import TlsMaterial
-from lab.topology.userconf import UserNginx, nginx_file_specs, show_host_paths
+from lab.topology.user_nginx import UserNginx, nginx_file_specs, show_host_paths
 
 
 class NginxRejected(ConfigError):

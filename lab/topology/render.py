@@ -1,7 +1,7 @@
 """Configuration files rendered from a ``LabConfig``: pure text, no Docker.
 
 What the checks compare against is read back from these rendered files (``lab.topology.
-nginx_conf``), so an expectation always follows the configuration NGINX really runs.
+nginx_policy``), so an expectation always follows the configuration NGINX really runs.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ from lab.cli.app import app
 from lab.config import LabConfig
 from lab.engine import LABEL_LAB, LABEL_NODE, Engine
 from lab.load.compare import before_lab
+from lab.load.placement import BACKEND_DIRECT
 from lab.load.profiles import build_plan
-from lab.load.runner import BACKEND_DIRECT, LoadRunner
+from lab.load.runner import LoadRunner
 from lab.load.script import WRITE_MARKER
 from lab.load.thresholds import LoadThresholds
 from lab.topology.lab import Lab

@@ -24,7 +24,7 @@ from lab.checks.rate_limit import check_rate_limit, min_spacing_ms
 from lab.config import LabConfig
 from lab.expectations import RateLimitRule
 from lab.scenarios.loader import load_scenario
-from lab.topology.nginx_conf import parse_nginx_policy
+from lab.topology.nginx_policy import parse_nginx_policy
 from lab.topology.render import render_nginx
 
 RUNS = 100

@@ -20,7 +20,7 @@ from lab.checks.security import (
     required_headers,
 )
 from lab.config import LabConfig
-from lab.topology.nginx_conf import parse_nginx_policy
+from lab.topology.nginx_policy import parse_nginx_policy
 from lab.topology.render import render_nginx
 from lab.topology.tls import make_tls
 from lab.workload.security_probe import observe_certificate

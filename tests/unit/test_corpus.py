@@ -9,7 +9,7 @@ import pytest
 
 from lab.config import load_config
 from lab.errors import ConfigError
-from lab.topology.nginx_conf import (
+from lab.topology.nginx_tree import (
     Directive,
     read_host_files,
     resolve_includes,

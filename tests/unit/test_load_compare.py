@@ -6,9 +6,10 @@ from pathlib import Path
 
 from lab.history import History, Outcome, RequestRecord
 from lab.load.compare import compare
+from lab.load.placement import Target
 from lab.load.profiles import build_plan
 from lab.load.results import LoadVerdict
-from lab.load.runner import LoadResult, Target
+from lab.load.runner import LoadResult
 from lab.load.thresholds import LoadThresholds
 from lab.verdict import Verdict
 

@@ -8,6 +8,7 @@ import pytest
 
 from lab.history import AccessLogEntry, ContainerSample, Outcome, RequestRecord
 from lab.load.observe import first_saturated, node_loads
+from lab.load.placement import Target
 from lab.load.profiles import build_plan
 from lab.load.results import (
     CsvTail,
@@ -20,7 +21,7 @@ from lab.load.results import (
     verdict_of,
     windows,
 )
-from lab.load.runner import Target, with_backends
+from lab.load.runner import with_backends
 from lab.load.thresholds import LoadThresholds
 from lab.verdict import Verdict
 

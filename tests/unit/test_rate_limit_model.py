@@ -32,7 +32,7 @@ from lab.checks.rate_limit import (
 from lab.config import LabConfig
 from lab.expectations import RateLimitRule
 from lab.history import AccessLogEntry, HeaderSample
-from lab.topology.nginx_conf import parse_nginx_policy
+from lab.topology.nginx_policy import parse_nginx_policy
 from lab.topology.render import render_nginx
 
 pytestmark = pytest.mark.covers("check:rate-limit", "check:rate-limit-headers")

@@ -13,17 +13,15 @@ from lab.config import load_config
 from lab.errors import ConfigError
 from lab.expectations import duration_names, evaluate_duration
 from lab.topology.expect import claimed
-from lab.topology.nginx_conf import parse_nginx_policy, split_dump
+from lab.topology.nginx_policy import parse_nginx_policy
+from lab.topology.nginx_tree import split_dump
 from lab.topology.pgbouncer_ini import parse_pgbouncer_ini
 from lab.topology.tls import make_tls
-from lab.topology.userconf import (
-    ABSENT_SERVICE,
-    LAB_ACCESS_LOG,
-    NGINX_PREFIX,
-    main_conf_path,
-    user_nginx,
-    user_topology,
-)
+from lab.topology.user_files import NGINX_PREFIX
+from lab.topology.user_nginx import main_conf_path, user_nginx
+from lab.topology.user_nginx_edits import LAB_ACCESS_LOG
+from lab.topology.user_topology import user_topology
+from lab.topology.user_upstreams import ABSENT_SERVICE
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "checklist"
 EJECTION_WAIT = "connect_timeout + max_fails * interval + 2"   # failover.yaml's wait

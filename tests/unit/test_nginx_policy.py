@@ -6,7 +6,7 @@ import pytest
 
 from lab.config import LabConfig, RateLimitZone
 from lab.errors import ConfigError
-from lab.topology.nginx_conf import parse_nginx_policy, parse_time_s
+from lab.topology.nginx_policy import parse_nginx_policy
 from lab.topology.render import render_nginx
 
 MINIMAL = """
@@ -128,21 +128,6 @@ def test_rate_per_minute_as_nginx_stores_it() -> None:
     (rule,) = parse_nginx_policy(text).rate_limits
     assert rule.rate_per_s == (7 * 1000 // 60) / 1000
     assert (rule.burst, rule.delay, rule.nodelay) == (2, 1, False)
-
-
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("500ms", 0.5), ("10s", 10.0), ("10", 10.0), ("1m", 60.0), ("1m30s", 90.0), ("2h", 7200.0),
-])
-def test_time_units(value: str, seconds: float) -> None:
-    """nginx time values convert to seconds."""
-    assert parse_time_s(value) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("value", ["", "ten", "1.5s", "10x", "s", "5 s"])
-def test_bad_time_values(value: str) -> None:
-    """Malformed time values raise ConfigError."""
-    with pytest.raises(ConfigError):
-        parse_time_s(value)
 
 
 BROKEN = {
