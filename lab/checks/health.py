@@ -95,8 +95,6 @@ def check_health_contract(history: History) -> CheckResult:
 STARTUP = "health-startup"
 DRAIN = "health-drain"
 DETAILED_TIMING = "health-detailed-timing"
-RESTARTS = ("stop", "kill", "restart")  # faults after which the process starts afresh
-OUTAGES = ("stop", "kill", "freeze", "partition")  # faults that take a dependency away
 
 
 def _watched(history: History, node: str, path: str | None = None) -> list[HealthSample]:
@@ -175,7 +173,8 @@ def check_ready_at_startup(history: History) -> CheckResult:
     for watch in history.health_watches:
         ready = _watched(history, watch.node, "/health/ready")
         for event in history.faults:
-            if event.target != watch.node or event.fault not in RESTARTS \
+            # A fault that ends the process: the node's next answers come from a new one.
+            if event.target != watch.node or not event.effect.ends \
                     or event.phase is not FaultPhase.INJECT:
                 continue
             where = f"{watch.node} after {event.fault}"
@@ -230,8 +229,8 @@ def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResu
         interval, late = watch_lateness(samples, watch.interval_s)
         floor = drain_s - interval - late
         for event in history.faults:
-            # Only stop (and restart, which stops first) sends SIGTERM; kill gives no drain.
-            if event.target != watch.node or event.fault not in ("stop", "restart") \
+            # Only a fault that ends the process through SIGTERM lets it drain (stop, restart).
+            if event.target != watch.node or not event.effect.drains \
                     or event.phase is not FaultPhase.INJECT:
                 continue
             sigterm = event.started_at
@@ -296,7 +295,8 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
         bound = interval + dependency_timeout_s + late
         detailed = _watched(history, watch.node, "/health/detailed")
         for inject, heal in history.fault_windows(dependency):
-            if inject.fault not in OUTAGES or heal is None:
+            # The dependency gone until the heal (ended, frozen or cut off), not merely slowed.
+            if not inject.effect.outage or heal is None:
                 continue
             where = f"{watch.node}, {dependency} {inject.fault}"
             back = next((m.at for m in history.marks

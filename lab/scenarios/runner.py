@@ -22,7 +22,6 @@ import psycopg
 
 from lab import __version__
 from lab.checks import CHECKS, CheckResult, Observation
-from lab.checks.locks import DEATHS
 from lab.checks.rate_limit import predict_checklist_experiments
 from lab.expectations import Expectations, UpstreamPolicy, duration_names
 from lab.faults import FaultSpec, heal_leftovers
@@ -207,10 +206,11 @@ class Runner:
         since = history.mark_at("start") or 0.0
         end = history.mark_at("end") or time.time()
         source = job_source(self.lab)   # tables, a user's backend's logs, or its lock keys
-        # A run whose node died (kill, stop, restart) after it started never records a finish.
+        # A run whose node's process ended (kill, stop, restart) after it started never records
+        # a finish.
         deaths: dict[str, list[float]] = {}
         for event in history.faults:
-            if event.phase is FaultPhase.INJECT and event.fault in DEATHS:
+            if event.phase is FaultPhase.INJECT and event.effect.ends:
                 deaths.setdefault(event.target, []).append(event.started_at)
 
         def pending(runs: list[JobRun]) -> list[JobRun]:

@@ -16,6 +16,7 @@ from lab.checks.locks import (
     check_lock_takeover,
     find_overlaps,
 )
+from lab.faults import FAULTS
 from lab.history import FaultEvent, FaultPhase, FencingRejection, History, JobRun
 
 pytestmark = pytest.mark.covers("check:fencing", "check:jobs-paused", "check:lock-exclusivity",
@@ -41,7 +42,8 @@ def run(i: int, k: int, node: str, *, token: int | None = None, at: float = 0.01
 
 def fault(kind: str, target: str, phase: FaultPhase, at: float) -> FaultEvent:
     """A fault action on ``target`` completed at T0 + ``at`` (issued 50 ms earlier)."""
-    return FaultEvent(kind, target, phase, T0 + at, T0 + at - 0.05)
+    return FaultEvent(kind, target, phase, T0 + at, T0 + at - 0.05,
+                      effect=FAULTS.get(kind).effect)
 
 
 def steady(ticks: int = 20, skip: tuple[int, ...] = (), jobs: tuple[str, ...] = (JOB,)) -> History:
