@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     ClientParams,
     ObjectiveHook,
+    TimelineMark,
     measured_objective,
     register,
 )
@@ -208,5 +210,6 @@ def _recovery_predict(ctx: CheckContext, params: RecoveryParams,
 
 register(CheckDef(
     name=RECOVERY, params=RecoveryParams, judge=_recovery,
+    marker=TimelineMark("first success", After.LAST_HEAL),
     summary="requests succeed again within the stated bound of the dependency's return",
     objectives=(ObjectiveHook("dependency_recovery", _recovery_objective, _recovery_predict),)))

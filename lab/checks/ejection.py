@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     CheckParams,
     ObjectiveHook,
+    TimelineMark,
     measured_objective,
     register,
 )
@@ -345,7 +347,7 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
 
 register(CheckDef(
     name=NAME, params=EjectionParams, judge=_judge, describe=_describe, client_filter=False,
-    label=lambda p: f"{NAME} {p.target}",
+    label=lambda p: f"{NAME} {p.target}", marker=TimelineMark("last routed attempt", After.INJECT),
     summary="whether NGINX routed to, skipped and retried around a failed backend as its "
             "configuration's counters, balancer and timeouts say (its access log replayed)",
     objectives=(ObjectiveHook("ejection", _objective, _predict),)))

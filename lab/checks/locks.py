@@ -27,12 +27,14 @@ from dataclasses import dataclass, replace
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     CheckParams,
     NoParams,
     ObjectiveHook,
     Observation,
+    TimelineMark,
     measured_objective,
     register,
 )
@@ -794,6 +796,7 @@ def _takeover_predict(ctx: CheckContext, params: TakeoverParams,
 
 register(CheckDef(
     name=TAKEOVER, params=TakeoverParams, judge=_takeover,
+    marker=TimelineMark("next run", After.INJECT),
     summary="after the lock holder is killed, another node runs the job within lock_ttl + one "
             "interval, without overlap",
     needs=frozenset({Observation.JOB_RECORDS}),

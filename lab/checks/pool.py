@@ -335,7 +335,7 @@ def _clients_predict(ctx: CheckContext, params: NoParams, objectives: Objectives
 
 
 register(CheckDef(
-    name=NAME, params=NoParams, judge=_judge,
+    name=NAME, params=NoParams, judge=_judge, pool_size="bound",
     summary="PgBouncer holds at most default_pool_size + reserve server connections, PostgreSQL "
             "agrees, waiters drain, no client errs",
     objectives=(ObjectiveHook("pool_server_connections", _servers_objective, _servers_predict),

@@ -22,10 +22,12 @@ from lab.checks.ejection import (
     violation_lines,
 )
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     CheckParams,
     ObjectiveHook,
+    TimelineMark,
     measured_objective,
     register,
 )
@@ -163,7 +165,7 @@ def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objective
 
 register(CheckDef(
     name=NAME, params=ReadmissionParams, judge=_judge, describe=_describe, client_filter=False,
-    label=lambda p: f"{NAME} {p.target}",
+    label=lambda p: f"{NAME} {p.target}", marker=TimelineMark("first 2xx", After.HEAL),
     summary="whether NGINX probed and re-admitted a healed backend when its counters say (its "
             "access log replayed from the heal)",
     objectives=(ObjectiveHook("readmission", _objective, _predict),)))

@@ -115,6 +115,24 @@ class ObjectiveHook(Generic[P]):
     predict: Callable[[CheckContext, P, Objectives], Prediction | None] | None = None
 
 
+class After(StrEnum):
+    """What a check's measured time counts from, on a run's timeline."""
+
+    INJECT = "inject"           # the inject of the fault window the check judged
+    HEAL = "heal"               # the heal of that window
+    LAST_HEAL = "last heal"     # the run's last heal (a check of the run as a whole)
+
+
+@dataclass(frozen=True)
+class TimelineMark:
+    """Where a check's measurement sits on the report's timeline: its value ``value`` (seconds)
+    after ``after``, labelled "<check>: <what> +<value> s after ..."."""
+
+    what: str                       # "last routed attempt"
+    after: After
+    value: str = "measured_s"
+
+
 @dataclass(frozen=True)
 class CheckDef(Generic[P]):
     """One registered check."""
@@ -131,6 +149,11 @@ class CheckDef(Generic[P]):
     # planned history (``lab explain``); without it, the check's own judgement of the planned
     # history (no measurement in it) gives its expected text.
     describe: Callable[[CheckContext, P], str] | None = None
+    # The moment the check measured, drawn on the report's timeline (None: a check over the
+    # whole run, a ratio or a count, has no single moment).
+    marker: TimelineMark | None = None
+    # The value that is the pool's size (the report draws it where the configuration has none).
+    pool_size: str | None = None
 
     def __post_init__(self) -> None:
         strict_model(self.params, f"check {self.name}")
