@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.registry import (
     After,
     CheckContext,
@@ -193,7 +193,6 @@ def _ejection(r: Replay, target: str, start: float, end: float) -> _Ejection:
     return _Ejection(counted_at, last, len(counted), abandoned)
 
 
-@never_crashes(NAME)
 def check_ejection(history: History, expectations: Expectations, target: str) -> CheckResult:
     """Whether NGINX routed to, skipped and retried around a failed ``target`` exactly as its
     configuration's counters, balancer and timeouts say, replayed from its access log."""

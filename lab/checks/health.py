@@ -18,7 +18,6 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
 from lab.checks.registry import (
     CheckContext,
@@ -62,7 +61,6 @@ def _detailed_problem(sample: HealthSample) -> str | None:
     return None
 
 
-@never_crashes(NAME)
 def check_health_contract(history: History) -> CheckResult:
     """Whether every sampled health answer matches the contract for the state it was taken in."""
     samples = [s for s in history.health_samples if s.expectation in CONTRACT]
@@ -159,7 +157,6 @@ class _Judged:
                            derivation, tuple(self.lines[:20]), tuple(self.values))
 
 
-@never_crashes(STARTUP)
 def check_ready_at_startup(history: History) -> CheckResult:
     """Whether each watched backend, started again, answered /health/ready 503 before its
     first 200."""
@@ -209,7 +206,6 @@ def check_ready_at_startup(history: History) -> CheckResult:
     return judged.result(STARTUP, expected, derivation, "no restart of a watched backend")
 
 
-@never_crashes(DRAIN)
 def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResult:
     """Whether each watched backend, sent SIGTERM, answered /health/ready 503 at once and until it
     was gone, while /health/live still answered, for at least its drain time."""
@@ -281,7 +277,6 @@ def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResu
     return judged.result(DRAIN, expected, derivation, "no SIGTERM to a watched backend")
 
 
-@never_crashes(DETAILED_TIMING)
 def check_detailed_follows_dependency(history: History, *, dependency_timeout_s: float,
                                       dependency: str = "redis") -> CheckResult:
     """Whether each watched backend's /health/detailed turned 503 (naming the dependency) within

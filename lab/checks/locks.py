@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.registry import (
     After,
     CheckContext,
@@ -168,7 +168,6 @@ def _windows(history: History, targets: Iterable[str], effect: Callable[[Effect]
     return sorted(windows, key=lambda w: w[0].at)
 
 
-@never_crashes(EXCLUSIVITY)
 def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_s: float,
                            jobs: tuple[str, ...] = JOBS, liveness_slack_ticks: int = 2,
                            window: tuple[float, float] | None = None,
@@ -293,7 +292,6 @@ def _judged_ticks(history: History, runs: list[JobRun], jobs: tuple[str, ...],
     return judged, derivation
 
 
-@never_crashes(FENCING)
 def check_fencing(history: History, *, fencing_expected: bool = True,
                   jobs: tuple[str, ...] = JOBS, max_run_s: float | None = None) -> CheckResult:
     """Every overlap was contained: the later run had the higher token, the stale write was
@@ -353,7 +351,6 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
                        tuple(uncontained + contained), values)
 
 
-@never_crashes(TAKEOVER)
 def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float,
                         job_interval_s: float, jobs: tuple[str, ...] = JOBS) -> CheckResult:
     """After ``target_node`` is killed mid-run, the job's next run comes within the bound,
@@ -443,7 +440,6 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
     return CheckResult(TAKEOVER, verdict, measured, expected, derivation, tuple(details), values)
 
 
-@never_crashes(PAUSED)
 def check_jobs_paused_while_redis_down(history: History, job_interval_s: float, *,
                                        grace_s: float = 0.5, jobs: tuple[str, ...] = JOBS,
                                        redis: str = REDIS) -> CheckResult:
@@ -503,7 +499,6 @@ def _running_at(spans: list[RunSpan], sample: LockSample) -> tuple[RunSpan, ...]
                  if s.run.started_at < sample.sent_at and s.end > sample.received_at)
 
 
-@never_crashes(HOLDERS)
 def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
                        max_run_s: float | None = None) -> CheckResult:
     """At every sample of the lock store, each job had one holder at most, and a running job's
@@ -560,7 +555,6 @@ def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
                        derivation, tuple(details), values)
 
 
-@never_crashes(STORE_RESTART)
 def check_lock_after_store_restart(history: History, *, persistence: bool, job_interval_s: float,
                                    jobs: tuple[str, ...] = JOBS, redis: str = REDIS,
                                    ready_mark: str | None = None,

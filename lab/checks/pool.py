@@ -27,7 +27,6 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
 from lab.checks.registry import (
     CheckContext,
@@ -68,7 +67,6 @@ def _bracket(times: Sequence[float], totals: Sequence[int], at: float) -> tuple[
     return min(around), max(around)
 
 
-@never_crashes(NAME)
 def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerActivitySample],
                      default_pool_size: int, reserve_pool_size: int,
                      stats_before: PoolStats | None, stats_after: PoolStats | None,

@@ -28,7 +28,6 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
 from lab.checks.limit_req_model import (
     NODELAY,
@@ -325,7 +324,6 @@ def _explained_line(judged: _Judged) -> str | None:
             f"order; all are explained by {how}")
 
 
-@never_crashes(NAME)
 def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, status: int, *,
                      rules: Sequence[RateLimitRule] = (), workers: int = 1,
                      neighbours: bool = True) -> CheckResult:
@@ -449,7 +447,6 @@ def _valid_retry_after(value: str) -> bool:
         return False
 
 
-@never_crashes(HEADERS)
 def check_rate_limit_headers(samples: Iterable[HeaderSample | tuple[int, Mapping[str, str]]],
                              status: int) -> CheckResult:
     """Whether every rejection (``status``) says ``X-RateLimit-Status: REJECTED`` and

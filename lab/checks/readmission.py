@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.ejection import (
     first_fault_window,
     observation_end,
@@ -48,7 +48,6 @@ def expected_text(expectations: Expectations, target: str) -> str:
             "counted failure (whole seconds), at its turn; back if that try succeeds")
 
 
-@never_crashes(NAME)
 def check_readmission(history: History, expectations: Expectations, target: str) -> CheckResult:
     """Whether NGINX probed and re-admitted the healed ``target`` when its counters say."""
     expected = expected_text(expectations, target)

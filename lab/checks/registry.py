@@ -12,10 +12,12 @@ A check module registers itself at import::
         objectives=(ObjectiveHook("ejection", judge=_objective, predict=_predict),)))
 
 ``judge(ctx, params)`` is pure: it reads the history and the expectations record in
-``CheckContext`` and returns a ``CheckResult`` (conformance). ``run_check`` runs it, and every
-objective judgement, inside the same guard as ``never_crashes``: an exception while reading a
-check's inputs (an expectation part that could not be read, an observation that failed) gives
-that check ``unknown`` with the error, never a pass and never an aborted run.
+``CheckContext`` and returns a ``CheckResult`` (conformance). ``run_check`` is the one crash
+guard: it runs the judge and every objective judgement, and any exception (an expectation part
+that could not be read, an observation that failed, a bug) gives that check or objective
+``unknown`` with the error, never a pass and never an aborted run. A check module's pure
+functions (``check_ejection(history, ...)``) carry no guard of their own: they are what the
+judge computes, and what unit tests call directly.
 """
 
 from __future__ import annotations

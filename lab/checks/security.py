@@ -27,7 +27,6 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
 from lab.checks.registry import (
     CheckContext,
@@ -118,7 +117,6 @@ def _statuses(samples: Sequence[HeaderSample]) -> str:
 # --- the checks ------------------------------------------------------------------------------
 
 
-@never_crashes(TLS)
 def check_tls(obs: TlsObservation | None, server_name: str, hsts_samples: Sequence[HeaderSample],
               *, hsts_max_age_s: int | None) -> CheckResult:
     """Whether HTTPS serves a lab-CA certificate for ``server_name`` and HSTS on every HTTPS answer.
@@ -191,7 +189,6 @@ def _values(sample: HeaderSample, name: str) -> list[str]:
     return [value for key, value in sample.headers if key.lower() == wanted]
 
 
-@never_crashes(HEADERS)
 def check_security_headers(samples: Sequence[HeaderSample], required: Mapping[str, str | None],
                            *, require_error_samples: bool = True) -> CheckResult:
     """Whether every sampled answer carries each required header (with its value, when one is
