@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.expectations import Expectations, ExpectationUnavailable, FailureMode
 from lab.history import History
-from lab.objectives import Objectives, threshold_text
+from lab.objectives import OBJECTIVE_NAMES, Objectives, threshold_text
 from lab.registry import Registry, strict_model
 
 
@@ -160,9 +160,9 @@ class CheckDef(Generic[P]):
     def __post_init__(self) -> None:
         strict_model(self.params, f"check {self.name}")
         for hook in self.objectives:
-            if hook.objective not in Objectives.model_fields:
+            if hook.objective not in OBJECTIVE_NAMES:
                 raise TypeError(f"check {self.name}: objective {hook.objective!r} is not one of "
-                                f"{', '.join(Objectives.model_fields)}")
+                                f"{', '.join(OBJECTIVE_NAMES)}")
 
     def shown(self, params: P) -> str:
         return self.label(params) if self.label is not None else self.name
@@ -176,9 +176,9 @@ _ATTACHED: dict[str, list[ObjectiveHook[Any]]] = {}
 
 def attach_objective(check: str, hook: ObjectiveHook[Any]) -> None:
     """Attach one more objective to a registered check (at import of the objective's module)."""
-    if hook.objective not in Objectives.model_fields:
+    if hook.objective not in OBJECTIVE_NAMES:
         raise TypeError(f"check {check}: objective {hook.objective!r} is not one of "
-                        f"{', '.join(Objectives.model_fields)}")
+                        f"{', '.join(OBJECTIVE_NAMES)}")
     CHECKS.get(check)   # a typo is an error at import, not a hook that never runs
     _ATTACHED.setdefault(check, []).append(hook)
 
