@@ -193,15 +193,17 @@ def make_fault(spec: FaultSpec, lab: Any) -> Fault:
     return FAULTS.get(spec.kind).factory(spec, lab)
 
 
-def heal_leftovers(lab: Any, nodes: tuple[str, ...] | None = None) -> list[str]:
-    """Heal what a dead run left in this lab (or on ``nodes`` only), each fault's own way (a
-    family's shared hook runs once, in registration order); returns what was repaired."""
-    repaired: list[str] = []
-    done: list[Leftovers] = []
+def leftover_hooks() -> tuple[Leftovers, ...]:
+    """Every registered fault's way of healing a killed run's leftovers, each once (a family
+    shares one), in registration order."""
+    hooks: list[Leftovers] = []
     for definition in FAULTS:
-        hook = definition.leftovers
-        if hook is None or hook in done:
-            continue
-        done.append(hook)
-        repaired += hook(lab, nodes)
-    return repaired
+        if definition.leftovers is not None and definition.leftovers not in hooks:
+            hooks.append(definition.leftovers)
+    return tuple(hooks)
+
+
+def heal_leftovers(lab: Any, nodes: tuple[str, ...] | None = None) -> list[str]:
+    """Heal what a dead run left in this lab (or on ``nodes`` only), each fault's own way;
+    returns what was repaired."""
+    return [line for hook in leftover_hooks() for line in hook(lab, nodes)]
