@@ -22,7 +22,7 @@ judge computes, and what unit tests call directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -156,6 +156,9 @@ class CheckDef(Generic[P]):
     marker: TimelineMark | None = None
     # The value that is the pool's size (the report draws it where the configuration has none).
     pool_size: str | None = None
+    # Lines the check adds to a run's notes from the configuration, once per run that judges
+    # it (what a model predicts beyond the check's own verdict).
+    notes: Callable[[Expectations], Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         strict_model(self.params, f"check {self.name}")

@@ -28,6 +28,7 @@ from lab.checks.base import (
     Verdict,
     combine,
 )
+from lab.checks.rate_limit import HEADERS as RATE_LIMIT_HEADERS
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
@@ -424,6 +425,6 @@ register(CheckDef(
                 ObjectiveHook("rate_limit_headers", _rate_headers_objective,
                               _rate_headers_predict))))
 # The rate-limit headers are judged where rejections are provoked on purpose, too.
-attach_objective("rate-limit-headers", ObjectiveHook("rate_limit_headers",
+attach_objective(RATE_LIMIT_HEADERS, ObjectiveHook("rate_limit_headers",
                                                      _rate_headers_objective,
                                                      _rate_headers_predict))

@@ -247,6 +247,21 @@ def test_checklist_experiments() -> None:
     assert any("at 9 ms apart: model accepts 75, rejects 75" in line for line in lines)
 
 
+def test_the_rate_limit_check_notes_the_checklist_experiments() -> None:
+    """A run with the rate-limit check notes the experiments' prediction for the configuration
+    it runs (the check's entry says so; the runner names no check)."""
+    from lab.checks import CHECKS
+    from lab.config import LabConfig
+    from lab.topology.expect import claimed
+
+    expectations = claimed(LabConfig())
+    nginx = expectations.nginx
+    lines = CHECKS.get("rate-limit").notes(expectations)
+    assert lines == predict_checklist_experiments(nginx.rate_limit_for("/api/auth/")[0],
+                                                  nginx.rate_limit_for("/api/")[0])
+    assert lines[0].startswith("15 auth requests 50 ms apart")
+
+
 # --- the replay on NGINX's clocks ----------------------------------------------------------
 
 
