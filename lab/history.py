@@ -62,6 +62,10 @@ class Effect:
     cuts_off: bool = False      # its links drop every packet; the process runs on
     slows: bool = False         # it still answers, later or after lost packets
 
+    def __post_init__(self) -> None:
+        if (self.drains or self.restarts) and not self.ends:
+            raise TypeError("an effect that drains or restarts the process must end it")
+
     @property
     def ends_abruptly(self) -> bool:
         """The process dies without warning (SIGKILL): it releases nothing and drains nothing."""

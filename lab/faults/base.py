@@ -128,7 +128,7 @@ class Seen:
 
 
 # (lab, nodes or None for all) -> what was repaired, one line each
-Leftovers = Callable[[Any, "tuple[str, ...] | None"], list[str]]
+Leftovers = Callable[[Any, tuple[str, ...] | None], list[str]]
 
 
 def always_in_place(seen: Seen) -> str:
@@ -149,8 +149,9 @@ class FaultDef:
     band: Band
     # "in place", or what shows it is not ("gone: backend-1 is running").
     in_place: Callable[[Seen], str]
-    # How the next run heals what a run killed mid-fault left (the record aside); one hook may
-    # serve a whole family, and runs once. None: nothing the fault does outlives its heal.
+    # How the next run heals what a run killed mid-fault left (beyond what its record lets a
+    # later process heal); one hook may serve a whole family, and runs once. None: the fault
+    # changes nothing a killed run could leave behind.
     leftovers: Leftovers | None
     # How NGINX sees the target while the fault lasts (None: it still answers, maybe slowly).
     failure_mode: FailureMode | None = None
