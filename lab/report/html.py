@@ -587,7 +587,7 @@ def _overlays(svg: _Svg, run: StoredRun, axis: Axis, top: float, marks: list[Mar
     for i, (inject, heal) in enumerate(run.history.fault_windows()):
         end = heal.at if heal else axis.t0 + axis.span_s
         x0, x1 = axis.x(inject.at), axis.x(end)
-        colour = _band(inject.fault).colour
+        colour = _esc(_band(inject.fault).colour)
         label = f"{inject.fault} {inject.target}"
         tip = (f"{label}: injected +{axis.rel(inject.at):.3f} s ({inject.detail})"
                + (f", healed +{axis.rel(heal.at):.3f} s ({heal.detail})" if heal else
