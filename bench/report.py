@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from lab.faults import FAULTS
 from lab.history import (
     AccessLogEntry,
     FaultEvent,
@@ -44,6 +45,8 @@ from lab.history import (
     RequestRecord,
 )
 from lab.report import html
+
+KILL = FAULTS.get("kill").effect
 
 TARGET_BYTES = 5 * 1024 * 1024
 TARGET_LOAD_S = 2.0
@@ -66,8 +69,8 @@ def synthetic_history(duration_s: float, rate: float, seed: int) -> tuple[Histor
     history = History()
     history.marks.append(Mark("start", T0 - 0.1))
     history.faults += [
-        FaultEvent("kill", "backend-1", FaultPhase.INJECT, inject, inject - 0.1, "SIGKILL"),
-        FaultEvent("kill", "backend-1", FaultPhase.HEAL, heal, heal - 0.4, "started")]
+        FaultEvent("kill", "backend-1", FaultPhase.INJECT, inject, inject - 0.1, "SIGKILL", KILL),
+        FaultEvent("kill", "backend-1", FaultPhase.HEAL, heal, heal - 0.4, "started", KILL)]
     for i in range(int(duration_s * rate)):
         at = T0 + i / rate
         backend = BACKENDS[i % 3]

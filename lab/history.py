@@ -47,15 +47,59 @@ class FaultPhase(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class FaultEvent:
-    """One half of a fault's inject/heal pair; ``at`` is when the action completed."""
+class Effect:
+    """What a fault does to its target while it lasts: the meaning checks read, declared by the
+    fault's definition (``lab.faults``) and recorded on each of its events, so that a check, the
+    runner or the report asks what a fault did and never which fault it was.
 
-    fault: str                  # kill, stop, freeze, partition, ...
+    The flags combine: a graceful stop ``ends`` and ``drains``; a restart also ``restarts``.
+    """
+
+    ends: bool = False          # the target's process ends: nothing it ran outlasts the inject
+    drains: bool = False        # it ends through SIGTERM: unready first, serving for its drain
+    restarts: bool = False      # the inject starts it again: it is down only while the inject runs
+    freezes: bool = False       # the process is paused, and resumes where it was at the heal
+    cuts_off: bool = False      # its links drop every packet; the process runs on
+    slows: bool = False         # it still answers, later or after lost packets
+
+    def __post_init__(self) -> None:
+        if (self.drains or self.restarts) and not self.ends:
+            raise TypeError("an effect that drains or restarts the process must end it")
+
+    @property
+    def ends_abruptly(self) -> bool:
+        """The process dies without warning (SIGKILL): it releases nothing and drains nothing."""
+        return self.ends and not self.drains
+
+    @property
+    def outage(self) -> bool:
+        """From the inject until the heal the target answers nothing: its process is gone,
+        frozen or cut off (a dependency in this state is gone for everything that needs it)."""
+        return (self.ends and not self.restarts) or self.freezes or self.cuts_off
+
+    def text(self) -> str:
+        """The effect in words: "ends (SIGTERM, drains)", "frozen", "nothing"."""
+        ends = ("ends" + (" (SIGTERM, drains)" if self.drains else " (abruptly)")
+                + (", started again at once" if self.restarts else ""))
+        words = [ends if self.ends else "", "frozen" if self.freezes else "",
+                 "cut off" if self.cuts_off else "", "slowed" if self.slows else ""]
+        return ", ".join(w for w in words if w) or "nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """One half of a fault's inject/heal pair; ``at`` is when the action completed.
+
+    ``effect`` is the fault's, as its definition declared it when the event was recorded
+    (results written before effects were recorded read as no effect)."""
+
+    fault: str                  # the fault's registered name, for people: kill, partition, ...
     target: str                 # node name
     phase: FaultPhase
     at: float
     started_at: float           # when the action was issued
     detail: str = ""
+    effect: Effect = Effect()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,16 +15,20 @@ deployment checklist's stated targets (the defaults below), the ``[objectives]``
     "X-Frame-Options" = "DENY"  # the value every answer must carry; "*": any value; "off"
 
 Values carry their unit: durations are seconds or a string with ms, s, m, h, d or y;
-ratios a number in (0, 1] or a percentage. Every default, where it comes from and why, is in
-docs/objectives.md.
+ratios a number in (0, 1] or a percentage. Each objective states on its own field (``Stated``)
+where its default comes from (the checklist, or the lab's choice where the checklist states
+none) and how its threshold reads; a field without one is refused at import, and the tables
+that list them (``DEFAULT_SOURCE``, ``OBJECTIVE_NAMES``, ``MERGED``, ``threshold_text``) are
+derived from the fields. Why each default is what it is: docs/objectives.md.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
@@ -66,6 +70,46 @@ def parse_ratio(value: Any) -> Any:
         except ValueError:
             raise ValueError(f"{value!r} is not a ratio (0.999 or 99.9%)") from None
     return value
+
+
+def text_seconds(seconds: float) -> str:
+    """A duration as people read it: 5 ms, 1.45 s, 365 d."""
+    if seconds < 1:
+        return f"{seconds * 1000:g} ms"
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} d"
+    return f"{seconds:g} s"
+
+
+Source = Literal["checklist", "lab default"]
+
+
+@dataclass(frozen=True)
+class Stated:
+    """What an objective states on its own field: where its default comes from (the deployment
+    checklist's stated target, or the lab's own choice where the checklist states none; the
+    reason is in docs/objectives.md) and how its threshold reads as a comparison."""
+
+    source: Source
+    # (the objective's value, every objective's value) -> "<= 50 s"; None: not an objective of
+    # its own but a setting another one's threshold reads (health_latency_percentile).
+    threshold: Callable[[Any, Any], str] | None
+    # An objective that is a table (an override sets some keys and keeps the others): what a
+    # key names, and an --objective that sets one.
+    table: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in get_args(Source):
+            raise TypeError(f"objective source {self.source!r} is not one of "
+                            f"{', '.join(get_args(Source))}")
+
+
+def _at_most_s(value: float, _: Any) -> str:
+    return f"<= {text_seconds(value)}"
+
+
+def _at_most(value: int, _: Any) -> str:
+    return f"<= {value}"
 
 
 Seconds = Annotated[float, BeforeValidator(parse_seconds), Field(ge=0)]
@@ -144,60 +188,87 @@ class Objectives(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    ejection: Seconds = Field(50.0, description="a failed backend out of rotation within (s)")
-    readmission: Seconds = Field(30.0,
-                                 description="a recovered backend back in rotation within (s)")
-    availability: Ratio = Field(0.999, description="share of client requests answered ok")
-    health_latency: Seconds = Field(0.005,
-                                    description="/health through NGINX, healthy steady state")
-    health_latency_percentile: Annotated[float, Field(gt=0, lt=100)] = Field(
+    ejection: Annotated[Seconds, Stated("checklist", _at_most_s)] = Field(
+        50.0, description="a failed backend out of rotation within (s)")
+    readmission: Annotated[Seconds, Stated("checklist", _at_most_s)] = Field(
+        30.0, description="a recovered backend back in rotation within (s)")
+    availability: Annotated[Ratio, Stated("checklist", lambda x, _: f">= {x:g}")] = Field(
+        0.999, description="share of client requests answered ok")
+    health_latency: Annotated[Seconds, Stated(
+        "checklist", lambda x, v: f"p{v.health_latency_percentile:g} < {text_seconds(x)}")] = Field(
+        0.005, description="/health through NGINX, healthy steady state")
+    health_latency_percentile: Annotated[float, Field(gt=0, lt=100),
+                                         Stated("lab default", None)] = Field(
         50.0, description="the percentile health_latency judges")
-    failing_latency: Seconds = Field(6.0, description="p99 of client latency while a backend fails")
-    duplicate_job_runs: Count = Field(0, description="overlapping runs or ticks run twice")
-    lost_writes: Count = Field(0, description="acknowledged writes missing afterwards")
-    pool_server_connections: Count = Field(30,
-                                           description="most server connections PostgreSQL sees")
-    pool_clients: Count = Field(300, description="clients the pool serves at once without error")
-    rate_limits: dict[str, RateLimit] = Field(default_factory=_checklist_rate_limits,
-                                              description="per location prefix")
-    hsts_max_age: Seconds = Field(31_536_000.0, description="HSTS max-age on every HTTPS answer")
-    dependency_recovery: Seconds = Field(
+    failing_latency: Annotated[Seconds, Stated("lab default",
+                                               lambda x, _: f"p99 <= {text_seconds(x)}")] = Field(
+        6.0, description="p99 of client latency while a backend fails")
+    duplicate_job_runs: Annotated[Count, Stated("checklist", _at_most)] = Field(
+        0, description="overlapping runs or ticks run twice")
+    lost_writes: Annotated[Count, Stated("lab default", _at_most)] = Field(
+        0, description="acknowledged writes missing afterwards")
+    pool_server_connections: Annotated[Count, Stated("checklist", _at_most)] = Field(
+        30, description="most server connections PostgreSQL sees")
+    pool_clients: Annotated[Count, Stated("checklist", lambda x, _: f">= {x}")] = Field(
+        300, description="clients the pool serves at once without error")
+    rate_limits: Annotated[dict[str, RateLimit], Stated(
+        "checklist", lambda x, _: "; ".join(f"{loc} <= {r.text()}" for loc, r in x.items()),
+        table=("location", "rate_limits./api/auth/=10r/s burst=5"))] = Field(
+        default_factory=_checklist_rate_limits, description="per location prefix")
+    hsts_max_age: Annotated[Seconds, Stated("checklist", lambda x, _: f">= {x:.0f} s")] = Field(
+        31_536_000.0, description="HSTS max-age on every HTTPS answer")
+    dependency_recovery: Annotated[Seconds, Stated("lab default", _at_most_s)] = Field(
         30.0, description="errors end within this of a dependency's return")
-    lock_takeover: Seconds = Field(30.0, description="a dead lock holder's job runs again within")
-    load_p95: Seconds = Field(0.2, description="p95 of each request kind under a k6 load profile")
-    security_headers: dict[str, str] = Field(
+    lock_takeover: Annotated[Seconds, Stated("lab default", _at_most_s)] = Field(
+        30.0, description="a dead lock holder's job runs again within")
+    load_p95: Annotated[Seconds, Stated("lab default",
+                                        lambda x, _: f"p95 < {text_seconds(x)}")] = Field(
+        0.2, description="p95 of each request kind under a k6 load profile")
+    security_headers: Annotated[dict[str, str], Stated(
+        "checklist", lambda x, _: "every answer: " + ("; ".join(
+            f"{name}" + ("" if value == ANY_VALUE else f": {value}")
+            for name, value in x.items()) or "nothing"),
+        table=("header", "security_headers.X-Frame-Options=DENY"))] = Field(
         default_factory=_checklist_security_headers,
         description="header -> value on every answer, 4xx and 5xx included ('*': any value)")
-    rate_limit_headers: Names = Field(("X-RateLimit-Status", "Retry-After"),
-                                      description="headers every rate-limited (429) answer carries")
-    fail_fast: Seconds = Field(
+    rate_limit_headers: Annotated[Names, Stated(
+        "checklist", lambda x, _: f"every 429: {', '.join(x) or 'nothing'}")] = Field(
+        ("X-RateLimit-Status", "Retry-After"),
+        description="headers every rate-limited (429) answer carries")
+    fail_fast: Annotated[Seconds, Stated(
+        "checklist",
+        lambda x, _: f"every answer in an outage <= {text_seconds(x)}, with a status")] = Field(
         10.0, description="every request sent during a dependency outage answered within (s)")
-    health_contract: HealthContractObjective = Field(
+    health_contract: Annotated[HealthContractObjective, Stated(
+        "checklist", lambda x, _: x.text(),
+        table=("part", "health_contract.always_ok=/health"))] = Field(
         default_factory=HealthContractObjective,
         description="what each health endpoint answers, healthy and during an outage")
-    even_distribution: bool = Field(
+    even_distribution: Annotated[bool, Stated(
+        "checklist",
+        lambda x, _: "each primary backend 1/n of the answers" if x else "not judged")] = Field(
         True, description="every primary backend serves an equal share of the answers")
 
 
-OBJECTIVE_NAMES = tuple(name for name in Objectives.model_fields
-                        if name != "health_latency_percentile")
+def statements(model: type[BaseModel]) -> dict[str, Stated]:
+    """Each field's ``Stated``; a field without exactly one is a programming error (raised at
+    import for ``Objectives``)."""
+    found: dict[str, Stated] = {}
+    for name, info in model.model_fields.items():
+        marks = [m for m in info.metadata if isinstance(m, Stated)]
+        if len(marks) != 1:
+            raise TypeError(f"objective {name}: its field must state its source and threshold "
+                            f"once (Annotated[..., Stated(...)]), found {len(marks)}")
+        found[name] = marks[0]
+    return found
 
-# Where each default comes from: the checklist's own words, or (where it states none) the
-# lab's choice, with the reason in docs/objectives.md.
-DEFAULT_SOURCE = {
-    "ejection": "checklist", "readmission": "checklist", "availability": "checklist",
-    "health_latency": "checklist", "health_latency_percentile": "lab default",
-    "failing_latency": "lab default", "duplicate_job_runs": "checklist",
-    "lost_writes": "lab default", "pool_server_connections": "checklist",
-    "pool_clients": "checklist", "rate_limits": "checklist", "hsts_max_age": "checklist",
-    "dependency_recovery": "lab default", "lock_takeover": "lab default",
-    "load_p95": "lab default", "security_headers": "checklist",
-    "rate_limit_headers": "checklist", "fail_fast": "checklist", "health_contract": "checklist",
-    "even_distribution": "checklist",
-}
-# Objectives that are tables: an override sets some of their keys and keeps the others.
-MERGED = ("rate_limits", "security_headers", "health_contract")
 
+STATED = statements(Objectives)
+# The objectives (a setting such as health_latency_percentile is not one), where each default
+# comes from, and the objectives that are tables: all read from the fields.
+OBJECTIVE_NAMES = tuple(name for name, stated in STATED.items() if stated.threshold is not None)
+DEFAULT_SOURCE = {name: stated.source for name, stated in STATED.items()}
+MERGED = tuple(name for name, stated in STATED.items() if stated.table is not None)
 
 
 def _optional(info: Any) -> Any:
@@ -221,7 +292,7 @@ class ObjectivesInForce:
     sources: tuple[tuple[str, str], ...]
 
     def source(self, name: str) -> str:
-        return dict(self.sources).get(name, DEFAULT_SOURCE.get(name, "lab default"))
+        return dict(self.sources).get(name) or DEFAULT_SOURCE[name]
 
     def with_overrides(self, overrides: BaseModel | dict[str, Any] | None,
                        source: str) -> ObjectivesInForce:
@@ -296,12 +367,10 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         if field not in Objectives.model_fields:
             raise ConfigError(f"--objective {assignment!r}: unknown objective {field!r}",
                               hint=f"objectives: {', '.join(Objectives.model_fields)}")
-        if field in MERGED:
+        table = STATED[field].table
+        if table is not None:
             if not key:
-                part, example = {
-                    "rate_limits": ("location", "rate_limits./api/auth/=10r/s burst=5"),
-                    "security_headers": ("header", "security_headers.X-Frame-Options=DENY"),
-                    "health_contract": ("part", "health_contract.always_ok=/health")}[field]
+                part, example = table
                 raise ConfigError(f"--objective {assignment!r}: name the {part}, e.g. "
                                   f"{example}")
             overrides.setdefault(field, {})[key] = value.strip()
@@ -318,43 +387,12 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def text_seconds(seconds: float) -> str:
-    """A duration as people read it: 5 ms, 1.45 s, 365 d."""
-    if seconds < 1:
-        return f"{seconds * 1000:g} ms"
-    if seconds >= 86400 and seconds % 86400 == 0:
-        return f"{seconds / 86400:g} d"
-    return f"{seconds:g} s"
-
-
 def threshold_text(values: Objectives, name: str) -> str:
     """The threshold of one objective as a comparison: "<= 50 s", ">= 0.999"."""
-    v = values
-    texts = {
-        "ejection": f"<= {text_seconds(v.ejection)}",
-        "readmission": f"<= {text_seconds(v.readmission)}",
-        "availability": f">= {v.availability:g}",
-        "health_latency": f"p{v.health_latency_percentile:g} < {text_seconds(v.health_latency)}",
-        "failing_latency": f"p99 <= {text_seconds(v.failing_latency)}",
-        "duplicate_job_runs": f"<= {v.duplicate_job_runs}",
-        "lost_writes": f"<= {v.lost_writes}",
-        "pool_server_connections": f"<= {v.pool_server_connections}",
-        "pool_clients": f">= {v.pool_clients}",
-        "hsts_max_age": f">= {v.hsts_max_age:.0f} s",
-        "dependency_recovery": f"<= {text_seconds(v.dependency_recovery)}",
-        "lock_takeover": f"<= {text_seconds(v.lock_takeover)}",
-        "load_p95": f"p95 < {text_seconds(v.load_p95)}",
-        "rate_limits": "; ".join(f"{loc} <= {r.text()}" for loc, r in v.rate_limits.items()),
-        "security_headers": "every answer: " + ("; ".join(
-            f"{name}" + ("" if value == ANY_VALUE else f": {value}")
-            for name, value in v.security_headers.items()) or "nothing"),
-        "rate_limit_headers": f"every 429: {', '.join(v.rate_limit_headers) or 'nothing'}",
-        "fail_fast": f"every answer in an outage <= {text_seconds(v.fail_fast)}, with a status",
-        "health_contract": v.health_contract.text(),
-        "even_distribution": ("each primary backend 1/n of the answers" if v.even_distribution
-                              else "not judged"),
-    }
-    return texts[name]
+    threshold = STATED[name].threshold
+    if threshold is None:
+        raise KeyError(f"{name} is a setting of another objective, not an objective")
+    return threshold(getattr(values, name), values)
 
 
 def document(in_force: ObjectivesInForce) -> list[dict[str, Any]]:

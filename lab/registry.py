@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import operator
-from collections.abc import Iterator, Mapping
+import pkgutil
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -88,6 +90,16 @@ class Registry(Generic[T]):
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
+
+
+def discover(package: str, path: Iterable[str]) -> tuple[str, ...]:
+    """Import every module of ``package`` (its ``__path__``), in sorted order, so each registers
+    its entries: a new check or fault is a new file, with no import list to edit. Modules whose
+    name starts with ``_`` are left alone. Returns the names imported."""
+    names = sorted(m.name for m in pkgutil.iter_modules(list(path)) if not m.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return tuple(names)
 
 
 # -- how parameter errors are worded (scenario files and `lab break` alike) -----------------------

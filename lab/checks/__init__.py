@@ -15,30 +15,23 @@ user's thresholds) are judged on the same measurement. Each module registers its
 - ``tls``, ``security-headers``, ``exposure``: the edge;
 - ``health-contract``, ``health-startup``, ``health-drain``, ``health-detailed-timing``: the
   backends' health endpoints.
+
+Every module of this package is imported here (``lab.registry.discover``), so a new check is
+one new file: its judge, its objective hooks, its timeline marker, registered at import.
 """
 
-from lab.checks import (  # noqa: F401 - imported to register their checks
-    availability,
-    dependency,
-    distribution,
-    ejection,
-    exposure,
-    health,
-    latency,
-    locks,
-    pool,
-    rate_limit,
-    readmission,
-    routing,
-    security,
-)
+from lab.checks.base import CheckResult, Verdict, combine
+from lab.checks.registry import CHECKS, CheckContext, CheckDef, Observation, run_check
+from lab.registry import discover
+
+discover(__name__, __path__)
+
+# Names other packages and the tests import from here (after discovery: they are its modules').
 from lab.checks.availability import check_availability, check_durability
-from lab.checks.base import CheckResult, Verdict, combine, never_crashes
 from lab.checks.distribution import check_distribution
 from lab.checks.ejection import check_ejection, failed_attempt_cost, upstream_attempts
 from lab.checks.latency import check_latency, percentile
 from lab.checks.readmission import check_readmission
-from lab.checks.registry import CHECKS, CheckContext, CheckDef, Observation, run_check
 from lab.expectations import FailureMode
 from lab.history import ready_mark
 
@@ -58,7 +51,6 @@ __all__ = [
     "check_readmission",
     "combine",
     "failed_attempt_cost",
-    "never_crashes",
     "percentile",
     "ready_mark",
     "run_check",

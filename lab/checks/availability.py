@@ -24,7 +24,6 @@ from lab.checks.base import (
     ObjectiveResult,
     Prediction,
     Verdict,
-    never_crashes,
 )
 from lab.checks.ejection import pool_replay
 from lab.checks.outcomes import Explainer
@@ -60,7 +59,6 @@ def explainer(history: History, expectations: Expectations) -> Explainer:
                      rate_limit_status=nginx.rate_limit_status)
 
 
-@never_crashes(NAME)
 def check_availability(history: History, expectations: Expectations) -> CheckResult:
     """Whether every request without an ok answer is one the running configuration implies."""
     requests = history.requests
@@ -99,7 +97,6 @@ def check_availability(history: History, expectations: Expectations) -> CheckRes
     return CheckResult(NAME, verdict, measured, expected, derivation, details, tuple(values))
 
 
-@never_crashes(DURABILITY)
 def check_durability(acknowledged_write_ids: frozenset[str] | None,
                      stored_write_ids: frozenset[str] | None) -> CheckResult:
     """Whether every write the client saw acknowledged is stored (unacknowledged ones may be)."""

@@ -3,14 +3,11 @@ objectives judged on the same measurement."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import wraps
-from typing import ParamSpec
 
 from lab.verdict import ObjectiveResult, Prediction, Verdict, combine
 
-__all__ = ["CheckResult", "ObjectiveResult", "Prediction", "Verdict", "combine", "never_crashes"]
+__all__ = ["CheckResult", "ObjectiveResult", "Prediction", "Verdict", "combine"]
 
 
 @dataclass(frozen=True)
@@ -53,28 +50,3 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         return self.overall is Verdict.PASS
-
-
-P = ParamSpec("P")
-
-
-def never_crashes(name: str) -> Callable[[Callable[P, CheckResult]], Callable[P, CheckResult]]:
-    """A check that raises yields ``unknown`` with the error, never a pass and never a crash."""
-
-    def decorate(check: Callable[P, CheckResult]) -> Callable[P, CheckResult]:
-        @wraps(check)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> CheckResult:
-            try:
-                return check(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - any crash becomes "unknown"
-                return CheckResult(
-                    name=name,
-                    verdict=Verdict.UNKNOWN,
-                    measured="check crashed",
-                    expected="-",
-                    derivation=f"{type(exc).__name__}: {exc}",
-                )
-
-        return guarded
-
-    return decorate

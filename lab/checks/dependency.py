@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     ClientParams,
     ObjectiveHook,
+    TimelineMark,
     measured_objective,
     register,
 )
@@ -19,7 +21,6 @@ FAIL_FAST = "fail-fast"
 RECOVERY = "recovery"
 
 
-@never_crashes(FAIL_FAST)
 def check_fail_fast(history: History, *, servers: int, db_budget_s: float) -> CheckResult:
     """Whether every request sent during a fault was answered within its bound (none hung)."""
     windows_ = [(inject.started_at, heal.at if heal else float("inf"))
@@ -68,7 +69,6 @@ def check_fail_fast(history: History, *, servers: int, db_budget_s: float) -> Ch
                        derivation, details, values)
 
 
-@never_crashes(RECOVERY)
 def check_recovery(history: History, *, bound_s: float, derivation: str) -> CheckResult:
     """Whether requests succeed again within ``bound_s`` of the last heal."""
     heals = [heal for _, heal in history.fault_windows() if heal is not None]
@@ -208,5 +208,6 @@ def _recovery_predict(ctx: CheckContext, params: RecoveryParams,
 
 register(CheckDef(
     name=RECOVERY, params=RecoveryParams, judge=_recovery,
+    marker=TimelineMark("first success", After.LAST_HEAL),
     summary="requests succeed again within the stated bound of the dependency's return",
     objectives=(ObjectiveHook("dependency_recovery", _recovery_objective, _recovery_predict),)))

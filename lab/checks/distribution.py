@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
@@ -97,7 +97,6 @@ def share_band(weights: Mapping[str, int], answers: int, *, false_alarm: float =
     return ShareBand(shares, half, z_alarm, z_power, smallest, required, derivation)
 
 
-@never_crashes(NAME)
 def check_distribution(history: History, weights: Mapping[str, int],
                        window: tuple[float, float] | None = None,
                        min_requests: int = 0) -> CheckResult:

@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     CheckParams,
     ObjectiveHook,
+    TimelineMark,
     measured_objective,
     register,
 )
@@ -191,7 +193,6 @@ def _ejection(r: Replay, target: str, start: float, end: float) -> _Ejection:
     return _Ejection(counted_at, last, len(counted), abandoned)
 
 
-@never_crashes(NAME)
 def check_ejection(history: History, expectations: Expectations, target: str) -> CheckResult:
     """Whether NGINX routed to, skipped and retried around a failed ``target`` exactly as its
     configuration's counters, balancer and timeouts say, replayed from its access log."""
@@ -345,7 +346,7 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
 
 register(CheckDef(
     name=NAME, params=EjectionParams, judge=_judge, describe=_describe, client_filter=False,
-    label=lambda p: f"{NAME} {p.target}",
+    label=lambda p: f"{NAME} {p.target}", marker=TimelineMark("last routed attempt", After.INJECT),
     summary="whether NGINX routed to, skipped and retried around a failed backend as its "
             "configuration's counters, balancer and timeouts say (its access log replayed)",
     objectives=(ObjectiveHook("ejection", _objective, _predict),)))

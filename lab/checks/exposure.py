@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
+from lab.checks.base import CheckResult, Verdict
 from lab.checks.registry import CheckContext, CheckDef, NoParams, register
 from lab.expectations import DocumentedPort
 from lab.history import NodeExposure, PortBinding, PortConnect
@@ -40,7 +40,6 @@ def _where(binding: PortBinding) -> str:
     return f"{host}:{binding.host_port or '?'}"
 
 
-@never_crashes(NAME)
 def check_exposure(exposures: Sequence[NodeExposure], connects: Sequence[PortConnect],
                    documented: Sequence[DocumentedPort], nodes: Mapping[str, str]) -> CheckResult:
     """Whether every lab container publishes exactly its documented ports, on 127.0.0.1, and

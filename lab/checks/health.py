@@ -18,7 +18,6 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
 from lab.checks.outcomes import fault_windows
 from lab.checks.registry import (
@@ -63,7 +62,6 @@ def _detailed_problem(sample: HealthSample) -> str | None:
     return None
 
 
-@never_crashes(NAME)
 def check_health_contract(history: History) -> CheckResult:
     """Whether every sampled health answer matches the contract for the state it was taken in."""
     samples = [s for s in history.health_samples if s.expectation in CONTRACT]
@@ -96,8 +94,6 @@ def check_health_contract(history: History) -> CheckResult:
 STARTUP = "health-startup"
 DRAIN = "health-drain"
 DETAILED_TIMING = "health-detailed-timing"
-RESTARTS = ("stop", "kill", "restart")  # faults after which the process starts afresh
-OUTAGES = ("stop", "kill", "freeze", "partition")  # faults that take a dependency away
 
 
 def _watched(history: History, node: str, path: str | None = None) -> list[HealthSample]:
@@ -176,7 +172,6 @@ class _Judged:
                            derivation, tuple(self.lines[:20]), tuple(self.values))
 
 
-@never_crashes(STARTUP)
 def check_ready_at_startup(history: History) -> CheckResult:
     """Whether each watched backend, started again, answered /health/ready 503 before its
     first 200."""
@@ -190,7 +185,8 @@ def check_ready_at_startup(history: History) -> CheckResult:
     for watch in history.health_watches:
         ready = _watched(history, watch.node, "/health/ready")
         for event in history.faults:
-            if event.target != watch.node or event.fault not in RESTARTS \
+            # A fault that ends the process: the node's next answers come from a new one.
+            if event.target != watch.node or not event.effect.ends \
                     or event.phase is not FaultPhase.INJECT:
                 continue
             where = f"{watch.node} after {event.fault}"
@@ -225,7 +221,6 @@ def check_ready_at_startup(history: History) -> CheckResult:
     return judged.result(STARTUP, expected, derivation, "no restart of a watched backend")
 
 
-@never_crashes(DRAIN)
 def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResult:
     """Whether each watched backend, sent SIGTERM, answered /health/ready 503 at once and until it
     was gone, while /health/live still answered, for at least its drain time."""
@@ -245,8 +240,8 @@ def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResu
         interval, late = watch_lateness(samples, watch.interval_s, history)
         floor = drain_s - interval - late
         for event in history.faults:
-            # Only stop (and restart, which stops first) sends SIGTERM; kill gives no drain.
-            if event.target != watch.node or event.fault not in ("stop", "restart") \
+            # Only a fault that ends the process through SIGTERM lets it drain (stop, restart).
+            if event.target != watch.node or not event.effect.drains \
                     or event.phase is not FaultPhase.INJECT:
                 continue
             sigterm = event.started_at
@@ -297,7 +292,6 @@ def check_ready_while_draining(history: History, *, drain_s: float) -> CheckResu
     return judged.result(DRAIN, expected, derivation, "no SIGTERM to a watched backend")
 
 
-@never_crashes(DETAILED_TIMING)
 def check_detailed_follows_dependency(history: History, *, dependency_timeout_s: float,
                                       dependency: str = "redis") -> CheckResult:
     """Whether each watched backend's /health/detailed turned 503 (naming the dependency) within
@@ -312,7 +306,8 @@ def check_detailed_follows_dependency(history: History, *, dependency_timeout_s:
         bound = interval + dependency_timeout_s + late
         detailed = _watched(history, watch.node, "/health/detailed")
         for inject, heal in history.fault_windows(dependency):
-            if inject.fault not in OUTAGES or heal is None:
+            # The dependency gone until the heal (ended, frozen or cut off), not merely slowed.
+            if not inject.effect.outage or heal is None:
                 continue
             where = f"{watch.node}, {dependency} {inject.fault}"
             back = next((m.at for m in history.marks

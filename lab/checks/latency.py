@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.ejection import cost_derivation, failed_attempt_cost, pool_replay
 from lab.checks.outcomes import Explainer, nearest_rank
 from lab.checks.outcomes import fault_windows as outcome_windows
@@ -111,7 +111,6 @@ def _served(request: RequestRecord, entry: AccessLogEntry | None) -> float:
     return entry.request_time_s if entry is not None else request.latency_s
 
 
-@never_crashes(NAME)
 def check_latency(history: History, expectations: Expectations,
                   added_latency_s: float = 0.0) -> CheckResult:
     """Whether each request during a fault took no longer than its own tries explain."""

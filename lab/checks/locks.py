@@ -10,9 +10,10 @@ fencing token keeps that stale write out (docs/semantics.md §4).
 
 An unfinished run (``finished_at`` NULL) has an unknown outcome. As in Jepsen it is never
 taken as "ended": it may have been running until the latest moment the history allows —
-its node's death (kill, stop, restart: a run cannot outlast its process; the lock may live
-on until its TTL, but nothing executes under it), and without a death, no bound at all (a
-frozen run resumes when unfrozen). ``max_run_s`` can add the bound a live process gives.
+its node's death (a fault whose effect ``ends`` the process: kill, stop, restart; a run cannot
+outlast its process; the lock may live on until its TTL, but nothing executes under it), and
+without a death, no bound at all (a frozen run resumes when unfrozen). ``max_run_s`` can add
+the bound a live process gives. Faults are read by their recorded ``Effect``, never by name.
 
 Times in the details are seconds after the run's ``start`` mark (or the first run).
 """
@@ -21,22 +22,24 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     CheckParams,
     NoParams,
     ObjectiveHook,
     Observation,
+    TimelineMark,
     measured_objective,
     register,
 )
 from lab.contract import REFERENCE_JOBS
-from lab.history import FaultEvent, FaultPhase, History, JobRun, LockSample, ready_mark
+from lab.history import Effect, FaultEvent, FaultPhase, History, JobRun, LockSample, ready_mark
 from lab.objectives import Objectives, text_seconds, threshold_text
 
 EXCLUSIVITY = "lock-exclusivity"
@@ -48,11 +51,6 @@ STORE_RESTART = "lock-after-store-restart"
 
 JOBS = REFERENCE_JOBS  # the reference backend's; a run judges its backend's (BackendPolicy.jobs)
 REDIS = "redis"
-# Faults that end the node's process: a run there cannot last past the action's completion.
-DEATHS = ("kill", "stop", "restart")
-FREEZE = "freeze"
-# Faults that leave Redis unable to answer at all (latency, throttle or loss leave it slow).
-REDIS_OUTAGES = ("kill", "stop", "freeze", "partition")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class RunSpan:
 
     run: JobRun
     end: float                          # math.inf when nothing bounds an unfinished run
-    death: FaultEvent | None = None     # the kill/stop/restart that bounds an unknown run
+    death: FaultEvent | None = None     # the fault that ended the process of an unknown run
     max_run_s: float | None = None      # set when the live-process bound was the tighter one
 
     @property
@@ -88,7 +86,7 @@ def run_span(run: JobRun, faults: Iterable[FaultEvent], max_run_s: float | None 
         return RunSpan(run, run.finished_at)
     faults = list(faults)
     death = min((e for e in faults if e.target == run.node and e.phase is FaultPhase.INJECT
-                 and e.fault in DEATHS and e.at >= run.started_at),
+                 and e.effect.ends and e.at >= run.started_at),
                 key=lambda e: e.at, default=None)
     end = math.inf if death is None else death.at
     if max_run_s is not None:
@@ -100,7 +98,7 @@ def run_span(run: JobRun, faults: Iterable[FaultEvent], max_run_s: float | None 
 
 def _frozen_s(run: JobRun, faults: Iterable[FaultEvent], until: float) -> float:
     """How long ``run``'s node was frozen after it started, counting freezes before ``until``."""
-    history = History(faults=[e for e in faults if e.target == run.node and e.fault == FREEZE])
+    history = History(faults=[e for e in faults if e.target == run.node and e.effect.freezes])
     frozen = 0.0
     for inject, heal in history.fault_windows():
         if inject.started_at >= until + frozen:
@@ -162,14 +160,14 @@ def _describe_overlap(overlap: Overlap, t: _Clock) -> str:
             f"{_describe(overlap.second, t)}")
 
 
-def _windows(history: History, targets: Iterable[str],
-             kinds: tuple[str, ...] | None = None) -> list[tuple[FaultEvent, FaultEvent | None]]:
+def _windows(history: History, targets: Iterable[str], effect: Callable[[Effect], bool] | None
+             = None) -> list[tuple[FaultEvent, FaultEvent | None]]:
+    """The fault windows on ``targets`` (those whose effect passes ``effect``), in time order."""
     windows = [w for target in targets for w in history.fault_windows(target)
-               if kinds is None or w[0].fault in kinds]
+               if effect is None or effect(w[0].effect)]
     return sorted(windows, key=lambda w: w[0].at)
 
 
-@never_crashes(EXCLUSIVITY)
 def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_s: float,
                            jobs: tuple[str, ...] = JOBS, liveness_slack_ticks: int = 2,
                            window: tuple[float, float] | None = None,
@@ -294,7 +292,6 @@ def _judged_ticks(history: History, runs: list[JobRun], jobs: tuple[str, ...],
     return judged, derivation
 
 
-@never_crashes(FENCING)
 def check_fencing(history: History, *, fencing_expected: bool = True,
                   jobs: tuple[str, ...] = JOBS, max_run_s: float | None = None) -> CheckResult:
     """Every overlap was contained: the later run had the higher token, the stale write was
@@ -354,7 +351,6 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
                        tuple(uncontained + contained), values)
 
 
-@never_crashes(TAKEOVER)
 def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float,
                         job_interval_s: float, jobs: tuple[str, ...] = JOBS) -> CheckResult:
     """After ``target_node`` is killed mid-run, the job's next run comes within the bound,
@@ -362,9 +358,11 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
     t = _Clock(history)
     # Ticks are wall-clock aligned (tick * interval): how long a winner takes from its tick to
     # its recorded start (taking the lock, claiming the tick, writing the row) is measured on
-    # the runs before the kill, not assumed.
+    # the runs before the kill, not assumed. A kill is a fault that ends the process abruptly:
+    # a holder stopped with SIGTERM may release its lock itself, which is not what this judges.
     first_kill = min((e.started_at for e in history.faults if e.phase is FaultPhase.INJECT
-                      and e.fault == "kill" and e.target == target_node), default=math.inf)
+                      and e.effect.ends_abruptly and e.target == target_node),
+                     default=math.inf)
     recording = max((r.started_at - r.tick * job_interval_s for r in history.job_runs
                       if r.job in jobs and r.started_at < first_kill
                       and r.started_at >= r.tick * job_interval_s), default=0.0)
@@ -379,7 +377,7 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
     expected = (f"next run of each job {target_node} held within {bound:.3f} s of the kill, no "
                 "overlap")
     kills = sorted((e for e in history.faults if e.phase is FaultPhase.INJECT
-                    and e.fault == "kill" and e.target == target_node), key=lambda e: e.at)
+                    and e.effect.ends_abruptly and e.target == target_node), key=lambda e: e.at)
     if not kills:
         return CheckResult(TAKEOVER, Verdict.UNKNOWN, f"{target_node} was not killed", expected,
                            derivation, values=(("bound_s", bound),))
@@ -442,20 +440,20 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
     return CheckResult(TAKEOVER, verdict, measured, expected, derivation, tuple(details), values)
 
 
-@never_crashes(PAUSED)
 def check_jobs_paused_while_redis_down(history: History, job_interval_s: float, *,
                                        grace_s: float = 0.5, jobs: tuple[str, ...] = JOBS,
                                        redis: str = REDIS) -> CheckResult:
     """No run started while Redis could not be reached: such a run would hold no lock."""
     t = _Clock(history)
     derivation = (
-        f"a run starts only after SET NX on Redis succeeded, so none may start from a "
-        f"{'/'.join(REDIS_OUTAGES)} of {redis} (inject done + grace {grace_s:g} s: a run that "
+        f"a run starts only after SET NX on Redis succeeded, so none may start from an "
+        f"outage of {redis} (a fault that leaves it answering nothing until its heal: its "
+        f"process ended, frozen or cut off; inject done + grace {grace_s:g} s: a run that "
         "took its lock just before records its start just after) until its heal is issued; "
         f"a tick every job_interval = {job_interval_s:g} s, so an outage of d s holds about "
         f"d / {job_interval_s:g} ticks that must be skipped")
     expected = f"no job run started during an outage of {redis}"
-    windows = _windows(history, (redis,), REDIS_OUTAGES)
+    windows = _windows(history, (redis,), lambda effect: effect.outage)
     if not windows:
         return CheckResult(PAUSED, Verdict.UNKNOWN, f"no outage of {redis} in the history",
                            expected, derivation)
@@ -501,7 +499,6 @@ def _running_at(spans: list[RunSpan], sample: LockSample) -> tuple[RunSpan, ...]
                  if s.run.started_at < sample.sent_at and s.end > sample.received_at)
 
 
-@never_crashes(HOLDERS)
 def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
                        max_run_s: float | None = None) -> CheckResult:
     """At every sample of the lock store, each job had one holder at most, and a running job's
@@ -558,7 +555,6 @@ def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
                        derivation, tuple(details), values)
 
 
-@never_crashes(STORE_RESTART)
 def check_lock_after_store_restart(history: History, *, persistence: bool, job_interval_s: float,
                                    jobs: tuple[str, ...] = JOBS, redis: str = REDIS,
                                    ready_mark: str | None = None,
@@ -581,7 +577,7 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
         "the first's (the backends re-seed a lost counter from Redis' clock), or a stale "
         "holder's write would be taken for the newer one's")
     expected = "a second run during the holder's run" if not persistence else "no second run"
-    restarts = [w for w in _windows(history, (redis,), ("restart", "kill", "stop"))]
+    restarts = _windows(history, (redis,), lambda effect: effect.ends)
     if not restarts:
         return CheckResult(STORE_RESTART, Verdict.UNKNOWN, f"{redis} was not restarted", expected,
                            derivation)
@@ -794,6 +790,7 @@ def _takeover_predict(ctx: CheckContext, params: TakeoverParams,
 
 register(CheckDef(
     name=TAKEOVER, params=TakeoverParams, judge=_takeover,
+    marker=TimelineMark("next run", After.INJECT),
     summary="after the lock holder is killed, another node runs the job within lock_ttl + one "
             "interval, without overlap",
     needs=frozenset({Observation.JOB_RECORDS}),

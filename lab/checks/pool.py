@@ -27,7 +27,6 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
 from lab.checks.registry import (
     CheckContext,
@@ -68,7 +67,6 @@ def _bracket(times: Sequence[float], totals: Sequence[int], at: float) -> tuple[
     return min(around), max(around)
 
 
-@never_crashes(NAME)
 def check_pool_bound(samples: Sequence[PoolSample], pg_samples: Sequence[ServerActivitySample],
                      default_pool_size: int, reserve_pool_size: int,
                      stats_before: PoolStats | None, stats_after: PoolStats | None,
@@ -335,7 +333,7 @@ def _clients_predict(ctx: CheckContext, params: NoParams, objectives: Objectives
 
 
 register(CheckDef(
-    name=NAME, params=NoParams, judge=_judge,
+    name=NAME, params=NoParams, judge=_judge, pool_size="bound",
     summary="PgBouncer holds at most default_pool_size + reserve server connections, PostgreSQL "
             "agrees, waiters drain, no client errs",
     objectives=(ObjectiveHook("pool_server_connections", _servers_objective, _servers_predict),

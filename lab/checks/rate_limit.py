@@ -28,7 +28,6 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
 from lab.checks.limit_req_model import (
     NODELAY,
@@ -55,7 +54,7 @@ from lab.checks.registry import (
     ObjectiveHook,
     register,
 )
-from lab.expectations import RateLimitRule
+from lab.expectations import Expectations, RateLimitRule
 from lab.history import AccessLogEntry, HeaderSample
 from lab.objectives import Objectives, RateLimitObjective
 
@@ -325,7 +324,6 @@ def _explained_line(judged: _Judged) -> str | None:
             f"order; all are explained by {how}")
 
 
-@never_crashes(NAME)
 def check_rate_limit(entries: Sequence[AccessLogEntry], rule: RateLimitRule, status: int, *,
                      rules: Sequence[RateLimitRule] = (), workers: int = 1,
                      neighbours: bool = True) -> CheckResult:
@@ -449,7 +447,6 @@ def _valid_retry_after(value: str) -> bool:
         return False
 
 
-@never_crashes(HEADERS)
 def check_rate_limit_headers(samples: Iterable[HeaderSample | tuple[int, Mapping[str, str]]],
                              status: int) -> CheckResult:
     """Whether every rejection (``status``) says ``X-RateLimit-Status: REJECTED`` and
@@ -605,11 +602,19 @@ def _predict(ctx: CheckContext, params: RateLimitParams,
                       comparison)
 
 
+def _checklist_notes(expectations: Expectations) -> tuple[str, ...]:
+    """What NGINX's algorithm predicts for the checklist's own experiments, where the
+    configuration limits both /api/auth/ and /api/."""
+    nginx = expectations.nginx
+    auth, api = nginx.rate_limit_for("/api/auth/"), nginx.rate_limit_for("/api/")
+    return predict_checklist_experiments(auth[0], api[0]) if auth and api else ()
+
+
 register(CheckDef(
     name=NAME, params=RateLimitParams, judge=_judge, label=lambda p: f"{NAME} {p.location}",
     summary="every request NGINX logged for a limited location got an outcome limit_req's "
             "algorithm gives on NGINX's clocks, per client address",
-    objectives=(ObjectiveHook("rate_limits", _objective, _predict),)))
+    objectives=(ObjectiveHook("rate_limits", _objective, _predict),), notes=_checklist_notes))
 
 
 def _judge_headers(ctx: CheckContext, params: NoParams) -> CheckResult:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict, never_crashes
+from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.checks.ejection import (
     first_fault_window,
     observation_end,
@@ -22,10 +22,12 @@ from lab.checks.ejection import (
     violation_lines,
 )
 from lab.checks.registry import (
+    After,
     CheckContext,
     CheckDef,
     CheckParams,
     ObjectiveHook,
+    TimelineMark,
     measured_objective,
     register,
 )
@@ -46,7 +48,6 @@ def expected_text(expectations: Expectations, target: str) -> str:
             "counted failure (whole seconds), at its turn; back if that try succeeds")
 
 
-@never_crashes(NAME)
 def check_readmission(history: History, expectations: Expectations, target: str) -> CheckResult:
     """Whether NGINX probed and re-admitted the healed ``target`` when its counters say."""
     expected = expected_text(expectations, target)
@@ -163,7 +164,7 @@ def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objective
 
 register(CheckDef(
     name=NAME, params=ReadmissionParams, judge=_judge, describe=_describe, client_filter=False,
-    label=lambda p: f"{NAME} {p.target}",
+    label=lambda p: f"{NAME} {p.target}", marker=TimelineMark("first 2xx", After.HEAL),
     summary="whether NGINX probed and re-admitted a healed backend when its counters say (its "
             "access log replayed from the heal)",
     objectives=(ObjectiveHook("readmission", _objective, _predict),)))

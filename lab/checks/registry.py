@@ -12,15 +12,17 @@ A check module registers itself at import::
         objectives=(ObjectiveHook("ejection", judge=_objective, predict=_predict),)))
 
 ``judge(ctx, params)`` is pure: it reads the history and the expectations record in
-``CheckContext`` and returns a ``CheckResult`` (conformance). ``run_check`` runs it, and every
-objective judgement, inside the same guard as ``never_crashes``: an exception while reading a
-check's inputs (an expectation part that could not be read, an observation that failed) gives
-that check ``unknown`` with the error, never a pass and never an aborted run.
+``CheckContext`` and returns a ``CheckResult`` (conformance). ``run_check`` is the one crash
+guard: it runs the judge and every objective judgement, and any exception (an expectation part
+that could not be read, an observation that failed, a bug) gives that check or objective
+``unknown`` with the error, never a pass and never an aborted run. A check module's pure
+functions (``check_ejection(history, ...)``) carry no guard of their own: they are what the
+judge computes, and what unit tests call directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -30,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
 from lab.expectations import Expectations, ExpectationUnavailable, FailureMode
 from lab.history import History
-from lab.objectives import Objectives, threshold_text
+from lab.objectives import OBJECTIVE_NAMES, Objectives, threshold_text
 from lab.registry import Registry, strict_model
 
 
@@ -115,6 +117,24 @@ class ObjectiveHook(Generic[P]):
     predict: Callable[[CheckContext, P, Objectives], Prediction | None] | None = None
 
 
+class After(StrEnum):
+    """What a check's measured time counts from, on a run's timeline."""
+
+    INJECT = "inject"           # the inject of the fault window the check judged
+    HEAL = "heal"               # the heal of that window
+    LAST_HEAL = "last heal"     # the run's last heal (a check of the run as a whole)
+
+
+@dataclass(frozen=True)
+class TimelineMark:
+    """Where a check's measurement sits on the report's timeline: its value ``value`` (seconds)
+    after ``after``, labelled "<check>: <what> +<value> s after ..."."""
+
+    what: str                       # "last routed attempt"
+    after: After
+    value: str = "measured_s"
+
+
 @dataclass(frozen=True)
 class CheckDef(Generic[P]):
     """One registered check."""
@@ -131,13 +151,21 @@ class CheckDef(Generic[P]):
     # planned history (``lab explain``); without it, the check's own judgement of the planned
     # history (no measurement in it) gives its expected text.
     describe: Callable[[CheckContext, P], str] | None = None
+    # The moment the check measured, drawn on the report's timeline (None: a check over the
+    # whole run, a ratio or a count, has no single moment).
+    marker: TimelineMark | None = None
+    # The value that is the pool's size (the report draws it where the configuration has none).
+    pool_size: str | None = None
+    # Lines the check adds to a run's notes from the configuration, once per run that judges
+    # it (what a model predicts beyond the check's own verdict).
+    notes: Callable[[Expectations], Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         strict_model(self.params, f"check {self.name}")
         for hook in self.objectives:
-            if hook.objective not in Objectives.model_fields:
+            if hook.objective not in OBJECTIVE_NAMES:
                 raise TypeError(f"check {self.name}: objective {hook.objective!r} is not one of "
-                                f"{', '.join(Objectives.model_fields)}")
+                                f"{', '.join(OBJECTIVE_NAMES)}")
 
     def shown(self, params: P) -> str:
         return self.label(params) if self.label is not None else self.name
@@ -151,9 +179,9 @@ _ATTACHED: dict[str, list[ObjectiveHook[Any]]] = {}
 
 def attach_objective(check: str, hook: ObjectiveHook[Any]) -> None:
     """Attach one more objective to a registered check (at import of the objective's module)."""
-    if hook.objective not in Objectives.model_fields:
+    if hook.objective not in OBJECTIVE_NAMES:
         raise TypeError(f"check {check}: objective {hook.objective!r} is not one of "
-                        f"{', '.join(Objectives.model_fields)}")
+                        f"{', '.join(OBJECTIVE_NAMES)}")
     CHECKS.get(check)   # a typo is an error at import, not a hook that never runs
     _ATTACHED.setdefault(check, []).append(hook)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from lab.checks.base import CheckResult, Verdict, never_crashes
+from lab.checks.base import CheckResult, Verdict
 from lab.checks.ejection import pool_replay, violation_lines
 from lab.checks.registry import CheckDef, NoParams, register
 from lab.expectations import Expectations
@@ -30,7 +30,6 @@ def expected_text(expectations: Expectations) -> str:
             f"{' '.join(policy.next_upstream) or 'off'} allows, timed out as configured")
 
 
-@never_crashes(NAME)
 def check_routing(history: History, expectations: Expectations) -> CheckResult:
     """Whether every routing decision in NGINX's log follows the configuration it runs."""
     expected = expected_text(expectations)

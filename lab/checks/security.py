@@ -27,8 +27,8 @@ from lab.checks.base import (
     Prediction,
     Verdict,
     combine,
-    never_crashes,
 )
+from lab.checks.rate_limit import HEADERS as RATE_LIMIT_HEADERS
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
@@ -118,7 +118,6 @@ def _statuses(samples: Sequence[HeaderSample]) -> str:
 # --- the checks ------------------------------------------------------------------------------
 
 
-@never_crashes(TLS)
 def check_tls(obs: TlsObservation | None, server_name: str, hsts_samples: Sequence[HeaderSample],
               *, hsts_max_age_s: int | None) -> CheckResult:
     """Whether HTTPS serves a lab-CA certificate for ``server_name`` and HSTS on every HTTPS answer.
@@ -191,7 +190,6 @@ def _values(sample: HeaderSample, name: str) -> list[str]:
     return [value for key, value in sample.headers if key.lower() == wanted]
 
 
-@never_crashes(HEADERS)
 def check_security_headers(samples: Sequence[HeaderSample], required: Mapping[str, str | None],
                            *, require_error_samples: bool = True) -> CheckResult:
     """Whether every sampled answer carries each required header (with its value, when one is
@@ -427,6 +425,6 @@ register(CheckDef(
                 ObjectiveHook("rate_limit_headers", _rate_headers_objective,
                               _rate_headers_predict))))
 # The rate-limit headers are judged where rejections are provoked on purpose, too.
-attach_objective("rate-limit-headers", ObjectiveHook("rate_limit_headers",
+attach_objective(RATE_LIMIT_HEADERS, ObjectiveHook("rate_limit_headers",
                                                      _rate_headers_objective,
                                                      _rate_headers_predict))

@@ -2,15 +2,30 @@
 
 Families, as in Pumba: ``lifecycle`` (kill, stop, freeze, restart: the container itself) and
 ``network`` (partition, loss, throttle, latency: applied from a sidecar in the target's
-network namespace). Each family registers its kinds in ``FAULTS`` with typed parameters;
-``make_fault`` binds a ``FaultSpec`` to a lab; healing is idempotent, and ``heal_leftovers``
-repairs what a killed run left broken. ``record`` keeps the faults in place with the lab (one
-labelled container each), so any process can list them and heal them.
+network namespace). Every module of this package is imported here (``lab.registry.discover``),
+and each registers its kinds in ``FAULTS`` with typed parameters and the meaning it owns (its
+``Effect``, whether it is still in place, how a killed run's leftovers heal, how a timeline
+draws it), so a new fault is one new file. ``make_fault`` binds a ``FaultSpec`` to a lab;
+healing is idempotent, and ``heal_leftovers`` repairs what a killed run left broken.
+``record`` keeps the faults in place with the lab (one labelled container each), so any
+process can list them and heal them.
 """
 
-from lab.faults import lifecycle, network  # noqa: F401 - imported to register their faults
-from lab.faults.base import FAULTS, Fault, FaultDef, FaultParams, FaultSpec, NoFault, make_fault
-from lab.faults.network import heal_leftovers
+from lab.faults.base import (
+    FAULTS,
+    Band,
+    Fault,
+    FaultDef,
+    FaultParams,
+    FaultSpec,
+    NoFault,
+    Seen,
+    heal_leftovers,
+    make_fault,
+)
+from lab.registry import discover
 
-__all__ = ["FAULTS", "Fault", "FaultDef", "FaultParams", "FaultSpec", "NoFault", "heal_leftovers",
-           "make_fault"]
+discover(__name__, __path__)
+
+__all__ = ["FAULTS", "Band", "Fault", "FaultDef", "FaultParams", "FaultSpec", "NoFault", "Seen",
+           "heal_leftovers", "make_fault"]

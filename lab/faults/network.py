@@ -6,7 +6,7 @@ fault keeps its rules in chains of its own (``LF_<KIND>_IN``/``_OUT``) or the ro
 eth0, so healing one fault leaves another on the same node alone, and healing is idempotent;
 ``HEAL_SCRIPT`` removes every chain the lab may have added. The sidecar is labelled, and a
 run that dies mid-fault leaves a sidecar that the next run finds, uses to heal the target,
-and removes.
+and removes (``remove_sidecars``).
 
 Latency: this kernel family may lack ``sch_netem``. The lab probes for it once; without it,
 latency comes from ``lab-faultproxy`` (userspace): iptables REDIRECTs new TCP connections into
@@ -26,14 +26,17 @@ from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerSpec, Engine
 from lab.errors import FaultError
 from lab.expectations import FailureMode
 from lab.faults.base import (
+    Band,
     FaultDef,
     FaultSpec,
     LatencyParams,
     LinkParams,
     LossParams,
+    Seen,
     ThrottleParams,
     register,
 )
+from lab.history import Effect
 from lab.topology.lab import LABEL_OWNER, owner_id
 from lab.topology.plan import container_name
 
@@ -316,20 +319,9 @@ class Latency(_NetworkFault):
                 "(no sch_netem)")
 
 
-register(FaultDef(name="partition", params=LinkParams, factory=Partition, family="network",
-                  failure_mode=FailureMode.UNREACHABLE,
-                  summary="drop every packet between the target and its peers (iptables DROP)"))
-register(FaultDef(name="loss", params=LossParams, factory=Loss, family="network",
-                  summary="drop a random share of packets on the target's links"))
-register(FaultDef(name="throttle", params=ThrottleParams, factory=Throttle, family="network",
-                  summary="limit the target's egress bandwidth (tc tbf)"))
-register(FaultDef(name="latency", params=LatencyParams, factory=Latency, family="network",
-                  summary="delay the target's traffic (netem, or the userspace proxy without it)"))
-
-
-def heal_leftovers(lab, nodes: tuple[str, ...] | None = None) -> list[str]:
-    """Heal what a dead run left in this lab (or on ``nodes`` only): network rules (through
-    its sidecars), frozen or stopped nodes. Returns what was repaired."""
+def remove_sidecars(lab: Any, nodes: tuple[str, ...] | None = None) -> list[str]:
+    """Remove the rules a killed run left in its targets' namespaces (through its sidecars,
+    ``nodes`` only when given), and the sidecars; returns what was repaired."""
     repaired = []
     for info in lab.engine.list_containers({LABEL_LAB: lab.name, LABEL_KIND: "sidecar"}):
         if nodes is not None and info.labels.get(LABEL_NODE) not in nodes:
@@ -338,17 +330,34 @@ def heal_leftovers(lab, nodes: tuple[str, ...] | None = None) -> list[str]:
             lab.engine.exec(info.name, ["sh", "-c", HEAL_SCRIPT])
         lab.engine.remove_container(info.id)
         repaired.append(f"removed fault sidecar of {info.labels.get(LABEL_NODE, '?')}")
-    # Every node's state from one listing call, not an inspect per node (a run starts so).
-    states = {info.node: info for info in
-              lab.engine.container_states({LABEL_LAB: lab.name, LABEL_KIND: "node"})}
-    for node in lab.roles if nodes is None else [n for n in lab.roles if n in nodes]:
-        info = states.get(node)
-        if info is None:
-            continue
-        if info.status == "paused":
-            lab.unpause(node)
-            repaired.append(f"unfroze {node}")
-        elif info.status in ("exited", "created", "dead"):
-            lab.start(node, wait=False)
-            repaired.append(f"started {node}")
     return repaired
+
+
+def sidecar_in_place(seen: Seen) -> str:
+    """In place while the sidecar it was injected from runs."""
+    sidecar = seen.containers.get(str(seen.handover.get("sidecar", "")))
+    if sidecar is None or sidecar.status != "running":
+        # Removing a sidecar does not remove the rules it put in the target's namespace.
+        return "sidecar removed: its rules may remain (lab heal removes them)"
+    return "in place"
+
+
+SLOWED = Band("#ff7f0e", "slowed or lossy")
+
+register(FaultDef(name="partition", params=LinkParams, factory=Partition, family="network",
+                  in_place=sidecar_in_place, leftovers=remove_sidecars,
+                  failure_mode=FailureMode.UNREACHABLE, effect=Effect(cuts_off=True),
+                  band=Band("#9467bd", "cut off"),
+                  summary="drop every packet between the target and its peers (iptables DROP)"))
+register(FaultDef(name="loss", params=LossParams, factory=Loss, family="network",
+                  in_place=sidecar_in_place, leftovers=remove_sidecars,
+                  effect=Effect(slows=True), band=SLOWED,
+                  summary="drop a random share of packets on the target's links"))
+register(FaultDef(name="throttle", params=ThrottleParams, factory=Throttle, family="network",
+                  in_place=sidecar_in_place, leftovers=remove_sidecars,
+                  effect=Effect(slows=True), band=SLOWED,
+                  summary="limit the target's egress bandwidth (tc tbf)"))
+register(FaultDef(name="latency", params=LatencyParams, factory=Latency, family="network",
+                  in_place=sidecar_in_place, leftovers=remove_sidecars,
+                  effect=Effect(slows=True), band=SLOWED,
+                  summary="delay the target's traffic (netem, or the userspace proxy without it)"))

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.engine import LABEL_KIND, LABEL_LAB, LABEL_NODE, ContainerInfo, ContainerSpec
 from lab.errors import FaultError, LabError
-from lab.faults.base import FAULTS, Fault, FaultSpec, Resumable, make_fault
+from lab.faults.base import FAULTS, Fault, FaultSpec, Resumable, Seen, make_fault
 from lab.topology.lab import (
     FAULT_RECORD_KIND,
     LABEL_FAULT_SIDECAR,
@@ -174,22 +174,11 @@ def rebuild(lab: Lab, record: FaultRecord) -> Fault:
 
 def state(record: FaultRecord, containers: Mapping[str, ContainerInfo], lab_name: str) -> str:
     """Whether the recorded fault is still in place, from the lab's containers by name (pure):
-    "in place", or "gone: <why>" (a run that started healed it, someone started the node)."""
-    definition = FAULTS.get(record.kind)
-    if definition.family == "network":
-        sidecar = containers.get(str(record.handover.get("sidecar", "")))
-        if sidecar is None or sidecar.status != "running":
-            # Removing a sidecar does not remove the rules it put in the target's namespace.
-            return "sidecar removed: its rules may remain (lab heal removes them)"
-        return "in place"
-    if definition.family != "lifecycle":
-        return "in place"
-    node = containers.get(container_name(lab_name, record.target))
-    status = node.status if node is not None else "missing"
-    held = {"freeze": ("paused",), "restart": ()}.get(record.kind, ("exited", "created", "dead"))
-    if record.kind == "restart":
-        return "done: restarted" if status == "running" else f"in place ({status})"
-    return "in place" if status in held else f"gone: {record.target} is {status}"
+    "in place", or "gone: <why>" (a run that started healed it, someone started the node), as
+    the fault's own definition reads them."""
+    seen = Seen(record.target, record.handover,
+                containers.get(container_name(lab_name, record.target)), containers)
+    return FAULTS.get(record.kind).in_place(seen)
 
 
 def heal_recorded(lab: Lab) -> list[str]:

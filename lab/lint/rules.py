@@ -20,8 +20,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from lab.checks import CHECKS
+from lab.checks.availability import DURABILITY
+from lab.checks.availability import NAME as AVAILABILITY
+from lab.checks.distribution import NAME as DISTRIBUTION
+from lab.checks.ejection import NAME as EJECTION
 from lab.checks.ejection import failed_attempt_cost
+from lab.checks.health import DETAILED_TIMING
+from lab.checks.health import NAME as HEALTH_CONTRACT
+from lab.checks.latency import NAME as LATENCY
 from lab.checks.locks import EXCLUSIVITY, FENCING, HOLDERS, PAUSED, STORE_RESTART, TAKEOVER
+from lab.checks.pool import NAME as POOL_BOUND
+from lab.checks.rate_limit import NAME as RATE_LIMIT
+from lab.checks.readmission import NAME as READMISSION
 from lab.checks.upstream_replay import NON_IDEMPOTENT
 from lab.expectations import (
     ExpectationUnavailable,
@@ -52,7 +62,7 @@ CLIENT_KEYS = ("$binary_remote_addr", "$remote_addr", "$realip_remote_addr",
 SYN_RETRANSMIT_S = 1.0
 # How long a client waits when the scenario names no stream: the lab's clients' default.
 CLIENT_TIMEOUT_S: float = TrafficStream.model_fields["timeout_s"].default
-_EJECTION = frozenset({"ejection", "readmission"})
+_EJECTION = frozenset({EJECTION, READMISSION})
 _LOCKS = frozenset({EXCLUSIVITY, FENCING, HOLDERS, TAKEOVER, PAUSED, STORE_RESTART})
 
 
@@ -498,7 +508,7 @@ def _main_group(lint: LintInput) -> _Group | None:
 
 
 @rule("no-ejection", "max_fails=0 (or one server): a failed backend is never taken out",
-      _EJECTION | {"availability", "latency"})
+      _EJECTION | {AVAILABILITY, LATENCY})
 def _no_ejection(lint: LintInput) -> list[Finding]:
     upstream = _upstream(lint)
     group = _main_group(lint)
@@ -524,7 +534,7 @@ def _no_ejection(lint: LintInput) -> list[Finding]:
 
 
 @rule("readmission-window", "fail_timeout longer than the readmission objective allows",
-      frozenset({"readmission"}))
+      frozenset({READMISSION}))
 def _readmission(lint: LintInput) -> list[Finding]:
     upstream = _upstream(lint)
     if upstream is None or upstream.max_fails == 0:
@@ -546,7 +556,7 @@ def _readmission(lint: LintInput) -> list[Finding]:
 
 
 @rule("failing-latency", "connect/read timeouts longer than the failing-latency objective",
-      frozenset({"latency"}))
+      frozenset({LATENCY}))
 def _failing_latency(lint: LintInput) -> list[Finding]:
     objective = lint.objectives.failing_latency
     items = []
@@ -581,7 +591,7 @@ def _failing_latency(lint: LintInput) -> list[Finding]:
 
 @rule("failures-not-counted", "a connect/read timeout the clients do not wait for: NGINX never "
       "counts the failure, so it never ejects the backend",
-      _EJECTION | {"availability", "latency"})
+      _EJECTION | {AVAILABILITY, LATENCY})
 def _not_counted(lint: LintInput) -> list[Finding]:
     items = []
     for group in _groups(lint):
@@ -628,7 +638,7 @@ def _not_counted(lint: LintInput) -> list[Finding]:
 
 
 @rule("ejection-window", "max_fails reached later than the ejection objective at the "
-      "scenario's rate, or an ejection shorter than one turn", frozenset({"ejection"}))
+      "scenario's rate, or an ejection shorter than one turn", frozenset({EJECTION}))
 def _ejection_window(lint: LintInput) -> list[Finding]:
     objective = lint.objectives.ejection
     groups = _groups(lint)
@@ -693,7 +703,7 @@ def _per_worker(lint: LintInput) -> list[Finding]:
 
 
 @rule("health-503-ejects", "http_503 retried while dependency health endpoints are proxied",
-      frozenset({"availability", "ejection", "health-contract", "health-detailed-timing"}))
+      frozenset({AVAILABILITY, EJECTION, HEALTH_CONTRACT, DETAILED_TIMING}))
 def _health_503(lint: LintInput) -> list[Finding]:
     upstream = _upstream(lint)
     if upstream is None or upstream.max_fails == 0:
@@ -742,7 +752,7 @@ _RETRY_FIX = ("proxy_next_upstream error timeout; (add http_502 http_503 http_50
 
 
 @rule("no-retry", "proxy_next_upstream without error or timeout (or off): a failed backend's "
-      "requests reach the clients as errors", frozenset({"availability", "ejection"}))
+      "requests reach the clients as errors", frozenset({AVAILABILITY, EJECTION}))
 def _no_retry_rule(lint: LintInput) -> list[Finding]:
     items = []
     for group in _groups(lint):
@@ -763,7 +773,7 @@ def _no_retry_rule(lint: LintInput) -> list[Finding]:
 
 
 @rule("single-try", "proxy_next_upstream_tries 1: no request is ever retried",
-      frozenset({"availability", "ejection"}))
+      frozenset({AVAILABILITY, EJECTION}))
 def _single_try(lint: LintInput) -> list[Finding]:
     items = []
     for group in _groups(lint):
@@ -783,7 +793,7 @@ def _single_try(lint: LintInput) -> list[Finding]:
 
 
 @rule("retry-timeout-too-short", "proxy_next_upstream_timeout no longer than one failed try: "
-      "the retry is never made", frozenset({"availability", "ejection", "latency"}))
+      "the retry is never made", frozenset({AVAILABILITY, EJECTION, LATENCY}))
 def _retry_timeout(lint: LintInput) -> list[Finding]:
     items = []
     for group in _groups(lint):
@@ -809,7 +819,7 @@ def _retry_timeout(lint: LintInput) -> list[Finding]:
 
 
 @rule("retried-writes", "non_idempotent in proxy_next_upstream while the traffic writes: a "
-      "write already sent is sent again (duplicates)", frozenset({"durability"}))
+      "write already sent is sent again (duplicates)", frozenset({DURABILITY}))
 def _retried_writes(lint: LintInput) -> list[Finding]:
     items = []
     for group in _groups(lint):
@@ -845,7 +855,7 @@ def _retried_writes(lint: LintInput) -> list[Finding]:
 
 
 @rule("keepalive-unused", "upstream keepalive without proxy_http_version 1.1 and an empty "
-      "Connection header: the cache keeps nothing", frozenset({"latency"}))
+      "Connection header: the cache keeps nothing", frozenset({LATENCY}))
 def _keepalive(lint: LintInput) -> list[Finding]:
     items = []
     for group in _groups(lint):
@@ -901,7 +911,7 @@ def _needs(lint: LintInput) -> tuple[float, str] | None:
 
 @rule("timeout-below-backend-latency", "a connect/read timeout a healthy, loaded backend can "
       "exceed: healthy backends are counted as failed and ejected",
-      frozenset({"availability", "distribution", "ejection"}))
+      frozenset({AVAILABILITY, DISTRIBUTION, EJECTION}))
 def _below_latency(lint: LintInput) -> list[Finding]:
     needs = _needs(lint)
     items = []
@@ -946,7 +956,7 @@ def _below_latency(lint: LintInput) -> list[Finding]:
 
 
 @rule("limit-req-no-burst", "limit_req without burst rejects concurrent clients behind one address",
-      frozenset({"rate-limit"}))
+      frozenset({RATE_LIMIT}))
 def _no_burst(lint: LintInput) -> list[Finding]:
     try:
         rules = lint.expectations.nginx.rate_limits
@@ -975,7 +985,7 @@ def _no_burst(lint: LintInput) -> list[Finding]:
 
 
 @rule("shared-limit-key", "a limit_req zone keyed on something every client shares",
-      frozenset({"rate-limit"}))
+      frozenset({RATE_LIMIT}))
 def _shared_key(lint: LintInput) -> list[Finding]:
     out = []
     for d in walk(lint.tree):
@@ -1069,7 +1079,7 @@ def _active_checks(lint: LintInput) -> list[Finding]:
 
 
 @rule("pool-exceeds-max-connections", "PgBouncer may open more server connections than "
-      "PostgreSQL admits", frozenset({"pool-bound"}))
+      "PostgreSQL admits", frozenset({POOL_BOUND}))
 def _pool(lint: LintInput) -> list[Finding]:
     try:
         pool, pg = lint.expectations.pgbouncer, lint.expectations.postgres

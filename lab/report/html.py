@@ -3,8 +3,9 @@
 On one time axis from the run's start (seconds): every client request as a point (x its
 intended send time, y its latency on a log scale, coloured by the backend that answered;
 failures as red crosses, unknowns as amber triangles in the "no answer" strip), each
-backend's share of the answers, the faults shaded from inject to heal, and a marker at each
-moment a check measured (``MARKERS``). Lock scenarios add each node's job runs (overlaps red,
+backend's share of the answers, the faults shaded from inject to heal (each as its fault's
+definition draws it, ``FaultDef.band``), and a marker at each moment a check measured (as its
+check's entry says, ``CheckDef.marker``). Lock scenarios add each node's job runs (overlaps red,
 fencing refusals marked), pool scenarios the pool's connections and queue, health watches
 each endpoint's status. Below: the checks and objectives with what was measured, expected and
 why, the predictions, the exact request counts and percentiles, and what the run was.
@@ -24,13 +25,15 @@ import json
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.checks import Verdict
+from lab.checks import CHECKS, Verdict
 from lab.checks.latency import percentile
+from lab.checks.registry import After, TimelineMark
+from lab.faults import FAULTS, Band
 from lab.history import WATCHED, FaultEvent, History, Outcome, RequestRecord
 from lab.report.stored import RESULT_FILE, StoredCheck, StoredRun, load
 
@@ -129,50 +132,30 @@ def _window_for(check: StoredCheck, history: History) -> Window | None:
     return (named or windows or [None])[0]
 
 
-def _after_inject(what: str) -> Callable[[StoredCheck, History], list[Marker]]:
-    def rule(check: StoredCheck, history: History) -> list[Marker]:
-        measured, window = check.value("measured_s"), _window_for(check, history)
-        if measured is None or window is None:
-            return []
-        inject = window[0]
-        return [Marker(inject.at + measured, check.name, check.verdict,
-                       f"{check.display}: {what} +{measured:.3f} s after {inject.fault}")]
-    return rule
-
-
-def _after_heal(what: str, *, last: bool = False) -> Callable[[StoredCheck, History], list[Marker]]:
-    def rule(check: StoredCheck, history: History) -> list[Marker]:
-        measured = check.value("measured_s")
-        if last:
-            heals = [h for _, h in history.fault_windows() if h is not None]
-            heal = max(heals, key=lambda e: e.at) if heals else None
-        else:
-            window = _window_for(check, history)
-            heal = window[1] if window else None
-        if measured is None or heal is None:
-            return []
-        return [Marker(heal.at + measured, check.name, check.verdict,
-                       f"{check.display}: {what} +{measured:.3f} s after the heal")]
-    return rule
-
-
-# Check name -> where its measurement sits on the timeline. Checks not named here measure
-# over the whole run (ratios, counts) and have no single moment to mark.
-MARKERS: dict[str, Callable[[StoredCheck, History], list[Marker]]] = {
-    "ejection": _after_inject("last routed attempt"),
-    "readmission": _after_heal("first 2xx"),
-    "recovery": _after_heal("first success", last=True),
-    "lock-takeover": _after_inject("next run"),
-}
+def _mark(mark: TimelineMark, check: StoredCheck, history: History) -> list[Marker]:
+    """Where one check's measurement sits: its value after the inject or heal it counts from."""
+    measured = check.value(mark.value)
+    if mark.after is After.LAST_HEAL:
+        heals = [h for _, h in history.fault_windows() if h is not None]
+        event = max(heals, key=lambda e: e.at) if heals else None
+    else:
+        window = _window_for(check, history)
+        event = None if window is None else window[0] if mark.after is After.INJECT else window[1]
+    if measured is None or event is None:
+        return []
+    since = f"after {event.fault}" if mark.after is After.INJECT else "after the heal"
+    return [Marker(event.at + measured, check.name, check.verdict,
+                   f"{check.display}: {mark.what} +{measured:.3f} s {since}")]
 
 
 def markers(run: StoredRun) -> list[Marker]:
-    """Every marker the run's checks give."""
+    """Every marker the run's checks give, each where its check's entry says (a check this lab
+    no longer has, in an old result, gives none)."""
     out: list[Marker] = []
     for check in run.checks:
-        rule = MARKERS.get(check.name)
-        if rule is not None:
-            out.extend(rule(check, run.history))
+        mark = CHECKS.get(check.name).marker if check.name in CHECKS else None
+        if mark is not None:
+            out.extend(_mark(mark, check, run.history))
     return out
 
 
@@ -481,8 +464,9 @@ def _pool_size(run: StoredRun) -> tuple[float, str] | None:
     if isinstance(pgbouncer, dict) and isinstance(pgbouncer.get("default_pool_size"), int | float):
         return float(pgbouncer["default_pool_size"]), "default_pool_size"
     for check in run.checks:
-        if check.name == "pool-bound" and check.value("bound") is not None:
-            return float(check.value("bound") or 0), "the pool check's bound"
+        value = CHECKS.get(check.name).pool_size if check.name in CHECKS else None
+        if value is not None and check.value(value) is not None:
+            return float(check.value(value) or 0), f"the {check.name} check's {value}"
     return None
 
 
@@ -587,6 +571,15 @@ def _time_ticks(svg: _Svg, axis: Axis, top: float) -> None:
     svg.y += 22
 
 
+# A fault this lab no longer has (an old result) is drawn as every fault once was.
+_OTHER_FAULT = Band("#d62728", "fault")
+
+
+def _band(kind: str) -> Band:
+    """How the timeline draws a fault: as its definition says."""
+    return FAULTS.get(kind).band if kind in FAULTS else _OTHER_FAULT
+
+
 def _overlays(svg: _Svg, run: StoredRun, axis: Axis, top: float, marks: list[Marker]) -> None:
     # Drawn over the panels, translucent and transparent to the mouse, so that the band
     # shows in every panel and the points under it keep their tooltips.
@@ -594,6 +587,7 @@ def _overlays(svg: _Svg, run: StoredRun, axis: Axis, top: float, marks: list[Mar
     for i, (inject, heal) in enumerate(run.history.fault_windows()):
         end = heal.at if heal else axis.t0 + axis.span_s
         x0, x1 = axis.x(inject.at), axis.x(end)
+        colour = _esc(_band(inject.fault).colour)
         label = f"{inject.fault} {inject.target}"
         tip = (f"{label}: injected +{axis.rel(inject.at):.3f} s ({inject.detail})"
                + (f", healed +{axis.rel(heal.at):.3f} s ({heal.detail})" if heal else
@@ -602,8 +596,10 @@ def _overlays(svg: _Svg, run: StoredRun, axis: Axis, top: float, marks: list[Mar
                 f'data-target="{_esc(inject.target)}" data-inject="{axis.rel(inject.at):.3f}" '
                 f'data-heal="{"" if heal is None else format(axis.rel(heal.at), ".3f")}">'
                 f'<rect class="fault-band" x="{_num(x0)}" y="{_num(top)}" '
-                f'width="{_num(max(1.0, x1 - x0))}" height="{_num(bottom - top)}"/>'
-                f'<text class="fault-label" x="{_num(x0 + 3)}" y="{_num(top - 4 - 12 * (i % 2))}">'
+                f'width="{_num(max(1.0, x1 - x0))}" height="{_num(bottom - top)}" '
+                f'style="fill:{colour};stroke:{colour}"/>'
+                f'<text class="fault-label" x="{_num(x0 + 3)}" y="{_num(top - 4 - 12 * (i % 2))}" '
+                f'style="fill:{colour}">'
                 f"{_esc(label)}<title>{_esc(tip)}</title></text></g>")
     for i, marker in enumerate(marks):
         x = axis.x(marker.at)
@@ -623,8 +619,9 @@ def _legend(y: float, colours: dict[str, str], history: History, marks: bool) ->
         items.append(("■ write", "#444"))
     if history.requests:
         items += [("✕ failed", FAIL_COLOUR), ("△ unknown: no answer", UNKNOWN_COLOUR)]
-    if history.faults:
-        items.append(("▮ fault: inject to heal", "#d98c8c"))
+    bands = {_band(e.fault) for e in history.faults}
+    items += [(f"▮ {band.legend}: inject to heal", band.colour)
+              for band in sorted(bands, key=lambda b: b.legend)]
     if marks:
         items.append(("┆ a check measured here", "#222"))
     x, out = float(LEFT), []

@@ -88,14 +88,15 @@ def planned_history(scenario: Scenario, names: Mapping[str, float],
     for step in scenario.steps:
         if isinstance(step, InjectStep):
             history.faults.append(FaultEvent(step.inject.fault, step.inject.target,
-                                             FaultPhase.INJECT, at, at, "planned"))
+                                             FaultPhase.INJECT, at, at, "planned",
+                                             FAULTS.get(step.inject.fault).effect))
             open_faults.append((step.inject.fault, step.inject.target))
         elif isinstance(step, HealStep):
             healed = list(open_faults) if step.heal == "all" else [
                 (step.heal.fault, step.heal.target)]   # type: ignore[union-attr]
             for kind, target in healed:
                 history.faults.append(FaultEvent(kind, target, FaultPhase.HEAL, at, at,
-                                                 "planned"))
+                                                 "planned", FAULTS.get(kind).effect))
                 if (kind, target) in open_faults:
                     open_faults.remove((kind, target))
         elif isinstance(step, WatchStep):

@@ -22,8 +22,6 @@ import psycopg
 
 from lab import __version__
 from lab.checks import CHECKS, CheckResult, Observation
-from lab.checks.locks import DEATHS
-from lab.checks.rate_limit import predict_checklist_experiments
 from lab.expectations import Expectations, UpstreamPolicy, duration_names
 from lab.faults import FaultSpec, heal_leftovers
 from lab.faults import record as fault_record
@@ -207,10 +205,11 @@ class Runner:
         since = history.mark_at("start") or 0.0
         end = history.mark_at("end") or time.time()
         source = job_source(self.lab)   # tables, a user's backend's logs, or its lock keys
-        # A run whose node died (kill, stop, restart) after it started never records a finish.
+        # A run whose node's process ended (kill, stop, restart) after it started never records
+        # a finish.
         deaths: dict[str, list[float]] = {}
         for event in history.faults:
-            if event.phase is FaultPhase.INJECT and event.fault in DEATHS:
+            if event.phase is FaultPhase.INJECT and event.effect.ends:
                 deaths.setdefault(event.target, []).append(event.started_at)
 
         def pending(runs: list[JobRun]) -> list[JobRun]:
@@ -344,7 +343,7 @@ class Runner:
                          targets=tuple(state.targets.items()),
                          **streams, **observed)  # type: ignore[arg-type]
         checks = judge(scenario, history, expectations, facts, self.objectives.values)
-        self._note_rate_limit_predictions(state, expectations)
+        self._note_check_predictions(state, expectations)
         return RunResult(
             scenario=scenario.name, description=scenario.description, lab=lab.name, seed=self.seed,
             started_at=started_at, finished_at=time.time(),
@@ -355,14 +354,12 @@ class Runner:
             steps=tuple(definition_of(step).describe(step, names) for step in scenario.steps),
             facts=facts, config=lab.config.model_dump(mode="json"))
 
-    def _note_rate_limit_predictions(self, state: RunState, expectations: Expectations) -> None:
-        if not any(spec.check == "rate-limit" for spec in self.scenario.checks):
-            return
-        nginx = expectations.nginx
-        auth, api = nginx.rate_limit_for("/api/auth/"), nginx.rate_limit_for("/api/")
-        if auth and api:
-            # What NGINX's algorithm predicts for the checklist's own experiments.
-            state.notes.extend(predict_checklist_experiments(auth[0], api[0]))
+    def _note_check_predictions(self, state: RunState, expectations: Expectations) -> None:
+        """The notes each of the scenario's checks adds from the configuration (once a check)."""
+        for name in dict.fromkeys(spec.check for spec in self.scenario.checks):
+            notes = CHECKS.get(name).notes
+            if notes is not None:
+                state.notes.extend(notes(expectations))
 
 
 def rejudge(result: RunResult, scenario: Scenario, expectations: Expectations,

@@ -3,7 +3,9 @@ recorded, the faults in place, the traffic, and the progress line.
 
 Faults are injected and healed here, so that the steps, the runner's ``finally`` and a
 manual ``lab heal`` share one way of doing it: every inject and heal is a ``FaultEvent`` in
-the history, and a lifecycle fault's heal waits until its node is ready again.
+the history, carrying the fault's ``Effect`` from its definition (so the checks, which never
+import the fault registry, read what the fault did), and a lifecycle fault's heal waits until
+its node is ready again.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ class RunState:
         started = time.time()
         detail = fault.inject()
         self.history.faults.append(FaultEvent(spec.kind, spec.target, FaultPhase.INJECT,
-                                              time.time(), started, detail))
+                                              time.time(), started, detail,
+                                              FAULTS.get(spec.kind).effect))
         self.active[(spec.kind, spec.target)] = fault
         self.records[(spec.kind, spec.target)] = fault_record.write(
             self.lab, spec, fault, detail, self.origin, until=until)
@@ -172,10 +175,11 @@ class RunState:
         self.tick(f"heal {kind} {target}")
         started = time.time()
         detail = fault.heal()
+        definition = FAULTS.get(kind)
         self.history.faults.append(FaultEvent(kind, target, FaultPhase.HEAL, time.time(), started,
-                                              detail))
+                                              detail, definition.effect))
         fault_record.forget(self.lab, self.records.pop((kind, target), None))
-        if FAULTS.get(kind).lifecycle:
+        if definition.lifecycle:
             self.lab.wait_ready(target, self.ready_timeout_s)
             self.history.mark(ready_mark(target), time.time())
 

@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from lab.expectations import Expectations, NginxPolicy, Part, UpstreamPolicy, UpstreamServer
+from lab.faults import FAULTS
 from lab.history import (
     AccessLogEntry,
     FaultEvent,
@@ -175,18 +176,20 @@ class Simulation:
                 rid += 1
 
         history = History()
+        effect = FAULTS.get(f.kind).effect
         history.faults.append(FaultEvent(f.kind, f.target, FaultPhase.INJECT,
-                                         T0 + f.inject_at, T0 + f.inject_at - f.action_s))
+                                         T0 + f.inject_at, T0 + f.inject_at - f.action_s,
+                                         effect=effect))
         if f.heal_at is not None:
             history.faults.append(FaultEvent(f.kind, f.target, FaultPhase.HEAL, T0 + f.heal_at,
-                                             T0 + f.heal_at - 0.05))
+                                             T0 + f.heal_at - 0.05, effect=effect))
             history.mark(ready_mark(f.target), up_at)
         if f.again is not None:
             history.faults += [
                 FaultEvent(f.kind, f.target, FaultPhase.INJECT, T0 + f.again[0],
-                           T0 + f.again[0] - f.action_s),
+                           T0 + f.again[0] - f.action_s, effect=effect),
                 FaultEvent(f.kind, f.target, FaultPhase.HEAL, T0 + f.again[1],
-                           T0 + f.again[1] - 0.05)]
+                           T0 + f.again[1] - 0.05, effect=effect)]
             history.mark(ready_mark(f.target), periods[1][1])
         requests: dict[int, _Request] = {}
 

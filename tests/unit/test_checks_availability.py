@@ -97,11 +97,6 @@ def test_request_nginx_never_logged_is_unexplained_and_none_unknown() -> None:
     assert judge(History(), Nginx()).verdict is Verdict.UNKNOWN
 
 
-def test_crash_is_unknown() -> None:
-    """A crash inside the check yields unknown."""
-    assert check_availability(None, None).verdict is Verdict.UNKNOWN  # type: ignore[arg-type]
-
-
 def test_lost_acknowledged_write_fails() -> None:
     """An acknowledged write missing from the store fails."""
     result = check_durability(frozenset({"1", "2", "3"}), frozenset({"1", "3", "4"}))

@@ -6,6 +6,7 @@ import pytest
 
 from lab.checks.base import Verdict
 from lab.checks.dependency import check_fail_fast, check_recovery
+from lab.faults import FAULTS
 from lab.history import FaultEvent, FaultPhase, History, Outcome, RequestRecord
 
 pytestmark = pytest.mark.covers("check:fail-fast", "check:recovery")
@@ -17,8 +18,11 @@ def outage(latency_failed: float | None, *, recover_after: float = 1.0) -> Histo
     """PgBouncer down from +2 s to +5 s; requests every 0.1 s; failures answered
     in ``latency_failed``."""
     history = History()
-    history.faults += [FaultEvent("stop", "pgbouncer", FaultPhase.INJECT, T0 + 2, T0 + 1.9),
-                       FaultEvent("stop", "pgbouncer", FaultPhase.HEAL, T0 + 5, T0 + 4.9)]
+    stopped = FAULTS.get("stop").effect
+    history.faults += [FaultEvent("stop", "pgbouncer", FaultPhase.INJECT, T0 + 2, T0 + 1.9,
+                                  effect=stopped),
+                       FaultEvent("stop", "pgbouncer", FaultPhase.HEAL, T0 + 5, T0 + 4.9,
+                                  effect=stopped)]
     for i in range(100):
         at = T0 + i * 0.1
         down = T0 + 2 <= at < T0 + 5 + recover_after

@@ -104,11 +104,6 @@ def test_window_and_non_ok_ignored() -> None:
     assert check_distribution(history, EVEN, (T0, T0 + 10)).verdict is Verdict.PASS
 
 
-def test_crash_is_unknown() -> None:
-    """A crash inside the check yields unknown."""
-    assert check_distribution(None, EVEN).verdict is Verdict.UNKNOWN  # type: ignore[arg-type]
-
-
 def _judged(history: History, weights: dict[str, int]) -> tuple[Any, Any]:
     """The check and its objective, against an upstream with these weights."""
     members = tuple(UpstreamServer(n, f"{n}:8000", w) for n, w in weights.items())

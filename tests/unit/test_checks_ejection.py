@@ -111,12 +111,6 @@ def test_no_inject_event_and_no_log_are_unknown() -> None:
     assert empty.verdict is Verdict.UNKNOWN and "no try reached" in empty.measured
 
 
-def test_crash_is_unknown() -> None:
-    """A check that crashes on its input reports unknown with the error."""
-    result = check_ejection(run(Nginx()), None, "backend-1")  # type: ignore[arg-type]
-    assert result.verdict is Verdict.UNKNOWN and result.measured == "check crashed"
-
-
 def test_attempts_are_reconstructed_from_the_log() -> None:
     """Each attempt starts where the one before it ended; endings come from the log."""
     history = run(Nginx())

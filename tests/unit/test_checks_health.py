@@ -15,6 +15,7 @@ from lab.checks.health import (
     check_ready_at_startup,
     check_ready_while_draining,
 )
+from lab.faults import FAULTS
 from lab.history import WATCHED, FaultEvent, FaultPhase, HealthSample, HealthWatch, History
 
 pytestmark = pytest.mark.covers("check:health-contract", "check:health-startup",
@@ -126,15 +127,18 @@ def watched(sim: SimBackend, end: float = 15.0, drain_event: bool = True) -> His
             t = max(t + (INTERVAL if status is not None else 0.01), t + latency)
     h.health_watches.append(HealthWatch("backend-2", INTERVAL, T0, T0 + end, len(h.health_samples)))
     down_from, down_to = sim.redis_down
+    frozen, stopped = FAULTS.get("freeze").effect, FAULTS.get("stop").effect
     h.faults += [FaultEvent("freeze", "redis", FaultPhase.INJECT, T0 + down_from,
-                            T0 + down_from - 0.01),
-                 FaultEvent("freeze", "redis", FaultPhase.HEAL, T0 + down_to, T0 + down_to - 0.01)]
+                            T0 + down_from - 0.01, effect=frozen),
+                 FaultEvent("freeze", "redis", FaultPhase.HEAL, T0 + down_to, T0 + down_to - 0.01,
+                            effect=frozen)]
     h.mark("ready:redis", T0 + down_to + 0.05)
     if drain_event:
         h.faults += [FaultEvent("stop", "backend-2", FaultPhase.INJECT,
-                                T0 + sim.sigterm + sim.drain + 0.1, T0 + sim.sigterm),
+                                T0 + sim.sigterm + sim.drain + 0.1, T0 + sim.sigterm,
+                                effect=stopped),
                      FaultEvent("stop", "backend-2", FaultPhase.HEAL, T0 + sim.listen - 0.5,
-                                T0 + sim.listen - 1)]
+                                T0 + sim.listen - 1, effect=stopped)]
     return h
 
 

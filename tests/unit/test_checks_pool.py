@@ -140,7 +140,6 @@ def test_missing_evidence_is_unknown() -> None:
     assert check(ramp(30), []).verdict is Verdict.UNKNOWN
     backwards = check_pool_bound(ramp(30), pg_for(ramp(30)), *BOUND_ARGS, STATS[1], STATS[0], 0)
     assert backwards.verdict is Verdict.UNKNOWN
-    assert check_pool_bound(None, [], 1, 0, None, None, 0).verdict is Verdict.UNKNOWN  # type: ignore[arg-type]
 
 
 def test_each_load_is_reported_and_the_bound_judged_over_both() -> None:

@@ -3,21 +3,30 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+from pydantic import BaseModel, Field
 
 from lab.errors import ConfigError
 from lab.objectives import (
+    DEFAULT_SOURCE,
+    MERGED,
     OBJECTIVE_NAMES,
     Objectives,
     RateLimitObjective,
+    Stated,
     defaults,
     document,
     load_objectives,
     parse_assignments,
+    statements,
     threshold_text,
 )
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "objectives.md"
 
 
 def test_defaults_are_the_checklists_targets() -> None:
@@ -141,3 +150,39 @@ def test_header_and_health_tables_merge_and_headers_can_be_dropped() -> None:
     assert threshold_text(Objectives(), "security_headers") == (
         "every answer: X-Frame-Options: SAMEORIGIN; X-Content-Type-Options: nosniff; "
         "Content-Security-Policy")
+
+
+def test_every_objective_states_its_source_and_threshold_on_its_field() -> None:
+    """The tables are read from the fields: every field states a source, every objective a
+    threshold text, and the tables (table objectives among them) follow."""
+    stated = statements(Objectives)
+    assert set(stated) == set(Objectives.model_fields) == set(DEFAULT_SOURCE)
+    assert set(OBJECTIVE_NAMES) == {n for n, s in stated.items() if s.threshold is not None}
+    assert OBJECTIVE_NAMES and "health_latency_percentile" not in OBJECTIVE_NAMES
+    assert MERGED == ("rate_limits", "security_headers", "health_contract")
+    with pytest.raises(KeyError, match="setting"):
+        threshold_text(Objectives(), "health_latency_percentile")
+
+
+def test_an_objective_without_a_stated_source_is_refused() -> None:
+    """A field that does not say where its default comes from is an error, not "lab default";
+    so is a source that is neither the checklist nor the lab's own default."""
+
+    class Silent(BaseModel):
+        stated: Annotated[float, Stated("checklist", lambda x, _: f"<= {x}")] = 1.0
+        silent: float = Field(2.0, description="no source")
+
+    with pytest.raises(TypeError, match="silent: its field must state its source"):
+        statements(Silent)
+    with pytest.raises(TypeError, match="not one of checklist, lab default"):
+        Stated("a blog post", None)  # type: ignore[arg-type]
+
+
+def test_the_docs_table_names_each_objectives_source() -> None:
+    """docs/objectives.md has a row for every objective, whose "from" column begins with the
+    source its field states."""
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r"^\| `([a-z_0-9]+)` \| [^|]+ \| ([^|]+) \|", DOCS.read_text(), re.MULTILINE)}
+    assert set(OBJECTIVE_NAMES) <= set(rows), set(OBJECTIVE_NAMES) - set(rows)
+    for name in OBJECTIVE_NAMES:
+        assert rows[name].strip().startswith(DEFAULT_SOURCE[name]), (name, rows[name])

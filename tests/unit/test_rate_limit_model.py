@@ -247,6 +247,21 @@ def test_checklist_experiments() -> None:
     assert any("at 9 ms apart: model accepts 75, rejects 75" in line for line in lines)
 
 
+def test_the_rate_limit_check_notes_the_checklist_experiments() -> None:
+    """A run with the rate-limit check notes the experiments' prediction for the configuration
+    it runs (the check's entry says so; the runner names no check)."""
+    from lab.checks import CHECKS
+    from lab.config import LabConfig
+    from lab.topology.expect import claimed
+
+    expectations = claimed(LabConfig())
+    nginx = expectations.nginx
+    lines = CHECKS.get("rate-limit").notes(expectations)
+    assert lines == predict_checklist_experiments(nginx.rate_limit_for("/api/auth/")[0],
+                                                  nginx.rate_limit_for("/api/")[0])
+    assert lines[0].startswith("15 auth requests 50 ms apart")
+
+
 # --- the replay on NGINX's clocks ----------------------------------------------------------
 
 
@@ -489,8 +504,8 @@ def test_the_run_says_which_one_step_changes_it_rules_out() -> None:
 
 
 def test_undecidable_inputs_are_unknown() -> None:
-    """No traffic, a limit that never acted, an unlogged key, workers the log does not name,
-    or a crash: unknown, never a pass."""
+    """No traffic, a limit that never acted, an unlogged key, workers the log does not name:
+    unknown, never a pass."""
     assert check_rate_limit([], AUTH, STATUS).verdict is Verdict.UNKNOWN
     calm = check(nginx_log(AUTH, spaced(5, 200)))
     assert calm.verdict is Verdict.UNKNOWN
@@ -501,7 +516,6 @@ def test_undecidable_inputs_are_unknown() -> None:
     assert check(anonymous, workers=1).verdict is Verdict.PASS
     unnamed = check(anonymous, workers=2)
     assert unnamed.verdict is Verdict.UNKNOWN and "lack $pid" in unnamed.measured
-    assert check_rate_limit(None, AUTH, STATUS).verdict is Verdict.UNKNOWN  # type: ignore[arg-type]
 
 
 # --- rejection headers -------------------------------------------------------------------

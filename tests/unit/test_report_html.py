@@ -188,11 +188,27 @@ def test_unreadable_results_say_what_is_wrong(tmp_path: Path) -> None:
         stored.load(tmp_path)
 
 
-def test_markers_registry_names_checks_that_exist() -> None:
-    """Every marker rule is keyed by a registered check's name (no rule for a typo)."""
+def test_band_and_markers_come_from_the_registries(run_dir: Path) -> None:
+    """The fault band is coloured and named as the fault's definition says, the markers are
+    those of the checks whose entry declares one, and an old result's unknown fault or check
+    is drawn plainly instead of failing the page."""
     from lab.checks import CHECKS
+    from lab.faults import FAULTS
 
-    assert set(html.MARKERS) <= set(CHECKS.names())
+    page = (run_dir / "report.html").read_text()
+    document = json.loads((run_dir / "result.json").read_text())
+    band = FAULTS.get(document["history"]["faults"][0]["fault"]).band
+    assert f"fill:{band.colour}" in _tags(page, r"<rect class=\"fault-band\"[^>]*>")[0]
+    assert f"▮ {band.legend}: inject to heal" in page
+    marked = {_attr(m, "data-check") for m in _tags(page, r"<g class=\"marker\"[^>]*>")}
+    assert marked == {c["name"] for c in document["checks"] if CHECKS.get(c["name"]).marker}
+
+    for event in document["history"]["faults"]:
+        event["fault"] = "a-fault-this-lab-no-longer-has"
+    for check in document["checks"]:
+        check["name"] = f"retired-{check['name']}"
+    old = html.render(stored.from_document(document))
+    assert 'class="fault-band"' in old and 'class="marker"' not in old
 
 
 def test_a_run_without_time_series_says_so(tmp_path: Path) -> None:
