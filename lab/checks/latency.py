@@ -3,12 +3,14 @@ explain, by the configuration NGINX runs.
 
 A request's bound is built from its tries, as NGINX's log lists them (``lab.checks.outcomes``):
 a failed try costs the timeout configured for it (``proxy_connect_timeout`` for a connect,
-``proxy_read_timeout`` once connected; the ejection replay holds each to that value), a try on
-a frozen backend at most ``proxy_read_timeout`` (it may thaw and answer inside it), a try on a
-slowed link the injected delay on top of a healthy try, and a healthy try, NGINX's own time and
-the client's own overhead what the same run measured outside every fault (each one's p99). A
-request that got no answer exceeds every bound, unless the configuration makes NGINX wait longer
-than the client does (the client gives up while NGINX is still inside a configured timeout).
+``proxy_read_timeout`` once connected; the ejection replay holds each to that value), a try on a
+frozen backend at most ``proxy_read_timeout`` (it may thaw and answer inside it), a try on a
+slowed link the injected delay on top of a healthy try, and a healthy try what NGINX took
+($request_time) over the answers that never met the fault (their longest). What an answered
+request took is NGINX's own time too: the rest of what the client saw is the lab's client, whose
+event loop queues the answers a heal releases together. A request that got no answer exceeds
+every bound, unless the configuration makes NGINX wait longer than the client does (the client
+gives up while NGINX is still inside a configured timeout).
 
 Outside faults the configuration bounds nothing: how fast a healthy answer is belongs to the
 objectives (``health_latency``).

@@ -11,8 +11,8 @@ request NGINX never logged) is unexplained: the system did not behave as configu
 The latency bound of an answered request is built the same way, from its own tries: each
 failed try costs the timeout configured for it (NGINX's timers never fire early; the replay
 holds them to the configured value), a try on a backend under a fault at most what that fault
-allows, and a healthy try and the client's own overhead what the same run measured outside
-every fault (their p99). No constant is added.
+allows, and a healthy try what NGINX took over the answers that never met the fault (their
+longest, by NGINX's own $request_time). No constant is added.
 """
 
 from __future__ import annotations
