@@ -22,7 +22,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from lab.checks.ejection import worst_case_ejection_s
 from lab.cli.common import (
     ConfigOption,
     NameOption,
@@ -33,7 +32,7 @@ from lab.cli.common import (
     seconds_option,
 )
 from lab.errors import ConfigError, LabError
-from lab.expectations import UpstreamPolicy
+from lab.expectations import UpstreamPolicy, worst_case_ejection_s
 from lab.faults import FAULTS
 from lab.topology.lab import Lab
 from lab.workload.live import LiveView, Snapshot, sparkline

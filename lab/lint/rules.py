@@ -24,7 +24,6 @@ from lab.checks.availability import DURABILITY
 from lab.checks.availability import NAME as AVAILABILITY
 from lab.checks.distribution import NAME as DISTRIBUTION
 from lab.checks.ejection import NAME as EJECTION
-from lab.checks.ejection import failed_attempt_cost
 from lab.checks.health import DETAILED_TIMING
 from lab.checks.health import NAME as HEALTH_CONTRACT
 from lab.checks.latency import NAME as LATENCY
@@ -39,6 +38,7 @@ from lab.expectations import (
     LocationPolicy,
     NginxPolicy,
     UpstreamPolicy,
+    failed_attempt_cost,
 )
 from lab.lint.model import Finding, Level, LintInput, Rule, Stream
 from lab.objectives import text_seconds

@@ -39,15 +39,14 @@ import httpx
 import psycopg
 from pydantic import BaseModel, ConfigDict
 
-from lab.checks.ejection import upstream_attempts
-from lab.checks.latency import percentile
 from lab.engine import LABEL_KIND, LABEL_LAB, ContainerInfo
 from lab.faults import record as fault_record
 from lab.history import AccessLogEntry, Outcome, PoolSample, RequestRecord
+from lab.stats import nearest_rank
 from lab.topology.lab import Lab
 from lab.topology.plan import container_name
 from lab.topology.render import BACKEND_PORT, STATUS_PATH, STATUS_PORT
-from lab.workload.access_log import parse_access_log
+from lab.workload.access_log import parse_access_log, upstream_attempts
 from lab.workload.job_sources import lock_reader
 from lab.workload.jobs import redis_client
 from lab.workload.pool_load import pool_samples_from_rows
@@ -259,8 +258,8 @@ def probe_view(records: Iterable[RequestRecord], now: float, window_s: float,
         failed=sum(r.outcome is Outcome.FAIL for r in recent),
         unknown=sum(r.outcome is Outcome.UNKNOWN for r in recent),
         statuses=tuple(sorted(statuses.items())),
-        p50_ms=percentile(latencies, 0.5) * 1000 if latencies else None,
-        p99_ms=percentile(latencies, 0.99) * 1000 if latencies else None,
+        p50_ms=nearest_rank(latencies, 0.5) * 1000 if latencies else None,
+        p99_ms=nearest_rank(latencies, 0.99) * 1000 if latencies else None,
         backends=views, total=total)
 
 
