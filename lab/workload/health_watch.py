@@ -4,7 +4,7 @@ network while the scenario's steps run, so the samples span restarts, drains and
 Why a client container and not ``docker exec``: an exec'd poller dies with the backend it
 watches, and the interesting moments are exactly when that backend stops and starts. Why not
 the host: the host talks only to published ports, and backends publish none (NGINX would retry
-and count every 503, see lab.checks.health).
+and count every 503: see the `health` check).
 
 The poller prints its own ``time.time()`` for each request: containers share the host's
 kernel clock, so its samples and the runner's fault events (also ``time.time()``) are on one

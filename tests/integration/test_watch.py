@@ -15,7 +15,7 @@ from lab.engine import LABEL_KIND, LABEL_LAB
 from lab.expectations import FailureMode, worst_case_ejection_s
 from lab.topology.lab import Lab
 from lab.topology.nginx_policy import parse_nginx_policy
-from lab.workload.live import Snapshot
+from lab.watch.model import Snapshot
 
 RATE = 20.0
 
