@@ -34,8 +34,9 @@ from lab.checks.registry import (
 from lab.checks.upstream_replay import AttemptEnd, Request
 from lab.expectations import Expectations, UpstreamPolicy, cost_derivation, failed_attempt_cost
 from lab.history import AccessLogEntry, History, Outcome, RequestRecord
-from lab.objectives import Objectives, text_seconds, threshold_text
+from lab.objectives import Objectives, threshold_text
 from lab.stats import nearest_rank
+from lab.units import text_seconds
 
 NAME = "latency"
 SHOWN = 3

@@ -41,12 +41,12 @@ from lab.expectations import (
     failed_attempt_cost,
 )
 from lab.lint.model import Finding, Level, LintInput, Rule, Stream
-from lab.objectives import text_seconds
 from lab.registry import Registry
 from lab.scenarios.model import TrafficStream
 from lab.topology.nginx_policy import route
 from lab.topology.nginx_tree import Directive, walk
 from lab.topology.user_nginx import UNPROVIDABLE
+from lab.units import text_seconds
 
 RULES: Registry[Rule] = Registry("lint rule")
 

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from lab.expectations import UpstreamPolicy, worst_case_ejection_s
 from lab.faults import FAULTS
+from lab.units import text_seconds
 from lab.watch.model import Snapshot
 
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -36,8 +37,8 @@ def _ago(at: float | None, now: float) -> str:
     return "-" if at is None else f"{max(0.0, now - at):.1f} s ago"
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+def _ms(ms: float | None) -> str:
+    return text_seconds(None if ms is None else ms / 1000, decimals=2)
 
 
 def _state_style(state: str) -> str:
