@@ -8,7 +8,8 @@
     ├── PortConflict         a fixed published port is taken
     ├── LabNotFound          the named lab is not running
     ├── UnknownNode          a fault or command names a node the topology does not have
-    └── FaultError           a fault could not be injected or healed
+    ├── FaultError           a fault could not be injected or healed
+    └── WaitTimeout          a condition the lab waited for did not hold in time (lab.waits)
 
 Typical use::
 
@@ -70,3 +71,7 @@ class UnknownNode(LabError):
 
 class FaultError(LabError):
     """A fault could not be injected or healed."""
+
+
+class WaitTimeout(LabError):
+    """A condition the lab waited for did not hold within its timeout (``lab.waits``)."""

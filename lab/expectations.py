@@ -279,6 +279,42 @@ class FailureMode(StrEnum):
     FROZEN = "frozen"            # paused: handshake completes, no answer: c = read timeout
 
 
+# What a failed backend costs NGINX, and the latest it can be out of rotation: arithmetic on the
+# configuration alone, stated before a run (a check's prediction) and on `lab watch`'s screen.
+
+
+def failed_attempt_cost(policy: UpstreamPolicy, mode: FailureMode | None) -> float:
+    """Seconds one failed attempt costs before NGINX counts it and retries (0 for None)."""
+    if mode is FailureMode.UNREACHABLE:
+        return policy.connect_timeout_s
+    if mode is FailureMode.FROZEN:
+        return policy.read_timeout_s
+    return 0.0
+
+
+def cost_derivation(policy: UpstreamPolicy, mode: FailureMode | None) -> str:
+    """The text saying where ``failed_attempt_cost`` comes from."""
+    if mode is FailureMode.UNREACHABLE:
+        return (f"c = proxy_connect_timeout = {policy.connect_timeout_s:g} s "
+                "(unreachable: the connect hangs until it times out)")
+    if mode is FailureMode.FROZEN:
+        return (f"c = proxy_read_timeout = {policy.read_timeout_s:g} s "
+                "(frozen: the handshake completes, no answer comes)")
+    if mode is FailureMode.REFUSED:
+        return "c = 0 s (refused: the kernel answers RST at once)"
+    return "c = 0 s (no backend failure mode given)"
+
+
+def worst_case_ejection_s(policy: UpstreamPolicy, mode: FailureMode | None,
+                          rate_per_s: float) -> tuple[float, str]:
+    """The latest the last routed attempt can come after the fault, and its arithmetic."""
+    n, c = len(policy.servers), failed_attempt_cost(policy, mode)
+    g = n / (rate_per_s or 1.0)
+    workers = 1 if policy.shared_counters else policy.worker_processes
+    return (c + policy.max_fails * workers * g,
+            f"c + max_fails * workers * g = {c:g} + {policy.max_fails} * {workers} * {g:.3f}")
+
+
 # -- PgBouncer, PostgreSQL, Redis, the backends -----------------------------------------------
 
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from lab.config import config_path, read_toml
 from lab.errors import ConfigError
+from lab.units import text_seconds
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 31_536_000.0}
@@ -70,15 +71,6 @@ def parse_ratio(value: Any) -> Any:
         except ValueError:
             raise ValueError(f"{value!r} is not a ratio (0.999 or 99.9%)") from None
     return value
-
-
-def text_seconds(seconds: float) -> str:
-    """A duration as people read it: 5 ms, 1.45 s, 365 d."""
-    if seconds < 1:
-        return f"{seconds * 1000:g} ms"
-    if seconds >= 86400 and seconds % 86400 == 0:
-        return f"{seconds / 86400:g} d"
-    return f"{seconds:g} s"
 
 
 Source = Literal["checklist", "lab default"]

@@ -29,11 +29,12 @@ discover(__name__, __path__)
 # Names other packages and the tests import from here (after discovery: they are its modules').
 from lab.checks.availability import check_availability, check_durability
 from lab.checks.distribution import check_distribution
-from lab.checks.ejection import check_ejection, failed_attempt_cost, upstream_attempts
-from lab.checks.latency import check_latency, percentile
+from lab.checks.ejection import check_ejection
+from lab.checks.latency import check_latency
 from lab.checks.readmission import check_readmission
-from lab.expectations import FailureMode
+from lab.expectations import FailureMode, failed_attempt_cost
 from lab.history import ready_mark
+from lab.workload.access_log import upstream_attempts
 
 __all__ = [
     "CHECKS",
@@ -51,7 +52,6 @@ __all__ = [
     "check_readmission",
     "combine",
     "failed_attempt_cost",
-    "percentile",
     "ready_mark",
     "run_check",
     "upstream_attempts",

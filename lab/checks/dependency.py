@@ -15,7 +15,8 @@ from lab.checks.registry import (
 )
 from lab.expectations import DurationExpr, evaluate_duration, explain_duration
 from lab.history import History, Outcome
-from lab.objectives import Objectives, text_seconds, threshold_text
+from lab.objectives import Objectives, threshold_text
+from lab.units import text_seconds
 
 FAIL_FAST = "fail-fast"
 RECOVERY = "recovery"

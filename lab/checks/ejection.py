@@ -12,7 +12,7 @@ prediction stated before the run (``worst_case_ejection_s``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
@@ -27,35 +27,20 @@ from lab.checks.registry import (
     register,
 )
 from lab.checks.upstream_replay import AttemptEnd, Replay, Violation, replay
-from lab.expectations import Expectations, FailureMode, UpstreamPolicy
-from lab.history import AccessLogEntry, FaultEvent, History, RequestRecord
+from lab.expectations import (
+    Expectations,
+    FailureMode,
+    UpstreamPolicy,
+    cost_derivation,
+    failed_attempt_cost,
+    worst_case_ejection_s,
+)
+from lab.history import FaultEvent, History, RequestRecord
 from lab.objectives import Objectives, threshold_text
 
 NAME = "ejection"
 # How many of the decisions against the configuration a result lists.
 SHOWN = 3
-
-
-def failed_attempt_cost(policy: UpstreamPolicy, mode: FailureMode | None) -> float:
-    """Seconds one failed attempt costs before NGINX counts it and retries (0 for None)."""
-    if mode is FailureMode.UNREACHABLE:
-        return policy.connect_timeout_s
-    if mode is FailureMode.FROZEN:
-        return policy.read_timeout_s
-    return 0.0
-
-
-def cost_derivation(policy: UpstreamPolicy, mode: FailureMode | None) -> str:
-    """The text saying where ``failed_attempt_cost`` comes from."""
-    if mode is FailureMode.UNREACHABLE:
-        return (f"c = proxy_connect_timeout = {policy.connect_timeout_s:g} s "
-                "(unreachable: the connect hangs until it times out)")
-    if mode is FailureMode.FROZEN:
-        return (f"c = proxy_read_timeout = {policy.read_timeout_s:g} s "
-                "(frozen: the handshake completes, no answer comes)")
-    if mode is FailureMode.REFUSED:
-        return "c = 0 s (refused: the kernel answers RST at once)"
-    return "c = 0 s (no backend failure mode given)"
 
 
 # Which proxy_next_upstream conditions a failure of each mode raises in NGINX.
@@ -64,34 +49,6 @@ _RETRY_CONDITIONS = {
     FailureMode.UNREACHABLE: ("error", "timeout"),  # EHOSTUNREACH is an error, silence a timeout
     FailureMode.FROZEN: ("timeout",),
 }
-
-
-@dataclass(frozen=True)
-class UpstreamAttempt:
-    """One try of one upstream server, as reconstructed from an access log entry."""
-
-    started_at: float
-    backend: str
-    status: str
-    duration_s: float | None
-    entry: AccessLogEntry
-
-
-def upstream_attempts(entries: Iterable[AccessLogEntry]) -> list[UpstreamAttempt]:
-    """Every upstream attempt in the log, by start time.
-
-    Attempt k of an entry starts at the entry's start plus the response times of the
-    attempts before it ("-" counts as 0: nginx logs it when no connection was made).
-    """
-    attempts: list[UpstreamAttempt] = []
-    for entry in entries:
-        at = entry.started_at
-        for backend, status, duration in zip(entry.upstream_backends, entry.upstream_statuses,
-                                             entry.upstream_times_s, strict=False):
-            attempts.append(UpstreamAttempt(at, backend, status, duration, entry))
-            at += duration or 0.0
-    attempts.sort(key=lambda a: a.started_at)
-    return attempts
 
 
 def observation_end(history: History) -> float | None:
@@ -278,16 +235,6 @@ def check_ejection(history: History, expectations: Expectations, target: str) ->
 
 class EjectionParams(CheckParams):
     target: str
-
-
-def worst_case_ejection_s(policy: UpstreamPolicy, mode: FailureMode | None,
-                          rate_per_s: float) -> tuple[float, str]:
-    """The latest the last routed attempt can come after the fault, and its arithmetic."""
-    n, c = len(policy.servers), failed_attempt_cost(policy, mode)
-    g = n / (rate_per_s or 1.0)
-    workers = 1 if policy.shared_counters else policy.worker_processes
-    return (c + policy.max_fails * workers * g,
-            f"c + max_fails * workers * g = {c:g} + {policy.max_fails} * {workers} * {g:.3f}")
 
 
 def _judge(ctx: CheckContext, params: EjectionParams) -> CheckResult:

@@ -22,8 +22,8 @@ import math
 from collections.abc import Sequence
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
-from lab.checks.ejection import cost_derivation, failed_attempt_cost, pool_replay
-from lab.checks.outcomes import Explainer, nearest_rank
+from lab.checks.ejection import pool_replay
+from lab.checks.outcomes import Explainer
 from lab.checks.outcomes import fault_windows as outcome_windows
 from lab.checks.registry import (
     CheckContext,
@@ -34,17 +34,14 @@ from lab.checks.registry import (
     register,
 )
 from lab.checks.upstream_replay import AttemptEnd, Request
-from lab.expectations import Expectations, UpstreamPolicy
+from lab.expectations import Expectations, UpstreamPolicy, cost_derivation, failed_attempt_cost
 from lab.history import AccessLogEntry, History, Outcome, RequestRecord
-from lab.objectives import Objectives, text_seconds, threshold_text
+from lab.objectives import Objectives, threshold_text
+from lab.stats import nearest_rank
+from lab.units import text_seconds
 
 NAME = "latency"
 SHOWN = 3
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile (0 < q <= 1) of non-empty ``values``."""
-    return nearest_rank(values, q)
 
 
 def fault_windows(history: History) -> list[tuple[float, float]]:
@@ -126,8 +123,8 @@ def check_latency(history: History, expectations: Expectations,
     values: list[tuple[str, float]] = [("inside_n", float(len(inside))),
                                        ("outside_n", float(len(outside)))]
     if outside:
-        out50 = percentile([r.latency_s for r in outside if r.latency_s is not None], 0.5)
-        out99 = percentile([r.latency_s for r in outside if r.latency_s is not None], 0.99)
+        out50 = nearest_rank([r.latency_s for r in outside if r.latency_s is not None], 0.5)
+        out99 = nearest_rank([r.latency_s for r in outside if r.latency_s is not None], 0.99)
         values += [("outside_p50_s", out50), ("outside_p99_s", out99)]
         measured = f"outside p50 {out50:.3f} s p99 {out99:.3f} s (n={len(outside)})"
     else:
@@ -208,16 +205,16 @@ def check_latency(history: History, expectations: Expectations,
                                       if len(listed) > SHOWN else [])
     verdict = Verdict.FAIL if unexplained or len(over) > allowed else Verdict.PASS
     if latencies:
-        in50, in99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+        in50, in99 = nearest_rank(latencies, 0.5), nearest_rank(latencies, 0.99)
         shown = "no answer" if math.isinf(in99) else f"{in99:.3f} s"
         values += [("inside_p50_s", in50)] + ([("inside_p99_s", in99)]
                                                if not math.isinf(in99) else [])
         measured += (f"; inside p50 {in50:.3f} s p99 {shown} (n={len(latencies)}, "
                      f"{unanswered} unanswered)")
         answered = [x for x in latencies if not math.isinf(x)]
-        if added_latency_s and answered and percentile(answered, 0.99) < added_latency_s / 2:
+        if added_latency_s and answered and nearest_rank(answered, 0.99) < added_latency_s / 2:
             verdict = Verdict.FAIL
-            details.append(f"inside p99 {percentile(answered, 0.99):.3f} s < "
+            details.append(f"inside p99 {nearest_rank(answered, 0.99):.3f} s < "
                            f"{added_latency_s / 2:.3f} s: the injected latency did not reach "
                            "the clients")
     else:
@@ -262,8 +259,8 @@ def _health_objective(result: CheckResult, objectives: Objectives, ctx: CheckCon
         return measured_objective("health_latency", objectives, value=None, passed=None,
                                   measured="no healthy steady-state answer in NGINX's log",
                                   derivation=how)
-    value = percentile(served, q / 100)
-    client = percentile([r.latency_s for r in steady if r.latency_s is not None], q / 100)
+    value = nearest_rank(served, q / 100)
+    client = nearest_rank([r.latency_s for r in steady if r.latency_s is not None], q / 100)
     return measured_objective("health_latency", objectives, value=value,
                               passed=value < objectives.health_latency,
                               measured=f"p{q:g} {text_seconds(round(value, 6))} at NGINX "
@@ -283,7 +280,7 @@ def _failing_objective(result: CheckResult, objectives: Objectives, ctx: CheckCo
     if not inside:
         return measured_objective("failing_latency", objectives, value=None, passed=None,
                                   measured="no request sent during the faults", derivation=how)
-    value = percentile([math.inf if r.latency_s is None else r.latency_s for r in inside], 0.99)
+    value = nearest_rank([math.inf if r.latency_s is None else r.latency_s for r in inside], 0.99)
     shown = "no answer" if math.isinf(value) else text_seconds(round(value, 4))
     return measured_objective("failing_latency", objectives,
                               value=None if math.isinf(value) else value,

@@ -17,7 +17,6 @@ longest, by NGINX's own $request_time). No constant is added.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -192,9 +191,3 @@ class Explainer:
         return Outcome(request, Why.AGAINST_CONFIG, f"the client gave up after "
                        f"{entry.request_time_s:.3f} s: NGINX had waited {waited:.3f} s on "
                        f"{last.backend}, past {name} {limit:g} s")
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile (0 < q <= 1) of non-empty ``values``."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]

@@ -24,7 +24,6 @@ from lab.checks.availability import DURABILITY
 from lab.checks.availability import NAME as AVAILABILITY
 from lab.checks.distribution import NAME as DISTRIBUTION
 from lab.checks.ejection import NAME as EJECTION
-from lab.checks.ejection import failed_attempt_cost
 from lab.checks.health import DETAILED_TIMING
 from lab.checks.health import NAME as HEALTH_CONTRACT
 from lab.checks.latency import NAME as LATENCY
@@ -39,14 +38,15 @@ from lab.expectations import (
     LocationPolicy,
     NginxPolicy,
     UpstreamPolicy,
+    failed_attempt_cost,
 )
 from lab.lint.model import Finding, Level, LintInput, Rule, Stream
-from lab.objectives import text_seconds
 from lab.registry import Registry
 from lab.scenarios.model import TrafficStream
 from lab.topology.nginx_policy import route
 from lab.topology.nginx_tree import Directive, walk
 from lab.topology.user_nginx import UNPROVIDABLE
+from lab.units import text_seconds
 
 RULES: Registry[Rule] = Registry("lint rule")
 

@@ -11,12 +11,12 @@ This is the rehearsal a checklist cannot do: "99.9% availability while a backend
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 
 from lab.errors import LabError
 from lab.history import RequestRecord
 from lab.load.runner import LoadProgress, LoadResult, LoadRunner
+from lab.waits import poll
 
 LOAD_CLIENT = "load"          # the client name of the load's requests in the scenario's history
 START_TIMEOUT_S = 60.0        # k6 in its container sends its first request within this
@@ -54,11 +54,10 @@ class LoadAlongside:
         """Start k6 and return once it has sent its first request (or failed to start)."""
         self._thread = threading.Thread(target=self._run, name="lab-load", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self._thread.is_alive():
-            if self._progress is not None and self._progress.sent > 0:
-                return
-            time.sleep(0.1)
+        thread = self._thread
+        if poll(lambda: self._progress is not None and self._progress.sent > 0, START_TIMEOUT_S,
+                0.1, give_up=lambda: not thread.is_alive()):
+            return
         if self._error is not None:
             raise self._error
         if self._thread.is_alive():

@@ -13,7 +13,6 @@ import ipaddress
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from lab.load.placement import GENERATOR_CPU_SHARES, Placement, client_addresses
 from lab.load.script import GRACEFUL_STOP_S
 from lab.topology.lab import LABEL_OWNER, Lab, owner_id
 from lab.topology.plan import network_name
+from lab.waits import poll
 
 K6_NODE = "k6"
 CONTAINER_DIR = "/lab"
@@ -147,13 +147,7 @@ class K6Process:
 
     def wait_exit(self, timeout_s: float) -> int | None:
         """k6's exit code once it ends within ``timeout_s``, else None."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            code = self.exited()
-            if code is not None:
-                return code
-            time.sleep(0.2)
-        return None
+        return poll(self.exited, timeout_s, 0.2)
 
     def save_log(self, directory: Path) -> None:
         """The container's output as ``k6.log`` (on the host, k6 writes it there itself)."""

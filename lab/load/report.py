@@ -19,8 +19,9 @@ from rich.text import Text
 from lab import __version__
 from lab.history import Outcome
 from lab.load.observe import NodeLoad, first_saturated, node_loads, pool_waiting_since
-from lab.load.results import BreakPoint, Window, find_break, percentile, windows
+from lab.load.results import BreakPoint, Window, find_break, windows
 from lab.load.runner import LoadResult
+from lab.stats import nearest_rank_or_none
 
 SCHEMA = 1
 
@@ -35,7 +36,7 @@ class Latencies:
 
     @classmethod
     def of(cls, values: list[float]) -> Latencies:
-        return cls(percentile(values, 50), percentile(values, 95), percentile(values, 99))
+        return cls(*(nearest_rank_or_none(values, q) for q in (0.5, 0.95, 0.99)))
 
     def text(self) -> str:
         def ms(value: float | None) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 from lab.history import Outcome, RequestRecord
 from lab.load.profiles import LoadPlan
+from lab.stats import nearest_rank_or_none
 from lab.verdict import Verdict
 
 DURATION_METRIC = "http_req_duration"
@@ -249,15 +250,6 @@ def read_summary(path: Path) -> tuple[dict[str, Any], tuple[ThresholdResult, ...
 # --- per-window figures and the verdict -------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank percentile (q in [0, 100]) of values; None for none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 @dataclass(frozen=True)
 class Window:
     """The requests sent in one stretch of the run (``start`` seconds after the run began)."""
@@ -321,9 +313,9 @@ def windows(
                 failed=tally[Outcome.FAIL],
                 unknown=tally[Outcome.UNKNOWN],
                 dropped=drops[index],
-                p50_s=percentile(latencies, 50),
-                p95_s=percentile(latencies, 95),
-                p99_s=percentile(latencies, 99),
+                p50_s=nearest_rank_or_none(latencies, 0.50),
+                p95_s=nearest_rank_or_none(latencies, 0.95),
+                p99_s=nearest_rank_or_none(latencies, 0.99),
             )
         )
     return out
@@ -408,7 +400,7 @@ def judge_records(
     for kind, group in sorted(kinds.items()):
         if p95_s is not None:
             latencies = [r.latency_s if r.latency_s is not None else math.inf for r in group]
-            p95 = percentile(latencies, 95)
+            p95 = nearest_rank_or_none(latencies, 0.95)
             out.append(ThresholdResult(f"lab: latency{{scenario:{kind}}}",
                                        f"p(95)<{p95_s * 1000:g}",
                                        p95 is not None and p95 < p95_s,

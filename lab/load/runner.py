@@ -49,12 +49,12 @@ from lab.load.results import (
     RecordBuilder,
     ThresholdResult,
     judge_records,
-    percentile,
     read_summary,
     verdict_of,
 )
 from lab.load.script import GRACEFUL_STOP_S, render_script
 from lab.load.thresholds import LoadThresholds
+from lab.stats import nearest_rank_or_none
 from lab.topology.lab import Lab
 from lab.workload.access_log import parse_access_log
 from lab.workload.pool_load import PoolSampler
@@ -292,7 +292,7 @@ class LoadRunner:
         return LoadProgress(
             time.time() - started,
             len(recent) / 2.0,
-            percentile(latencies, 95),
+            nearest_rank_or_none(latencies, 0.95),
             len(records),
             errors,
             len(builder.collected.dropped),

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from lab.checks import CHECKS, Verdict
-from lab.checks.latency import percentile
 from lab.checks.registry import After, TimelineMark
 from lab.faults import FAULTS, Band
 from lab.history import WATCHED, FaultEvent, History, Outcome, RequestRecord
 from lab.report.stored import RESULT_FILE, StoredCheck, StoredRun, load
+from lab.stats import nearest_rank as percentile
 
 REPORT_FILE = "report.html"
 POINT_LIMIT = 5_000           # requests drawn one by one up to this many

@@ -34,6 +34,7 @@ from lab.scenarios.steps import definition_of, end_watches
 from lab.topology.expect import running
 from lab.topology.lab import Lab
 from lab.verdict import Prediction, Verdict, combine
+from lab.waits import poll
 from lab.workload import TrafficRun, TrafficSpec, parse_access_log
 from lab.workload.job_sources import job_source
 
@@ -218,11 +219,14 @@ class Runner:
 
         # Runs that began after the end are outside the observation and left out.
         deadline = end + state.expectations.backend.max_run_s
-        runs = source.runs(since, end, history.lock_samples)
-        while pending(runs) and time.time() < deadline:
-            state.sleep(min(0.2, max(0.0, deadline - time.time())))
-            runs = source.runs(since, end, history.lock_samples)
-        history.job_runs.extend(runs)
+        read: list[JobRun] = []
+
+        def finished() -> list[JobRun] | None:
+            read[:] = source.runs(since, end, history.lock_samples)
+            return None if pending(read) else read
+
+        poll(finished, deadline - time.time(), 0.2, sleep=state.sleep)
+        history.job_runs.extend(read)
         history.fencing_rejections.extend(source.rejections(since))
 
     def _observe(self, state: RunState, needs: set[Observation]) -> dict[str, object]:

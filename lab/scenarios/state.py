@@ -23,6 +23,7 @@ from lab.faults import FAULTS, Fault, FaultSpec, make_fault
 from lab.faults import record as fault_record
 from lab.history import FaultEvent, FaultPhase, History, ready_mark
 from lab.topology.lab import Lab
+from lab.waits import wait_until
 from lab.workload import TrafficRun
 from lab.workload.health_watch import HealthWatcher
 from lab.workload.job_sources import lock_reader
@@ -114,19 +115,16 @@ class RunState:
             raise LabError(f"{what}: the backend contract names no lock keys to read",
                            hint="add [backend.contract.locks] key and holder to lab.toml")
         jobs = self.expectations.backend.jobs
-        deadline = time.monotonic() + timeout_s
         with redis_client(self.lab.endpoints.redis_url) as client:
-            while time.monotonic() < deadline:
-                try:
-                    locks = {job: lock for job, lock in reader(client, jobs).items()
-                             if lock[0] in self.lab.roles}
-                    if (node := done(locks)) is not None:
-                        return node
-                except RedisError:
-                    pass
-                time.sleep(0.05)
-        raise NoLockTaken(f"{what} within {timeout_s:.0f} s",
-                          hint="is locking on, and does the job run (LAB_JOB_INTERVAL_S)?")
+
+            def holder() -> str | None:
+                return done({job: lock for job, lock in reader(client, jobs).items()
+                             if lock[0] in self.lab.roles})
+
+            # A Redis that does not answer for a moment (a fault on it) is "not yet".
+            return wait_until(holder, timeout_s, 0.05, what, error=NoLockTaken,
+                              ignore=(RedisError,),
+                              hint="is locking on, and does the job run (LAB_JOB_INTERVAL_S)?")
 
     def resolve(self, target: str) -> str:
         """A node name, a seeded random pick (``random``, ``random:<role>``) or the current

@@ -29,6 +29,7 @@ from lab.history import Outcome
 from lab.registry import Registry, tagged_union
 from lab.scenarios.probes import PROBES, parse_probe
 from lab.scenarios.state import RunState, is_dynamic
+from lab.waits import poll
 from lab.workload.health_watch import HealthWatcher, HealthWatchSpec
 
 
@@ -195,14 +196,14 @@ def _wait_until_served(state: RunState, step: WaitUntilServedStep) -> None:
     timeout_s = evaluate_duration(spec.timeout, state.names)
     state.tick(f"waiting for {node} to serve")
     since = time.time()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def served() -> bool:
         records = state.traffic.records if state.traffic else []
-        if any(r.backend == node and r.outcome is Outcome.OK and r.sent_at >= since
-               for r in records):
-            return
-        state.sleep(0.2)
-    state.notes.append(f"{node} did not serve within {timeout_s:.1f} s")
+        return any(r.backend == node and r.outcome is Outcome.OK and r.sent_at >= since
+                   for r in records)
+
+    if not poll(served, timeout_s, 0.2, sleep=state.sleep):
+        state.notes.append(f"{node} did not serve within {timeout_s:.1f} s")
 
 
 def _wait_until_acquired(state: RunState, step: WaitUntilAcquiredStep) -> None:

@@ -9,9 +9,10 @@
 - ``health_watch``: one backend's health endpoints polled from a client container on the lab
   network while the steps run (``HealthSample`` with send and answer times);
 - ``access_log``: NGINX's own view of the same requests (``AccessLogEntry``), joined to the
-  client's records through the ``X-Request-Id`` header;
-- ``live``: the live view for ``lab watch``: a bounded probe stream and every node's own view,
-  summarised into typed snapshots.
+  client's records through the ``X-Request-Id`` header, and split into the upstream tries
+  each entry records (``upstream_attempts``).
+
+``lab watch``'s live view is its own package, ``lab.watch``.
 """
 
 from lab.workload.access_log import parse_access_log

@@ -7,12 +7,16 @@ adds before the tag) is ignored.
 The upstream variables list every attempt: ``", "`` between servers tried within one upstream
 group, ``" : "`` between groups (an internal redirect). NGINX writes ``-`` for "none", and the
 upstream group's own name (``backend``) when it found no live server to try.
+
+``upstream_attempts`` splits the entries into the tries they record, each with when it began
+(a measurement both the checks and ``lab watch`` read).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from lab.history import AccessLogEntry
 from lab.topology.render import ACCESS_LOG_FIELDS, ACCESS_LOG_TAG
@@ -100,3 +104,31 @@ def parse_access_log(text: str, addr_to_node: Mapping[str, str], *,
         if entry is not None:
             entries.append(entry)
     return entries
+
+
+@dataclass(frozen=True)
+class UpstreamAttempt:
+    """One try of one upstream server, as reconstructed from an access log entry."""
+
+    started_at: float
+    backend: str
+    status: str
+    duration_s: float | None
+    entry: AccessLogEntry
+
+
+def upstream_attempts(entries: Iterable[AccessLogEntry]) -> list[UpstreamAttempt]:
+    """Every upstream attempt in the log, by start time.
+
+    Attempt k of an entry starts at the entry's start plus the response times of the
+    attempts before it ("-" counts as 0: nginx logs it when no connection was made).
+    """
+    attempts: list[UpstreamAttempt] = []
+    for entry in entries:
+        at = entry.started_at
+        for backend, status, duration in zip(entry.upstream_backends, entry.upstream_statuses,
+                                             entry.upstream_times_s, strict=False):
+            attempts.append(UpstreamAttempt(at, backend, status, duration, entry))
+            at += duration or 0.0
+    attempts.sort(key=lambda a: a.started_at)
+    return attempts

@@ -4,7 +4,7 @@ network while the scenario's steps run, so the samples span restarts, drains and
 Why a client container and not ``docker exec``: an exec'd poller dies with the backend it
 watches, and the interesting moments are exactly when that backend stops and starts. Why not
 the host: the host talks only to published ports, and backends publish none (NGINX would retry
-and count every 503, see lab.checks.health).
+and count every 503: see the `health` check).
 
 The poller prints its own ``time.time()`` for each request: containers share the host's
 kernel clock, so its samples and the runner's fault events (also ``time.time()``) are on one
@@ -14,13 +14,13 @@ clock without any offset to estimate.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
 from lab.errors import LabError
 from lab.history import WATCHED, HealthSample, HealthWatch
+from lab.waits import poll
 
 PATHS = ("/health", "/health/live", "/health/ready", "/health/detailed")
 
@@ -167,13 +167,14 @@ class HealthWatcher:
     def start(self, timeout_s: float = 20.0) -> None:
         """Start polling; returns once every path has been answered once (or raises)."""
         self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self._thread.is_alive():
+
+        def every_path_answered() -> bool:
             lines = [line.split("\t", 5) for line in self.lab.client_logs(self.name).splitlines()]
             seen = {f[1] for f in lines if len(f) == 6 and f[0] == "S" and f[4] != "-"}
-            if seen >= set(self.spec.paths):
-                return
-            time.sleep(0.1)
+            return seen >= set(self.spec.paths)
+
+        if poll(every_path_answered, timeout_s, 0.1, give_up=lambda: not self._thread.is_alive()):
+            return
         self.stop()
         raise LabError(f"the health watcher on {self.spec.node} got no answer on every path within "
                        f"{timeout_s:.0f} s", hint="is the backend ready? `lab status` says")
@@ -181,13 +182,17 @@ class HealthWatcher:
     def stop(self, timeout_s: float = 30.0) -> WatchResult:
         """End the poller (SIGTERM), wait for its container to be gone, and parse what it
         printed."""
-        deadline = time.monotonic() + timeout_s
-        while self._thread.is_alive() and time.monotonic() < deadline:
+        def stopped() -> bool:
+            if not self._thread.is_alive():
+                return True
             try:
                 self.lab.stop_client(self.name)
             except LabError:
                 pass  # not created yet, or already exited
-            self._thread.join(0.5)
+            return False
+
+        # The pause is a join: it ends as soon as the poller's thread does.
+        poll(stopped, timeout_s, 0.5, sleep=self._thread.join)
         if self._thread.is_alive():
             raise LabError(f"the health watcher on {self.spec.node} did not stop within "
                            f"{timeout_s:.0f} s")

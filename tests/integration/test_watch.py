@@ -11,12 +11,11 @@ from pathlib import Path
 
 from tmux_terminal import LAB, Tmux, lab_command, session_name
 
-from lab.checks.ejection import worst_case_ejection_s
 from lab.engine import LABEL_KIND, LABEL_LAB
-from lab.expectations import FailureMode
+from lab.expectations import FailureMode, worst_case_ejection_s
 from lab.topology.lab import Lab
 from lab.topology.nginx_policy import parse_nginx_policy
-from lab.workload.live import Snapshot
+from lab.watch.model import Snapshot
 
 RATE = 20.0
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from nginx_sim import Fault, Nginx, Simulation, Stream, expectations, one_step
 
-from lab.checks import Verdict, check_latency, percentile
+from lab.checks import Verdict, check_latency
 from lab.checks.latency import chance_allowance
 from lab.expectations import FailureMode
 from lab.history import History
@@ -85,11 +85,3 @@ def test_chance_allowance_from_sample_sizes() -> None:
     assert chance_allowance(10, 80) == 3
     allowed = chance_allowance(92, 228)
     assert (92 / 320) ** (allowed + 1) < 0.001 <= (92 / 320) ** allowed
-
-
-def test_percentile_nearest_rank() -> None:
-    """Nearest-rank percentiles over the values."""
-    values = [float(i) for i in range(1, 101)]
-    assert percentile(values, 0.5) == 50.0
-    assert percentile(values, 0.99) == 99.0
-    assert percentile([3.0], 0.99) == 3.0

@@ -10,7 +10,7 @@ import pytest
 
 from lab.engine import ContainerInfo
 from lab.history import AccessLogEntry, Outcome, RequestRecord
-from lab.workload.live import (
+from lab.watch.model import (
     SERIES_BUCKETS,
     FaultView,
     NginxView,
@@ -21,8 +21,8 @@ from lab.workload.live import (
     parse_stub_status,
     probe_view,
     readiness_detail,
-    sparkline,
 )
+from lab.watch.panels import sparkline
 
 NOW = 1_700_000_100.5
 BACKENDS = ("backend-1", "backend-2", "backend-3")

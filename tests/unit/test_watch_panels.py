@@ -6,9 +6,8 @@ import re
 
 from rich.console import Console
 
-from lab.cli.watch import faults_panel, nginx_panel, nodes_panel, pool_panel, probe_panel
 from lab.expectations import UpstreamPolicy
-from lab.workload.live import (
+from lab.watch.model import (
     BackendView,
     FaultView,
     NginxView,
@@ -18,6 +17,7 @@ from lab.workload.live import (
     Snapshot,
     UpstreamView,
 )
+from lab.watch.panels import faults_panel, nginx_panel, nodes_panel, pool_panel, probe_panel
 
 NOW = 1_700_000_000.0
 
