@@ -1,7 +1,8 @@
 """Packaging beyond what pyproject.toml can say: the top-level ``scenarios/`` and ``images/``
 folders are shipped inside the ``lab`` package as ``lab.shipped.scenarios`` and
 ``lab.shipped.images`` (see lab/shipped), each subfolder listed as a package of data so that
-a wheel holds every build context file and an editable install maps them to the checkout."""
+a wheel holds every build context file and an editable install maps them to the checkout.
+The report's templates (``lab/report/templates``) are package data of ``lab.report``."""
 
 from pathlib import Path
 
@@ -26,6 +27,7 @@ data = shipped_packages()
 setup(
     packages=[*find_packages(include=["lab", "lab.*"]), *data],
     package_dir=SHIPPED,
-    package_data={"lab": ["py.typed"], **{package: ["*"] for package in data}},
+    package_data={"lab": ["py.typed"], "lab.report": ["templates/*"],
+                  **{package: ["*"] for package in data}},
     exclude_package_data={"": ["*.pyc"]},
 )

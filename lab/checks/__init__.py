@@ -17,7 +17,10 @@ user's thresholds) are judged on the same measurement. Each module registers its
   backends' health endpoints.
 
 Every module of this package is imported here (``lab.registry.discover``), so a new check is
-one new file: its judge, its objective hooks, its timeline marker, registered at import.
+one new file: its judge, its objective hooks, its timeline marker, registered at import. A
+module that only measures for checks (``upstream_replay``, ``limit_req_model``,
+``limit_req_replay``, ``lock_spans``, ``outcomes``) is imported too and registers nothing; the
+registration order (the reference's order) is the modules' sorted names.
 """
 
 from lab.checks.base import CheckResult, Verdict, combine

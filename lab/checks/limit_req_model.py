@@ -14,6 +14,7 @@ access log relates to that clock is ``lab.checks.limit_req_replay``'s business.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ ONE_REQUEST = 1000                  # milli-requests: what one request adds to t
 NODELAY = sys.maxsize
 # ngx_http_limit_req_lookup: a clock more than a minute behind the stored time counts as 1 ms.
 _FAR_BACK_MS = -60000
+# One step of a rate, for the changes a run is said to tell apart: 10 %.
+RATE_STEP = 0.1
 
 
 class LimitOutcome(StrEnum):
@@ -185,3 +188,24 @@ def predict_schedule(rule: RateLimitRule, count: int, spacing_ms: int,
                      key: str = "client") -> list[Decision]:
     """The decisions for ``count`` requests of one client, ``spacing_ms`` apart, on a fresh zone."""
     return model_outcomes(rule, [(key, i * spacing_ms) for i in range(count)])
+
+
+# -- the neighbouring configurations -------------------------------------------------------------
+
+
+def one_step_changes(limiter: Limiter) -> list[tuple[str, Limiter]]:
+    """The neighbouring configurations a run may tell apart: burst +-1, rate +-10 %."""
+    changes = [(f"burst {limiter.burst // ONE_REQUEST + 1}",
+                limiter.with_changes(burst=limiter.burst + ONE_REQUEST))]
+    if limiter.burst >= ONE_REQUEST:
+        changes.append((f"burst {limiter.burst // ONE_REQUEST - 1}",
+                        limiter.with_changes(burst=limiter.burst - ONE_REQUEST)))
+    for sign in (1, -1):
+        rate = round(limiter.rate * (1 + sign * RATE_STEP))
+        changes.append((f"{rate / 1000:g} r/s", limiter.with_changes(rate=rate)))
+    return changes
+
+
+def min_spacing_ms(rate_milli: int) -> int:
+    """Without a burst, the least whole milliseconds after the last acceptance that pass."""
+    return math.ceil(1000 * ONE_REQUEST / rate_milli)

@@ -50,6 +50,8 @@ NGINX logged is explained when some alternative gives it, and only the states wh
 go on (NGINX's decision is an observation of its own bucket). A decision no alternative
 explains is unexplained; the replay then carries on from NGINX's decision, with the excess the
 model computes for it (not clamped at the burst), so every further extra acceptance shows too.
+
+``logged_request`` and ``worker_clocks`` read those fields off the access log's lines.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from lab.checks.limit_req_model import (
     LimitOutcome,
     advance,
 )
+from lab.history import AccessLogEntry
 
 # Each request's decision time is its logged millisecond plus one of these (alternative 1).
 CLOCK_PHASES_MS = (0, 1)
@@ -326,3 +329,33 @@ def threshold_of(limiter: Limiter, decision: Decision, observed: LimitOutcome) -
 
 __all__ = ["CLOCK_PHASES_MS", "MAX_STATES", "ONE_REQUEST", "LoggedRequest", "Replay",
            "Unexplained", "WorkerClocks", "replay", "threshold_of"]
+
+
+# -- from access log lines ----------------------------------------------------------------------
+
+
+def _observed(entry: AccessLogEntry) -> LimitOutcome:
+    # limit_req's own word: a rejection answered with another status than limit_req_status is
+    # still a rejection for the bucket (and fails the check separately); a 429 the backend
+    # sent itself passed the limiter. A dry run's rejection left the bucket as a rejection.
+    if entry.limit_req_status in ("REJECTED", "REJECTED_DRY_RUN"):
+        return LimitOutcome.REJECTED
+    if entry.limit_req_status in ("DELAYED", "DELAYED_DRY_RUN"):
+        return LimitOutcome.DELAYED
+    return LimitOutcome.PASSED
+
+
+def _ms(seconds: float) -> int:
+    # $msec and $request_time are whole milliseconds, logged as seconds with 3 decimals.
+    return round(seconds * 1000)
+
+
+def worker_clocks(entries: Sequence[AccessLogEntry]) -> WorkerClocks:
+    """Each worker's pass starts as every line of the access log shows them."""
+    return WorkerClocks.of([(e.worker, _ms(e.started_at), _ms(e.msec)) for e in entries])
+
+
+def logged_request(entry: AccessLogEntry, index: int) -> LoggedRequest:
+    """What the replay needs of one access log line."""
+    return LoggedRequest(_ms(entry.started_at), _ms(entry.msec), entry.worker, _observed(entry),
+                         index)

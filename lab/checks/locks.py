@@ -1,4 +1,5 @@
-"""Job locks: were the scheduled jobs mutually exclusive, live, fenced, and paused without Redis?
+"""Job locks between the nodes: were the scheduled jobs mutually exclusive and live, was every
+overlap fenced, and did another node take over from a killed holder?
 
 The records are the backends' own (``JobRun``, ``FencingRejection``, read from PostgreSQL by
 ``lab.workload.jobs``) and the fault events. The model, from ``images/backend``: every node
@@ -8,24 +9,26 @@ claims the tick, records the run, works, and writes the fenced side effect. A le
 mutual exclusion: a holder frozen past the TTL resumes and writes anyway, and only the
 fencing token keeps that stale write out (docs/semantics.md §4).
 
-An unfinished run (``finished_at`` NULL) has an unknown outcome. As in Jepsen it is never
-taken as "ended": it may have been running until the latest moment the history allows —
-its node's death (a fault whose effect ``ends`` the process: kill, stop, restart; a run cannot
-outlast its process; the lock may live on until its TTL, but nothing executes under it), and
-without a death, no bound at all (a frozen run resumes when unfrozen). ``max_run_s`` can add
-the bound a live process gives. Faults are read by their recorded ``Effect``, never by name.
-
-Times in the details are seconds after the run's ``start`` mark (or the first run).
+When a run may have executed (an unfinished one included) is ``lab.checks.lock_spans``; the
+checks of the lock store itself (Redis down, sampled, restarted) are ``lab.checks.locks_store``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
+from lab.checks.lock_spans import (
+    JOBS,
+    REDIS,
+    Clock,
+    describe,
+    describe_overlap,
+    fault_windows,
+    find_overlaps,
+    run_span,
+)
 from lab.checks.registry import (
     After,
     CheckContext,
@@ -38,134 +41,12 @@ from lab.checks.registry import (
     measured_objective,
     register,
 )
-from lab.contract import REFERENCE_JOBS
-from lab.history import Effect, FaultEvent, FaultPhase, History, JobRun, LockSample, ready_mark
+from lab.history import FaultPhase, History, JobRun
 from lab.objectives import Objectives, text_seconds, threshold_text
 
 EXCLUSIVITY = "lock-exclusivity"
 FENCING = "fencing"
 TAKEOVER = "lock-takeover"
-PAUSED = "jobs-paused"
-HOLDERS = "lock-holders"
-STORE_RESTART = "lock-after-store-restart"
-
-JOBS = REFERENCE_JOBS  # the reference backend's; a run judges its backend's (BackendPolicy.jobs)
-REDIS = "redis"
-
-
-@dataclass(frozen=True)
-class RunSpan:
-    """A run and the latest it may have ended: ``finished_at``, or a bound for an unknown one."""
-
-    run: JobRun
-    end: float                          # math.inf when nothing bounds an unfinished run
-    death: FaultEvent | None = None     # the fault that ended the process of an unknown run
-    max_run_s: float | None = None      # set when the live-process bound was the tighter one
-
-    @property
-    def known(self) -> bool:
-        return self.run.finished_at is not None
-
-
-@dataclass(frozen=True)
-class Overlap:
-    """Two runs of one job that (possibly) executed at the same time; ``first`` started first."""
-
-    first: RunSpan
-    second: RunSpan
-
-    @property
-    def certain(self) -> bool:
-        """Both ran at once for sure: the first one's end is recorded (the second's start is)."""
-        return self.first.known
-
-
-def run_span(run: JobRun, faults: Iterable[FaultEvent], max_run_s: float | None = None) -> RunSpan:
-    """The run with the latest time it may have ended (see the module docstring)."""
-    if run.finished_at is not None:
-        return RunSpan(run, run.finished_at)
-    faults = list(faults)
-    death = min((e for e in faults if e.target == run.node and e.phase is FaultPhase.INJECT
-                 and e.effect.ends and e.at >= run.started_at),
-                key=lambda e: e.at, default=None)
-    end = math.inf if death is None else death.at
-    if max_run_s is not None:
-        live_end = run.started_at + max_run_s + _frozen_s(run, faults, run.started_at + max_run_s)
-        if live_end < end:
-            return RunSpan(run, live_end, None, max_run_s)
-    return RunSpan(run, end, death)
-
-
-def _frozen_s(run: JobRun, faults: Iterable[FaultEvent], until: float) -> float:
-    """How long ``run``'s node was frozen after it started, counting freezes before ``until``."""
-    history = History(faults=[e for e in faults if e.target == run.node and e.effect.freezes])
-    frozen = 0.0
-    for inject, heal in history.fault_windows():
-        if inject.started_at >= until + frozen:
-            break
-        resumed = math.inf if heal is None else heal.at
-        frozen += max(0.0, resumed - max(inject.started_at, run.started_at))
-    return frozen
-
-
-def find_overlaps(history: History, jobs: tuple[str, ...] = JOBS,
-                  max_run_s: float | None = None) -> list[Overlap]:
-    """Every pair of runs of the same job whose (possible) execution intervals intersect."""
-    by_job: dict[str, list[RunSpan]] = defaultdict(list)
-    for run in history.job_runs:
-        if run.job in jobs:
-            by_job[run.job].append(run_span(run, history.faults, max_run_s))
-    overlaps: list[Overlap] = []
-    for job in jobs:
-        spans = sorted(by_job[job], key=lambda s: (s.run.started_at, s.run.id))
-        for i, first in enumerate(spans):
-            for second in spans[i + 1:]:
-                if second.run.started_at >= first.end:
-                    break
-                overlaps.append(Overlap(first, second))
-    return overlaps
-
-
-class _Clock:
-    """Formats epoch seconds relative to the run's start, so details stay readable."""
-
-    def __init__(self, history: History):
-        starts = [r.started_at for r in history.job_runs]
-        self.origin = history.mark_at("start") or (min(starts) if starts else 0.0)
-
-    def __call__(self, at: float) -> str:
-        if math.isinf(at):
-            return "(no bound)"
-        return f"{at - self.origin:+.3f} s"
-
-
-def _describe(span: RunSpan, t: _Clock) -> str:
-    run = span.run
-    head = (f"{run.node} (run {run.id}, tick {run.tick}, token {run.fencing_token}) "
-            f"from {t(run.started_at)}")
-    if span.known:
-        return f"{head} to {t(span.end)} [{run.outcome}]"
-    if span.death is not None:
-        why = f"{span.death.fault} of {run.node} done: the run cannot outlast its process"
-    elif span.max_run_s is not None:
-        why = f"max_run_s = {span.max_run_s:g} s plus time frozen"
-    else:
-        why = f"{run.node} was not killed or stopped after it started: no bound"
-    return f"{head}, outcome unknown, may have run until {t(span.end)} ({why})"
-
-
-def _describe_overlap(overlap: Overlap, t: _Clock) -> str:
-    kind = "overlap" if overlap.certain else "possible overlap"
-    return (f"{overlap.first.run.job}: {kind}: {_describe(overlap.first, t)} and "
-            f"{_describe(overlap.second, t)}")
-
-
-def _windows(history: History, targets: Iterable[str], effect: Callable[[Effect], bool] | None
-             = None) -> list[tuple[FaultEvent, FaultEvent | None]]:
-    """The fault windows on ``targets`` (those whose effect passes ``effect``), in time order."""
-    windows = [w for target in targets for w in history.fault_windows(target)
-               if effect is None or effect(w[0].effect)]
-    return sorted(windows, key=lambda w: w[0].at)
 
 
 def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_s: float,
@@ -174,7 +55,7 @@ def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_
                            outage_targets: tuple[str, ...] = (REDIS,),
                            max_run_s: float | None = None) -> CheckResult:
     """No two runs of a job overlap, no tick runs twice, and every tick with Redis up runs."""
-    t = _Clock(history)
+    t = Clock(history)
     runs = [r for r in history.job_runs if r.job in jobs]
     unknown = [r for r in runs if r.finished_at is None]
     overlaps = find_overlaps(history, jobs, max_run_s)
@@ -199,9 +80,9 @@ def check_lock_exclusivity(history: History, *, job_interval_s: float, lock_ttl_
         "(job, tick). " + liveness_derivation)
     expected = ("no overlapping runs of a job, each tick run at most once, every judged tick "
                 f"run at least once ({', '.join(jobs)})")
-    details = [_describe_overlap(o, t) for o in overlaps]
+    details = [describe_overlap(o, t) for o in overlaps]
     details += [f"{job}: tick {tick} ran {len(group)} times: "
-                + "; ".join(_describe(run_span(r, history.faults, max_run_s), t) for r in group)
+                + "; ".join(describe(run_span(r, history.faults, max_run_s), t) for r in group)
                 for (job, tick), group in duplicates.items()]
     details += [f"{job}: tick {k} (scheduled {t(k * job_interval_s)}) did not run"
                 for job, k in missed]
@@ -243,7 +124,7 @@ def _judged_ticks(history: History, runs: list[JobRun], jobs: tuple[str, ...],
     ws, we = window
     first, last = math.ceil(ws / interval), math.floor(we / interval)
     outages = [(inject.started_at, math.inf if heal is None else heal.at)
-               for inject, heal in _windows(history, outage_targets)]
+               for inject, heal in fault_windows(history, outage_targets)]
 
     def down(k: int) -> bool:
         return any(lo <= k * interval <= hi for lo, hi in outages)
@@ -296,7 +177,7 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
                   jobs: tuple[str, ...] = JOBS, max_run_s: float | None = None) -> CheckResult:
     """Every overlap was contained: the later run had the higher token, the stale write was
     rejected."""
-    t = _Clock(history)
+    t = Clock(history)
     overlaps = find_overlaps(history, jobs, max_run_s)
     rejected = {(r.job, r.node, r.token) for r in history.fencing_rejections}
     expected = ("every overlap contained: the later-started run has the higher token and the "
@@ -318,7 +199,7 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
     uncontained: list[str] = []
     for overlap in overlaps:
         stale, later = overlap.first.run, overlap.second.run
-        what = _describe_overlap(overlap, t)
+        what = describe_overlap(overlap, t)
         if stale.fencing_token is None or later.fencing_token is None:
             uncontained.append(f"{what}: not fenced: a run without a fencing token (no lock)")
         elif later.fencing_token <= stale.fencing_token:
@@ -350,12 +231,11 @@ def check_fencing(history: History, *, fencing_expected: bool = True,
     return CheckResult(FENCING, verdict, measured, expected, derivation,
                        tuple(uncontained + contained), values)
 
-
 def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float,
                         job_interval_s: float, jobs: tuple[str, ...] = JOBS) -> CheckResult:
     """After ``target_node`` is killed mid-run, the job's next run comes within the bound,
     without overlap."""
-    t = _Clock(history)
+    t = Clock(history)
     # Ticks are wall-clock aligned (tick * interval): how long a winner takes from its tick to
     # its recorded start (taking the lock, claiming the tick, writing the row) is measured on
     # the runs before the kill, not assumed. A kill is a fault that ends the process abruptly:
@@ -422,7 +302,7 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
         verdicts.append(Verdict.FAIL if overlap or late else Verdict.PASS)
         by = "the restarted holder itself" if after.node == target_node else after.node
         details.append(
-            f"{killed.job}: killed run {_describe(span, t)}; next run by {by} (run {after.id}, "
+            f"{killed.job}: killed run {describe(span, t)}; next run by {by} (run {after.id}, "
             f"tick {after.tick}, token {after.fencing_token}) at {t(after.started_at)}, "
             f"{delay:.3f} s after the kill" + (" (too late)" if late else "")
             + (": possible overlap with the killed run" if overlap else ""))
@@ -439,210 +319,6 @@ def check_lock_takeover(history: History, *, target_node: str, lock_ttl_s: float
         values = (("measured_s", worst), ("bound_s", bound), ("jobs_held", float(len(hit))))
     return CheckResult(TAKEOVER, verdict, measured, expected, derivation, tuple(details), values)
 
-
-def check_jobs_paused_while_redis_down(history: History, job_interval_s: float, *,
-                                       grace_s: float = 0.5, jobs: tuple[str, ...] = JOBS,
-                                       redis: str = REDIS) -> CheckResult:
-    """No run started while Redis could not be reached: such a run would hold no lock."""
-    t = _Clock(history)
-    derivation = (
-        f"a run starts only after SET NX on Redis succeeded, so none may start from an "
-        f"outage of {redis} (a fault that leaves it answering nothing until its heal: its "
-        f"process ended, frozen or cut off; inject done + grace {grace_s:g} s: a run that "
-        "took its lock just before records its start just after) until its heal is issued; "
-        f"a tick every job_interval = {job_interval_s:g} s, so an outage of d s holds about "
-        f"d / {job_interval_s:g} ticks that must be skipped")
-    expected = f"no job run started during an outage of {redis}"
-    windows = _windows(history, (redis,), lambda effect: effect.outage)
-    if not windows:
-        return CheckResult(PAUSED, Verdict.UNKNOWN, f"no outage of {redis} in the history",
-                           expected, derivation)
-    end = history.mark_at("end") or max([r.started_at for r in history.job_runs]
-                                        + [f.at for f in history.faults])
-    runs = [r for r in history.job_runs if r.job in jobs]
-    during: list[str] = []
-    ticks = 0
-    for inject, heal in windows:
-        lo, hi = inject.at + grace_s, (end if heal is None else heal.started_at)
-        ticks += max(0, math.ceil(hi / job_interval_s) - math.floor(lo / job_interval_s) - 1)
-        during += [f"{r.job}: {r.node} (run {r.id}, tick {r.tick}, token {r.fencing_token}) "
-                   f"started at {t(r.started_at)} while {redis} was down ({inject.fault} from "
-                   f"{t(inject.at)} to {t(hi)}): a run without the lock"
-                   for r in runs if lo < r.started_at < hi]
-    values = (("outages", float(len(windows))), ("ticks_in_outages", float(ticks)),
-              ("runs_during_outage", float(len(during))))
-    if during:
-        return CheckResult(PAUSED, Verdict.FAIL, f"{len(during)} runs started while {redis} "
-                           "was down", expected, derivation, tuple(during), values)
-    if ticks == 0:
-        return CheckResult(PAUSED, Verdict.UNKNOWN, f"no tick fell inside the outage of {redis}",
-                           expected, derivation, values=values)
-    return CheckResult(PAUSED, Verdict.PASS, f"no run started during {len(windows)} outage(s) "
-                       f"of {redis} ({ticks} ticks skipped)", expected, derivation, values=values)
-
-
-@dataclass(frozen=True)
-class _HolderEpisode:
-    """Consecutive lock samples of one job that showed the same violation."""
-
-    job: str
-    redis_holder: str | None
-    running: tuple[RunSpan, ...]
-    first: LockSample
-    last: LockSample
-    count: int
-
-
-def _running_at(spans: list[RunSpan], sample: LockSample) -> tuple[RunSpan, ...]:
-    """The runs in progress over the whole sample: Redis answered while each of them ran."""
-    return tuple(s for s in spans
-                 if s.run.started_at < sample.sent_at and s.end > sample.received_at)
-
-
-def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
-                       max_run_s: float | None = None) -> CheckResult:
-    """At every sample of the lock store, each job had one holder at most, and a running job's
-    node held its lock."""
-    t = _Clock(history)
-    derivation = (
-        "a node records a run in job_runs only after SET NX PX gave it the job's lock, and "
-        "records its end before it releases the lock; so while a run is in progress over a "
-        "whole /admin/locks sample (sent to received: Redis answered somewhere in between), "
-        "Redis must name that run's node as the holder, and no other node may run the job "
-        "then. An unfinished run may have lasted until its node's kill/stop"
-        + ("" if max_run_s is None else f" or max_run_s = {max_run_s:g} s plus frozen time")
-        + " (as for exclusivity)")
-    expected = ("at every sample, per job: at most one node holds or runs it, and a node running "
-                "it is the one Redis names")
-    samples = sorted((s for s in history.lock_samples if s.job in jobs), key=lambda s: s.sent_at)
-    spans: dict[str, list[RunSpan]] = defaultdict(list)
-    for run in history.job_runs:
-        if run.job in jobs:
-            spans[run.job].append(run_span(run, history.faults, max_run_s))
-    episodes: list[_HolderEpisode] = []
-    two_holders = unlocked = 0
-    for job in jobs:
-        current: _HolderEpisode | None = None   # the episode the previous sample continued
-        for sample in (s for s in samples if s.job == job):
-            running = _running_at(spans[job], sample)
-            nodes = ({span.run.node for span in running}
-                     | ({sample.holder} if sample.holder else set()))
-            if len(nodes) <= 1 and not (running and sample.holder is None):
-                current = None
-                continue
-            two_holders += len(nodes) > 1
-            unlocked += len(nodes) <= 1
-            if current and current.redis_holder == sample.holder and current.running == running:
-                current = episodes[-1] = replace(current, last=sample, count=current.count + 1)
-            else:
-                current = _HolderEpisode(job, sample.holder, running, sample, sample, 1)
-                episodes.append(current)
-    values = (("samples", float(len(samples))), ("two_holder_samples", float(two_holders)),
-              ("unlocked_run_samples", float(unlocked)), ("episodes", float(len(episodes))))
-    if not samples:
-        return CheckResult(HOLDERS, Verdict.UNKNOWN, "no lock sample recorded", expected,
-                           derivation, values=values)
-    details = []
-    for e in episodes:
-        runs = "; ".join(_describe(span, t) for span in e.running)
-        named = f"Redis named {e.redis_holder}" if e.redis_holder else "Redis named no holder"
-        details.append(f"{e.job}: {t(e.first.sent_at)} to {t(e.last.received_at)} ({e.count} "
-                       f"samples): {named} while running: {runs}")
-    per_job = len({s.sent_at for s in samples})
-    measured = (f"{per_job} samples of {len(jobs)} jobs: {two_holders} showed two holders, "
-                f"{unlocked} a run without its lock ({len(episodes)} episodes)")
-    return CheckResult(HOLDERS, Verdict.FAIL if episodes else Verdict.PASS, measured, expected,
-                       derivation, tuple(details), values)
-
-
-def check_lock_after_store_restart(history: History, *, persistence: bool, job_interval_s: float,
-                                   jobs: tuple[str, ...] = JOBS, redis: str = REDIS,
-                                   ready_mark: str | None = None,
-                                   margin_s: float = 0.3) -> CheckResult:
-    """Whether a second run started while a holder ran across a Redis restart, as the
-    persistence setting predicts."""
-    t = _Clock(history)
-    derivation = (
-        ("Redis persists (appendonly yes, save 1 1): a stop writes the data out, so the restarted "
-         "Redis still has the lock with its expiry, the holder extends it on, and no other node "
-         "may run the job: no second run"
-         if persistence else
-         "Redis runs without persistence (save \"\", appendonly no): the restarted Redis has "
-         "lost the lock, the fencing counter and the tick marker; the holder's next extension "
-         "finds no lock, but its run goes on (a lost lease does not stop a process), and the "
-         "other nodes take the lock at the first tick after Redis is back: a second run starts "
-         "if such a tick (k * job_interval) falls between Redis ready and the holder's end "
-         f"(less a margin of {margin_s:g} s for taking the lock and recording the run)")
-        + f"; job_interval = {job_interval_s:g} s. The second run's fencing token must be above "
-        "the first's (the backends re-seed a lost counter from Redis' clock), or a stale "
-        "holder's write would be taken for the newer one's")
-    expected = "a second run during the holder's run" if not persistence else "no second run"
-    restarts = _windows(history, (redis,), lambda effect: effect.ends)
-    if not restarts:
-        return CheckResult(STORE_RESTART, Verdict.UNKNOWN, f"{redis} was not restarted", expected,
-                           derivation)
-    runs = sorted((r for r in history.job_runs if r.job in jobs),
-                  key=lambda r: (r.started_at, r.id))
-    details: list[str] = []
-    verdicts: list[Verdict] = []
-    values: list[tuple[str, float]] = []
-    for inject, heal in restarts:
-        ready = history.mark_at(ready_mark) if ready_mark else None
-        back = ready or (heal.at if heal else inject.at)
-        # Held across the restart: recorded before the restart was done (a holder records its
-        # run a few ms after taking the lock, which may be after the stop was issued; a run on
-        # the new Redis cannot start before it has loaded, after the restart returns) and
-        # still running when it was issued.
-        for held in (r for r in runs if r.started_at < inject.at
-                     and (r.finished_at is None or r.finished_at > inject.started_at)):
-            if held.finished_at is None:
-                verdicts.append(Verdict.UNKNOWN)
-                details.append(f"{held.job}: the holder's run {held.id} never finished: its end, "
-                               "and so the prediction, is unknown")
-                continue
-            end = held.finished_at
-            first_tick = math.ceil(back / job_interval_s) * job_interval_s
-            window_s = end - margin_s - first_tick
-            predicted = (not persistence) and window_s > 0
-            undecided = (not persistence) and abs(window_s) <= margin_s
-            second = next((r for r in runs if r.job == held.job and r.id != held.id
-                           and inject.started_at < r.started_at < end), None)
-            head = (f"{held.job}: {redis} {inject.fault} at {t(inject.at)}, ready {t(back)}, while "
-                    f"{held.node} ran it (run {held.id}, tick {held.tick}, token "
-                    f"{held.fencing_token}, until {t(end)} [{held.outcome}]); first tick after "
-                    f"Redis was back {t(first_tick)}")
-            if second is None:
-                details.append(f"{head}: no second run")
-                ok = not predicted
-            else:
-                overlap = end - second.started_at
-                values.append(("overlap_s", overlap))
-                rising = (second.fencing_token is not None and held.fencing_token is not None
-                          and second.fencing_token > held.fencing_token)
-                details.append(
-                    f"{head}: second run by {second.node} (run {second.id}, token "
-                    f"{second.fencing_token}) at {t(second.started_at)}, {overlap:.3f} s before "
-                    f"the first ended; token {'above' if rising else 'NOT above'} the first's"
-                    + ("; the stale holder's write was "
-                       + ("refused" if held.outcome == "fenced"
-                          else "accepted (it came before the newer holder wrote: fencing orders "
-                               "writes, it cannot undo the overlap)")
-                       if rising else ""))
-                ok = predicted and rising
-            verdicts.append(Verdict.UNKNOWN if undecided and not ok else
-                            Verdict.PASS if ok else Verdict.FAIL)
-    if not verdicts:
-        return CheckResult(STORE_RESTART, Verdict.UNKNOWN, f"the {redis} restart hit no run in "
-                           "progress: no lock was held across it", expected, derivation)
-    verdict = (Verdict.FAIL if Verdict.FAIL in verdicts else
-               Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.PASS)
-    seconds = sum("second run by" in d for d in details)
-    measured = (f"{seconds} of {len(verdicts)} held run(s) saw a second run start across the "
-                f"{redis} restart")
-    return CheckResult(STORE_RESTART, verdict, measured, expected, derivation, tuple(details),
-                       tuple(values))
-
-
 # -- registration -------------------------------------------------------------------------------
 
 
@@ -656,7 +332,6 @@ def _duplicates_objective(count: float | None, objectives: Objectives, measured:
                               passed=(None if count is None
                                       else count <= objectives.duplicate_job_runs),
                               measured=measured, derivation=how)
-
 
 def _exclusivity(ctx: CheckContext, params: NoParams) -> CheckResult:
     ctx.observation(Observation.JOB_RECORDS)
@@ -709,7 +384,6 @@ register(CheckDef(
     objectives=(ObjectiveHook("duplicate_job_runs", _exclusivity_objective,
                               _exclusivity_predict),)))
 
-
 def _fencing(ctx: CheckContext, params: NoParams) -> CheckResult:
     ctx.observation(Observation.JOB_RECORDS)
     backend = _backend(ctx)
@@ -743,7 +417,6 @@ register(CheckDef(
     summary="every overlap of two holders is contained: the stale holder's write is refused",
     needs=frozenset({Observation.JOB_RECORDS}),
     objectives=(ObjectiveHook("duplicate_job_runs", _fencing_objective, _fencing_predict),)))
-
 
 class TakeoverParams(CheckParams):
     target: str
@@ -795,45 +468,3 @@ register(CheckDef(
             "interval, without overlap",
     needs=frozenset({Observation.JOB_RECORDS}),
     objectives=(ObjectiveHook("lock_takeover", _takeover_objective, _takeover_predict),)))
-
-
-def _paused(ctx: CheckContext, params: NoParams) -> CheckResult:
-    ctx.observation(Observation.JOB_RECORDS)
-    backend = _backend(ctx)
-    return check_jobs_paused_while_redis_down(ctx.history, backend.job_interval_s,
-                                              jobs=backend.jobs)
-
-
-register(CheckDef(
-    name=PAUSED, params=NoParams, judge=_paused,
-    summary="no job run starts while Redis (the lock store) is down",
-    needs=frozenset({Observation.JOB_RECORDS})))
-
-
-def _holders(ctx: CheckContext, params: NoParams) -> CheckResult:
-    ctx.observation(Observation.JOB_RECORDS)
-    ctx.observation(Observation.LOCK_SAMPLES)
-    backend = _backend(ctx)
-    return check_lock_holders(ctx.history, max_run_s=backend.max_run_s, jobs=backend.jobs)
-
-
-register(CheckDef(
-    name=HOLDERS, params=NoParams, judge=_holders,
-    summary="at every sample of Redis's lock keys, one holder per job, and it is the node "
-            "running it",
-    needs=frozenset({Observation.JOB_RECORDS, Observation.LOCK_SAMPLES})))
-
-
-def _store_restart(ctx: CheckContext, params: NoParams) -> CheckResult:
-    ctx.observation(Observation.JOB_RECORDS)
-    return check_lock_after_store_restart(ctx.history,
-                                          persistence=ctx.expectations.redis.persistence,
-                                          job_interval_s=_backend(ctx).job_interval_s,
-                                          ready_mark=ready_mark(REDIS), jobs=_backend(ctx).jobs)
-
-
-register(CheckDef(
-    name=STORE_RESTART, params=NoParams, judge=_store_restart,
-    summary="a second run starts across a Redis restart exactly when Redis's persistence setting "
-            "says the lock is lost",
-    needs=frozenset({Observation.JOB_RECORDS})))

@@ -15,7 +15,6 @@ and burst, exactly) and NGINX's acceptances against a bucket of the target's num
 from __future__ import annotations
 
 import email.utils
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,9 @@ from lab.checks.limit_req_model import (
     Decision,
     Limiter,
     LimitOutcome,
+    min_spacing_ms,
     model_outcomes,
+    one_step_changes,
     predict_schedule,
 )
 from lab.checks.limit_req_replay import (
@@ -43,8 +44,10 @@ from lab.checks.limit_req_replay import (
     Replay,
     Unexplained,
     WorkerClocks,
+    logged_request,
     replay,
     threshold_of,
+    worker_clocks,
 )
 from lab.checks.registry import (
     CheckContext,
@@ -65,8 +68,6 @@ HEADERS = "rate-limit-headers"
 # Content-Length over the limit. Such a request was never counted by limit_req.
 _BEFORE_PREACCESS = frozenset({400, 408, 413, 414, 431})
 _SHOWN = 10
-# One step of a rate, for the changes a run is said to tell apart: 10 %.
-RATE_STEP = 0.1
 # The checklist's claim for its auth experiment, quoted beside the model's prediction.
 CHECKLIST_AUTH_CLAIM = "the first 10-11 succeed"
 
@@ -141,52 +142,8 @@ def _matching_rule(path: str, rules: Sequence[RateLimitRule]) -> RateLimitRule |
     return best
 
 
-def _observed(entry: AccessLogEntry) -> LimitOutcome:
-    # limit_req's own word: a rejection answered with another status than limit_req_status is
-    # still a rejection for the bucket (and fails the check separately); a 429 the backend
-    # sent itself passed the limiter. A dry run's rejection left the bucket as a rejection.
-    if entry.limit_req_status in ("REJECTED", "REJECTED_DRY_RUN"):
-        return LimitOutcome.REJECTED
-    if entry.limit_req_status in ("DELAYED", "DELAYED_DRY_RUN"):
-        return LimitOutcome.DELAYED
-    return LimitOutcome.PASSED
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-def worker_clocks(entries: Sequence[AccessLogEntry]) -> WorkerClocks:
-    """Each worker's pass starts as every line of the access log shows them."""
-    return WorkerClocks.of([(e.worker, _ms(e.started_at), _ms(e.msec)) for e in entries])
-
-
-def logged_request(entry: AccessLogEntry, index: int) -> LoggedRequest:
-    """What the replay needs of one access log line."""
-    return LoggedRequest(_ms(entry.started_at), _ms(entry.msec), entry.worker, _observed(entry),
-                         index)
-
-
 def _describe_limiter(limiter: Limiter) -> str:
     return f"{limiter.rate / 1000:g} r/s burst {limiter.burst // ONE_REQUEST}"
-
-
-def one_step_changes(limiter: Limiter) -> list[tuple[str, Limiter]]:
-    """The neighbouring configurations a run may tell apart: burst +-1, rate +-10 %."""
-    changes = [(f"burst {limiter.burst // ONE_REQUEST + 1}",
-                limiter.with_changes(burst=limiter.burst + ONE_REQUEST))]
-    if limiter.burst >= ONE_REQUEST:
-        changes.append((f"burst {limiter.burst // ONE_REQUEST - 1}",
-                        limiter.with_changes(burst=limiter.burst - ONE_REQUEST)))
-    for sign in (1, -1):
-        rate = round(limiter.rate * (1 + sign * RATE_STEP))
-        changes.append((f"{rate / 1000:g} r/s", limiter.with_changes(rate=rate)))
-    return changes
-
-
-def min_spacing_ms(rate_milli: int) -> int:
-    """Without a burst, the least whole milliseconds after the last acceptance that pass."""
-    return math.ceil(1000 * ONE_REQUEST / rate_milli)
 
 
 @dataclass(frozen=True)

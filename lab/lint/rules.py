@@ -27,7 +27,8 @@ from lab.checks.ejection import NAME as EJECTION
 from lab.checks.health import DETAILED_TIMING
 from lab.checks.health import NAME as HEALTH_CONTRACT
 from lab.checks.latency import NAME as LATENCY
-from lab.checks.locks import EXCLUSIVITY, FENCING, HOLDERS, PAUSED, STORE_RESTART, TAKEOVER
+from lab.checks.locks import EXCLUSIVITY, FENCING, TAKEOVER
+from lab.checks.locks_store import HOLDERS, PAUSED, STORE_RESTART
 from lab.checks.pool import NAME as POOL_BOUND
 from lab.checks.rate_limit import NAME as RATE_LIMIT
 from lab.checks.readmission import NAME as READMISSION

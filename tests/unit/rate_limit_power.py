@@ -19,8 +19,8 @@ from pathlib import Path
 from limit_req_sim import MACHINES, Machine, Send, simulate
 
 from lab.checks.base import Verdict
-from lab.checks.limit_req_model import ONE_REQUEST, Limiter
-from lab.checks.rate_limit import check_rate_limit, min_spacing_ms
+from lab.checks.limit_req_model import ONE_REQUEST, Limiter, min_spacing_ms
+from lab.checks.rate_limit import check_rate_limit
 from lab.config import LabConfig
 from lab.expectations import RateLimitRule
 from lab.scenarios.loader import load_scenario

@@ -7,7 +7,7 @@ import pytest
 from test_checks_locks import IV, JOB, TICK0, fault, run, steady
 
 from lab.checks.base import Verdict
-from lab.checks.locks import check_lock_after_store_restart, check_lock_holders
+from lab.checks.locks_store import check_lock_after_store_restart, check_lock_holders
 from lab.history import FaultPhase, History, LockSample
 
 pytestmark = pytest.mark.covers("check:lock-after-store-restart", "check:lock-holders")

@@ -9,13 +9,9 @@ import pytest
 from synthetic_history import SERVERS, T0
 
 from lab.checks.base import Verdict
-from lab.checks.locks import (
-    check_fencing,
-    check_jobs_paused_while_redis_down,
-    check_lock_exclusivity,
-    check_lock_takeover,
-    find_overlaps,
-)
+from lab.checks.lock_spans import find_overlaps
+from lab.checks.locks import check_fencing, check_lock_exclusivity, check_lock_takeover
+from lab.checks.locks_store import check_jobs_paused_while_redis_down
 from lab.faults import FAULTS
 from lab.history import FaultEvent, FaultPhase, FencingRejection, History, JobRun
 

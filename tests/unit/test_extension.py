@@ -98,7 +98,7 @@ PROBE = '''
 import json
 
 from lab.checks import CHECKS, CheckContext, run_check
-from lab.checks.locks import run_span
+from lab.checks.lock_spans import run_span
 from lab.engine import ContainerInfo
 from lab.faults import FAULTS, FaultParams, FaultSpec, base, record
 from lab.history import FaultEvent, FaultPhase, History, JobRun, Outcome, RequestRecord

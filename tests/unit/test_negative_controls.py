@@ -41,7 +41,7 @@ from lab.checks.health import (
     check_ready_at_startup,
     check_ready_while_draining,
 )
-from lab.checks.locks import check_jobs_paused_while_redis_down, check_lock_holders
+from lab.checks.locks_store import check_jobs_paused_while_redis_down, check_lock_holders
 from lab.checks.registry import Observation
 from lab.config import LabConfig
 from lab.history import HeaderSample, History, PortBinding

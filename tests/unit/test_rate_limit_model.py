@@ -16,7 +16,9 @@ from lab.checks.limit_req_model import (
     Limiter,
     LimitOutcome,
     forced,
+    min_spacing_ms,
     model_outcomes,
+    one_step_changes,
     predict_schedule,
     rate_milli,
     step,
@@ -25,8 +27,6 @@ from lab.checks.limit_req_replay import LoggedRequest, WorkerClocks, replay
 from lab.checks.rate_limit import (
     check_rate_limit,
     check_rate_limit_headers,
-    min_spacing_ms,
-    one_step_changes,
     predict_checklist_experiments,
 )
 from lab.config import LabConfig

@@ -13,7 +13,8 @@ from report_runs import TARGET, failover_result, with_locks_pool_and_health, wri
 
 from lab.errors import LabError
 from lab.report import html, stored
-from lab.report.html import LEFT, PLOT_W, POINT_LIMIT
+from lab.report.panels import POINT_LIMIT
+from lab.report.svg import LEFT, PLOT_W
 
 
 def _attr(tag: str, name: str) -> str:
