@@ -37,7 +37,7 @@ from lab.checks.latency import check_latency
 from lab.checks.readmission import check_readmission
 from lab.expectations import FailureMode, failed_attempt_cost
 from lab.history import ready_mark
-from lab.workload.access_log import upstream_attempts
+from lab.topology.access_log import upstream_attempts
 
 __all__ = [
     "CHECKS",

@@ -55,8 +55,8 @@ from lab.load.results import (
 from lab.load.script import GRACEFUL_STOP_S, render_script
 from lab.load.thresholds import LoadThresholds
 from lab.stats import nearest_rank_or_none
+from lab.topology.access_log import parse_access_log
 from lab.topology.lab import Lab
-from lab.workload.access_log import parse_access_log
 from lab.workload.pool_load import PoolSampler
 
 SEEDED_USERS = ("user1@lab.test", "user2@lab.test", "user3@lab.test")

@@ -28,10 +28,10 @@ from lab.errors import ConfigError, LabError
 from lab.history import HealthSample, PoolLoadPhase
 from lab.registry import Registry
 from lab.scenarios.state import RunState
+from lab.topology.client import ClientTarget
 from lab.workload.backend_load import run_backend_load
 from lab.workload.pool_load import PoolSampler, max_client_conn_error, run_pool_load
 from lab.workload.security_probe import connect_published, observe_tls, sample_headers
-from lab.workload.traffic import ClientTarget
 
 
 @dataclass(frozen=True)

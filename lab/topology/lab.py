@@ -39,6 +39,8 @@ from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, Unkno
 from lab.expectations import NginxPolicy
 from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
+from lab.topology.access_log import parse_access_log_line
+from lab.topology.client import ClientTarget
 from lab.topology.nginx_policy import policy_from_tree
 from lab.topology.nginx_tree import Directive, read_tree
 from lab.topology.plan import (
@@ -70,8 +72,6 @@ from lab.topology.user_nginx import main_conf_path
 from lab.topology.user_site import plain_http_redirect
 from lab.topology.user_topology import UserTopology, user_topology
 from lab.topology.userbackend import ensure_user_backend, health_command
-from lab.workload.access_log import parse_access_log_line
-from lab.workload.traffic import ClientTarget
 
 LABEL_SECRETS = "io.failover-lab.secrets"
 LABEL_OWNER = "io.failover-lab.owner"

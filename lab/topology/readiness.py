@@ -29,7 +29,7 @@ from tenacity import (
 )
 
 from lab.engine import ExecResult
-from lab.workload.traffic import ClientTarget
+from lab.topology.client import ClientTarget
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from lab.engine import ContainerInfo
 from lab.faults import record as fault_record
 from lab.history import AccessLogEntry, Outcome, PoolSample, RequestRecord
 from lab.stats import nearest_rank
+from lab.topology.access_log import upstream_attempts
 from lab.topology.plan import container_name
-from lab.workload.access_log import upstream_attempts
 
 SCHEMA = 1
 SERIES_BUCKETS = 30          # one sparkline bucket per second

@@ -9,7 +9,7 @@ Sources, every one on a published 127.0.0.1 port or through the Docker API:
 - readiness: each node's own readiness probe (``Lab.probe``) every few seconds; NGINX's is
   stub_status answering (its own probe would send requests through the balancer and show up in
   the shares);
-- NGINX's access log (``docker logs``, ``lab.workload.access_log``): every try of every request,
+- NGINX's access log (``docker logs``, ``lab.topology.access_log``): every try of every request,
   whoever sent it: which upstream, which status;
 - NGINX's stub_status (the checklist's ``/nginx_status`` on 8080);
 - Redis: the job locks' holders (``job_sources.lock_reader``: the backend's own keys);
@@ -38,6 +38,7 @@ import psycopg
 
 from lab.engine import LABEL_KIND, LABEL_LAB, ContainerInfo
 from lab.history import AccessLogEntry, Outcome, RequestRecord
+from lab.topology.access_log import parse_access_log
 from lab.topology.lab import Lab
 from lab.topology.plan import container_name
 from lab.topology.render import BACKEND_PORT, STATUS_PATH, STATUS_PORT
@@ -54,7 +55,6 @@ from lab.watch.model import (
     probe_view,
     readiness_detail,
 )
-from lab.workload.access_log import parse_access_log
 from lab.workload.job_sources import lock_reader
 from lab.workload.jobs import redis_client
 from lab.workload.pool_load import pool_samples_from_rows

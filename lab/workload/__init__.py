@@ -8,14 +8,14 @@
 - ``security_probe``: answers of every kind with their headers, and the served certificate;
 - ``health_watch``: one backend's health endpoints polled from a client container on the lab
   network while the steps run (``HealthSample`` with send and answer times);
-- ``access_log``: NGINX's own view of the same requests (``AccessLogEntry``), joined to the
-  client's records through the ``X-Request-Id`` header, and split into the upstream tries
-  each entry records (``upstream_attempts``).
+NGINX's own view of the same requests (``AccessLogEntry``, joined to the client's records
+through the ``X-Request-Id`` header) is parsed next to the log format it reads, in
+``lab.topology.access_log``; where the clients send is ``lab.topology.client``.
 
 ``lab watch``'s live view is its own package, ``lab.watch``.
 """
 
-from lab.workload.access_log import parse_access_log
+from lab.topology.access_log import parse_access_log
 from lab.workload.traffic import TrafficRun, TrafficSpec
 
 __all__ = ["TrafficRun", "TrafficSpec", "parse_access_log"]

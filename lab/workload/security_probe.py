@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtensionOID
 
 from lab.history import HeaderSample, NodeExposure, PortConnect, TlsObservation
-from lab.workload.traffic import LOOPBACK, ClientTarget, check_loopback_url
+from lab.topology.client import LOOPBACK, ClientTarget, check_loopback_url
 
 CONNECT_TIMEOUT_S = 2.0
 

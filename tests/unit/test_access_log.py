@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lab.topology.access_log import parse_access_log, parse_access_log_line
 from lab.topology.render import ACCESS_LOG_FIELDS, ACCESS_LOG_TAG
-from lab.workload.access_log import parse_access_log, parse_access_log_line
 
 NODES = {"172.29.0.11:8000": "backend-1", "172.29.0.12:8000": "backend-2",
          "172.29.0.13:8000": "backend-3"}

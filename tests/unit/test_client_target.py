@@ -17,11 +17,12 @@ import pytest
 from aiohttp import web
 
 from lab.history import Outcome
+from lab.topology.client import ClientTarget
 from lab.topology.lab import log_excerpt
 from lab.topology.readiness import ThroughNginxProbe
 from lab.topology.render import ACCESS_LOG_FIELDS, ACCESS_LOG_TAG
 from lab.topology.tls import TlsMaterial, make_tls
-from lab.workload.traffic import ClientTarget, TrafficRun, TrafficSpec
+from lab.workload.traffic import TrafficRun, TrafficSpec
 
 NAME = "api.example.com"
 
