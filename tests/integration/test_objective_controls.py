@@ -61,9 +61,9 @@ def test_a_balancer_that_never_ejects_conforms_and_fails_its_ejection_objective(
 @pytest.mark.covers("check:readmission", "objective:readmission")
 def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
         engine: Engine, lab_images: dict[str, str], tmp_path: Path, negative_control) -> None:
-    """fail_timeout = 45 s: the healed backend comes back when NGINX's timer says (conformance
+    """fail_timeout = 35 s: the healed backend comes back when NGINX's timer says (conformance
     passes), long after the checklist's 30 s; the prediction shows the arithmetic."""
-    config = lab_toml(tmp_path, "[nginx]\nfail_timeout_s = 45\n")
+    config = lab_toml(tmp_path, "[nginx]\nfail_timeout_s = 35\n")
     code, document, _ = run_json("failover", "--name", session_lab_name("slow-readmit"),
                                       "--config", str(config), "--seed", "22",
                                       "--report-dir", str(tmp_path))
@@ -74,7 +74,7 @@ def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
     assert readmission == ("pass", {"readmission": "fail"}), readmission
     prediction = next(p for p in document["predictions"] if p["objective"] == "readmission")
     assert (prediction["reachable"] is False
-            and "fail_timeout + c_probe + g = 45" in prediction["arithmetic"])
+            and "fail_timeout + c_probe + g = 35" in prediction["arithmetic"])
 
 
 @pytest.mark.covers("check:latency", "objective:health_latency", "objective:failing_latency",
