@@ -170,7 +170,7 @@ class Explainer:
 
     def _no_live(self, request: RequestRecord, pool: Request) -> Outcome:
         return Outcome(request, Why.NO_LIVE, "NGINX found no live server: every untried one "
-                       "skipped by its counters")
+                       "skipped by its counters or at its max_conns")
 
     def _gave_up(self, request: RequestRecord, entry: AccessLogEntry, pool: Request | None,
                  located: UpstreamPolicy) -> Outcome:

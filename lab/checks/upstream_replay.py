@@ -530,7 +530,9 @@ def replay(log: Sequence[AccessLogEntry], policy: UpstreamPolicy, *,
                 changes.append(change)
 
     # Second pass: every routing decision against those counters.
+    capacity = _Capacity(policy, requests, shared)
     balancer = _Balancer(policy, primary, down, counters, shared, requests, learned_until)
+    balancer.capacity = capacity
     by_request = {r.entry: r for r in requests}
     selects: dict[int, list[tuple[Attempt, Request]]] = {}
     for event in events:
@@ -551,6 +553,12 @@ def replay(log: Sequence[AccessLogEntry], policy: UpstreamPolicy, *,
                 f"{server.fail_timeout_s:g} s)"))
         elif state is Eligibility.AMBIGUOUS:
             ambiguous += 1
+        elif capacity.state(domain, a.backend, a.started_at, a.slack_s, a) \
+                is Eligibility.SKIPPED:
+            violations.append(Violation(
+                ViolationKind.ROUTED_WHILE_SKIPPED, a.started_at, a.backend,
+                f"attempt {a.index + 1} of a {a.method} {a.uri} went to {a.backend} with "
+                f"max_conns={policy.peer(a.backend).max_conns} tries already in flight"))
         if a.backend in backups:
             # Backup servers are tried only when no primary is left (get_round_robin_peer's
             # "failed:" branch).
@@ -577,11 +585,14 @@ def replay(log: Sequence[AccessLogEntry], policy: UpstreamPolicy, *,
         for node in (*primary, *backups):
             if node in tried or node in down:
                 continue
-            if counters[domain].eligibility(node, t, BASE_SLACK_S) is Eligibility.ELIGIBLE:
+            state = _both(counters[domain].eligibility(node, t, BASE_SLACK_S),
+                          capacity.state(domain, node, t, BASE_SLACK_S))
+            if state is Eligibility.ELIGIBLE:
                 violations.append(Violation(
                     ViolationKind.NO_LIVE_WHILE_ELIGIBLE, t, node,
                     f"NGINX answered 'no live upstreams' for a {r.entry_log.method} "
-                    f"{r.entry_log.uri} while {node}'s counters let it be tried"))
+                    f"{r.entry_log.uri} while {node}'s counters and max_conns let it be "
+                    "tried"))
                 break
 
     # Retries and timeouts, request by request, against the settings of its location.
@@ -690,6 +701,38 @@ class _Flights:
         return certain, certain + possible
 
 
+class _Capacity:
+    """``max_conns``: a server with that many tries in flight (in its worker, or in all with a
+    zone) is skipped like a failed one; with every server skipped NGINX answers "no live
+    upstreams" (``get_round_robin_peer``'s single-server branch checks it too)."""
+
+    def __init__(self, policy: UpstreamPolicy, requests: Sequence[Request],
+                 shared: bool) -> None:
+        self.limits = {m.node: m.max_conns for m in policy.members if m.max_conns}
+        self.flights = _Flights(requests, shared) if self.limits else None
+
+    def state(self, domain: int, node: str, t: float, slack_s: float,
+              own: Attempt | None = None) -> Eligibility:
+        """Whether ``node`` had room for one more try at a select in [t, t + slack]."""
+        limit = self.limits.get(node)
+        if not limit or self.flights is None:
+            return Eligibility.ELIGIBLE
+        lo, hi = t - BASE_SLACK_S, t + slack_s + BASE_SLACK_S
+        fewest, most = self.flights.range(domain, node, lo, hi, own)  # type: ignore[arg-type]
+        if fewest >= limit:
+            return Eligibility.SKIPPED
+        return Eligibility.AMBIGUOUS if most >= limit else Eligibility.ELIGIBLE
+
+
+def _both(counted: Eligibility, room: Eligibility) -> Eligibility:
+    """A server can be chosen when its counters and its max_conns both let it."""
+    if Eligibility.SKIPPED in (counted, room):
+        return Eligibility.SKIPPED
+    if Eligibility.AMBIGUOUS in (counted, room):
+        return Eligibility.AMBIGUOUS
+    return Eligibility.ELIGIBLE
+
+
 def _clusters(selects: Sequence[Select]) -> list[list[Select]]:
     """Selects whose times the log cannot order (their intervals overlap), grouped; the
     groups themselves are in order."""
@@ -725,6 +768,7 @@ class _Balancer:
         # Each domain's counted failures in time order: each lowers the round robin's
         # effective weight of its peer (free_round_robin_peer).
         self.failures: dict[int, list[CounterChange]] = {}
+        self.capacity = _Capacity(policy, (), shared)
         method = policy.balancing
         if method == "round_robin":
             self.judges = True
@@ -779,8 +823,10 @@ class _Balancer:
         for node in self.primary:
             if node in tried or node in self.down:
                 continue
-            state = self.counters[domain].eligibility(node, attempt.started_at,
-                                                      attempt.slack_s)
+            state = _both(self.counters[domain].eligibility(node, attempt.started_at,
+                                                            attempt.slack_s),
+                          self.capacity.state(domain, node, attempt.started_at,
+                                              attempt.slack_s, attempt))
             if state is Eligibility.ELIGIBLE:
                 certain.append(node)
             elif state is Eligibility.AMBIGUOUS:

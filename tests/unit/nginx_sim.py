@@ -56,11 +56,12 @@ class Nginx:
     # NGINX's single-server case (one server, no backup) counts no failure; an NGINX that
     # counted them anyway would be one step off.
     counts_single: bool = False
+    max_conns: int = 0                  # each server's (0: no limit)
 
     def policy(self) -> UpstreamPolicy:
         """The configuration as the checks read it (``UpstreamPolicy``)."""
         members = tuple(UpstreamServer(n, f"{n}:8000", w, self.max_fails,
-                                       float(self.fail_timeout_s))
+                                       float(self.fail_timeout_s), max_conns=self.max_conns)
                         for n, w in zip(self.servers, self.weights, strict=True))
         return UpstreamPolicy(
             name="backend", servers=self.servers, max_fails=self.max_fails,
@@ -201,7 +202,8 @@ class Simulation:
             now = math.floor(t)
             best, total = None, 0
             eligible = [p for p in peers[d] if p.name not in req.tried and not (
-                nx.max_fails and p.fails >= nx.max_fails and now - p.checked <= nx.fail_timeout_s)]
+                nx.max_fails and p.fails >= nx.max_fails and now - p.checked <= nx.fail_timeout_s)
+                and not (nx.max_conns and p.conns >= nx.max_conns)]
             if nx.balancing == "least_conn" and eligible:
                 # ngx_http_upstream_get_least_conn_peer: the fewest conns per weight; ties go
                 # round robin among them.

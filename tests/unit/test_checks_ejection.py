@@ -195,3 +195,24 @@ def test_max_fails_1_lowers_the_effective_weight(seed: int) -> None:
     nginx = Nginx(max_fails=1)
     result = judge(run(nginx, "refused", seed, heal_at=25.0), nginx)
     assert result.verdict is Verdict.PASS, result.details
+
+
+CAPPED = replace(SINGLE, max_conns=5, connect_timeout_s=20.0)
+
+
+def test_max_conns_full_is_no_live_upstreams_as_configured() -> None:
+    """One server with max_conns=5 and a connect timeout longer than the clients wait: hung
+    connects fill it, and NGINX answers 'no live upstreams' at once (a public config's shape);
+    the replay counts the tries in flight and finds every decision as configured."""
+    history = run(CAPPED, seed=0)
+    assert any(e.upstream_backends == ("backend",) for e in history.access_log)
+    result = judge(history, CAPPED)
+    assert result.verdict is Verdict.PASS, result.details
+
+
+def test_an_nginx_without_the_max_conns_limit_is_caught() -> None:
+    """The same traffic through an NGINX that ignores max_conns routes a sixth try to the
+    server: routed while its max_conns were in flight."""
+    result = judge(run(replace(CAPPED, max_conns=0), seed=0), CAPPED)
+    assert result.verdict is Verdict.FAIL
+    assert "max_conns=5 tries already in flight" in " ".join(result.details)
