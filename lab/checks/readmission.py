@@ -91,6 +91,14 @@ def check_readmission(history: History, expectations: Expectations, target: str)
                           "ready yet), each skipping it for another fail_timeout")
     derivation.append(f"{r.judged} routing decisions replayed; balancer: {r.balancer_note}")
     details = violation_lines(mine, heal.at)
+    routed_before = any(a.started_at < window[0].started_at for a in r.attempts_on(target))
+    if served is None and not mine and not routed_before:
+        # hash / ip_hash on a key the traffic never varies: it never went to the target while
+        # it was healthy either, so its absence after the heal says nothing.
+        return CheckResult(NAME, Verdict.UNKNOWN, f"the traffic never went to {target}, "
+                           "before the fault or after the heal", expected,
+                           "; ".join([*derivation, f"balancer: {r.balancer_note}"]), details,
+                           tuple(values))
     if served is None:
         ran = end - heal.at
         values.append(("traffic_after_heal_s", ran))

@@ -435,7 +435,17 @@ class Lab:
             return ThroughNginxProbe(self.client_target(contract.health.ready),
                                      self.config.backend_names, contract.health.ready,
                                      identified=contract.node_id_env is not None)
-        return ThroughNginxProbe(self.client_target("/health/ready"), self.config.backend_names)
+        return ThroughNginxProbe(self.client_target("/health/ready"), self.config.backend_names,
+                                 keyed=self._keyed_pool())
+
+    def _keyed_pool(self) -> bool:
+        """Whether the user's pool balances by hash or ip_hash (from the file: no exec)."""
+        nginx = self.user.nginx
+        if nginx is None:
+            return False
+        policy = policy_from_tree(nginx.tree, nodes=dict(nginx.nodes),
+                                  upstream=self.config.nginx.upstream)
+        return policy.upstream.balancing in ("hash", "ip_hash")
 
     def wait_ready(self, node: str, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
         """Wait for one node; a node that does not get ready is a ``NodeStartError``."""

@@ -109,6 +109,10 @@ class ThroughNginxProbe:
     # False: a user's backend that does not name itself (no X-Backend-Id); then 3 x backends
     # consecutive 200s stand for "every backend answered" (round robin reaches each).
     identified: bool = True
+    # True: the pool balances by hash or ip_hash on what the probe cannot vary (its one client
+    # address, its one URI), so NGINX sends every probe to the same backend and a 200 from
+    # any backend through it is ready (each backend answered its own probe first).
+    keyed: bool = False
 
     def _asked(self, count: int) -> str:
         return f"GET {self.path} at {self.target.describe()}, {count} time{'s' * (count > 1)}"
@@ -143,7 +147,11 @@ class ThroughNginxProbe:
                 last = response
                 if response.status_code == 200:
                     seen.add(response.headers.get("x-backend-id", ""))
-                if seen >= set(self.backends):
+                if seen >= set(self.backends) or (self.keyed and seen & set(self.backends)):
+                    if self.keyed:
+                        return ProbeResult(True, f"{', '.join(sorted(seen))} answered 200 at "
+                                           f"{self.target.describe()} (hashed: every probe "
+                                           "goes to one backend)")
                     return ProbeResult(True, f"all of {', '.join(self.backends)} answered 200 "
                                        f"at {self.target.describe()}")
         if last is not None and last.status_code != 200:
