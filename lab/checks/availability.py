@@ -36,7 +36,7 @@ from lab.checks.registry import (
     measured_objective,
     register,
 )
-from lab.expectations import Expectations, FailureMode, UpstreamPolicy
+from lab.expectations import Expectations, FailureMode, UpstreamPolicy, failed_attempt_cost
 from lab.history import History, Outcome
 from lab.objectives import Objectives, threshold_text
 
@@ -162,6 +162,18 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
     if not failing:
         return Prediction("availability", NAME, threshold, "no backend fault planned", None,
                           "only a failing backend is predicted here; other faults are measured")
+    # A try that waits longer than the clients do ends with the client giving up: no answer,
+    # no retry and no failure counted (docs/semantics.md §1), whatever proxy_next_upstream says.
+    outwaited = [node for node, mode in failing.items() if mode is not None
+                 and failed_attempt_cost(policy, mode) >= ctx.client_timeout_s]
+    if outwaited:
+        share = f"1 in {len(policy.servers)}" if len(policy.servers) > 1 else "every"
+        return Prediction("availability", NAME, threshold,
+                          f"about {share} requests get no answer while the backend is down",
+                          False, f"a try on the failing backend waits "
+                          f"{failed_attempt_cost(policy, failing[outwaited[0]]):g} s "
+                          f"(its timeout) >= the clients' {ctx.client_timeout_s:g} s: the client "
+                          "gives up first, NGINX neither retries nor counts it")
     tries_left = not policy.single and policy.next_upstream_tries != 1
     unretried = [node for node, mode in failing.items()
                  if mode is not None and not (tries_left and all(
