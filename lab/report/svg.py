@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lab.units import text_seconds
+
 LEFT, RIGHT, PLOT_W = 150, 24, 990
 WIDTH = LEFT + PLOT_W + RIGHT
 SCATTER_H, STRIP_H, SHARE_H, POOL_H, LANE_H = 240, 16, 90, 140, 14
@@ -34,12 +36,8 @@ def num(value: float) -> str:
 
 
 def seconds_text(value: float | None) -> str:
-    """A duration as a person reads it: milliseconds below a second, "-" for none."""
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.1f} ms"
-    return f"{value:.3f} s"
+    """A measured duration as the report prints it (the lab's one formatter, to the ms)."""
+    return text_seconds(value, decimals=3)
 
 
 @dataclass(frozen=True)
