@@ -167,9 +167,10 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
     outwaited = [node for node, mode in failing.items() if mode is not None
                  and failed_attempt_cost(policy, mode) >= ctx.client_timeout_s]
     if outwaited:
-        share = f"1 in {len(policy.servers)}" if len(policy.servers) > 1 else "every"
+        share = (f"up to 1 in {len(policy.servers)} requests get" if len(policy.servers) > 1
+                 else "every request gets")
         return Prediction("availability", NAME, threshold,
-                          f"about {share} requests get no answer while the backend is down",
+                          f"{share} no answer while the backend is down",
                           False, f"a try on the failing backend waits "
                           f"{failed_attempt_cost(policy, failing[outwaited[0]]):g} s "
                           f"(its timeout) >= the clients' {ctx.client_timeout_s:g} s: the client "
