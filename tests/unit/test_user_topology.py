@@ -145,14 +145,18 @@ REFUSALS = {
 }
 
 
+def _assert_refused(site: Path, change, message: str) -> None:
+    """backend.conf of ``site`` changed by ``change`` is refused with ``message``."""
+    conf = site / "backend.conf"
+    conf.write_text(change(conf.read_text()))
+    with pytest.raises(ConfigError, match=message):
+        user_topology(load_config(site / "lab.toml"))
+
+
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_refused_with_file_and_line(example: Path, case: str) -> None:
     """What the lab cannot run is refused before start, naming the file (and line)."""
-    change, message = REFUSALS[case]
-    conf = example / "backend.conf"
-    conf.write_text(change(conf.read_text()))
-    with pytest.raises(ConfigError, match=message):
-        user_topology(load_config(example / "lab.toml"))
+    _assert_refused(example, *REFUSALS[case])
 
 
 def test_missing_files_are_named(example: Path) -> None:
@@ -404,11 +408,7 @@ SHAPE_REFUSALS = {
 @pytest.mark.parametrize("case", sorted(SHAPE_REFUSALS))
 def test_shapes_the_lab_cannot_run_are_refused(redirect_site: Path, case: str) -> None:
     """A shape the lab cannot rehearse: one ConfigError naming file and line, before start."""
-    change, message = SHAPE_REFUSALS[case]
-    conf = redirect_site / "backend.conf"
-    conf.write_text(change(conf.read_text()))
-    with pytest.raises(ConfigError, match=message):
-        user_topology(load_config(redirect_site / "lab.toml"))
+    _assert_refused(redirect_site, *SHAPE_REFUSALS[case])
 
 
 def test_certbots_redirect_is_followed_for_the_name_the_clients_ask_for(
