@@ -25,7 +25,7 @@ from lab.checks import CHECKS, CheckResult, Observation
 from lab.expectations import Expectations, UpstreamPolicy, duration_names
 from lab.faults import FaultSpec, heal_leftovers
 from lab.faults import record as fault_record
-from lab.history import FaultPhase, History, JobRun, RequestRecord
+from lab.history import AccessLogEntry, FaultPhase, History, JobRun, RequestRecord
 from lab.objectives import ObjectivesInForce, defaults
 from lab.scenarios.judge import RunFacts, failure_modes, judge, planned_failure_modes, predictions
 from lab.scenarios.model import Scenario
@@ -41,6 +41,9 @@ from lab.workload.job_sources import job_source
 __all__ = ["Progress", "RunResult", "Runner", "rejudge"]
 
 WRITE_MARKER = "lab-write"
+# How long the run waits for NGINX's log to hold every client request (Docker copies a
+# container's output asynchronously); a request NGINX never saw waits this long, once a run.
+LOG_SETTLE_S = 2.0
 
 
 class Alongside(Protocol):
@@ -336,9 +339,7 @@ class Runner:
             records, notes = self.alongside.collect()
             history.requests.extend(records)
             state.notes.extend(notes)
-        log = lab.logs("nginx", tail="all", since=started_at - 1)
-        history.access_log.extend(e for e in parse_access_log(log, addresses)
-                                  if e.msec >= started_at)
+        history.access_log.extend(self._access_log(started_at, addresses, history.requests))
         observed = self._observe(state, needs)
         state.tick("checking")
         facts = RunFacts(names=tuple(names.items()), planned_s=planned,
@@ -357,6 +358,28 @@ class Runner:
             expectations=tuple(expectations.sources().items()),
             steps=tuple(definition_of(step).describe(step, names) for step in scenario.steps),
             facts=facts, config=lab.config.model_dump(mode="json"))
+
+    def _access_log(self, started_at: float, addresses: dict[str, str],
+                    requests: list[RequestRecord]) -> list[AccessLogEntry]:
+        """NGINX's log lines since ``started_at``, once every client request is in it or
+        ``LOG_SETTLE_S`` has passed.
+
+        Docker copies a container's output to its log asynchronously, so a line NGINX wrote a
+        moment ago (the 499 of a request whose client just gave up) can be missing from the
+        first read on a busy machine; a check would then call that request "never logged".
+        Requests NGINX really never saw (it was down) stay missing after the wait."""
+        wanted = {r.request_id for r in requests if r.request_id}
+
+        def read() -> list[AccessLogEntry]:
+            log = self.lab.logs("nginx", tail="all", since=started_at - 1)
+            return [e for e in parse_access_log(log, addresses) if e.msec >= started_at]
+
+        def complete() -> list[AccessLogEntry] | None:
+            entries = read()
+            return entries if wanted <= {e.request_id for e in entries} else None
+
+        found = poll(complete, LOG_SETTLE_S, 0.25)
+        return found if found is not None else read()
 
     def _note_check_predictions(self, state: RunState, expectations: Expectations) -> None:
         """The notes each of the scenario's checks adds from the configuration (once a check)."""

@@ -1,10 +1,10 @@
 """`lab run failover` on configurations other people wrote (tests/corpus/), as they wrote them:
 each runs, and conformance passes on every check (NGINX did what its file says); objectives may
-fail, which is the point of a bad configuration. bench/corpus.py runs the whole corpus (peertube
-and rinha-least-conn among them); these four cover a redirect to HTTPS with IP-address
-upstreams, a single server and a generated dhparam; NGINX's defaults on two ports of one host
-(max_fails=1, whose failures lower round robin's effective weight); an include with keepalive,
-several upstream blocks and `user nginx`; and least_conn with an hours-long fail_timeout."""
+fail, which is the point of a bad configuration. bench/corpus.py runs the whole corpus (superset,
+vllm-least-conn, peertube and rinha-least-conn among them: CI's 40 minutes hold two); these two
+cover a redirect to HTTPS with IP-address upstreams, a single server and a generated dhparam;
+and NGINX's defaults on two ports of one host (max_fails=1, whose failures lower round robin's
+effective weight)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from lab.topology.lab import LABEL_LAB
 from tests.conftest import session_lab_name
 from tests.corpus import entries
 
-CONFIGS = ("zammad-ssl", "flask-pair", "superset", "vllm-least-conn")
+CONFIGS = ("zammad-ssl", "flask-pair")
 BY_NAME = {e.name: e for e in entries()}
 runner = CliRunner()
 
@@ -38,7 +38,8 @@ def test_a_real_configuration_rehearses_failover(name: str, engine: Engine,
     assert result.exit_code in (0, 1), result.output
     (path,) = tmp_path.glob("*/result.json")
     document = json.loads(path.read_text())
-    conformance = {c["label"] or c["name"]: (c["conformance"], c["measured"])
-                   for c in document["checks"]}
-    assert all(verdict == "pass" for verdict, _ in conformance.values()), conformance
+    # A miss names the check, what it measured and its first findings: CI keeps no report.
+    missed = {c["label"] or c["name"]: (c["conformance"], c["measured"], c["details"])
+              for c in document["checks"] if c["conformance"] != "pass"}
+    assert not missed, json.dumps(missed, indent=1)
     assert engine.list_containers({LABEL_LAB: lab_name}) == []
