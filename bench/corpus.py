@@ -3,8 +3,9 @@ NGINX configuration of the corpus (tests/corpus/), one row each.
 
 For each entry the lab is expected to run: its shapes, the lint findings at failover's
 traffic, what the configuration predicts (ejection, re-admission, availability) against what
-the run measured, and the verdict of both layers (conformance must pass on a correct NGINX;
-objectives may fail, which is the point of a bad configuration). An entry the lab should
+the run measured, whether each prediction with a range held (a miss is the lab's model wrong),
+and the verdict of both layers (conformance must pass on a correct NGINX; objectives may fail,
+which is the point of a bad configuration). An entry the lab should
 refuse must be refused before anything starts, with one message (exit 2).
 
     python bench/corpus.py                 # every entry (about 40-70 s each that runs)
@@ -43,6 +44,7 @@ class Row:
     lint: str = ""
     predicted: str = ""
     measured: str = ""
+    held: str = ""
     conformance: str = ""
     objectives: str = ""
     seconds: float = 0.0
@@ -86,6 +88,10 @@ def _run(entry_lab: Path, name: str, report: Path) -> Row:
     predicted = {p["objective"]: p["predicted"] for p in document.get("predictions", [])}
     row.predicted = "; ".join(f"{k} {predicted[k]}" for k in ("ejection", "readmission",
                                                                  "availability") if k in predicted)
+    # Whether each prediction with a range held against the run (result.json's "held").
+    row.held = "; ".join(f"{p['objective']} {'held' if p['held'] else 'MISSED'} "
+                         f"({p['compared']})" for p in document.get("predictions", [])
+                         if p.get("held") is not None) or "-"
     measured = []
     for check in document["checks"]:
         values = _values(check)
@@ -132,6 +138,7 @@ def main() -> int:
                     ran = _run(entry.lab, f"corpus-{os.getpid()}", Path(report))
                 row.outcome, row.predicted, row.measured = ran.outcome, ran.predicted, \
                     ran.measured
+                row.held = ran.held
                 row.conformance, row.objectives = ran.conformance, ran.objectives
             else:
                 row.outcome = "lint and explain ok"
@@ -141,14 +148,14 @@ def main() -> int:
               f"{row.conformance or '-'}, objectives {row.objectives or '-'}; lint: "
               f"{row.lint or '-'}", flush=True)
     print()
-    print("| config | shapes | outcome | lint findings | predicted | measured | conformance | "
-          "objectives |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | shapes | outcome | lint findings | predicted | measured | prediction held "
+          "| conformance | objectives |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row.name} | {row.shapes} | {row.outcome} | {row.lint} | {row.predicted} | "
-              f"{row.measured} | {row.conformance} | {row.objectives} |")
+              f"{row.measured} | {row.held} | {row.conformance} | {row.objectives} |")
     wrong = [r for r in rows if r.outcome.startswith(("NOT refused", "refused, but", "lab failed"))
-             or (r.conformance and r.conformance != "pass")]
+             or (r.conformance and r.conformance != "pass") or "MISSED" in r.held]
     return 1 if wrong else 0
 
 

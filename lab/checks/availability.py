@@ -21,12 +21,13 @@ from pydantic import Field
 
 from lab.checks.base import (
     CheckResult,
+    Measured,
     ObjectiveResult,
     Prediction,
     Verdict,
 )
 from lab.checks.ejection import pool_replay
-from lab.checks.outcomes import Explainer
+from lab.checks.outcomes import Explainer, fault_windows
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
@@ -37,8 +38,9 @@ from lab.checks.registry import (
     register,
 )
 from lab.expectations import Expectations, FailureMode, UpstreamPolicy, failed_attempt_cost
-from lab.history import History, Outcome
+from lab.history import History, Outcome, RequestRecord
 from lab.objectives import Objectives, threshold_text
+from lab.stats import wilson_interval
 
 NAME = "availability"
 DURABILITY = "durability"
@@ -81,6 +83,10 @@ def check_availability(history: History, expectations: Expectations) -> CheckRes
                       if o.explained)
     values += [("expected_errors", float(len(outcomes) - len(unexplained))),
                ("unexplained", float(len(unexplained)))]
+    down = _sent_while_down(history, expectations.upstream)
+    if down:
+        values += [("down_sent", float(len(down))),
+                   ("down_not_ok", float(sum(r.outcome is not Outcome.OK for r in down)))]
     expected = (f"{len(outcomes) - len(unexplained)} non-ok answers the configuration implies"
                 + (" (" + "; ".join(f"{n} {why}" for why, n in reasons.most_common()) + ")"
                    if reasons else "") + ", none other")
@@ -95,6 +101,16 @@ def check_availability(history: History, expectations: Expectations) -> CheckRes
                     f"s: {o.why.value}: {o.detail}" for o in unexplained[:SHOWN])
     verdict = Verdict.FAIL if unexplained else Verdict.PASS
     return CheckResult(NAME, verdict, measured, expected, derivation, details, tuple(values))
+
+
+def _sent_while_down(history: History, policy: UpstreamPolicy) -> list[RequestRecord]:
+    """The requests sent while a backend of the pool was down (a fault that ends, freezes or
+    cuts it off, until it was ready again): what the availability prediction is about."""
+    windows = [(start, until) for (inject, _), (node, start, until)
+               in zip(history.fault_windows(), fault_windows(history), strict=True)
+               if node in policy.servers and inject.effect.outage]
+    return [r for r in history.requests
+            if any(start <= r.sent_at < until for start, until in windows)]
 
 
 def check_durability(acknowledged_write_ids: frozenset[str] | None,
@@ -167,14 +183,18 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
     outwaited = [node for node, mode in failing.items() if mode is not None
                  and failed_attempt_cost(policy, mode) >= ctx.client_timeout_s]
     if outwaited:
-        share = (f"up to 1 in {len(policy.servers)} requests get" if len(policy.servers) > 1
+        several = len(policy.servers) > 1
+        share = (f"up to 1 in {len(policy.servers)} requests get" if several
                  else "every request gets")
+        # One server: the requests sent near the restart are answered once it is back (the
+        # connect's retransmitted SYN reaches it), so the share is stated, not bounded.
         return Prediction("availability", NAME, threshold,
                           f"{share} no answer while the backend is down",
                           False, f"a try on the failing backend waits "
                           f"{failed_attempt_cost(policy, failing[outwaited[0]]):g} s "
                           f"(its timeout) >= the clients' {ctx.client_timeout_s:g} s: the client "
-                          "gives up first, NGINX neither retries nor counts it")
+                          "gives up first, NGINX neither retries nor counts it",
+                          high=len(outwaited) / len(policy.servers) if several else None)
     tries_left = not policy.single and policy.next_upstream_tries != 1
     unretried = [node for node, mode in failing.items()
                  if mode is not None and not (tries_left and all(
@@ -183,13 +203,14 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
         return Prediction("availability", NAME, threshold,
                           "no client error from the failing backend",
                           True, f"proxy_next_upstream {' '.join(policy.next_upstream) or 'off'} "
-                          "retries its failed tries on another server")
+                          "retries its failed tries on another server", high=0.0)
     if not policy.ejects:
         return Prediction("availability", NAME, threshold,
                           f"about 1 in {len(policy.servers)} requests fail while a backend is down",
                           False, "failed tries are neither retried nor ejected (max_fails = "
                           f"{policy.max_fails}, proxy_next_upstream "
-                          f"{' '.join(policy.next_upstream) or 'off'})")
+                          f"{' '.join(policy.next_upstream) or 'off'})",
+                          high=len(unretried) / len(policy.servers))
     # Each try on the failed backend reaches the client as an error until it is ejected.
     workers = 1 if policy.shared_counters else policy.worker_processes
     rate = ctx.stream_rates.get(params.client, ctx.rate_per_s) if params.client else ctx.rate_per_s
@@ -204,10 +225,23 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                       f"(rate * planned time) = 1 - {errors:.0f}/{total:.0f}")
 
 
+def _availability_measure(result: CheckResult) -> Measured | None:
+    """The share of the requests sent while a backend was down that got no ok answer, with its
+    99.9 % Wilson score interval (n requests are a sample of what the configuration does)."""
+    sent, not_ok = result.value("down_sent"), result.value("down_not_ok")
+    if not sent or not_ok is None:
+        return None
+    low, high = wilson_interval(int(not_ok), int(sent))
+    return Measured(low, high, f"{not_ok:.0f}/{sent:.0f} = {not_ok / sent:.3f} of the requests "
+                    f"sent while it was down got no ok answer (99.9 % interval {low:.3f}.."
+                    f"{high:.3f})")
+
+
 register(CheckDef(
     name=NAME, params=AvailabilityParams, judge=_judge_availability,
     summary="the share of client requests answered ok, against the scenario's stated SLO",
-    objectives=(ObjectiveHook("availability", _availability_objective, _availability_predict),)))
+    objectives=(ObjectiveHook("availability", _availability_objective, _availability_predict,
+                              _availability_measure),)))
 
 
 class DurabilityParams(ClientParams):

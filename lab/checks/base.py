@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.verdict import ObjectiveResult, Prediction, Verdict, combine
+from lab.verdict import Measured, ObjectiveResult, Prediction, Verdict, combine
 
-__all__ = ["CheckResult", "ObjectiveResult", "Prediction", "Verdict", "combine"]
+__all__ = ["CheckResult", "Measured", "ObjectiveResult", "Prediction", "Verdict", "combine"]
 
 
 @dataclass(frozen=True)

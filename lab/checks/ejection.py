@@ -12,10 +12,11 @@ prediction stated before the run (``worst_case_ejection_s``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
+from lab.checks.base import CheckResult, Measured, ObjectiveResult, Prediction, Verdict
 from lab.checks.registry import (
     After,
     CheckContext,
@@ -275,7 +276,8 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
     if not policy.ejects:
         why = ("max_fails = 0 disables failure counting" if policy.max_fails == 0
                else "an upstream with one server never marks it down")
-        return Prediction("ejection", NAME, threshold, "never ejected", False, why)
+        return Prediction("ejection", NAME, threshold, "never ejected", False, why,
+                          low=math.inf, high=math.inf)
     c = failed_attempt_cost(policy, mode)
     if c >= ctx.client_timeout_s:
         return Prediction("ejection", NAME, threshold, "not by timed-out tries", None,
@@ -286,9 +288,41 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
                           "(for a killed backend, connects failing once the kernel gives up on "
                           "its address: measured 41 s)")
     worst, arithmetic = worst_case_ejection_s(policy, mode, ctx.rate_per_s)
+    # g assumes evenly spaced arrivals; each stream's may fall up to one of its periods late
+    # (jittered) and counts one short over any window, so the k-th try can come up to two
+    # periods per stream later. Round robin over equal, plain server lines with shared counters
+    # only: least_conn, hash, weights, backup, down and max_conns route to the failed backend
+    # at a pace the rate alone does not give, and without a zone each worker counts the tries
+    # the kernel happened to hand it.
+    streams = max(1, len(ctx.stream_rates))
+    spread = 2 * streams / (ctx.rate_per_s or 1.0)
+    even = (policy.balancing == "round_robin" and policy.shared_counters
+            and not policy.backup_servers and policy.uniform
+            and len(set(policy.weights.values())) <= 1
+            and not any(m.down or m.max_conns for m in policy.members))
     return Prediction("ejection", NAME, threshold, f"out of rotation within {worst:.3f} s",
                       worst <= objectives.ejection,
-                      f"{arithmetic} = {worst:.3f} s (a {mode.value} backend)")
+                      f"{arithmetic} = {worst:.3f} s (a {mode.value} backend)"
+                      + (f"; up to {worst + spread:.3f} s with the arrivals' spread (2 x "
+                         f"{streams} streams / {ctx.rate_per_s:g} req/s)" if even else
+                         f"; {policy.balancing} over these server lines"
+                         + ("" if policy.shared_counters else ", counted per worker")
+                         + " routes at its own pace: a guide, not a bound"),
+                      high=worst + spread if even else None)
+
+
+def _measure(result: CheckResult) -> Measured | None:
+    """When the backend went out of rotation, after the fault (seconds); kept in rotation
+    throughout a window of w seconds is "not before w". Nothing when NGINX's decisions departed
+    from its configuration: the replay's ejection time is then not what NGINX did."""
+    if result.value("violations"):
+        return None
+    if result.value("ejected") == 1.0 and (measured := result.value("measured_s")) is not None:
+        return Measured.exactly(measured, f"{measured:.3f} s")
+    window = result.value("window_s")
+    if result.value("ejected") == 0.0 and window is not None and result.value("attempts"):
+        return Measured(window, math.inf, f"kept in rotation throughout {window:.3f} s")
+    return None
 
 
 register(CheckDef(
@@ -296,4 +330,4 @@ register(CheckDef(
     label=lambda p: f"{NAME} {p.target}", marker=TimelineMark("last routed attempt", After.INJECT),
     summary="whether NGINX routed to, skipped and retried around a failed backend as its "
             "configuration's counters, balancer and timeouts say (its access log replayed)",
-    objectives=(ObjectiveHook("ejection", _objective, _predict),)))
+    objectives=(ObjectiveHook("ejection", _objective, _predict, _measure),)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
+from lab.checks.base import CheckResult, Measured, ObjectiveResult, Prediction, Verdict
 from lab.checks.ejection import (
     first_fault_window,
     observation_end,
@@ -167,7 +167,23 @@ def _predict(ctx: CheckContext, params: ReadmissionParams, objectives: Objective
     reachable = (None if earliest <= objectives.readmission < latest
                  else latest <= objectives.readmission)
     return Prediction("readmission", NAME, threshold_text(objectives, "readmission"),
-                      f"serving again within {latest:.3f} s of readiness", reachable, arithmetic)
+                      f"serving again within {latest:.3f} s of readiness", reachable, arithmetic,
+                      high=latest)
+
+
+def _measure(result: CheckResult) -> Measured | None:
+    """When the healed backend served again, after it was ready (seconds); never served again
+    in t seconds of traffic after its readiness is "not before t"."""
+    ready = result.value("ready_delay_s") or 0.0
+    if (measured := result.value("measured_s")) is not None:
+        # It may serve before the lab saw it ready (its readiness probe is polled).
+        since = max(0.0, measured - ready)
+        return Measured.exactly(since, f"{since:.3f} s after readiness")
+    ran = result.value("traffic_after_heal_s")
+    if ran is not None:
+        return Measured(ran - ready, math.inf, f"not served in the {ran - ready:.3f} s of "
+                        "traffic after readiness")
+    return None
 
 
 register(CheckDef(
@@ -175,4 +191,4 @@ register(CheckDef(
     label=lambda p: f"{NAME} {p.target}", marker=TimelineMark("first 2xx", After.HEAL),
     summary="whether NGINX probed and re-admitted a healed backend when its counters say (its "
             "access log replayed from the heal)",
-    objectives=(ObjectiveHook("readmission", _objective, _predict),)))
+    objectives=(ObjectiveHook("readmission", _objective, _predict, _measure),)))

@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
+from lab.checks.base import CheckResult, Measured, ObjectiveResult, Prediction, Verdict
 from lab.expectations import Expectations, ExpectationUnavailable, FailureMode
 from lab.history import History
 from lab.objectives import OBJECTIVE_NAMES, Objectives, threshold_text
@@ -110,11 +110,14 @@ class ObjectiveHook(Generic[P]):
     that is not /health); ``predict(ctx, params, objectives)`` states before any traffic what
     the configuration implies for it, from a context whose history is still empty and whose
     failure modes are those the scenario's inject steps plan (None: nothing to predict here).
+    ``measure(result)`` is what the run measured in the units of the prediction's range (None:
+    nothing was), so the run can say whether each prediction held.
     """
 
     objective: str
     judge: Callable[[CheckResult, Objectives, CheckContext, P], ObjectiveResult | None]
     predict: Callable[[CheckContext, P, Objectives], Prediction | None] | None = None
+    measure: Callable[[CheckResult], Measured | None] | None = None
 
 
 class After(StrEnum):

@@ -317,6 +317,8 @@ def run(
                     junit_report.add_run(junit, directory, fresh=len(results) == 1)
                 if not as_json:
                     out.print(report.table(result))
+                    for line in report.held_lines(result.predictions):
+                        out.print(line)
                     for note in result.notes:
                         out.print(Text(f"  note: {note}"))
                     out.print(Text(f"  report: {directory / 'report.html'} "

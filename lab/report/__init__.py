@@ -10,6 +10,7 @@ expectations was read, and the full history, so a run can be re-checked later.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,9 +46,14 @@ def _check(check: CheckResult) -> dict[str, Any]:
 
 
 def _prediction(prediction: Prediction) -> dict[str, Any]:
+    # JSON has no infinity: a bound of "never" (an ejection that does not come) is the word.
+    def bound(x: float | None) -> float | str | None:
+        return "never" if x is not None and math.isinf(x) else x
     return {"objective": prediction.objective, "check": prediction.check,
             "threshold": prediction.threshold, "predicted": prediction.predicted,
-            "reachable": prediction.reachable, "arithmetic": prediction.arithmetic}
+            "reachable": prediction.reachable, "arithmetic": prediction.arithmetic,
+            "low": bound(prediction.low), "high": bound(prediction.high),
+            "held": prediction.held, "compared": prediction.compared}
 
 
 def document(result: RunResult, load_run: Path | None = None) -> dict:
@@ -131,3 +137,13 @@ def prediction_lines(predictions: tuple[Prediction, ...]) -> list[Text]:
     ordered = sorted(predictions, key=lambda p: {False: 0, None: 2, True: 1}[p.reachable])
     styles = {False: "bold red", True: "dim", None: "dim"}
     return [Text(p.line(), style=styles[p.reachable]) for p in ordered]
+
+
+def held_lines(predictions: tuple[Prediction, ...]) -> list[Text]:
+    """After the run: each prediction with a range, and whether the measurement fell in it
+    (a miss means the lab's model of this configuration was wrong, not the system)."""
+    return [Text(f"  prediction {'held' if p.held else 'MISSED'}: {p.objective} "
+                 f"({p.check}) {p.predicted}: measured {p.compared}",
+                 style="dim" if p.held else "bold yellow")
+            for p in predictions if p.held is not None]
+

@@ -82,6 +82,12 @@ class Prediction(_Stored):
     predicted: str = ""
     reachable: bool | None = None
     arithmetic: str = ""
+    # The range the measurement had to fall in ("never" for an infinite bound), and whether it
+    # did (None: not compared); absent from results written before they existed.
+    low: float | str | None = None
+    high: float | str | None = None
+    held: bool | None = None
+    compared: str = ""
 
 
 class RunSummary(_Stored):

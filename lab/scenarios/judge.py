@@ -8,10 +8,11 @@ that ran and against the configuration a checklist claims.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from lab.checks import CHECKS, CheckContext, CheckResult, Observation, run_check
+from lab.checks.registry import objective_hooks
 from lab.checks.registry import predict as predict_check
 from lab.expectations import Expectations, FailureMode
 from lab.faults import FAULTS
@@ -20,7 +21,7 @@ from lab.objectives import Objectives
 from lab.scenarios.model import Scenario
 from lab.scenarios.state import is_dynamic
 from lab.scenarios.steps import HealStep, InjectStep, WatchStep, definition_of
-from lab.verdict import Prediction
+from lab.verdict import Measured, Prediction
 
 
 @dataclass(frozen=True)
@@ -149,4 +150,36 @@ def predictions(scenario: Scenario, expectations: Expectations, facts: RunFacts,
         for prediction in predict_check(CHECKS.get(spec.check), spec, ctx, objectives):
             if prediction not in out:
                 out.append(prediction)
+    return tuple(out)
+
+
+# What a run measured for a prediction, from its check's result (``ObjectiveHook.measure``).
+Measure = Callable[[CheckResult], Measured | None]
+
+
+def held(scenario: Scenario, checks: tuple[CheckResult, ...],
+         stated: tuple[Prediction, ...]) -> tuple[Prediction, ...]:
+    """Each prediction held against what its check measured (``Prediction.held``): the
+    configuration's model tested on the run, apart from both verdicts. A prediction names its
+    check by the registry's name (or the instance's label); of several instances, the first
+    scenario check of that name measures it."""
+    results = {c.shown: c for c in checks}
+    measures: dict[tuple[str, str], tuple[CheckResult, Measure]] = {}
+    for spec in scenario.checks:
+        definition = CHECKS.get(spec.check)
+        result = results.get(definition.shown(spec))
+        if result is None:
+            continue
+        for hook in objective_hooks(definition):
+            if hook.measure is not None:
+                for name in (definition.name, definition.shown(spec)):
+                    measures.setdefault((name, hook.objective), (result, hook.measure))
+    out = []
+    for prediction in stated:
+        found = measures.get((prediction.check, prediction.objective))
+        if found is None or not prediction.bounded:
+            out.append(prediction)
+            continue
+        result, measure = found
+        out.append(prediction.compare(measure(result)))
     return tuple(out)

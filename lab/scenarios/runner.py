@@ -27,7 +27,14 @@ from lab.faults import FaultSpec, heal_leftovers
 from lab.faults import record as fault_record
 from lab.history import AccessLogEntry, FaultPhase, History, JobRun, RequestRecord
 from lab.objectives import ObjectivesInForce, defaults
-from lab.scenarios.judge import RunFacts, failure_modes, judge, planned_failure_modes, predictions
+from lab.scenarios.judge import (
+    RunFacts,
+    failure_modes,
+    held,
+    judge,
+    planned_failure_modes,
+    predictions,
+)
 from lab.scenarios.model import Scenario
 from lab.scenarios.state import NoLockTaken, Progress, RunState
 from lab.scenarios.steps import definition_of, end_watches
@@ -354,7 +361,7 @@ class Runner:
             started_at=started_at, finished_at=time.time(),
             verdict=combine(c.overall for c in checks), checks=checks, history=history,
             faults=tuple(state.faults), notes=tuple(state.notes), durations=tuple(names.items()),
-            predictions=stated, objectives=self.objectives,
+            predictions=held(scenario, checks, stated), objectives=self.objectives,
             expectations=tuple(expectations.sources().items()),
             steps=tuple(definition_of(step).describe(step, names) for step in scenario.steps),
             facts=facts, config=lab.config.model_dump(mode="json"))
