@@ -29,7 +29,8 @@ runner = CliRunner()
 def test_a_real_configuration_rehearses_failover(name: str, engine: Engine,
                                                  lab_images: dict[str, str],
                                                  tmp_path: Path) -> None:
-    """The configuration runs failover to a result, every check conforming, nothing left."""
+    """The configuration runs failover to a result, every check conforming, every prediction
+    with a range holding, nothing left."""
     entry = BY_NAME[name]
     assert entry.lab is not None and not entry.refused
     lab_name = session_lab_name(f"c{CONFIGS.index(name)}")
@@ -42,4 +43,7 @@ def test_a_real_configuration_rehearses_failover(name: str, engine: Engine,
     missed = {c["label"] or c["name"]: (c["conformance"], c["measured"], c["details"])
               for c in document["checks"] if c["conformance"] != "pass"}
     assert not missed, json.dumps(missed, indent=1)
+    # Each prediction with a range held against the run (the lab's model of this file).
+    wrong = [p for p in document["predictions"] if p["held"] is False]
+    assert not wrong, json.dumps(wrong, indent=1)
     assert engine.list_containers({LABEL_LAB: lab_name}) == []
