@@ -88,8 +88,8 @@ def broken_balancer(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]
 
 @pytest.fixture(scope="module")
 def no_retries(engine: Engine, lab_images: dict[str, str]) -> Iterator[Lab]:
-    """NGINX that never retries another backend and ejects for 30 s instead of 10."""
-    broken = LabConfig().with_overrides("nginx", next_upstream=("off",), fail_timeout_s=30)
+    """NGINX that never retries another backend."""
+    broken = LabConfig().with_overrides("nginx", next_upstream=("off",))
     with started(engine, "no-retry", nginx_conf=render_nginx(broken)) as lab:
         yield lab
 
