@@ -59,7 +59,7 @@ class Effect:
     drains: bool = False        # it ends through SIGTERM: unready first, serving for its drain
     restarts: bool = False      # the inject starts it again: it is down only while the inject runs
     freezes: bool = False       # the process is paused, and resumes where it was at the heal
-    cuts_off: bool = False      # its links drop every packet; the process runs on
+    cuts_off: bool = False      # its links carry nothing (dropped or reset); the process runs on
     slows: bool = False         # it still answers, later or after lost packets
 
     def __post_init__(self) -> None:

@@ -135,8 +135,9 @@ def _netem_available(engine: Engine, image: str) -> bool:
 
 
 @dataclass
-class _NetworkFault:
-    """Shared mechanics: a sidecar per injection, the heal script, peers as addresses."""
+class NetworkFault:
+    """The network family's shared mechanics (a family module like ``reset`` builds on it): a
+    sidecar per injection, the heal script, peers as addresses."""
 
     spec: FaultSpec
     lab: object  # a Lab
@@ -221,7 +222,7 @@ class _NetworkFault:
         return detail
 
 
-class Partition(_NetworkFault):
+class Partition(NetworkFault):
     """Drop every packet between the target and its peers (all others by default)."""
 
     def inject(self) -> str:
@@ -230,7 +231,7 @@ class Partition(_NetworkFault):
                             f"partitioned from {peers} ({self.spec.params.direction})")
 
 
-class Loss(_NetworkFault):
+class Loss(NetworkFault):
     """Drop a random share of packets on the target's links."""
 
     def inject(self) -> str:
@@ -241,7 +242,7 @@ class Loss(_NetworkFault):
                             f"({self.spec.params.direction})")
 
 
-class Throttle(_NetworkFault):
+class Throttle(NetworkFault):
     """Limit the target's egress bandwidth with a token bucket (tc tbf)."""
 
     def _cleanup(self) -> str:
@@ -253,7 +254,7 @@ class Throttle(_NetworkFault):
         return self._inject(script, f"egress limited to {self.spec.params.rate} (tbf)")
 
 
-class Latency(_NetworkFault):
+class Latency(NetworkFault):
     """Delay the target's traffic: netem where the kernel has it, else the userspace proxy.
 
     ``round_trip_s`` is what one request through the slowed link gains: netem delays egress

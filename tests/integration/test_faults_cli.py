@@ -180,3 +180,49 @@ def test_heal_clears_rules_whose_sidecar_someone_removed(healed: Lab, tmp_path: 
     result = lab_cli(lab, tmp_path, "heal", "backend-2")
     assert result.returncode == 0 and "backend-2: healed loss" in result.stdout, result.stdout
     assert lf_rules(lab, "backend-2") == "" and helpers(lab) == []
+
+
+CONNECT = ("import socket, sys, time\n"
+           "t = time.monotonic()\n"
+           "try:\n"
+           "    socket.create_connection((sys.argv[1], 8000), timeout=3).close(); r = 'open'\n"
+           "except OSError as e:\n"
+           "    r = type(e).__name__\n"
+           "print(r, round(time.monotonic() - t, 3))\n")
+
+
+def connect_from(lab: Lab, node: str, target: str) -> tuple[str, float]:
+    """A TCP connect to ``target``:8000 from ``node``'s network namespace (a one-off sidecar on
+    the lab's own network): how it ended and how long it took."""
+    address = next(ip for ip, name in lab.addresses().items() if name == target)
+    result = lab.engine.run_sidecar(ContainerSpec(
+        name=f"lab-{lab.name}-connect-{uuid.uuid4().hex[:6]}", image=lab.sidecar_image(),
+        labels={LABEL_LAB: lab.name, LABEL_KIND: "sidecar"},
+        network_mode=f"container:{container_name(lab.name, node)}",
+        command=("python3", "-c", CONNECT, address)), timeout_s=30)
+    outcome, seconds = result.output.split()[-2:]
+    return outcome, float(seconds)
+
+
+def test_reset_refuses_at_once_where_a_partition_hangs(healed: Lab, tmp_path: Path) -> None:
+    """`lab break backend-2 reset` (bare, its defaults): a connect to it is refused at once;
+    with `partition` the same connect hangs until its timeout. `lab faults` lists it, `lab heal
+    --all` removes its rules and sidecar, and the connect opens again."""
+    lab = healed
+    broke = lab_cli(lab, tmp_path, "break", "backend-2", "reset")
+    assert broke.returncode == 0, broke.stderr
+    (shown,) = json.loads(lab_cli(lab, tmp_path, "faults", "--json").stdout)
+    assert (shown["kind"], shown["target"], shown["state"]) == ("reset", "backend-2", "in place")
+    assert "LF_RESET_IN" in lf_rules(lab, "backend-2")
+    outcome, seconds = connect_from(lab, "nginx", "backend-2")
+    assert outcome == "ConnectionRefusedError" and seconds < 1.0, (outcome, seconds)
+    assert lab_cli(lab, tmp_path, "heal", "--all").returncode == 0
+
+    assert lab_cli(lab, tmp_path, "break", "backend-2", "partition").returncode == 0
+    outcome, seconds = connect_from(lab, "nginx", "backend-2")
+    assert outcome in ("TimeoutError", "timeout") and seconds >= 2.9, (outcome, seconds)
+    healing = lab_cli(lab, tmp_path, "heal", "--all")
+    assert healing.returncode == 0, healing.stdout + healing.stderr
+    assert fault_record.read(lab) == [] and helpers(lab) == []
+    assert lf_rules(lab, "backend-2") == ""
+    assert connect_from(lab, "nginx", "backend-2")[0] == "open"

@@ -17,12 +17,13 @@ def _where(test) -> set[str]:
 def test_the_built_in_faults_mean_what_the_checks_read() -> None:
     """The effects give exactly the sets the checks once named: the process ends (kill, stop,
     restart), drains first (stop, restart), dies abruptly (kill), is frozen (freeze), and the
-    target is out until the heal (kill, stop, freeze, partition; a restart is over at once)."""
+    target is out until the heal (kill, stop, freeze, partition, reset; a restart is over at
+    once)."""
     assert _where(lambda e: e.ends) == {"kill", "stop", "restart"}
     assert _where(lambda e: e.drains) == {"stop", "restart"}
     assert _where(lambda e: e.ends_abruptly) == {"kill"}
     assert _where(lambda e: e.freezes) == {"freeze"}
-    assert _where(lambda e: e.outage) == {"kill", "stop", "freeze", "partition"}
+    assert _where(lambda e: e.outage) == {"kill", "stop", "freeze", "partition", "reset"}
     assert _where(lambda e: e.slows) == {"loss", "throttle", "latency"}
     assert FAULTS.get("none").effect == Effect()
 
