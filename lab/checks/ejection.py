@@ -273,6 +273,13 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
     node = ctx.node(params.target)
     mode = ctx.failure_modes.get(node) or FailureMode.UNREACHABLE
     threshold = threshold_text(objectives, "ejection")
+    if node in ctx.failure_modes and ctx.failure_modes[node] is None:
+        # A fault that slows the target (CPU, bandwidth, latency) leaves its tries answered:
+        # nothing is counted unless an answer outlasts proxy_read_timeout.
+        return Prediction("ejection", NAME, threshold, "not ejected while it answers", None,
+                          f"the fault on {node} slows its answers; NGINX counts a try only "
+                          f"when it fails or outlasts proxy_read_timeout "
+                          f"({policy.read_timeout_s:g} s)")
     if not policy.ejects:
         why = ("max_fails = 0 disables failure counting" if policy.max_fails == 0
                else "an upstream with one server never marks it down")

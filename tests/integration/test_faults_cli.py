@@ -226,3 +226,29 @@ def test_reset_refuses_at_once_where_a_partition_hangs(healed: Lab, tmp_path: Pa
     assert fault_record.read(lab) == [] and helpers(lab) == []
     assert lf_rules(lab, "backend-2") == ""
     assert connect_from(lab, "nginx", "backend-2")[0] == "open"
+
+
+def test_cpu_starve_cuts_the_quota_and_heal_restores_it(healed: Lab, tmp_path: Path) -> None:
+    """`lab break backend-3 cpu-starve` (bare: a tenth of a core) holds the container to a CFS
+    quota of 1 ms per 10 ms; a CPU-bound loop inside it slows about tenfold; `lab heal --all`
+    in a fresh process puts the quota it had back (from the record)."""
+    lab = healed
+    container = lab.container("backend-3")
+    before = lab.engine.cpu_limit(container)
+    spin = ["python3", "-c", ("import time; t = time.process_time(); s = time.monotonic()\n"
+                              "while time.process_time() - t < 0.2: pass\n"
+                              "print(round(time.monotonic() - s, 3))")]
+    free = float(lab.engine.exec(container, spin).output.split()[-1])
+    broke = lab_cli(lab, tmp_path, "break", "backend-3", "cpu-starve")
+    assert broke.returncode == 0, broke.stderr
+    limit = lab.engine.cpu_limit(container)
+    assert (limit.period_us, limit.quota_us) == (10_000, 1_000), limit
+    starved = float(lab.engine.exec(container, spin).output.split()[-1])
+    assert starved > 5 * free, (free, starved)
+    (shown,) = json.loads(lab_cli(lab, tmp_path, "faults", "--json").stdout)
+    assert (shown["kind"], shown["target"]) == ("cpu-starve", "backend-3")
+    healing = lab_cli(lab, tmp_path, "heal", "--all")
+    assert healing.returncode == 0, healing.stdout + healing.stderr
+    assert "backend-3: healed cpu-starve" in healing.stdout
+    assert lab.engine.cpu_limit(container).cpus == before.cpus
+    assert fault_record.read(lab) == [] and helpers(lab) == []

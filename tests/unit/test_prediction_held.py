@@ -116,3 +116,15 @@ def test_a_run_holds_each_prediction_against_its_checks_result() -> None:
     compared, left = hold(scenario, (ejection,), (within, statement))
     assert (compared.held, compared.compared) == (False, "2.000 s")
     assert left.held is None and left == statement
+
+
+def test_a_fault_that_only_slows_is_not_predicted_to_eject() -> None:
+    """cpu-starve, throttle, latency leave every try answered: no ejection window is predicted
+    (one was, from the kill's arithmetic, and missed on a starved backend kept in rotation)."""
+    definition = CHECKS.get("ejection")
+    context = CheckContext(history=type(Simulation().run(0))(),
+                           expectations=expectations(Nginx().policy()),
+                           failure_modes={"backend-1": None}, rate_per_s=20.0)
+    (prediction,) = predict(definition, definition.params(target="backend-1"), context,
+                            defaults().values)
+    assert prediction.predicted == "not ejected while it answers" and not prediction.bounded
