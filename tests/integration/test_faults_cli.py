@@ -252,3 +252,29 @@ def test_cpu_starve_cuts_the_quota_and_heal_restores_it(healed: Lab, tmp_path: P
     assert "backend-3: healed cpu-starve" in healing.stdout
     assert lab.engine.cpu_limit(container).cpus == before.cpus
     assert fault_record.read(lab) == [] and helpers(lab) == []
+
+
+def test_process_stop_stops_one_process_while_its_container_runs(healed: Lab,
+                                                                 tmp_path: Path) -> None:
+    """`lab break pgbouncer process-stop` (bare: the main process) leaves the container running
+    with its process stopped (state T); `lab heal --all` in a fresh process continues it from
+    the record. A named process that does not run is refused with one line, exit 2."""
+    lab = healed
+    container = lab.container("pgbouncer")
+
+    def state() -> str:
+        return lab.engine.exec(container, ["sh", "-c", "grep State /proc/1/status"]).output
+
+    broke = lab_cli(lab, tmp_path, "break", "pgbouncer", "process-stop")
+    assert broke.returncode == 0, broke.stderr
+    assert "T (stopped)" in state() and lab.inspect("pgbouncer").status == "running"
+    (shown,) = json.loads(lab_cli(lab, tmp_path, "faults", "--json").stdout)
+    assert (shown["kind"], shown["target"], shown["state"]) == ("process-stop", "pgbouncer",
+                                                                "in place")
+    healing = lab_cli(lab, tmp_path, "heal", "--all")
+    assert healing.returncode == 0, healing.stdout + healing.stderr
+    assert "T (stopped)" not in state()
+    assert fault_record.read(lab) == [] and helpers(lab) == []
+    missing = lab_cli(lab, tmp_path, "break", "redis", "process-stop", "process=nosuchd")
+    assert missing.returncode == 2 and "no process named 'nosuchd' runs in redis" in missing.stderr
+    assert fault_record.read(lab) == []

@@ -22,8 +22,9 @@ def test_the_built_in_faults_mean_what_the_checks_read() -> None:
     assert _where(lambda e: e.ends) == {"kill", "stop", "restart"}
     assert _where(lambda e: e.drains) == {"stop", "restart"}
     assert _where(lambda e: e.ends_abruptly) == {"kill"}
-    assert _where(lambda e: e.freezes) == {"freeze"}
-    assert _where(lambda e: e.outage) == {"kill", "stop", "freeze", "partition", "reset"}
+    assert _where(lambda e: e.freezes) == {"freeze", "process-stop"}
+    assert _where(lambda e: e.outage) == {"kill", "stop", "freeze", "partition", "reset",
+                                          "process-stop"}
     assert _where(lambda e: e.slows) == {"loss", "throttle", "latency", "cpu-starve"}
     assert FAULTS.get("none").effect == Effect()
 
