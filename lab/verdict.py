@@ -86,12 +86,12 @@ class Prediction:
         return self.low is not None or self.high is not None
 
     def range_text(self) -> str:
-        """The range as text: "<= 1.450", ">= 0.5", "0.2..0.5", "never"."""
+        """The range as text: "<= 1.52", ">= 0.5", "0.2 to 0.5", "never"."""
         def shown(x: float) -> str:
             return "never" if math.isinf(x) else f"{x:.4g}"
         if self.low is not None and self.high is not None:
             return shown(self.low) if self.low == self.high else \
-                f"{shown(self.low)}..{shown(self.high)}"
+                f"{shown(self.low)} to {shown(self.high)}"
         if self.high is not None:
             return f"<= {shown(self.high)}"
         return f">= {shown(self.low)}" if self.low is not None else "-"

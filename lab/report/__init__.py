@@ -143,7 +143,7 @@ def held_lines(predictions: tuple[Prediction, ...]) -> list[Text]:
     """After the run: each prediction with a range, and whether the measurement fell in it
     (a miss means the lab's model of this configuration was wrong, not the system)."""
     return [Text(f"  prediction {'held' if p.held else 'MISSED'}: {p.objective} "
-                 f"({p.check}) {p.predicted}: measured {p.compared}",
+                 f"({p.check}) {p.predicted} (range {p.range_text()}): measured {p.compared}",
                  style="dim" if p.held else "bold yellow")
             for p in predictions if p.held is not None]
 

@@ -128,3 +128,23 @@ def test_a_fault_that_only_slows_is_not_predicted_to_eject() -> None:
     (prediction,) = predict(definition, definition.params(target="backend-1"), context,
                             defaults().values)
     assert prediction.predicted == "not ejected while it answers" and not prediction.bounded
+
+
+def test_the_run_says_each_compared_prediction_with_its_range() -> None:
+    """Under `lab run`'s table: held or MISSED, the prediction, the range it was held to (the
+    bound with the arrivals' spread, not only the predicted text), and the measurement."""
+    from lab.report import held_lines
+
+    within = Prediction("ejection", "ejection", "<= 50 s", "out of rotation within 1.360 s",
+                        True, "", high=1.52).compare(Measured.exactly(1.2, "1.200 s"))
+    never = Prediction("ejection", "ejection", "<= 50 s", "never ejected", False, "",
+                       low=math.inf, high=math.inf).compare(Measured.exactly(0.3, "0.300 s"))
+    statement = Prediction("ejection", "ejection", "<= 50 s", "not by timed-out tries", None, "")
+    lines = [line.plain for line in held_lines((within, never, statement))]
+    assert lines == [("  prediction held: ejection (ejection) out of rotation within 1.360 s "
+                     "(range <= 1.52): measured 1.200 s"),
+                     ("  prediction MISSED: ejection (ejection) never ejected (range never): "
+                     "measured 0.300 s")]
+    share = Prediction("availability", "availability", ">= 0.999", "about 1 in 3", False, "",
+                       low=0.2, high=1 / 3)
+    assert share.range_text() == "0.2 to 0.3333"
