@@ -186,14 +186,17 @@ class NetworkFault:
             raise FaultError(f"no address for {', '.join(missing)} (unknown or not running)")
         return [by_node[p] for p in self.spec.params.peers]
 
-    def _filter_rules(self, action: str) -> str:
+    def _filter_rules(self, *actions: str) -> str:
+        """This fault's chains, and for each peer link in its direction ``actions`` in order
+        (the first that matches a packet decides)."""
         prefix = f"LF_{self.spec.kind.upper()}"
         lines = [_chains("filter", self.spec.kind)]
         for address in self._peer_addresses():
-            if self.spec.params.direction in ("both", "in"):
-                lines.append(f"iptables -A {prefix}_IN -s {address} {action}")
-            if self.spec.params.direction in ("both", "out"):
-                lines.append(f"iptables -A {prefix}_OUT -d {address} {action}")
+            for action in actions:
+                if self.spec.params.direction in ("both", "in"):
+                    lines.append(f"iptables -A {prefix}_IN -s {address} {action}")
+                if self.spec.params.direction in ("both", "out"):
+                    lines.append(f"iptables -A {prefix}_OUT -d {address} {action}")
         return " && ".join(lines)
 
     def _drain_s(self) -> float:

@@ -25,20 +25,13 @@ class Reset(NetworkFault):
 
     def inject(self) -> str:
         peers = ", ".join(self.spec.params.peers) or "all other nodes"
-        tcp = self._filter_rules("-p tcp -j REJECT --reject-with tcp-reset").split(" && ")
-        # The same chains again for what is not TCP: their rules follow the TCP ones.
-        rest = [rule for rule in self._filter_rules("-j DROP").split(" && ")
-                if rule.startswith("iptables -A ")]
-        # The resets themselves must pass: one answering a peer's SYN leaves through OUTPUT,
+        # The resets themselves pass first: one answering a peer's SYN leaves through OUTPUT,
         # one answering the target's own connect comes back through INPUT, and both would
-        # otherwise meet the rules that made them (and be dropped: a timeout, not a reset).
-        chains = {rule.split()[2] for rule in rest}
-        passes = [f"iptables -I {chain} -p tcp --tcp-flags RST RST -j ACCEPT"
-                  for chain in sorted(chains)]
-        return self._inject(" && ".join([*tcp, *rest, *passes]),
-                            f"TCP reset on the links to {peers} ({self.spec.params.direction}); "
-                            "other packets dropped")
-
+        # otherwise meet the rule that made them (and be dropped: a timeout, not a reset).
+        rules = self._filter_rules("-p tcp --tcp-flags RST RST -j ACCEPT",
+                                   "-p tcp -j REJECT --reject-with tcp-reset", "-j DROP")
+        return self._inject(rules, f"TCP reset on the links to {peers} "
+                            f"({self.spec.params.direction}); other packets dropped")
 
 register(FaultDef(name="reset", params=LinkParams, factory=Reset, family="network",
                   in_place=sidecar_in_place, leftovers=remove_sidecars,
