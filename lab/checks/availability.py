@@ -106,9 +106,9 @@ def check_availability(history: History, expectations: Expectations) -> CheckRes
 def _sent_while_down(history: History, policy: UpstreamPolicy) -> list[RequestRecord]:
     """The requests sent while a backend of the pool was down (a fault that ends, freezes or
     cuts it off, until it was ready again): what the availability prediction is about."""
-    windows = [(start, until) for (inject, _), (node, start, until)
-               in zip(history.fault_windows(), fault_windows(history), strict=True)
-               if node in policy.servers and inject.effect.outage]
+    windows = [(start, until) for node, start, until
+               in fault_windows(history, lambda effect: effect.outage)
+               if node in policy.servers]
     return [r for r in history.requests
             if any(start <= r.sent_at < until for start, until in windows)]
 

@@ -17,7 +17,7 @@ longest, by NGINX's own $request_time). No constant is added.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -30,7 +30,7 @@ from lab.checks.upstream_replay import (
     retry_allowed,
 )
 from lab.expectations import UpstreamPolicy
-from lab.history import AccessLogEntry, History, RequestRecord, ready_mark
+from lab.history import AccessLogEntry, Effect, History, RequestRecord, ready_mark
 
 
 class Why(StrEnum):
@@ -65,13 +65,17 @@ class Outcome:
         return self.why in EXPLAINED
 
 
-def fault_windows(history: History) -> list[tuple[str, float, float]]:
-    """(target, from, until) of every fault: from its action's start until its heal, or, for a
-    fault that stopped the node, until the node was ready again."""
+def fault_windows(history: History, effect: Callable[[Effect], bool] | None = None
+                  ) -> list[tuple[str, float, float]]:
+    """(target, from, until) of every fault (those whose effect passes ``effect``): from its
+    action's start until its heal, or, for a fault that stopped the node, until the node was
+    ready again."""
     end = max([r.sent_at for r in history.requests] + [e.msec for e in history.access_log],
               default=0.0) + 1.0
     out = []
     for inject, heal in history.fault_windows():
+        if effect is not None and not effect(inject.effect):
+            continue
         if heal is None:
             out.append((inject.target, inject.started_at, end))
             continue

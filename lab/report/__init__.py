@@ -146,4 +146,3 @@ def held_lines(predictions: tuple[Prediction, ...]) -> list[Text]:
                  f"({p.check}) {p.predicted} (range {p.range_text()}): measured {p.compared}",
                  style="dim" if p.held else "bold yellow")
             for p in predictions if p.held is not None]
-
