@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import itertools
 import json
 import os
 import tarfile
@@ -347,21 +348,29 @@ class Engine:
                     used.append(ipaddress.ip_network(subnet, strict=False))
         return used
 
-    def create_network(self, name: str, labels: Mapping[str, str]) -> ipaddress.IPv4Network:
-        """A private bridge network with a subnet no other Docker network uses."""
+    def create_network(
+        self, name: str, labels: Mapping[str, str],
+        gateway: Callable[[ipaddress.IPv4Network], ipaddress.IPv4Address | None] | None = None,
+    ) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+        """A private bridge network with a subnet no other Docker network uses, and its
+        gateway: the address the host's traffic to published ports comes from. ``gateway``
+        picks it in a subnet (None: not in this one, try the next); without one, or when no
+        free subnet suits it, the subnet's first address."""
         used = self._used_subnets()
-        for candidate in _SUBNET_POOL.subnets(new_prefix=24):
-            if any(candidate.overlaps(other) for other in used):
-                continue
+        free = [c for c in _SUBNET_POOL.subnets(new_prefix=24)
+                if not any(c.overlaps(other) for other in used)]
+        chosen = ((c, g) for c in (free if gateway is not None else ())
+                  for g in (gateway(c),) if g is not None)   # lazy: usually the first suits
+        for candidate, address in itertools.chain(chosen, ((c, c[1]) for c in free)):
             ipam = IPAMConfig(pool_configs=[
-                IPAMPool(subnet=str(candidate), gateway=str(candidate[1]))])
+                IPAMPool(subnet=str(candidate), gateway=str(address))])
             try:
                 self._client.networks.create(name, driver="bridge", ipam=ipam, labels=dict(labels))
             except docker.errors.APIError as exc:
                 if "overlap" in str(exc).lower():
                     continue  # another lab took it between our listing and our create
                 raise LabError(f"cannot create network {name}: {exc.explanation}") from None
-            return candidate
+            return candidate, address
         raise LabError(f"no free /24 left in {_SUBNET_POOL} for network {name}",
                        hint="remove unused Docker networks (`docker network prune`)")
 

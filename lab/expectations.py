@@ -73,6 +73,7 @@ class UpstreamPolicy:
     http_version: str = "1.0"           # proxy_http_version
     connection_header: str | None = None    # proxy_set_header Connection (None: "close")
     hash_key: str = ""                  # the hash directive's key (balancing "hash")
+    hash_consistent: bool = False       # "hash KEY consistent" (ketama) rather than modulo
 
     @property
     def shared_counters(self) -> bool:

@@ -27,10 +27,10 @@ from lab.config import LoadConfig
 from lab.engine import CpuLimit
 from lab.errors import LabError
 from lab.topology.lab import Lab
+from lab.topology.plan import FIRST_CLIENT_ADDRESS
 from lab.topology.render import BACKEND_PORT
 
 Placement = Literal["network", "host"]
-FIRST_CLIENT_ADDRESS = 128  # of the lab's /24; nodes sit below 32, Docker's IPAM from 2
 # Every container has CFS weight 1024 and they share one cgroup: on a contended machine k6 in a
 # container got less CPU than on the host (1,505 against 1,817 answers/s in one bench round).
 # The nodes are held by their quotas; the generator may take what is left, first.

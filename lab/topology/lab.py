@@ -9,6 +9,7 @@ by name without a state file that could outlive it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -36,14 +37,16 @@ from lab.engine import (
     Removed,
 )
 from lab.errors import ConfigError, LabError, LabNotFound, NodeStartError, UnknownNode
-from lab.expectations import NginxPolicy
+from lab.expectations import NginxPolicy, UpstreamPolicy
 from lab.history import NodeExposure, PortBinding
 from lab.topology import images as image_builder
+from lab.topology import nginx_hash
 from lab.topology.access_log import parse_access_log_line
 from lab.topology.client import ClientTarget
 from lab.topology.nginx_policy import policy_from_tree
 from lab.topology.nginx_tree import Directive, read_tree
 from lab.topology.plan import (
+    FIRST_CLIENT_ADDRESS,
     GATED,
     PROBE_AFTER,
     START_AFTER,
@@ -52,6 +55,7 @@ from lab.topology.plan import (
     NodePlan,
     container_name,
     network_name,
+    node_address,
     node_roles,
     plan,
 )
@@ -438,14 +442,52 @@ class Lab:
         return ThroughNginxProbe(self.client_target("/health/ready"), self.config.backend_names,
                                  keyed=self._keyed_pool())
 
-    def _keyed_pool(self) -> bool:
-        """Whether the user's pool balances by hash or ip_hash (from the file: no exec)."""
+    def _user_pool(self) -> UpstreamPolicy | None:
+        """The user's backend pool as NGINX will run it (from the file: no exec)."""
         nginx = self.user.nginx
         if nginx is None:
-            return False
-        policy = policy_from_tree(nginx.tree, nodes=dict(nginx.nodes),
-                                  upstream=self.config.nginx.upstream)
-        return policy.upstream.balancing in ("hash", "ip_hash")
+            return None
+        return policy_from_tree(nginx.tree, nodes=dict(nginx.nodes),
+                                upstream=self.config.nginx.upstream).upstream
+
+    def _client_gateway(
+        self,
+    ) -> Callable[[ipaddress.IPv4Network], ipaddress.IPv4Address | None] | None:
+        """For a pool balanced on the client address: the gateway (the address every lab
+        client reaches NGINX from) that NGINX's hash sends to backend-1, the backend the
+        shipped scenarios break; otherwise None (the subnet's first address)."""
+        pool = self._user_pool()
+        if pool is None or not nginx_hash.steerable(pool) or not self.config.backend_names:
+            return None
+        target = self.config.backend_names[0]
+
+        def choose(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
+            taken = {node_address(self.config, subnet, n) for n in self.roles}
+            candidates = (subnet[i] for i in range(1, FIRST_CLIENT_ADDRESS)
+                          if str(subnet[i]) not in taken)
+            return nginx_hash.gateway_for(pool, candidates, target)
+        return choose
+
+    def _say_client_address(self, gateway: ipaddress.IPv4Address,
+                            say: Callable[[str], None]) -> None:
+        pool = self._user_pool()
+        if pool is None or not nginx_hash.steerable(pool):
+            return
+        method = "ip_hash" if pool.balancing == "ip_hash" else \
+            f"hash {pool.hash_key}{' consistent' * pool.hash_consistent}"
+        chosen = nginx_hash.first_choice(pool, gateway)
+        if chosen == self.config.backend_names[0]:
+            say(f"your clients reach NGINX from {gateway}: {method} sends that address to "
+                f"{chosen}, the backend the shipped scenarios break")
+        else:
+            say(f"your clients reach NGINX from {gateway}: {method} sends all of them to "
+                f"{chosen or 'a backend the lab cannot tell'}; no address of the lab's "
+                f"networks goes to {self.config.backend_names[0]}")
+
+    def _keyed_pool(self) -> bool:
+        """Whether the user's pool balances by hash or ip_hash (from the file: no exec)."""
+        pool = self._user_pool()
+        return pool is not None and pool.balancing in ("hash", "ip_hash")
 
     def wait_ready(self, node: str, timeout_s: float = READY_TIMEOUT_S) -> ProbeResult:
         """Wait for one node; a node that does not get ready is a ``NodeStartError``."""
@@ -530,10 +572,11 @@ class Lab:
         with ThreadPoolExecutor(max_workers=1) as side:
             # The certificates need no network: made while Docker creates it.
             network = side.submit(self._timed, recorder, "network", self.engine.create_network,
-                                  network_name(self.name), labels)
+                                  network_name(self.name), labels, self._client_gateway())
             with recorder.phase("tls"):
                 tls = self._tls = self.make_tls()
-            subnet = network.result()
+            subnet, gateway = network.result()
+        self._say_client_address(gateway, say)
         nodes = plan(self.config, self.secrets, tls, images, subnet, nginx_conf=self._nginx_conf,
                      extra_publish=self._extra_publish, user=self.user,
                      extra_env=self._extra_env,

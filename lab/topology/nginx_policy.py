@@ -106,12 +106,13 @@ def _upstream_policy(name: str, block: Sequence[Directive], scope: _Scope, locat
     # The group's values are the first primary server's; each server keeps its own in
     # ``members`` (UpstreamPolicy.peer), which is what the checks read for one backend.
     first = primary[0] if primary else members[0]
-    balancing, hash_key = "round_robin", ""
+    balancing, hash_key, consistent = "round_robin", "", False
     for directive in block:
         if directive.name in _BALANCERS:
             balancing = _BALANCERS[directive.name]
             if directive.name == "hash" and directive.args:
                 hash_key = directive.args[0]
+                consistent = directive.args[1:] == ("consistent",)
     keepalive = last(block, "keepalive")
     return UpstreamPolicy(
         name=name,
@@ -134,6 +135,7 @@ def _upstream_policy(name: str, block: Sequence[Directive], scope: _Scope, locat
         http_version=scope.http_version,
         connection_header=scope.connection_header,
         hash_key=hash_key,
+        hash_consistent=consistent,
     )
 
 

@@ -66,6 +66,9 @@ START_GATE_SIGNAL = "SIGUSR2"
 
 HOST_OFFSETS = {"postgres": 10, "pgbouncer": 11, "redis": 12, "nginx": 30}
 BACKEND_OFFSET = 20
+# The lab's /24: nodes sit below 32, Docker's IPAM hands out from 2, a load generator on the
+# network sends from 128 up (lab/load/placement.py); a gateway the lab picks stays below.
+FIRST_CLIENT_ADDRESS = 128
 
 
 @dataclass(frozen=True)
