@@ -15,6 +15,7 @@ else happened; an unacknowledged one may or may not be.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import Field
@@ -168,6 +169,28 @@ def _availability_objective(result: CheckResult, objectives: Objectives, ctx: Ch
                               measured=f"{ratio:.5f} of {total:.0f}", derivation=how)
 
 
+# Balancing on a key: the share of the traffic one server gets is the share of keys that hash to
+# it, and the lab's traffic has few (one client address, a few paths).
+_KEYED = ("hash", "ip_hash")
+
+
+def _share(policy: UpstreamPolicy, failing: Sequence[str]) -> tuple[float, str]:
+    """The share of the requests the failing servers are offered, as a bound and in words:
+    their weight over the primaries' for round robin and the like; every request for a pool
+    balanced on a key (all of the lab's requests may hash to one of them, docs/semantics.md
+    §1)."""
+    if policy.balancing in _KEYED:
+        key = policy.hash_key or "the client address"
+        return 1.0, (f"every request ({policy.balancing} on {key}: the lab's clients share "
+                     "one address, so their requests may all go to the failing backend)")
+    weights = policy.weights
+    total = sum(weights.values())
+    mine = sum(weights.get(node, 1) for node in failing)
+    if len(set(weights.values())) == 1 and len(failing) == 1:
+        return 1 / len(weights), f"1 in {len(weights)} requests"
+    return mine / total, f"{mine} in {total} requests (by weight)"
+
+
 def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                           objectives: Objectives) -> Prediction:
     if params.slo is not None:
@@ -184,8 +207,8 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                  and failed_attempt_cost(policy, mode) >= ctx.client_timeout_s]
     if outwaited:
         several = len(policy.servers) > 1
-        share = (f"up to 1 in {len(policy.servers)} requests get" if several
-                 else "every request gets")
+        fraction, text = _share(policy, outwaited)
+        share = f"up to {text} get" if several else "every request gets"
         # One server: the requests sent near the restart are answered once it is back (the
         # connect's retransmitted SYN reaches it), so the share is stated, not bounded.
         return Prediction("availability", NAME, threshold,
@@ -194,7 +217,7 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                           f"{failed_attempt_cost(policy, failing[outwaited[0]]):g} s "
                           f"(its timeout) >= the clients' {ctx.client_timeout_s:g} s: the client "
                           "gives up first, NGINX neither retries nor counts it",
-                          high=len(outwaited) / len(policy.servers) if several else None)
+                          high=fraction if several else None)
     tries_left = not policy.single and policy.next_upstream_tries != 1
     unretried = [node for node, mode in failing.items()
                  if mode is not None and not (tries_left and all(
@@ -205,12 +228,14 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                           True, f"proxy_next_upstream {' '.join(policy.next_upstream) or 'off'} "
                           "retries its failed tries on another server", high=0.0)
     if not policy.ejects:
+        fraction, text = _share(policy, unretried)
         return Prediction("availability", NAME, threshold,
-                          f"about 1 in {len(policy.servers)} requests fail while a backend is down",
+                          f"{'up to' if policy.balancing in _KEYED else 'about'} {text} fail "
+                          "while a backend is down",
                           False, "failed tries are neither retried nor ejected (max_fails = "
                           f"{policy.max_fails}, proxy_next_upstream "
                           f"{' '.join(policy.next_upstream) or 'off'})",
-                          high=len(unretried) / len(policy.servers))
+                          high=fraction)
     # Each try on the failed backend reaches the client as an error until it is ejected.
     workers = 1 if policy.shared_counters else policy.worker_processes
     rate = ctx.stream_rates.get(params.client, ctx.rate_per_s) if params.client else ctx.rate_per_s

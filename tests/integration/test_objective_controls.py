@@ -9,14 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from lab.cli.app import app
 from lab.engine import LABEL_LAB, Engine
-from lab.scenarios.loader import resolve
 from lab.topology.lab import Lab
 from tests.conftest import session_lab_name
+from tests.scenario_files import failover_first_round
 
 runner = CliRunner()
 
@@ -67,11 +66,7 @@ def test_a_long_fail_timeout_conforms_and_fails_the_readmission_objective(
     passes), long after the checklist's 30 s; the prediction shows the arithmetic. failover's
     first round only (its second waits out the same timer again: 35 s more of CI)."""
     config = lab_toml(tmp_path, "[nginx]\nfail_timeout_s = 35\n")
-    failover = yaml.safe_load(resolve("failover").read_text())
-    served = next(i for i, step in enumerate(failover["steps"]) if "wait_until_served" in step)
-    once = tmp_path / "failover-once.yaml"
-    once.write_text(yaml.safe_dump({**failover, "name": "failover-once",
-                                    "steps": failover["steps"][:served + 2]}))
+    once = failover_first_round(tmp_path)
     code, document, _ = run_json(str(once), "--name", session_lab_name("slow-readmit"),
                                       "--config", str(config), "--seed", "22",
                                       "--report-dir", str(tmp_path))
