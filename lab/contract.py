@@ -37,6 +37,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 REFERENCE_JOBS = ("recurring-messages", "phone-linking-recovery")
+# The reference backend's Redis key of a job's lock: <prefix><job> holding <node>|<hex>|<token>
+# (images/backend/lab_backend/locks.py).
+REFERENCE_LOCK_PREFIX = "lab:lock:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -27,7 +27,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from lab.contract import REFERENCE_JOBS
+from lab.contract import REFERENCE_JOBS, REFERENCE_LOCK_PREFIX
 
 # -- NGINX ------------------------------------------------------------------------------------
 
@@ -366,6 +366,9 @@ class BackendPolicy:
     lock_renewal: bool = True
     # The jobs the scheduler runs: the checks judge these (a contract may name its own).
     jobs: tuple[str, ...] = REFERENCE_JOBS
+    # The Redis key of a job's lock, "{job}" standing for the job ("": not known, a contract
+    # that names none).
+    lock_key: str = REFERENCE_LOCK_PREFIX + "{job}"
 
     @property
     def db_budget_s(self) -> float:

@@ -61,6 +61,7 @@ class Effect:
     freezes: bool = False       # the process is paused, and resumes where it was at the heal
     cuts_off: bool = False      # its links carry nothing (dropped or reset); the process runs on
     slows: bool = False         # it still answers, later or after lost packets
+    forgets: bool = False       # it loses keys it held (evicted, expired early); it runs on
 
     def __post_init__(self) -> None:
         if (self.drains or self.restarts) and not self.ends:
@@ -82,7 +83,8 @@ class Effect:
         ends = ("ends" + (" (SIGTERM, drains)" if self.drains else " (abruptly)")
                 + (", started again at once" if self.restarts else ""))
         words = [ends if self.ends else "", "frozen" if self.freezes else "",
-                 "cut off" if self.cuts_off else "", "slowed" if self.slows else ""]
+                 "cut off" if self.cuts_off else "", "slowed" if self.slows else "",
+                 "keys lost" if self.forgets else ""]
         return ", ".join(w for w in words if w) or "nothing"
 
 
@@ -100,6 +102,9 @@ class FaultEvent:
     started_at: float           # when the action was issued
     detail: str = ""
     effect: Effect = Effect()
+    # The store keys the inject removed (an eviction: ``Effect.forgets``), for the checks that
+    # ask whether a lock was among them; empty for every other fault.
+    lost_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

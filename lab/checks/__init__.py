@@ -9,7 +9,7 @@ user's thresholds) are judged on the same measurement. Each module registers its
   back in; ``distribution``: each backend's share; ``latency``: p50/p99 in and out of faults;
 - ``availability``, ``durability``: the ok ratio, and acknowledged writes surviving;
 - ``lock-exclusivity``, ``fencing``, ``lock-takeover``, ``jobs-paused``, ``lock-holders``,
-  ``lock-after-store-restart``: the scheduled jobs' Redis locks;
+  ``lock-after-store-restart``, ``lock-after-eviction``: the scheduled jobs' Redis locks;
 - ``rate-limit``, ``rate-limit-headers``: NGINX's limit_req, on NGINX's own timestamps;
 - ``pool-bound``: PgBouncer's server connections; ``fail-fast``, ``recovery``: dependency outages;
 - ``tls``, ``security-headers``, ``exposure``: the edge;

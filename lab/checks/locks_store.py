@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from lab.checks.base import CheckResult, Verdict
@@ -24,11 +25,13 @@ from lab.checks.lock_spans import (
     run_span,
 )
 from lab.checks.registry import CheckContext, CheckDef, NoParams, Observation, register
-from lab.history import History, LockSample, ready_mark
+from lab.contract import REFERENCE_LOCK_PREFIX
+from lab.history import FaultEvent, History, JobRun, LockSample, ready_mark
 
 PAUSED = "jobs-paused"
 HOLDERS = "lock-holders"
 STORE_RESTART = "lock-after-store-restart"
+EVICTION = "lock-after-eviction"
 
 
 def check_jobs_paused_while_redis_down(history: History, job_interval_s: float, *,
@@ -144,44 +147,35 @@ def check_lock_holders(history: History, *, jobs: tuple[str, ...] = JOBS,
     return CheckResult(HOLDERS, Verdict.FAIL if episodes else Verdict.PASS, measured, expected,
                        derivation, tuple(details), values)
 
-def check_lock_after_store_restart(history: History, *, persistence: bool, job_interval_s: float,
-                                   jobs: tuple[str, ...] = JOBS, redis: str = REDIS,
-                                   ready_mark: str | None = None,
-                                   margin_s: float = 0.3) -> CheckResult:
-    """Whether a second run started while a holder ran across a Redis restart, as the
-    persistence setting predicts."""
+@dataclass(frozen=True)
+class _Loss:
+    """One way the lock store loses a held lock: which fault windows, when Redis serves again
+    after one, and whether a held job's lock is gone (None: cannot be told)."""
+
+    check: str
+    windows: list[tuple[FaultEvent, FaultEvent | None]]
+    back: Callable[[FaultEvent, FaultEvent | None], float]
+    lost: Callable[[FaultEvent, JobRun], bool]
+    what: str                   # "restart", "eviction": for the measured sentence
+
+
+def _second_runs(history: History, loss: _Loss, *, job_interval_s: float,
+                 jobs: tuple[str, ...], redis: str, margin_s: float,
+                 expected: str, derivation: str) -> CheckResult:
+    """For each run held across a loss: a second run starts iff the lock is gone and a tick
+    falls between Redis serving again and the holder's end (less ``margin_s``), with a rising
+    token."""
     t = Clock(history)
-    derivation = (
-        ("Redis persists (appendonly yes, save 1 1): a stop writes the data out, so the restarted "
-         "Redis still has the lock with its expiry, the holder extends it on, and no other node "
-         "may run the job: no second run"
-         if persistence else
-         "Redis runs without persistence (save \"\", appendonly no): the restarted Redis has "
-         "lost the lock, the fencing counter and the tick marker; the holder's next extension "
-         "finds no lock, but its run goes on (a lost lease does not stop a process), and the "
-         "other nodes take the lock at the first tick after Redis is back: a second run starts "
-         "if such a tick (k * job_interval) falls between Redis ready and the holder's end "
-         f"(less a margin of {margin_s:g} s for taking the lock and recording the run)")
-        + f"; job_interval = {job_interval_s:g} s. The second run's fencing token must be above "
-        "the first's (the backends re-seed a lost counter from Redis' clock), or a stale "
-        "holder's write would be taken for the newer one's")
-    expected = "a second run during the holder's run" if not persistence else "no second run"
-    restarts = fault_windows(history, (redis,), lambda effect: effect.ends)
-    if not restarts:
-        return CheckResult(STORE_RESTART, Verdict.UNKNOWN, f"{redis} was not restarted", expected,
-                           derivation)
     runs = sorted((r for r in history.job_runs if r.job in jobs),
                   key=lambda r: (r.started_at, r.id))
     details: list[str] = []
     verdicts: list[Verdict] = []
     values: list[tuple[str, float]] = []
-    for inject, heal in restarts:
-        ready = history.mark_at(ready_mark) if ready_mark else None
-        back = ready or (heal.at if heal else inject.at)
-        # Held across the restart: recorded before the restart was done (a holder records its
-        # run a few ms after taking the lock, which may be after the stop was issued; a run on
-        # the new Redis cannot start before it has loaded, after the restart returns) and
-        # still running when it was issued.
+    for inject, heal in loss.windows:
+        back = loss.back(inject, heal)
+        # Held across the fault: recorded before it was done (a holder records its run a few
+        # ms after taking the lock, which may be after the fault was issued; a run on a
+        # restarted Redis cannot start before it has loaded) and still running when issued.
         for held in (r for r in runs if r.started_at < inject.at
                      and (r.finished_at is None or r.finished_at > inject.started_at)):
             if held.finished_at is None:
@@ -192,14 +186,15 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
             end = held.finished_at
             first_tick = math.ceil(back / job_interval_s) * job_interval_s
             window_s = end - margin_s - first_tick
-            predicted = (not persistence) and window_s > 0
-            undecided = (not persistence) and abs(window_s) <= margin_s
+            gone = loss.lost(inject, held)
+            predicted = gone and window_s > 0
+            undecided = gone and abs(window_s) <= margin_s
             second = next((r for r in runs if r.job == held.job and r.id != held.id
                            and inject.started_at < r.started_at < end), None)
-            head = (f"{held.job}: {redis} {inject.fault} at {t(inject.at)}, ready {t(back)}, while "
-                    f"{held.node} ran it (run {held.id}, tick {held.tick}, token "
-                    f"{held.fencing_token}, until {t(end)} [{held.outcome}]); first tick after "
-                    f"Redis was back {t(first_tick)}")
+            head = (f"{held.job}: {redis} {inject.fault} at {t(inject.at)}, serving {t(back)}, "
+                    f"while {held.node} ran it (run {held.id}, tick {held.tick}, token "
+                    f"{held.fencing_token}, until {t(end)} [{held.outcome}]); its lock "
+                    f"{'lost' if gone else 'kept'}; first tick after {t(first_tick)}")
             if second is None:
                 details.append(f"{head}: no second run")
                 ok = not predicted
@@ -221,15 +216,87 @@ def check_lock_after_store_restart(history: History, *, persistence: bool, job_i
             verdicts.append(Verdict.UNKNOWN if undecided and not ok else
                             Verdict.PASS if ok else Verdict.FAIL)
     if not verdicts:
-        return CheckResult(STORE_RESTART, Verdict.UNKNOWN, f"the {redis} restart hit no run in "
+        return CheckResult(loss.check, Verdict.UNKNOWN, f"the {redis} {loss.what} hit no run in "
                            "progress: no lock was held across it", expected, derivation)
     verdict = (Verdict.FAIL if Verdict.FAIL in verdicts else
                Verdict.UNKNOWN if Verdict.UNKNOWN in verdicts else Verdict.PASS)
     seconds = sum("second run by" in d for d in details)
     measured = (f"{seconds} of {len(verdicts)} held run(s) saw a second run start across the "
-                f"{redis} restart")
-    return CheckResult(STORE_RESTART, verdict, measured, expected, derivation, tuple(details),
+                f"{redis} {loss.what}")
+    return CheckResult(loss.check, verdict, measured, expected, derivation, tuple(details),
                        tuple(values))
+
+
+_TOKENS = ("The second run's fencing token must be above the first's (the backends re-seed a "
+           "lost counter from Redis' clock), or a stale holder's write would be taken for the "
+           "newer one's")
+
+
+def check_lock_after_store_restart(history: History, *, persistence: bool, job_interval_s: float,
+                                   jobs: tuple[str, ...] = JOBS, redis: str = REDIS,
+                                   ready_mark: str | None = None,
+                                   margin_s: float = 0.3) -> CheckResult:
+    """Whether a second run started while a holder ran across a Redis restart, as the
+    persistence setting predicts."""
+    derivation = (
+        ("Redis persists (appendonly yes, save 1 1): a stop writes the data out, so the restarted "
+         "Redis still has the lock with its expiry, the holder extends it on, and no other node "
+         "may run the job: no second run"
+         if persistence else
+         "Redis runs without persistence (save \"\", appendonly no): the restarted Redis has "
+         "lost the lock, the fencing counter and the tick marker; the holder's next extension "
+         "finds no lock, but its run goes on (a lost lease does not stop a process), and the "
+         "other nodes take the lock at the first tick after Redis is back: a second run starts "
+         "if such a tick (k * job_interval) falls between Redis ready and the holder's end "
+         f"(less a margin of {margin_s:g} s for taking the lock and recording the run)")
+        + f"; job_interval = {job_interval_s:g} s. " + _TOKENS)
+    expected = "a second run during the holder's run" if not persistence else "no second run"
+    restarts = fault_windows(history, (redis,), lambda effect: effect.ends)
+    if not restarts:
+        return CheckResult(STORE_RESTART, Verdict.UNKNOWN, f"{redis} was not restarted", expected,
+                           derivation)
+    ready = history.mark_at(ready_mark) if ready_mark else None
+    loss = _Loss(STORE_RESTART, restarts,
+                 back=lambda inject, heal: ready or (heal.at if heal else inject.at),
+                 lost=lambda inject, held: not persistence, what="restart")
+    return _second_runs(history, loss, job_interval_s=job_interval_s, jobs=jobs, redis=redis,
+                        margin_s=margin_s, expected=expected, derivation=derivation)
+
+
+def check_lock_after_eviction(history: History, *, job_interval_s: float,
+                              jobs: tuple[str, ...] = JOBS, redis: str = REDIS,
+                              lock_key: str = REFERENCE_LOCK_PREFIX + "{job}",
+                              locking: bool = True, margin_s: float = 0.3) -> CheckResult:
+    """Whether a second run started while a holder ran across an eviction of its lock key,
+    exactly when the eviction removed that key and a tick came before the holder's end."""
+    derivation = (
+        "an eviction removes keys at once and Redis serves on; a holder whose lock key "
+        f"({lock_key or 'not named by the contract'}) was among them is not told: its next "
+        "extension finds no lock, "
+        "but its run goes on (a lost lease does not stop a process), and the other nodes take "
+        "the free lock at the next tick: a second run starts if a tick (k * job_interval) "
+        "falls between the eviction and the holder's end (less a margin of "
+        f"{margin_s:g} s for taking the lock and recording the run); a run whose key was not "
+        f"evicted keeps its lock and sees none; job_interval = {job_interval_s:g} s. "
+        + _TOKENS)
+    expected = ("a second run during the holder's run exactly when its lock key was evicted and "
+                "a tick came before its end")
+    if not locking:
+        return CheckResult(EVICTION, Verdict.UNKNOWN, "locking is off (LAB_LOCKING=0): every "
+                           "node runs every tick, there is no lock to evict", expected, derivation)
+    if not lock_key:
+        return CheckResult(EVICTION, Verdict.UNKNOWN, "the backend's contract names no lock key "
+                           "([backend.contract.locks] key): whether an eviction took a lock "
+                           "cannot be told", expected, derivation)
+    evictions = fault_windows(history, (redis,), lambda effect: effect.forgets)
+    if not evictions:
+        return CheckResult(EVICTION, Verdict.UNKNOWN, f"no key of {redis} was evicted", expected,
+                           derivation)
+    loss = _Loss(EVICTION, evictions, back=lambda inject, heal: inject.at,
+                 lost=lambda inject, held: lock_key.replace("{job}", held.job) in inject.lost_keys,
+                 what="eviction")
+    return _second_runs(history, loss, job_interval_s=job_interval_s, jobs=jobs, redis=redis,
+                        margin_s=margin_s, expected=expected, derivation=derivation)
 
 # -- registration -------------------------------------------------------------------------------
 
@@ -272,4 +339,18 @@ register(CheckDef(
     name=STORE_RESTART, params=NoParams, judge=_store_restart,
     summary="a second run starts across a Redis restart exactly when Redis's persistence setting "
             "says the lock is lost",
+    needs=frozenset({Observation.JOB_RECORDS})))
+
+def _eviction(ctx: CheckContext, params: NoParams) -> CheckResult:
+    ctx.observation(Observation.JOB_RECORDS)
+    backend = ctx.expectations.backend
+    return check_lock_after_eviction(ctx.history, job_interval_s=backend.job_interval_s,
+                                     jobs=backend.jobs, lock_key=backend.lock_key,
+                                     locking=backend.locking)
+
+
+register(CheckDef(
+    name=EVICTION, params=NoParams, judge=_eviction,
+    summary="a second run starts across an eviction of Redis keys exactly when the holder's lock "
+            "key was evicted and a tick came before its end",
     needs=frozenset({Observation.JOB_RECORDS})))

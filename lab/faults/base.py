@@ -103,6 +103,14 @@ class Resumable(Protocol):
     def resume(self, state: Mapping[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class Forgetting(Protocol):
+    """A fault that removes keys from a store (``Effect.forgets``): which ones its inject
+    removed, recorded on the inject's event for the checks."""
+
+    def lost_keys(self) -> tuple[str, ...]: ...
+
+
 @dataclass(frozen=True)
 class Band:
     """How a run's timeline draws a fault from its inject to its heal."""

@@ -28,7 +28,7 @@ from lab.checks.health import DETAILED_TIMING
 from lab.checks.health import NAME as HEALTH_CONTRACT
 from lab.checks.latency import NAME as LATENCY
 from lab.checks.locks import EXCLUSIVITY, FENCING, TAKEOVER
-from lab.checks.locks_store import HOLDERS, PAUSED, STORE_RESTART
+from lab.checks.locks_store import EVICTION, HOLDERS, PAUSED, STORE_RESTART
 from lab.checks.pool import NAME as POOL_BOUND
 from lab.checks.rate_limit import NAME as RATE_LIMIT
 from lab.checks.readmission import NAME as READMISSION
@@ -64,7 +64,7 @@ SYN_RETRANSMIT_S = 1.0
 # How long a client waits when the scenario names no stream: the lab's clients' default.
 CLIENT_TIMEOUT_S: float = TrafficStream.model_fields["timeout_s"].default
 _EJECTION = frozenset({EJECTION, READMISSION})
-_LOCKS = frozenset({EXCLUSIVITY, FENCING, HOLDERS, TAKEOVER, PAUSED, STORE_RESTART})
+_LOCKS = frozenset({EXCLUSIVITY, FENCING, HOLDERS, TAKEOVER, PAUSED, STORE_RESTART, EVICTION})
 
 
 def rule(name: str, summary: str, concerns: frozenset[str] = frozenset()):

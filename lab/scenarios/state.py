@@ -19,7 +19,7 @@ from redis import RedisError
 
 from lab.errors import LabError
 from lab.expectations import Expectations
-from lab.faults import FAULTS, Fault, FaultSpec, make_fault
+from lab.faults import FAULTS, Fault, FaultSpec, Forgetting, make_fault
 from lab.faults import record as fault_record
 from lab.history import FaultEvent, FaultPhase, History, ready_mark
 from lab.topology.lab import Lab
@@ -154,9 +154,10 @@ class RunState:
         self.tick(f"inject {spec.kind} {spec.target}")
         started = time.time()
         detail = fault.inject()
+        lost = fault.lost_keys() if isinstance(fault, Forgetting) else ()
         self.history.faults.append(FaultEvent(spec.kind, spec.target, FaultPhase.INJECT,
                                               time.time(), started, detail,
-                                              FAULTS.get(spec.kind).effect))
+                                              FAULTS.get(spec.kind).effect, lost))
         self.active[(spec.kind, spec.target)] = fault
         self.records[(spec.kind, spec.target)] = fault_record.write(
             self.lab, spec, fault, detail, self.origin, until=until)

@@ -83,7 +83,8 @@ def backend_from_contract(config: LabConfig) -> BackendPolicy:
     assert c is not None
     return BackendPolicy(config.backend.replicas, c.job_interval_s, c.lock_ttl_s,
                          c.job_duration_s, c.dependency_timeout_s, c.drain_s, True, c.fencing,
-                         c.lock_renewal, jobs=c.jobs)
+                         c.lock_renewal, jobs=c.jobs,
+                         lock_key=c.locks.key if c.locks is not None else "")
 
 
 def _claimed_nginx(config: LabConfig) -> NginxPolicy:

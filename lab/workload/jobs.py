@@ -18,6 +18,7 @@ from typing import Self
 import psycopg
 import redis
 
+from lab.contract import REFERENCE_LOCK_PREFIX
 from lab.errors import LabError
 from lab.history import FencingRejection, JobRun, LockSample
 
@@ -68,13 +69,12 @@ def read_fencing_rejections(dsn: str, since: float) -> list[FencingRejection]:
             for job, node, token, last, at in rows]
 
 
-LOCK_PREFIX = "lab:lock:"          # images/backend/lab_backend/locks.py: <node>|<hex>|<token>
-
 
 def read_locks(client: redis.Redis, jobs: tuple[str, ...]) -> dict[str, tuple[str, int | None]]:
     """Each held job's lock as Redis has it: holder node and fencing token."""
     held = {}
-    for job, raw in zip(jobs, client.mget([LOCK_PREFIX + job for job in jobs]), strict=True):
+    keys = [REFERENCE_LOCK_PREFIX + job for job in jobs]
+    for job, raw in zip(jobs, client.mget(keys), strict=True):
         if raw is None:
             continue
         node, _, rest = raw.decode().partition("|")

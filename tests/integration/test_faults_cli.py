@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from tmux_terminal import LAB
 from typer.testing import CliRunner
 
@@ -277,4 +278,29 @@ def test_process_stop_stops_one_process_while_its_container_runs(healed: Lab,
     assert fault_record.read(lab) == [] and helpers(lab) == []
     missing = lab_cli(lab, tmp_path, "break", "redis", "process-stop", "process=nosuchd")
     assert missing.returncode == 2 and "no process named 'nosuchd' runs in redis" in missing.stderr
+    assert fault_record.read(lab) == []
+
+
+def test_evict_removes_the_lock_keys_and_redis_runs_on(healed: Lab, tmp_path: Path) -> None:
+    """`lab break redis evict` (bare: the reference backend's lock keys) removes every
+    lab:lock:* key at once and leaves Redis serving; the record says it is done, and `lab heal
+    --all` has nothing to undo. Aimed at a node that is not Redis, it is refused, exit 2."""
+    lab = healed
+    with redis.Redis.from_url(lab.endpoints.redis_url, socket_timeout=5) as client:
+        client.set("lab:lock:pytest-probe", "pytest|00|1", px=60_000)
+        client.set("pytest:kept", "1", px=60_000)
+        broke = lab_cli(lab, tmp_path, "break", "redis", "evict")
+        assert broke.returncode == 0, broke.stderr
+        assert "lab:lock:pytest-probe" in broke.stdout + broke.stderr
+        assert client.get("lab:lock:pytest-probe") is None
+        assert client.get("pytest:kept") == b"1"
+        (shown,) = json.loads(lab_cli(lab, tmp_path, "faults", "--json").stdout)
+        assert (shown["kind"], shown["target"], shown["state"]) == ("evict", "redis",
+                                                                    "done: evicted")
+        healing = lab_cli(lab, tmp_path, "heal", "--all")
+        assert healing.returncode == 0, healing.stdout + healing.stderr
+        assert fault_record.read(lab) == [] and helpers(lab) == []
+        client.delete("pytest:kept")
+    wrong = lab_cli(lab, tmp_path, "break", "backend-1", "evict")
+    assert wrong.returncode == 2 and "evict acts on Redis" in wrong.stderr, wrong.stderr
     assert fault_record.read(lab) == []

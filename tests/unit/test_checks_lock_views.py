@@ -3,14 +3,21 @@ and a holder across a Redis restart."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from test_checks_locks import IV, JOB, TICK0, fault, run, steady
 
 from lab.checks.base import Verdict
-from lab.checks.locks_store import check_lock_after_store_restart, check_lock_holders
+from lab.checks.locks_store import (
+    check_lock_after_eviction,
+    check_lock_after_store_restart,
+    check_lock_holders,
+)
 from lab.history import FaultPhase, History, LockSample
 
-pytestmark = pytest.mark.covers("check:lock-after-store-restart", "check:lock-holders")
+pytestmark = pytest.mark.covers("check:lock-after-store-restart", "check:lock-holders",
+                                "check:lock-after-eviction")
 
 
 def sampled(history: History, *, holder_of=None, every: float = 0.25) -> History:
@@ -117,3 +124,56 @@ def test_a_restart_between_runs_is_unknown() -> None:
     history.faults += [fault("restart", "redis", FaultPhase.INJECT, 5 * IV + 1.0),
                        fault("restart", "redis", FaultPhase.HEAL, 5 * IV + 1.5)]
     assert after_restart(history).verdict is Verdict.UNKNOWN
+
+
+def evicted(*, keys: tuple[str, ...], second: bool, token_rises: bool = True) -> History:
+    """``keys`` evicted from Redis 0.3 s into backend-1's 3.5 s run of tick 5 (Redis serves on)."""
+    history = steady(ticks=12, skip=(5, 6, 7))
+    inject = fault("evict", "redis", FaultPhase.INJECT, 5 * IV + 0.3)
+    history.faults += [dataclasses.replace(inject, lost_keys=keys),
+                       fault("evict", "redis", FaultPhase.HEAL, 5 * IV + 0.31)]
+    history.job_runs.append(run(900, 5, "backend-1", token=2_000, duration=3.5))
+    if second:
+        history.job_runs.append(run(901, 6, "backend-2", token=3_000 if token_rises else 5,
+                                    duration=3.5))
+    return history
+
+
+def after_eviction(history: History, **kwargs):
+    return check_lock_after_eviction(history, job_interval_s=IV, jobs=(JOB,), **kwargs)
+
+
+OWN_KEY = f"lab:lock:{JOB}"
+
+
+def test_an_evicted_lock_lets_the_next_tick_start_a_second_run() -> None:
+    result = after_eviction(evicted(keys=(OWN_KEY,), second=True))
+    assert result.verdict is Verdict.PASS, result
+    assert "its lock lost" in result.details[0] and "second run by backend-2" in result.details[0]
+
+
+def test_no_second_run_after_the_lock_was_evicted_fails() -> None:
+    result = after_eviction(evicted(keys=(OWN_KEY,), second=False))
+    assert result.verdict is Verdict.FAIL, result
+    assert "no second run" in result.details[0]
+
+
+def test_a_lock_the_eviction_did_not_take_predicts_no_second_run() -> None:
+    """Other keys evicted: the holder keeps its lock, and a second run is the failure."""
+    assert after_eviction(evicted(keys=("lab:lock:other",), second=False)).verdict \
+        is Verdict.PASS
+    result = after_eviction(evicted(keys=("lab:lock:other",), second=True))
+    assert result.verdict is Verdict.FAIL and "its lock kept" in result.details[0]
+
+
+def test_a_second_holder_with_a_lower_token_fails() -> None:
+    result = after_eviction(evicted(keys=(OWN_KEY,), second=True, token_rises=False))
+    assert result.verdict is Verdict.FAIL and "NOT above" in result.details[0]
+
+
+def test_a_contract_key_is_matched_and_no_key_or_no_locking_is_unknown() -> None:
+    history = evicted(keys=(f"job-lock:{JOB}",), second=True)
+    assert after_eviction(history, lock_key="job-lock:{job}").verdict is Verdict.PASS
+    assert after_eviction(history, lock_key="").verdict is Verdict.UNKNOWN
+    assert after_eviction(history, locking=False).verdict is Verdict.UNKNOWN
+    assert after_eviction(steady()).verdict is Verdict.UNKNOWN

@@ -18,7 +18,7 @@ from test_checks_distribution import spread
 from test_checks_exposure import healthy, judge, with_bindings
 from test_checks_health import DOWN, SimBackend, detailed, watched
 from test_checks_health import history as health_history
-from test_checks_lock_views import after_restart, restarted, sampled
+from test_checks_lock_views import after_eviction, after_restart, evicted, restarted, sampled
 from test_checks_locks import IV, JOB, frozen_holder, killed_holder, redis_outage, run, steady
 from test_checks_pool import check as pool_check
 from test_checks_pool import ramp
@@ -182,6 +182,8 @@ CASES: dict[str, tuple[tuple[str, ...], Callable[..., list[Any]]]] = {
         check_lock_holders(sampled(steady(), holder_of=lambda at: None), jobs=(JOB,))]),
     "store-restart": (("check:lock-after-store-restart",), lambda: [
         after_restart(restarted(second=False))]),
+    "eviction": (("check:lock-after-eviction",), lambda: [
+        after_eviction(evicted(keys=(f"lab:lock:{JOB}",), second=False))]),
     "pool": (("check:pool-bound", "objective:pool_server_connections",
               "objective:pool_clients"), _pool_bound),
     "rate-limit": (("check:rate-limit", "objective:rate_limits"), _rate_limit),

@@ -136,6 +136,10 @@ CLAIM_ONLY = {
     "check:lock-after-store-restart": "a Redis restart loses the lock exactly when persistence "
     "is off, which is what the running configuration predicts; only a claimed persistence "
     "setting differs from it (docs/objectives.md: duplicate_job_runs does not attach here)",
+    "check:lock-after-eviction": "an evicted lock lets the next tick's node in exactly as the "
+    "reference backend's code says (it runs on after losing its lease, the others try every "
+    "tick); no setting changes that, and locking off leaves no lock to evict (unknown); the "
+    "unit control shows it failing where no second run followed an eviction of the lock",
     "check:routing": "it judges NGINX against the configuration NGINX runs, and has no "
     "objective: a real NGINX follows its own configuration, so only an NGINX one step off it "
     "shows the check failing, which the simulator does (tests/unit/test_power.py, "
