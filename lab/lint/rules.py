@@ -379,7 +379,9 @@ def _never_ejected(group: _Group, failure: _Failure) -> str | None:
 # gives up on it, connects fail at once with "no route to host", an error NGINX counts.
 _ADDRESS_EXPIRES = ("until the kernel gives up on the vanished address: connects then fail at "
                     "once with \"no route to host\", an error NGINX counts (measured: from 41 s "
-                    "after a kill in one run, not within 45 s in another)")
+                    "after a kill in one run, not within 45 s in another); or at once, if a try "
+                    "lands in the 45 ms or so after the kill while the dead backend's kernel "
+                    "still refuses connects (docs/semantics.md §5)")
 
 
 def _not_ejected(failure: _Failure, reason: str) -> str:
