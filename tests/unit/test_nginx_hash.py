@@ -1,4 +1,4 @@
-"""The model of NGINX's hash and ip_hash (tests/integration/test_nginx_hash.py holds it against
+"""The model of NGINX's hash and ip_hash (tests/integration/test_nginx_hash_live.py holds it against
 the real NGINX over 1,200 addresses; these keep what that run and a lab run showed)."""
 
 from __future__ import annotations
