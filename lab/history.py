@@ -62,6 +62,7 @@ class Effect:
     cuts_off: bool = False      # its links carry nothing (dropped or reset); the process runs on
     slows: bool = False         # it still answers, later or after lost packets
     forgets: bool = False       # it loses keys it held (evicted, expired early); it runs on
+    lookups_fail: bool = False  # its name lookups fail or hang; open connections go on
 
     def __post_init__(self) -> None:
         if (self.drains or self.restarts) and not self.ends:
@@ -84,7 +85,8 @@ class Effect:
                 + (", started again at once" if self.restarts else ""))
         words = [ends if self.ends else "", "frozen" if self.freezes else "",
                  "cut off" if self.cuts_off else "", "slowed" if self.slows else "",
-                 "keys lost" if self.forgets else ""]
+                 "keys lost" if self.forgets else "",
+                 "name lookups fail" if self.lookups_fail else ""]
         return ", ".join(w for w in words if w) or "nothing"
 
 

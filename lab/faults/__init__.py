@@ -1,8 +1,8 @@
 """Faults (Jepsen's nemesis): inject/heal pairs that break one node or one link.
 
 Families, as in Pumba: ``lifecycle`` (kill, stop, freeze, restart: the container itself),
-``network`` (partition, loss, throttle, latency, reset: applied from a sidecar in the target's
-network namespace), ``process`` (process-stop), ``resources`` (cpu-starve) and ``store``
+``network`` (partition, loss, throttle, latency, reset, dns: applied from a sidecar in the
+target's network namespace), ``process`` (process-stop), ``resources`` (cpu-starve) and ``store``
 (evict: Redis keys removed). Every module of this package is imported here
 (``lab.registry.discover``), and each registers its kinds in ``FAULTS`` with typed parameters
 and the meaning it owns (its ``Effect``, whether it is still in place, how a killed run's

@@ -199,6 +199,14 @@ class NetworkFault:
                     lines.append(f"iptables -A {prefix}_OUT -d {address} {action}")
         return " && ".join(lines)
 
+    def _own_rules(self, *, out: tuple[str, ...] = (), in_: tuple[str, ...] = ()) -> str:
+        """This fault's chains, with ``out`` appended to its OUT chain and ``in_`` to its IN
+        chain, in order: a fault of the target's own traffic, not of its links."""
+        prefix = f"LF_{self.spec.kind.upper()}"
+        return " && ".join([_chains("filter", self.spec.kind),
+                            *(f"iptables -A {prefix}_OUT {match}" for match in out),
+                            *(f"iptables -A {prefix}_IN {match}" for match in in_)])
+
     def _drain_s(self) -> float:
         """How long connections set up during the fault may still need the sidecar."""
         return 0.0

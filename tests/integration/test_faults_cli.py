@@ -304,3 +304,34 @@ def test_evict_removes_the_lock_keys_and_redis_runs_on(healed: Lab, tmp_path: Pa
     wrong = lab_cli(lab, tmp_path, "break", "backend-1", "evict")
     assert wrong.returncode == 2 and "evict acts on Redis" in wrong.stderr, wrong.stderr
     assert fault_record.read(lab) == []
+
+
+def test_dns_fails_lookups_inside_the_target_and_heals(healed: Lab, tmp_path: Path) -> None:
+    """`lab break backend-1 dns` (bare: mode fail) makes the backend's lookups of its peers fail
+    at once while NGINX still answers through it (its open connections go on); mode timeout
+    drops the resolver's answers instead of the queries; `lab heal --all` leaves the lookups
+    working and no rule or sidecar behind. A mode the fault does not have is refused, exit 2."""
+    lab = healed
+    container = container_name(lab.name, "backend-1")
+    lookup = ["/opt/venv/bin/python", "-c",
+              ("import socket, time; t = time.monotonic()\n"
+               "try: socket.getaddrinfo('redis', 6379); r = 'ok'\n"
+               "except OSError as e: r = 'failed'\n"
+               "print(r, round(time.monotonic() - t, 3))")]
+    assert lab.engine.exec(container, lookup).output.split()[0] == "ok"
+    broke = lab_cli(lab, tmp_path, "break", "backend-1", "dns")
+    assert broke.returncode == 0, broke.stderr
+    verdict, took = lab.engine.exec(container, lookup).output.split()
+    assert verdict == "failed" and float(took) < 2, (verdict, took)
+    (shown,) = json.loads(lab_cli(lab, tmp_path, "faults", "--json").stdout)
+    assert (shown["kind"], shown["target"], shown["state"]) == ("dns", "backend-1", "in place")
+    assert "-A LF_DNS_OUT -d 127.0.0.11/32 -p udp" in lf_rules(lab, "backend-1")
+    assert lab_cli(lab, tmp_path, "heal", "--all").returncode == 0
+    assert lab.engine.exec(container, lookup).output.split()[0] == "ok"
+    assert lab_cli(lab, tmp_path, "break", "backend-1", "dns", "mode=timeout").returncode == 0
+    assert "-A LF_DNS_IN -s 127.0.0.11/32 -j DROP" in lf_rules(lab, "backend-1")
+    assert lab_cli(lab, tmp_path, "heal", "--all").returncode == 0
+    assert lf_rules(lab, "backend-1") == "" and helpers(lab) == []
+    wrong = lab_cli(lab, tmp_path, "break", "backend-1", "dns", "mode=lie")
+    assert wrong.returncode == 2 and "mode" in wrong.stderr, wrong.stderr
+    assert fault_record.read(lab) == []

@@ -21,7 +21,7 @@ def test_parameters_become_the_faults_own_typed_model() -> None:
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["backend-1", "kil"], "ConfigError: unknown fault 'kil' (faults: none, evict, kill, "),
+    (["backend-1", "kil"], "ConfigError: unknown fault 'kil' (faults: none, "),
     (["backend-1", "kill", "percent=5"],
      "ConfigError: lab break backend-1 kill: unknown parameter 'percent' (fault kill takes no "),
     (["backend-1", "loss"], "ConfigError: lab break backend-1 loss: percent: Field required"),
