@@ -12,6 +12,7 @@ import io
 import ipaddress
 import itertools
 import json
+import math
 import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -85,6 +86,12 @@ class HostBinding:
     container_port: str         # "80/tcp"
     host_ip: str                # "0.0.0.0" or "::" is every interface
     host_port: int              # 0: not assigned yet (a container that is not running)
+
+
+# The kernel's bounds on a CFS quota and its period (cgroup v1 cpu.cfs_quota_us and
+# cpu.cfs_period_us; cgroup v2 cpu.max alike).
+MIN_CPU_QUOTA_US = 1_000
+MAX_CPU_PERIOD_US = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -597,13 +604,23 @@ class Engine:
         return CpuLimit(int(host.get("CpuPeriod") or 0), int(host.get("CpuQuota") or 0),
                         int(host.get("NanoCpus") or 0))
 
-    def set_cpu_limit(self, name: str, cpus: float | None, period_us: int = 10_000) -> None:
-        """Limit a running container to ``cpus`` cores (a CFS quota per ``period_us``); None
-        lifts the limit. A short period keeps a throttled node's pauses short: with Docker's
-        100 ms a quarter core may run 25 ms and then wait 75 ms, a latency of its own."""
-        quota = -1 if cpus is None else max(1000, round(cpus * period_us))  # kernel minimum 1 ms
+    def set_cpu_limit(self, name: str, cpus: float | None,
+                      period_us: int = 10_000) -> CpuLimit | None:
+        """Limit a running container to ``cpus`` cores (a CFS quota per period); None lifts the
+        limit. Returns the limit applied. A short period keeps a throttled node's pauses short
+        (with Docker's 100 ms a quarter core may run 25 ms and then wait 75 ms, a latency of
+        its own), but the kernel refuses a quota under 1 ms and Docker then raises it to 1 ms
+        without a word: 0.02 of a core over 10 ms became a tenth. So below that the period
+        grows until the quota is 1 ms (at most the kernel's 1 s period: 0.001 of a core)."""
+        if cpus is None:
+            self._call("update", name, lambda: self._client.api.update_container(
+                name, cpu_period=period_us, cpu_quota=-1))
+            return None
+        period = min(MAX_CPU_PERIOD_US, max(period_us, math.ceil(MIN_CPU_QUOTA_US / cpus)))
+        quota = max(MIN_CPU_QUOTA_US, round(cpus * period))
         self._call("update", name, lambda: self._client.api.update_container(
-            name, cpu_period=period_us, cpu_quota=quota))
+            name, cpu_period=period, cpu_quota=quota))
+        return CpuLimit(period, quota)
 
     def restore_cpu_limit(self, name: str, limit: CpuLimit) -> None:
         """Put back a quota read with ``cpu_limit`` (NanoCpus limits are set at creation only)."""

@@ -1,7 +1,8 @@
 """cpu-starve: the target keeps running on a sliver of a core (the "slow but alive" failure).
 
 Its container's CFS quota is cut with Docker's update API (``cpus`` cores per 10 ms period, a
-tenth of a core by default), the way a noisy neighbour or a mis-set limit starves a process in
+tenth of a core by default; below that the period grows, as the kernel's smallest quota is
+1 ms), the way a noisy neighbour or a mis-set limit starves a process in
 production. Nothing fails: connects succeed, every answer comes, later. NGINX's passive checks
 count only errors and timeouts, so a slow backend stays in rotation as long as it answers
 within ``proxy_read_timeout``; only a latency objective sees it.
@@ -25,8 +26,9 @@ from lab.history import Effect
 
 
 class StarveParams(FaultParams):
-    # Cores the target may use (CFS quota per 10 ms period; the kernel's minimum is 0.1 ms).
-    cpus: Annotated[float, Field(ge=0.01, le=64)] = 0.1
+    # Cores the target may use: a CFS quota per 10 ms period, or per a longer one below a tenth
+    # of a core (the kernel's smallest quota is 1 ms, its longest period 1 s).
+    cpus: Annotated[float, Field(ge=0.001, le=64)] = 0.1
 
 
 @dataclass
@@ -38,8 +40,10 @@ class CpuStarve:
     def inject(self) -> str:
         container = self.lab.container(self.spec.target)
         self.before = self.lab.engine.cpu_limit(container)
-        self.lab.engine.set_cpu_limit(container, self.spec.params.cpus)
-        return f"held to {self.spec.params.cpus:g} of a core (CFS quota per 10 ms period)"
+        applied = self.lab.engine.set_cpu_limit(container, self.spec.params.cpus)
+        assert applied is not None
+        return (f"held to {self.spec.params.cpus:g} of a core ({applied.quota_us / 1000:g} ms of "
+                f"CPU per {applied.period_us / 1000:g} ms period)")
 
     def heal(self) -> str:
         if self.before is None:

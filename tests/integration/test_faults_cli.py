@@ -253,6 +253,15 @@ def test_cpu_starve_cuts_the_quota_and_heal_restores_it(healed: Lab, tmp_path: P
     assert "backend-3: healed cpu-starve" in healing.stdout
     assert lab.engine.cpu_limit(container).cpus == before.cpus
     assert fault_record.read(lab) == [] and helpers(lab) == []
+    # Under a tenth of a core the period grows (the kernel's least quota is 1 ms): 0.02 was
+    # silently a tenth before, as Docker raised the quota to 1 ms over the same 10 ms.
+    fiftieth = lab_cli(lab, tmp_path, "break", "backend-3", "cpu-starve", "cpus=0.02")
+    assert fiftieth.returncode == 0, fiftieth.stderr
+    assert "1 ms of CPU per 50 ms period" in " ".join(fiftieth.stdout.split())
+    limit = lab.engine.cpu_limit(container)
+    assert (limit.period_us, limit.quota_us) == (50_000, 1_000), limit
+    assert lab_cli(lab, tmp_path, "heal", "--all").returncode == 0
+    assert lab.engine.cpu_limit(container).cpus == before.cpus
 
 
 def test_process_stop_stops_one_process_while_its_container_runs(healed: Lab,
