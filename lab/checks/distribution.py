@@ -18,6 +18,11 @@ a correct NGINX. Two numbers set it:
   ``N >= ((z_a sqrt(p(1-p)) + z_b sqrt(p'(1-p'))) / delta)^2``. With fewer answers the check
   is ``unknown``: the sample could not have told a one-step change from noise.
 
+Once NGINX counted a failed try against a server in the window, the weights alone no longer
+set the shares (a failed try is answered by the next server, and max_fails of them take the
+server out of rotation): the check is then ``unknown`` and names the failures; the ejection
+check judges them.
+
 docs/power-objectives.md shows the resulting detection rates on seeded simulations.
 """
 
@@ -33,6 +38,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from lab.checks.base import CheckResult, ObjectiveResult, Prediction, Verdict
+from lab.checks.ejection import pool_replay
 from lab.checks.registry import (
     CheckContext,
     CheckDef,
@@ -99,9 +105,11 @@ def share_band(weights: Mapping[str, int], answers: int, *, false_alarm: float =
 
 def check_distribution(history: History, weights: Mapping[str, int],
                        window: tuple[float, float] | None = None,
-                       min_requests: int = 0) -> CheckResult:
+                       min_requests: int = 0,
+                       counted: Mapping[str, int] | None = None) -> CheckResult:
     """Whether every answering server is a primary and got its weight's share of the ok answers
-    (X-Backend-Id) in the window."""
+    (X-Backend-Id) in the window. ``counted``: the failures NGINX counted against each server
+    in the window; any at all and the weights alone no longer set the shares."""
     if not weights:
         return CheckResult(NAME, Verdict.UNKNOWN, "no servers given", "-", "-")
     answered = [r for r in history.requests
@@ -131,8 +139,19 @@ def check_distribution(history: History, weights: Mapping[str, int],
     details += [f"{s}: share {shares[s]:.4f} outside {band.shares[s] - band.half_widths[s]:.4f}-"
                 f"{band.shares[s] + band.half_widths[s]:.4f}"
                 + (" (no answers at all)" if counts.get(s, 0) == 0 else "") for s in off]
+    failing = {s: n for s, n in (counted or {}).items() if n}
+    values += (("failures_counted", float(sum(failing.values()))),)
     if intruders:
         verdict = Verdict.FAIL
+    elif failing:
+        # A failed try is answered by the next server, and max_fails of them take the server out
+        # of rotation: its counters, not its weight, then set its share (measured: a backend
+        # starved to a hundredth of a core timed out, was ejected, and got 0.08 of the answers).
+        verdict = Verdict.UNKNOWN
+        named = ", ".join(f"{s} {n}" for s, n in sorted(failing.items()))
+        details.append(f"NGINX counted failed tries against {named} in the window: a share "
+                       "set by failures, not by the balancer (the ejection check judges those)")
+        measured = f"not judged: failures counted ({named}): {measured}"
     elif total < needed:
         verdict = Verdict.UNKNOWN
         details.append(f"only {total} ok answers: {needed} are needed to tell a one-step weight "
@@ -161,9 +180,17 @@ def _window(history: History, params: DistributionParams) -> tuple[float, float]
     return (history.mark_at("start") or 0.0, end)
 
 
+def _counted(ctx: CheckContext, window: tuple[float, float] | None) -> dict[str, int]:
+    """The failures NGINX counted against each server in the window, from the pool's replay."""
+    changes = pool_replay(ctx.history, ctx.expectations).changes
+    return dict(Counter(c.backend for c in changes
+                        if c.counted and (window is None or window[0] <= c.at < window[1])))
+
+
 def _judge(ctx: CheckContext, params: DistributionParams) -> CheckResult:
-    return check_distribution(ctx.history, ctx.expectations.upstream.weights,
-                              _window(ctx.history, params), min_requests=params.min_requests)
+    window = _window(ctx.history, params)
+    return check_distribution(ctx.history, ctx.expectations.upstream.weights, window,
+                              min_requests=params.min_requests, counted=_counted(ctx, window))
 
 
 def _describe(ctx: CheckContext, params: DistributionParams) -> str:
@@ -193,6 +220,9 @@ def _even_objective(result: CheckResult, objectives: Objectives, ctx: CheckConte
     how = ("each answering server's share of the ok answers against 1/n of the primary servers, "
            "within the same binomial band as conformance")
     total = result.value("requests")
+    if result.value("failures_counted"):
+        return measured_objective("even_distribution", objectives, value=None, passed=None,
+                                  measured=result.measured, derivation=how)
     if total is None:
         return measured_objective("even_distribution", objectives, value=None, passed=None,
                                   measured=result.measured, derivation=how)

@@ -112,6 +112,22 @@ def _judged(history: History, weights: dict[str, int]) -> tuple[Any, Any]:
     return result, predicted("distribution", expect=expect)
 
 
+def test_failures_counted_leave_the_shares_unjudged() -> None:
+    """Once NGINX counted failed tries against a server, its counters set its share, not its
+    weight: a lopsided split is then unknown with the reason, never a fail (a backend starved
+    to a hundredth of a core timed out, was ejected, and got 0.08 of the answers: the check
+    said "fail" on a correct NGINX). An intruder still fails."""
+    result = check_distribution(spread(30, 175, 177), EVEN, counted={"backend-1": 28})
+    assert result.verdict is Verdict.UNKNOWN, result
+    assert "failures counted (backend-1 28)" in result.measured
+    assert any("set by failures" in d for d in result.details), result.details
+    assert check_distribution(spread(134, 133, 133), EVEN,
+                              counted={"backend-1": 0}).verdict is Verdict.PASS
+    history = spread(30, 175, 177)
+    history.requests.append(request(999, 5.0, backend="backend-4"))
+    assert check_distribution(history, EVEN, counted={"backend-1": 3}).verdict is Verdict.FAIL
+
+
 def test_even_distribution_objective_fails_a_weighted_split_that_conforms() -> None:
     """weight=4 on backend-1, obeyed: conformance passes on its weights' shares (given enough
     answers), the even_distribution objective fails, and the prediction said so."""
