@@ -102,6 +102,25 @@ def test_objectives_tightened_below_the_default_topology_fail(
     assert sources["ejection"] == "--objective" and sources["availability"] == "checklist"
 
 
+@pytest.mark.covers("check:latency", "objective:failing_latency")
+def test_a_slow_backend_stays_in_rotation_and_fails_only_a_latency_objective(
+        running_lab: Lab, tmp_path: Path, negative_control) -> None:
+    """slow-backend starves backend-1 to a fiftieth of a core: it answers everything, late
+    (measured p99 0.20-0.54 s against 5-8 ms healthy), so NGINX counts nothing and keeps its
+    full share, exactly as configured; a 100 ms failing-latency objective fails by name, and
+    nothing else does."""
+    code, document, _ = run_json(
+        "slow-backend", "--name", running_lab.name, "--seed", "29", "--report-dir",
+        str(tmp_path), "--objective", "failing_latency=100ms")
+    negative_control.observe(document)
+    assert code == 1
+    assert document["verdicts"] == {"conformance": "pass", "objectives": "fail"}, layers(document)
+    judged = layers(document)
+    assert judged["latency"] == ("pass", {"failing_latency": "fail"}), judged
+    assert judged["distribution"] == ("pass", {"even_distribution": "pass"}), judged
+    assert judged["availability"] == ("pass", {"availability": "pass"}), judged
+
+
 def test_a_bad_objective_is_refused_before_anything_starts(engine: Engine, tmp_path: Path) -> None:
     """An unknown objective, a wrong unit or a wrong type is named with its
     field, exit 2, no lab."""
