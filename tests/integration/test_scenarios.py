@@ -355,7 +355,12 @@ def lab_for(running_lab: Lab, engine: Engine) -> Iterator[Callable[[Scenario], L
         yield get
 
 
-@pytest.mark.parametrize("name", sorted(available()))
+# Run once, by the test that also shows its objective failing, and asserted to pass with the
+# defaults there (test_objective_controls.py): CI's 40 minutes are spent once per scenario.
+JUDGED_BY_ITS_CONTROL = {"slow-backend"}
+
+
+@pytest.mark.parametrize("name", sorted(set(available()) - JUDGED_BY_ITS_CONTROL))
 def test_shipped_scenario_passes_on_a_healthy_lab(
         lab_for: Callable[[Scenario], Lab], name: str) -> None:
     """Each shipped scenario's checks and objectives all pass against a lab configured as the
@@ -546,8 +551,10 @@ def test_run_cli_writes_json_and_exits_by_verdict(running_lab: Lab, tmp_path: Pa
     assert list(tmp_path.glob("*-distribution-11/result.json"))
     undecidable = tmp_path / "too-few.yaml"
     shipped = (Path(__file__).parents[2] / "scenarios" / "distribution.yaml").read_text()
+    # Unknown whatever the sample: two seconds of traffic decide it as well as fifteen.
     undecidable.write_text(shipped.replace("{client: reads}",
-                                           "{client: reads, min_requests: 100000}"))
+                                           "{client: reads, min_requests: 100000}")
+                           .replace("- wait: 15", "- wait: 2"))
     result = runner.invoke(app, ["run", str(undecidable), "--name", running_lab.name,
                                  "--report-dir", str(tmp_path)])
     assert result.exit_code == 1, result.output
