@@ -33,15 +33,32 @@ def test_each_tick_runs_once_with_increasing_fencing_tokens(running_lab):
                                               AND finished_at IS NOT NULL""", (began,)))
                       == len(JOBS), timeout_s=30), "no job recorded a run within 30 s"
     since = time.time()
-    time.sleep(4 * interval + duration + 0.5)
-    rows = _rows(dsn,
-                 """SELECT job, tick, node, fencing_token, finished_at IS NOT NULL, outcome
-                    FROM job_runs WHERE started_at >= to_timestamp(%s) ORDER BY job, tick""",
-                 (since,))
+    query = """SELECT job, tick, node, fencing_token, finished_at IS NOT NULL, outcome
+               FROM job_runs WHERE started_at >= to_timestamp(%s) ORDER BY job, tick"""
+
+    def steady() -> bool:
+        # Liveness: three consecutive ticks of every job, finished. A 2-core CI once lost two
+        # ticks in a row right after an earlier test's fault (2 of 4 recorded), so one blip
+        # gets up to twelve intervals to pass; a scheduler that skips ticks never gets three
+        # in a row.
+        rows = _rows(dsn, query, (since,))
+        for job in JOBS:
+            done = sorted(row[1] for row in rows if row[0] == job and row[4])
+            if not any(done[i + 2] - done[i] == 2 for i in range(len(done) - 2)):
+                return False
+        return True
+
+    consecutive = wait_until(steady, timeout_s=12 * interval + duration + 0.5, interval_s=0.5)
+    rows = _rows(dsn, query, (since,))
+    if not consecutive:
+        skipped = [line for node in ("backend-1", "backend-2", "backend-3")
+                   for line in running_lab.logs(node, tail=60).splitlines()
+                   if "job.skipped" in line or "job.error" in line]
+        pytest.fail(f"no job ran three ticks in a row in twelve intervals: {rows}; "
+                    f"the backends logged: {skipped[-10:]}")
     for job in JOBS:
         runs = [row for row in rows if row[0] == job]
         ticks = [row[1] for row in runs]
-        assert len(runs) >= 3, f"{job}: only {len(runs)} runs in four intervals"
         assert len(ticks) == len(set(ticks)), f"{job}: a tick ran twice: {runs}"
         tokens = [row[3] for row in runs]
         assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
