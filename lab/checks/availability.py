@@ -14,6 +14,7 @@ else happened; an unacknowledged one may or may not be.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated
@@ -218,10 +219,9 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                           f"(its timeout) >= the clients' {ctx.client_timeout_s:g} s: the client "
                           "gives up first, NGINX neither retries nor counts it",
                           high=fraction if several else None)
-    tries_left = not policy.single and policy.next_upstream_tries != 1
-    unretried = [node for node, mode in failing.items()
-                 if mode is not None and not (tries_left and all(
-                     cond in policy.next_upstream for cond in _RETRIED_ON[mode]))]
+    why_not = {node: reason for node, mode in failing.items()
+               if mode is not None and (reason := _no_retry(policy, mode)) is not None}
+    unretried = list(why_not)
     if not unretried:
         return Prediction("availability", NAME, threshold,
                           "no client error from the failing backend",
@@ -236,18 +236,46 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                           f"{policy.max_fails}, proxy_next_upstream "
                           f"{' '.join(policy.next_upstream) or 'off'})",
                           high=fraction)
-    # Each try on the failed backend reaches the client as an error until it is ejected.
+    # Each try on the failed backend reaches the client as an error until it is ejected: the
+    # count reaches M = max_fails x workers only c after the first try began, and the requests
+    # routed to it meanwhile fail too (lint's arithmetic: M + floor(c x its rate) of them).
     workers = 1 if policy.shared_counters else policy.worker_processes
     rate = ctx.stream_rates.get(params.client, ctx.rate_per_s) if params.client else ctx.rate_per_s
     total = max(1.0, rate * ctx.planned_s)
-    errors = policy.max_fails * workers * len(unretried)
+    counted = policy.max_fails * workers
+    per_node = []
+    for node in unretried:
+        cost = failed_attempt_cost(policy, failing[node])
+        backend_rate = rate * _share(policy, [node])[0]
+        per_node.append((counted + math.floor(cost * backend_rate + 1e-9), cost, backend_rate))
+    errors = sum(n for n, _, _ in per_node)
     ratio = 1 - errors / total
+    arithmetic = " + ".join(f"{counted} + {cost:g} s x {backend_rate:.3g} req/s" if cost
+                            else f"{counted}" for _, cost, backend_rate in per_node)
     return Prediction("availability", NAME, threshold, f"about {ratio:.4f}",
                       ratio >= objectives.availability,
-                      f"failed tries are not retried (proxy_next_upstream "
-                      f"{' '.join(policy.next_upstream) or 'off'}): max_fails * workers = "
-                      f"{errors:.0f} errors before the ejection, of about {total:.0f} requests "
-                      f"(rate * planned time) = 1 - {errors:.0f}/{total:.0f}")
+                      f"failed tries are not retried ({why_not[unretried[0]]}): max_fails * "
+                      f"workers + c * the backend's rate = {arithmetic} = {errors:.0f} errors "
+                      f"before the ejection, of about {total:.0f} requests (rate * planned time) "
+                      f"= 1 - {errors:.0f}/{total:.0f}")
+
+
+def _no_retry(policy: UpstreamPolicy, mode: FailureMode) -> str | None:
+    """Why NGINX answers a try that failed this way to the client instead of trying another
+    server (None: it retries); in ngx_http_upstream_next_upstream's order, as lint says it."""
+    listed = " ".join(policy.next_upstream) or "off"
+    missing = [cond for cond in _RETRIED_ON[mode] if cond not in policy.next_upstream]
+    if missing:
+        return f"proxy_next_upstream {listed} lacks {missing[0]}"
+    if policy.next_upstream_tries == 1:
+        return "proxy_next_upstream_tries 1"
+    if policy.single:
+        return "no other server"
+    cost = failed_attempt_cost(policy, mode)
+    if policy.next_upstream_timeout_s and policy.next_upstream_timeout_s <= cost:
+        return (f"proxy_next_upstream_timeout {policy.next_upstream_timeout_s:g} s has passed "
+                f"after one try of {cost:g} s")
+    return None
 
 
 def _availability_measure(result: CheckResult) -> Measured | None:

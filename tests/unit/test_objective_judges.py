@@ -131,6 +131,29 @@ def test_availability_objective_and_prediction() -> None:
             and "not retried" in off["availability"].arithmetic)
 
 
+def test_availability_prediction_counts_the_retry_timeout_and_the_connect_lag() -> None:
+    """A proxy_next_upstream_timeout no longer than one failed connect forbids the retry its
+    conditions allow (predicting "no client error" there would miss on every kill); and the
+    requests routed to a dead backend while its first counted connect still hangs fail too:
+    max_fails x workers + floor(c x its rate), as lint counts them."""
+    timed_out = predicted("availability", planned_s=60.0, **KILL,
+                          expect=expectations(next_upstream_timeout_s=1.0,
+                                              connect_timeout_s=2.0))["availability"]
+    assert timed_out.reachable is False, timed_out
+    assert "proxy_next_upstream_timeout 1 s has passed after one try of 2 s" in (
+        timed_out.arithmetic)
+    # 3 servers at 20 req/s: 6.67 req/s each; shared counters (zone): M = 3; c = 2 s.
+    assert "3 + 2 s x 6.67 req/s = 16 errors" in timed_out.arithmetic, timed_out.arithmetic
+    assert timed_out.predicted == f"about {1 - 16 / 1200:.4f}"
+    roomy = predicted("availability", planned_s=60.0, **KILL,
+                      expect=expectations(next_upstream_timeout_s=3.0,
+                                          connect_timeout_s=2.0))["availability"]
+    assert roomy.predicted == "no client error from the failing backend", roomy
+    single = predicted("availability", planned_s=60.0, **KILL,
+                       expect=expectations(next_upstream_tries=1))["availability"]
+    assert "(proxy_next_upstream_tries 1)" in single.arithmetic, single.arithmetic
+
+
 def _writes(stored: int, acknowledged: int = 3) -> tuple[History, frozenset[str]]:
     history = History()
     for i in range(acknowledged):
