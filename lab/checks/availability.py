@@ -242,22 +242,28 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
     workers = 1 if policy.shared_counters else policy.worker_processes
     rate = ctx.stream_rates.get(params.client, ctx.rate_per_s) if params.client else ctx.rate_per_s
     total = max(1.0, rate * ctx.planned_s)
+    # Each fault on it ejects it anew (a crash loop's every kill), from a count back at zero.
     counted = policy.max_fails * workers
     per_node = []
     for node in unretried:
         cost = failed_attempt_cost(policy, failing[node])
         backend_rate = rate * _share(policy, [node])[0]
-        per_node.append((counted + math.floor(cost * backend_rate + 1e-9), cost, backend_rate))
-    errors = sum(n for n, _, _ in per_node)
+        times = max(1, ctx.injections.get(node, 1))
+        per_node.append((times * (counted + math.floor(cost * backend_rate + 1e-9)), cost,
+                         backend_rate, times))
+    errors = sum(n for n, _, _, _ in per_node)
     ratio = 1 - errors / total
-    arithmetic = " + ".join(f"{counted} + {cost:g} s x {backend_rate:.3g} req/s" if cost
-                            else f"{counted}" for _, cost, backend_rate in per_node)
+    arithmetic = " + ".join(
+        (f"{times} x " if times > 1 else "")
+        + (f"({counted} + {cost:g} s x {backend_rate:.3g} req/s)" if cost and times > 1
+           else f"{counted} + {cost:g} s x {backend_rate:.3g} req/s" if cost else f"{counted}")
+        for _, cost, backend_rate, times in per_node)
     return Prediction("availability", NAME, threshold, f"about {ratio:.4f}",
                       ratio >= objectives.availability,
                       f"failed tries are not retried ({why_not[unretried[0]]}): max_fails * "
-                      f"workers + c * the backend's rate = {arithmetic} = {errors:.0f} errors "
-                      f"before the ejection, of about {total:.0f} requests (rate * planned time) "
-                      f"= 1 - {errors:.0f}/{total:.0f}")
+                      f"workers + c * the backend's rate, per fault on it = {arithmetic} = "
+                      f"{errors:.0f} errors before the ejections, of about {total:.0f} requests "
+                      f"(rate * planned time) = 1 - {errors:.0f}/{total:.0f}")
 
 
 def _no_retry(policy: UpstreamPolicy, mode: FailureMode) -> str | None:

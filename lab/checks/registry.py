@@ -74,6 +74,8 @@ class CheckContext:
     # Each fault target's failure mode as NGINX sees it (the first fault on it).
     failure_modes: Mapping[str, FailureMode | None] = field(default_factory=dict)
     first_failure_mode: FailureMode | None = None
+    # How many faults NGINX sees fail each target got: each one ejects it anew.
+    injections: Mapping[str, int] = field(default_factory=dict)
     added_latency_s: float = 0.0          # the largest round trip a latency fault injected
     targets: Mapping[str, str] = field(default_factory=dict)   # dynamic target -> node
     observations: Mapping[Observation, Any] = field(default_factory=dict)

@@ -33,7 +33,13 @@ from lab.errors import ConfigError, LabNotFound
 from lab.expectations import duration_names
 from lab.objectives import ObjectivesInForce, load_objectives, parse_assignments
 from lab.report import junit as junit_report
-from lab.scenarios.judge import RunFacts, expected_before, planned_failure_modes, predictions
+from lab.scenarios.judge import (
+    RunFacts,
+    expected_before,
+    planned_failure_modes,
+    planned_injections,
+    predictions,
+)
 from lab.scenarios.loader import available, check_nodes, check_paths, load_scenario, resolve
 from lab.scenarios.model import Scenario
 from lab.scenarios.runner import Progress, Runner, RunResult, stream_facts
@@ -88,6 +94,7 @@ def _planned(scenario: Scenario, config: LabConfig, objectives: ObjectivesInForc
     planned = sum(definition_of(step).planned_s(step, names, 60.0) for step in scenario.steps)
     facts = RunFacts(names=tuple(names.items()), planned_s=planned,
                      failure_modes=planned_failure_modes(scenario),
+                     injections=planned_injections(scenario),
                      **streams)  # type: ignore[arg-type]
     return Plan(names, predictions(scenario, expectations, facts, objectives.values),
                 expected_before(scenario, expectations, facts, objectives.values), planned)

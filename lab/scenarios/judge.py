@@ -35,6 +35,8 @@ class RunFacts:
     client_timeout_s: float = 10.0
     planned_s: float = 0.0
     failure_modes: tuple[tuple[str, FailureMode | None], ...] = ()   # target -> first fault's mode
+    # target -> how many of its faults NGINX sees fail (a crash loop's each kill ejects anew)
+    injections: tuple[tuple[str, int], ...] = ()
     added_latency_s: float = 0.0
     targets: tuple[tuple[str, str], ...] = ()            # dynamic target -> node
     stored_writes: frozenset[str] | None = None
@@ -51,6 +53,7 @@ class RunFacts:
         return CheckContext(
             history=history, expectations=expectations, names=dict(self.names),
             failure_modes=modes, first_failure_mode=next(iter(modes.values()), None),
+            injections=dict(self.injections),
             added_latency_s=self.added_latency_s, targets=dict(self.targets),
             observations=observations,
             unavailable={Observation(kind): error for kind, error in self.unavailable},
@@ -66,6 +69,21 @@ def failure_modes(
     for kind, target in kinds_and_targets:
         modes.setdefault(target, FAULTS.get(kind).failure_mode)
     return tuple(modes.items())
+
+
+def injections(kinds_and_targets: Iterable[tuple[str, str]]) -> tuple[tuple[str, int], ...]:
+    """How many faults NGINX sees fail (a failure mode) each target got."""
+    counts: dict[str, int] = {}
+    for kind, target in kinds_and_targets:
+        if FAULTS.get(kind).failure_mode is not None:
+            counts[target] = counts.get(target, 0) + 1
+    return tuple(counts.items())
+
+
+def planned_injections(scenario: Scenario) -> tuple[tuple[str, int], ...]:
+    """The counts ``injections`` gives for the scenario's inject steps (static targets)."""
+    return injections((step.inject.fault, step.inject.target) for step in scenario.steps
+                      if isinstance(step, InjectStep) and not is_dynamic(step.inject.target))
 
 
 def planned_failure_modes(scenario: Scenario) -> tuple[tuple[str, FailureMode | None], ...]:

@@ -31,8 +31,10 @@ from lab.scenarios.judge import (
     RunFacts,
     failure_modes,
     held,
+    injections,
     judge,
     planned_failure_modes,
+    planned_injections,
     predictions,
 )
 from lab.scenarios.model import Scenario
@@ -283,7 +285,8 @@ class Runner:
         state.tick("steady state before")
         planned = self._planned_s(names)
         before = RunFacts(names=tuple(names.items()), planned_s=planned,
-                          failure_modes=planned_failure_modes(scenario), **streams)  # type: ignore[arg-type]
+                          failure_modes=planned_failure_modes(scenario),
+                          injections=planned_injections(scenario), **streams)  # type: ignore[arg-type]
         stated = predictions(scenario, expectations, before, self.objectives.values)
         self.on_predictions(stated)
         # NGINX logs upstreams as ip:port; the checks want node names.
@@ -351,6 +354,7 @@ class Runner:
         state.tick("checking")
         facts = RunFacts(names=tuple(names.items()), planned_s=planned,
                          failure_modes=failure_modes((f.kind, f.target) for f in state.faults),
+                         injections=injections((f.kind, f.target) for f in state.faults),
                          added_latency_s=state.added_latency_s,
                          targets=tuple(state.targets.items()),
                          **streams, **observed)  # type: ignore[arg-type]

@@ -152,6 +152,10 @@ def test_availability_prediction_counts_the_retry_timeout_and_the_connect_lag() 
     single = predicted("availability", planned_s=60.0, **KILL,
                        expect=expectations(next_upstream_tries=1))["availability"]
     assert "(proxy_next_upstream_tries 1)" in single.arithmetic, single.arithmetic
+    # failover kills twice: each kill is ejected anew, from a count back at zero.
+    twice = predicted("availability", planned_s=60.0, **KILL, injections={"backend-2": 2},
+                      expect=expectations(next_upstream_tries=1))["availability"]
+    assert "2 x (3 + 1 s x 6.67 req/s) = 18 errors" in twice.arithmetic, twice.arithmetic
 
 
 def _writes(stored: int, acknowledged: int = 3) -> tuple[History, frozenset[str]]:
