@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from lab.engine import ExecResult
+from lab.expectations import UpstreamPolicy
 from lab.topology.client import ClientTarget
 
 
@@ -96,6 +97,22 @@ _REDIRECT_HINT = ("the lab follows port 80's redirect to HTTPS when your file wr
                   "written any other way reaches the lab's clients as this answer")
 
 
+def served_by(pool: UpstreamPolicy | None,
+              names: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """The backends NGINX sends requests to while all are healthy, and the requests one
+    round-robin turn over them takes: the pool's primary servers that are not ``down`` (a
+    ``backup`` server answers only once every primary has failed, so a probe through NGINX
+    never reaches it; each backend's own readiness is asked directly anyway). Every backend,
+    one request each, when there is no user pool to read."""
+    if pool is None or not pool.members:
+        return names, 0
+    primaries = [m for m in pool.members if not m.backup and not m.down and m.node in names]
+    if not primaries:
+        return names, 0
+    served = tuple(sorted({m.node for m in primaries}, key=names.index))
+    return served, sum(m.weight for m in primaries)
+
+
 @dataclass(frozen=True)
 class ThroughNginxProbe:
     """Every backend answers ``path`` with 200 through the load balancer (seen by X-Backend-Id).
@@ -113,6 +130,13 @@ class ThroughNginxProbe:
     # address, its one URI), so NGINX sends every probe to the same backend and a 200 from
     # any backend through it is ready (each backend answered its own probe first).
     keyed: bool = False
+    # The requests one round-robin turn takes (the primaries' weights summed; 0: one each):
+    # a weight 10 server answers ten probes for each of a weight 1's.
+    turn: int = 0
+
+    @property
+    def _tries(self) -> int:
+        return 3 * max(len(self.backends), self.turn)
 
     def _asked(self, count: int) -> str:
         return f"GET {self.path} at {self.target.describe()}, {count} time{'s' * (count > 1)}"
@@ -136,8 +160,9 @@ class ThroughNginxProbe:
             return self._unidentified()
         seen: set[str] = set()
         last: httpx.Response | None = None
-        tries = 3 * len(self.backends)
-        # Round robin reaches every backend in len(backends) requests; allow a few more.
+        tries = self._tries
+        # Round robin reaches every backend in one turn (len(backends) requests, or the sum of
+        # their weights); allow a few more.
         with self.target.httpx_client(timeout=2.0) as client:
             for index in range(tries):
                 try:
@@ -161,7 +186,7 @@ class ThroughNginxProbe:
                            f"{', '.join(missing)} (answers named {', '.join(sorted(seen)) or '-'})")
 
     def _unidentified(self) -> ProbeResult:
-        tries = 3 * len(self.backends)
+        tries = self._tries
         with self.target.httpx_client(timeout=2.0) as client:
             for index in range(tries):
                 try:
