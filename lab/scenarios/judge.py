@@ -80,16 +80,20 @@ def injections(kinds_and_targets: Iterable[tuple[str, str]]) -> tuple[tuple[str,
     return tuple(counts.items())
 
 
+def _planned_faults(scenario: Scenario) -> list[tuple[str, str]]:
+    """(fault, target) of the scenario's inject steps (dynamic targets are not known yet)."""
+    return [(step.inject.fault, step.inject.target) for step in scenario.steps
+            if isinstance(step, InjectStep) and not is_dynamic(step.inject.target)]
+
+
 def planned_injections(scenario: Scenario) -> tuple[tuple[str, int], ...]:
-    """The counts ``injections`` gives for the scenario's inject steps (static targets)."""
-    return injections((step.inject.fault, step.inject.target) for step in scenario.steps
-                      if isinstance(step, InjectStep) and not is_dynamic(step.inject.target))
+    """The counts ``injections`` gives for the scenario's inject steps."""
+    return injections(_planned_faults(scenario))
 
 
 def planned_failure_modes(scenario: Scenario) -> tuple[tuple[str, FailureMode | None], ...]:
-    """The failure modes the scenario's inject steps plan (dynamic targets are not known yet)."""
-    return failure_modes((step.inject.fault, step.inject.target) for step in scenario.steps
-                         if isinstance(step, InjectStep) and not is_dynamic(step.inject.target))
+    """The failure modes the scenario's inject steps plan."""
+    return failure_modes(_planned_faults(scenario))
 
 
 # Planned times start here: some checks read a time of 0 as "none".

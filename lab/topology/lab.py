@@ -436,17 +436,13 @@ class Lab:
             waiting = ("--wait", f"{wait_s:g}") if wait_s > 0 else ()
             return ExecProbe(lambda cmd, n=node: self.exec(n, cmd),
                              ("lab-probe", *waiting, "/health/ready"))
-        served, turn = self._served_backends()
+        served, turn = served_by(self._user_pool(), self.config.backend_names)
         if contract is not None:
             return ThroughNginxProbe(self.client_target(contract.health.ready),
                                      served, contract.health.ready,
                                      identified=contract.node_id_env is not None, turn=turn)
         return ThroughNginxProbe(self.client_target("/health/ready"), served,
                                  keyed=self._keyed_pool(), turn=turn)
-
-    def _served_backends(self) -> tuple[tuple[str, ...], int]:
-        """The backends a probe through NGINX reaches while all are healthy (``served_by``)."""
-        return served_by(self._user_pool(), self.config.backend_names)
 
     def _user_pool(self) -> UpstreamPolicy | None:
         """The user's backend pool as NGINX will run it (from the file: no exec)."""
