@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import psycopg
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator
 
 from lab.errors import ConfigError, LabError
@@ -31,6 +32,7 @@ from lab.scenarios.probes import PROBES, parse_probe
 from lab.scenarios.state import RunState, is_dynamic
 from lab.waits import poll
 from lab.workload.health_watch import HealthWatcher, HealthWatchSpec
+from lab.workload.job_sources import job_source
 
 
 class _Strict(BaseModel):
@@ -206,22 +208,43 @@ def _wait_until_served(state: RunState, step: WaitUntilServedStep) -> None:
         state.notes.append(f"{node} did not serve within {timeout_s:.1f} s")
 
 
+def newly_taken(seen: list[tuple[str | None, int | None]]) -> bool:
+    """Whether the last of a job's lock answers (holder, token), oldest first, is a run begun
+    since the first: a lock held at the first answer belongs to a run already under way. A
+    token not seen then is a new run; a lock without one (a contract's holder pattern may name
+    no token) is new when the answer before had it free or held by another node."""
+    if len(seen) < 2 or seen[-1][0] is None:
+        return False
+    holder, token = seen[-1]
+    return token != seen[0][1] if token is not None else seen[-2][0] != holder
+
+
 def _wait_until_acquired(state: RunState, step: WaitUntilAcquiredStep) -> None:
     spec = step.wait_until_acquired
     state.tick(f"waiting for a new holder of {spec.job}")
-    baseline: list[int | None] = []
+    since = time.time()
+    seen: list[tuple[str | None, int | None]] = []
+    taken: list[int | None] = []
 
     def fresh(locks: dict[str, tuple[str, int | None]]) -> str | None:
-        # A lock held at the first answer belongs to a run already under way: not counted.
-        holder, token = locks.get(spec.job, (None, None))
-        if not baseline:
-            baseline.append(token)
+        seen.append(locks.get(spec.job, (None, None)))
+        if not newly_taken(seen):
             return None
-        return holder if holder is not None and token != baseline[0] else None
+        holder, token = seen[-1]
+        taken.append(token)
+        return holder
 
     node = state.poll_locks(evaluate_duration(spec.timeout, state.names), fresh,
                             f"no backend newly took the lock of job {spec.job!r}")
     state.history.mark(f"acquired:{spec.job}:{node}", time.time())
+    # The holder takes the lock, then claims the tick and records its run (about 30 ms, more on
+    # a busy machine): a fault issued in between hits no run, and the step's point is that the
+    # next one lands in a run. So the step ends when the run is recorded where the checks read it.
+    source = job_source(state.lab)
+    if not poll(lambda: source.run_recorded(spec.job, node, since, taken[-1]),
+                state.expectations.backend.job_duration_s + 5, 0.02,
+                ignore=(psycopg.Error, LabError), sleep=state.sleep):
+        state.notes.append(f"{node} took the lock of {spec.job} but recorded no run")
 
 
 def _probe(state: RunState, step: ProbeStep) -> None:

@@ -44,6 +44,16 @@ class JobSource(Protocol):
 
     def rejections(self, since: float) -> list[FencingRejection]: ...
 
+    def run_recorded(self, job: str, node: str, since: float, token: int | None) -> bool: ...
+
+
+def _recorded(runs: list[JobRun], job: str, node: str, token: int | None) -> bool:
+    # A token both sides know names the run; without one, the node's run since the lock was
+    # seen free or held by another is the one.
+    return any(r.job == job and r.node == node
+               and (token is None or r.fencing_token is None or r.fencing_token == token)
+               for r in runs)
+
 
 @dataclass
 class TableSource:
@@ -65,6 +75,9 @@ class TableSource:
 
     def rejections(self, since: float) -> list[FencingRejection]:
         return read_fencing_rejections(self.lab.endpoints.postgres_dsn, since)
+
+    def run_recorded(self, job: str, node: str, since: float, token: int | None) -> bool:
+        return _recorded(read_job_runs(self.lab.endpoints.postgres_dsn, since), job, node, token)
 
 
 LockReader = Callable[[redis.Redis, tuple[str, ...]], dict[str, tuple[str, int | None]]]
@@ -228,6 +241,9 @@ class LogSource(_ContractSource):
         runs = runs_from_events(events, self.contract.job_interval_s)
         return [run for run in runs if run.job in self.jobs and run.started_at <= end]
 
+    def run_recorded(self, job: str, node: str, since: float, token: int | None) -> bool:
+        return _recorded(self.runs(since, math.inf, []), job, node, token)
+
 
 @dataclass
 class RedisSource(_ContractSource):
@@ -235,6 +251,10 @@ class RedisSource(_ContractSource):
 
     def runs(self, since: float, end: float, samples: list[LockSample]) -> list[JobRun]:
         return runs_from_samples(samples, self.contract.job_interval_s)
+
+    def run_recorded(self, job: str, node: str, since: float, token: int | None) -> bool:
+        # The lock is the record: a held lock is a run under way.
+        return True
 
 
 def runs_from_samples(samples: list[LockSample], job_interval_s: float) -> list[JobRun]:

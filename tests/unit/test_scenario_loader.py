@@ -10,6 +10,7 @@ from lab.config import LabConfig, load_config
 from lab.errors import ConfigError
 from lab.expectations import evaluate_duration
 from lab.scenarios.loader import available, check_nodes, load_scenario, parse_scenario
+from lab.scenarios.steps import newly_taken
 
 VALID = """\
 name: t
@@ -137,3 +138,21 @@ def test_a_job_the_backend_does_not_run_is_named() -> None:
     config = load_config(own)
     contract = config.backend.contract.model_copy(update={"jobs": ("send-reminders",)})
     check_nodes(scenario, config.with_overrides("backend", contract=contract), "t.yaml")
+
+
+@pytest.mark.parametrize(("seen", "new"), [
+    # Tokens: a token the first answer did not show is a new run, whoever holds it.
+    ([("backend-1", 4), ("backend-1", 4)], False),
+    ([("backend-1", 4), ("backend-2", 5)], True),
+    ([(None, None), ("backend-1", 5)], True),
+    ([("backend-1", 4), (None, None)], False),
+    # No token (a contract's holder pattern names none): taken after free, or by another node.
+    ([("backend-1", None), ("backend-1", None)], False),
+    ([("backend-1", None), (None, None), ("backend-1", None)], True),
+    ([("backend-1", None), ("backend-2", None)], True),
+    ([(None, None)], False),
+])
+def test_a_lock_is_newly_taken_by_token_or_by_edge(seen: list, new: bool) -> None:
+    """wait_until_acquired's test: a run begun since the step began, with or without tokens
+    (before, a backend whose lock names no token was never seen taking it)."""
+    assert newly_taken(seen) is new
