@@ -22,6 +22,7 @@ from lab.load.script import WRITE_MARKER
 from lab.load.thresholds import LoadThresholds
 from lab.topology.lab import Lab
 from tests.conftest import session_lab_name
+from tests.scenario_files import failover_first_round
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "load.js"
@@ -265,13 +266,15 @@ def test_live_line_in_a_real_terminal(running_lab: Lab, tmp_path: Path) -> None:
 def test_a_scenario_beside_the_load_is_judged_on_both(running_lab: Lab, tmp_path: Path) -> None:
     """`lab load smoke --scenario failover`: one scenario result whose checks saw the k6
     traffic (NGINX logged it, an availability check judged the load's own requests), whose
-    ejection window used the combined rate, and the load's own report beside it."""
+    ejection window used the combined rate, and the load's own report beside it. failover's
+    first round: one ejection shows all of it."""
+    once = failover_first_round(tmp_path)
     result = runner.invoke(app, ["load", "smoke", "--set", "rate=30", "--set", "duration_s=60",
-                                 "--scenario", "failover", "--name", running_lab.name,
+                                 "--scenario", str(once), "--name", running_lab.name,
                                  "--report-dir", str(tmp_path), "--no-dashboard", "--json"])
     assert result.exit_code in (0, 1), result.output
     document = json.loads(result.stdout)[0]
-    assert document["scenario"] == "failover"
+    assert document["scenario"] == "failover-once"
     load_requests = [r for r in document["history"]["requests"] if r["client"] == "load"]
     assert len(load_requests) > 100
     labels = [c["label"] for c in document["checks"]]
@@ -288,7 +291,7 @@ def test_a_scenario_beside_the_load_is_judged_on_both(running_lab: Lab, tmp_path
     # The scenario's report links the load's own files; `lab runs` lists both runs.
     assert document["load"]["directory"] == f"../{load_run.name}"
     assert "result.json" in document["load"]["files"]
-    [scenario_run] = [p.parent for p in tmp_path.glob("*-failover-*/report.html")]
+    [scenario_run] = [p.parent for p in tmp_path.glob("*-failover-once-*/report.html")]
     page = (scenario_run / "report.html").read_text()
     assert f'href="../{load_run.name}/result.json"' in page
     listed = runner.invoke(app, ["runs", "--report-dir", str(tmp_path)], terminal_width=200)
