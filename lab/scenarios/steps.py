@@ -125,7 +125,8 @@ class AcquiredSpec(_Strict):
 
 class WaitUntilAcquiredStep(_Strict):
     """Wait until a node newly takes ``job``'s lock (a fencing token not seen when the step
-    began), so that the next step lands at the start of a run, not somewhere in it."""
+    began; without tokens, the lock taken after it was free or another node's) and has recorded
+    the run, so that the next step lands at the start of a run, not somewhere in it or before."""
 
     wait_until_acquired: AcquiredSpec
 
