@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated
@@ -79,6 +79,11 @@ class UpstreamPolicy:
     def shared_counters(self) -> bool:
         """Whether failure counts are global (a zone, or one worker) rather than per worker."""
         return self.zone or self.worker_processes == 1
+
+    @property
+    def counters(self) -> int:
+        """How many separate failure counts a server has: one per worker without a zone."""
+        return 1 if self.shared_counters else self.worker_processes
 
     @property
     def single(self) -> bool:
@@ -306,14 +311,27 @@ def cost_derivation(policy: UpstreamPolicy, mode: FailureMode | None) -> str:
     return "c = 0 s (no backend failure mode given)"
 
 
+def ejection_window_s(max_fails: float, workers: float, g: float, c: float,
+                      least_conn: bool) -> tuple[float, str]:
+    """The latest the last try counted against a failed backend comes after the fault, for
+    tries that each fail after ``c`` s, a turn of ``g`` s per counter's worker, and its
+    arithmetic. Round robin (and the hashes, random) send the failed backend a try every turn
+    whether or not one to it is still in progress: its tries overlap. least_conn sends none
+    while one is in progress (that keeps it the busiest), so its tries come one after another,
+    each a turn after the last one failed."""
+    if least_conn:
+        return (max_fails * (c + workers * g),
+                f"max_fails * (c + workers * g) = {max_fails:g} * ({c:g} + {workers:g} * {g:.3f})")
+    return (c + max_fails * workers * g,
+            f"c + max_fails * workers * g = {c:g} + {max_fails:g} * {workers:g} * {g:.3f}")
+
+
 def worst_case_ejection_s(policy: UpstreamPolicy, mode: FailureMode | None,
                           rate_per_s: float) -> tuple[float, str]:
     """The latest the last routed attempt can come after the fault, and its arithmetic."""
-    n, c = len(policy.servers), failed_attempt_cost(policy, mode)
-    g = n / (rate_per_s or 1.0)
-    workers = 1 if policy.shared_counters else policy.worker_processes
-    return (c + policy.max_fails * workers * g,
-            f"c + max_fails * workers * g = {c:g} + {policy.max_fails} * {workers} * {g:.3f}")
+    return ejection_window_s(policy.max_fails, policy.counters,
+                             len(policy.servers) / (rate_per_s or 1.0),
+                             failed_attempt_cost(policy, mode), policy.balancing == "least_conn")
 
 
 # -- PgBouncer, PostgreSQL, Redis, the backends -----------------------------------------------
@@ -469,11 +487,24 @@ class Expectations:
 # -- names scenario durations may use -----------------------------------------------------------
 
 DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails", "interval",
-                  "rate", "job_interval", "lock_ttl", "job_duration", "server_login_retry",
-                  "db_budget", "dependency_timeout", "drain", "client_timeout")
-# Functions a duration may call: a wait of "min(connect_timeout, client_timeout) + 2" stays
-# sensible when a user's connect timeout is ten minutes.
-DURATION_FUNCTIONS = {"min": min, "max": max}
+                  "workers", "least_conn", "rate", "job_interval", "lock_ttl", "job_duration",
+                  "server_login_retry", "db_budget", "dependency_timeout", "drain",
+                  "client_timeout")
+
+
+def _ejection(names: Mapping[str, float], c: float) -> float:
+    return ejection_window_s(names["max_fails"], names["workers"], names["interval"], c,
+                             names["least_conn"] >= 1)[0]
+
+
+# Functions a duration may call, each given the names and its arguments: a wait of
+# "min(connect_timeout, client_timeout) + 2" stays sensible when a user's connect timeout is ten
+# minutes, and "ejection(c)" is the ejection window the checks predict, for tries costing c.
+DURATION_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "min": lambda names, *args: min(args),
+    "max": lambda names, *args: max(args),
+    "ejection": _ejection,
+}
 
 
 def duration_names(expectations: Expectations, rate_per_s: float,
@@ -486,6 +517,8 @@ def duration_names(expectations: Expectations, rate_per_s: float,
     names = {"fail_timeout": upstream.fail_timeout_s, "connect_timeout": upstream.connect_timeout_s,
              "read_timeout": upstream.read_timeout_s, "max_fails": float(upstream.max_fails),
              "rate": rate, "interval": len(upstream.servers) / rate,
+             "workers": float(upstream.counters),
+             "least_conn": float(upstream.balancing == "least_conn"),
              "client_timeout": client_timeout_s}
     try:
         backend = expectations.backend
@@ -531,7 +564,12 @@ def evaluate_duration(expression: float | str, names: Mapping[str, float]) -> fl
             return -walk(node.operand)
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id in DURATION_FUNCTIONS and node.args and not node.keywords):
-            return float(DURATION_FUNCTIONS[node.func.id](walk(a) for a in node.args))
+            function = DURATION_FUNCTIONS[node.func.id]
+            try:
+                return float(function(names, *(walk(a) for a in node.args)))
+            except TypeError:
+                raise ValueError(f"{node.func.id}() takes other arguments: "
+                                 f"{ast.unparse(node)!r}") from None
         raise ValueError(f"not a duration expression: {ast.unparse(node)!r}")
 
     return walk(_tree(expression))
@@ -553,7 +591,13 @@ def explain_duration(expression: float | str, names: Mapping[str, float]) -> str
             return f"-{show(node.operand, 3)}"
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)
-            return f"{node.func.id}({', '.join(show(a) for a in node.args)})"
+            call = f"{node.func.id}({', '.join(show(a) for a in node.args)})"
+            if node.func.id != "ejection":
+                return call     # min and max: their pick is among the values shown
+            c = evaluate_duration(ast.unparse(node.args[0]), names)
+            value, arithmetic = ejection_window_s(names["max_fails"], names["workers"],
+                                                  names["interval"], c, names["least_conn"] >= 1)
+            return f"{call} {value:.4g} [{arithmetic.replace(' g', ' interval')}]"
         assert isinstance(node, ast.BinOp)
         rank = 1 if isinstance(node.op, ast.Add | ast.Sub) else 2
         text = f"{show(node.left, rank)} {_SYMBOLS[type(node.op)]} {show(node.right, rank + 1)}"
@@ -567,7 +611,18 @@ def explain_duration(expression: float | str, names: Mapping[str, float]) -> str
 
 def check_duration(value: float | str) -> float | str:
     """A duration expression's names and syntax, checked now with stand-in values, so that a
-    typo fails when the scenario loads, before anything starts."""
+    typo fails when the scenario loads, before anything starts.
+
+    Seconds, or ``+ - * /`` over numbers, names and calls. The names are the running
+    configuration's: ``fail_timeout``, ``connect_timeout``, ``read_timeout``, ``max_fails`` (the
+    pool's), ``interval`` (one turn of the pool at the scenario's request rate: servers / rate),
+    ``workers`` (separate failure counts: NGINX's workers without a zone, else 1),
+    ``least_conn`` (1 when the pool balances by it, else 0), ``rate``, ``client_timeout`` (the
+    clients' shortest), ``job_interval``, ``lock_ttl``, ``job_duration``, ``db_budget``,
+    ``dependency_timeout``, ``drain``, ``server_login_retry``. The calls: ``min(...)``,
+    ``max(...)`` and ``ejection(c)``, the latest a backend whose tries each fail after ``c`` s
+    is out of rotation, as the ejection check predicts it (``c + max_fails * workers *
+    interval``; least_conn: ``max_fails * (c + workers * interval)``)."""
     result = evaluate_duration(value, {name: 1.0 for name in DURATION_NAMES})
     if isinstance(value, int | float) and result < 0:
         raise ValueError("a duration cannot be negative")

@@ -309,7 +309,10 @@ def _predict(ctx: CheckContext, params: EjectionParams, objectives: Objectives) 
             and not any(m.down or m.max_conns for m in policy.members))
     return Prediction("ejection", NAME, threshold, f"out of rotation within {worst:.3f} s",
                       worst <= objectives.ejection,
-                      f"{arithmetic} = {worst:.3f} s (a {mode.value} backend)"
+                      f"{arithmetic} = {worst:.3f} s (a {mode.value} backend"
+                      + ("; least_conn: a try in progress keeps it the busiest, so its failed "
+                         "tries come one after another" if policy.balancing == "least_conn"
+                         else "") + ")"
                       + (f"; up to {worst + spread:.3f} s with the arrivals' spread (2 x "
                          f"{streams} streams / {ctx.rate_per_s:g} req/s)" if even else
                          f"; {policy.balancing} over these server lines"

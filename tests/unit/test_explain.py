@@ -81,5 +81,5 @@ def test_explain_prints_each_checks_expectation() -> None:
     assert result.exit_code == 0, result.output
     expects = "expects: backend-1 in rotation until max_fails=3 failures count"
     assert expects in result.output
-    assert ("wait 3.36 s = min(connect_timeout 1, client_timeout 10) + max_fails 3 × interval "
-            "0.12 + 2") in result.output
+    assert ("wait 3.36 s = ejection(min(connect_timeout 1, client_timeout 10)) 1.36 [c + "
+            "max_fails * workers * interval = 1 + 3 * 1 * 0.120] + 2") in result.output

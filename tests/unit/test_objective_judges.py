@@ -16,7 +16,13 @@ from test_rate_limit_model import nginx_log, rule, simultaneous, spaced
 from lab.checks import CHECKS, CheckContext, Observation, run_check
 from lab.checks.registry import predict
 from lab.config import LabConfig
-from lab.expectations import Expectations, FailureMode, Part
+from lab.expectations import (
+    Expectations,
+    FailureMode,
+    Part,
+    duration_names,
+    evaluate_duration,
+)
 from lab.history import AccessLogEntry, HeaderSample, History, Outcome, PoolLoadPhase, PoolSample
 from lab.objectives import Objectives, defaults
 from lab.topology.expect import claimed
@@ -99,6 +105,22 @@ def test_ejection_prediction() -> None:
     p = predicted("ejection", {"target": "backend-2"}, expect=expectations(max_fails=0),
                   **KILL)["ejection"]
     assert p.reachable is False and p.predicted == "never ejected"
+
+
+def test_ejection_prediction_under_least_conn_and_worker_counters() -> None:
+    """least_conn sends a failed backend no try while one to it hangs: max_fails tries, one
+    after another, each c plus a turn of its worker's counter; round robin overlaps them. The
+    scenario's wait (``ejection(c)``) is the same arithmetic."""
+    upstream = {"balancing": "least_conn", "worker_processes": 2, "zone": False}
+    p = predicted("ejection", {"target": "backend-2"}, expect=expectations(**upstream),
+                  **KILL)["ejection"]
+    assert "3 * (1 + 2 * 0.150) = 3.900 s" in p.arithmetic, p.arithmetic
+    assert "a guide, not a bound" in p.arithmetic
+    names = duration_names(expectations(**upstream), rate_per_s=20.0)
+    assert names["workers"] == 2 and names["least_conn"] == 1
+    assert evaluate_duration("ejection(connect_timeout)", names) == pytest.approx(3.9)
+    rr = duration_names(expectations(worker_processes=2, zone=False), rate_per_s=20.0)
+    assert evaluate_duration("ejection(connect_timeout)", rr) == pytest.approx(1 + 3 * 2 * 0.15)
 
 
 def test_readmission_objective_and_prediction() -> None:
