@@ -39,6 +39,7 @@ from lab.checks.registry import (
     measured_objective,
     register,
 )
+from lab.checks.upstream_replay import Attempt, AttemptEnd, retry_allowed
 from lab.expectations import Expectations, FailureMode, UpstreamPolicy, failed_attempt_cost
 from lab.history import History, Outcome, RequestRecord
 from lab.objectives import Objectives, threshold_text
@@ -142,9 +143,6 @@ def check_durability(acknowledged_write_ids: frozenset[str] | None,
 
 # -- registration -------------------------------------------------------------------------------
 
-# Which proxy_next_upstream conditions a failure of each mode raises (docs/semantics.md §1).
-_RETRIED_ON = {FailureMode.REFUSED: ("error",), FailureMode.UNREACHABLE: ("error", "timeout"),
-               FailureMode.FROZEN: ("timeout",)}
 
 
 class AvailabilityParams(ClientParams):
@@ -266,21 +264,29 @@ def _availability_predict(ctx: CheckContext, params: AvailabilityParams,
                       f"(rate * planned time) = 1 - {errors:.0f}/{total:.0f}")
 
 
+# How a try on a backend failing each way ends, as the replay reads it from the log, and what
+# it costs: a killed backend's connects are refused for a moment, then hang until the timeout.
+_ENDINGS = {FailureMode.REFUSED: (AttemptEnd.ERROR,),
+            FailureMode.UNREACHABLE: (AttemptEnd.ERROR, AttemptEnd.CONNECT_TIMEOUT),
+            FailureMode.FROZEN: (AttemptEnd.READ_TIMEOUT,)}
+
+
 def _no_retry(policy: UpstreamPolicy, mode: FailureMode) -> str | None:
     """Why NGINX answers a try that failed this way to the client instead of trying another
-    server (None: it retries); in ngx_http_upstream_next_upstream's order, as lint says it."""
-    listed = " ".join(policy.next_upstream) or "off"
-    missing = [cond for cond in _RETRIED_ON[mode] if cond not in policy.next_upstream]
-    if missing:
-        return f"proxy_next_upstream {listed} lacks {missing[0]}"
-    if policy.next_upstream_tries == 1:
-        return "proxy_next_upstream_tries 1"
-    if policy.single:
-        return "no other server"
-    cost = failed_attempt_cost(policy, mode)
-    if policy.next_upstream_timeout_s and policy.next_upstream_timeout_s <= cost:
-        return (f"proxy_next_upstream_timeout {policy.next_upstream_timeout_s:g} s has passed "
-                f"after one try of {cost:g} s")
+    server (None: it retries): the replay's own rule (``retry_allowed``), asked of a first GET
+    ending each way this mode ends."""
+    peers = (sum(not m.down for m in policy.members) if policy.members
+             else len(policy.servers) + len(policy.backup_servers))
+    limit = min(policy.next_upstream_tries or peers, peers)
+    for end in _ENDINGS[mode]:
+        cost = {AttemptEnd.CONNECT_TIMEOUT: policy.connect_timeout_s,
+                AttemptEnd.READ_TIMEOUT: policy.read_timeout_s}.get(end, 0.0)
+        first = Attempt(entry=0, index=0, backend="", worker=0, started_at=0.0, duration_s=cost,
+                        status="-", end=end, method="GET", uri=policy.location, retried=False,
+                        slack_s=0.0)
+        allowed, why = retry_allowed(policy, first, cost, limit)
+        if not allowed:
+            return why
     return None
 
 
