@@ -493,8 +493,11 @@ DURATION_NAMES = ("fail_timeout", "connect_timeout", "read_timeout", "max_fails"
 
 
 def _ejection(names: Mapping[str, float], c: float) -> float:
+    # Tries the clients abandon first are not counted, and end as the client goes: least_conn's
+    # tries then come no slower than round robin's, and only refused connects can eject.
+    serial = names["least_conn"] >= 1 and c < names["client_timeout"]
     return ejection_window_s(names["max_fails"], names["workers"], names["interval"], c,
-                             names["least_conn"] >= 1)[0]
+                             serial)[0]
 
 
 # Functions a duration may call, each given the names and its arguments: a wait of
@@ -595,8 +598,9 @@ def explain_duration(expression: float | str, names: Mapping[str, float]) -> str
             if node.func.id != "ejection":
                 return call     # min and max: their pick is among the values shown
             c = evaluate_duration(ast.unparse(node.args[0]), names)
-            value, arithmetic = ejection_window_s(names["max_fails"], names["workers"],
-                                                  names["interval"], c, names["least_conn"] >= 1)
+            value, arithmetic = ejection_window_s(
+                names["max_fails"], names["workers"], names["interval"], c,
+                names["least_conn"] >= 1 and c < names["client_timeout"])
             return f"{call} {value:.4g} [{arithmetic.replace(' g', ' interval')}]"
         assert isinstance(node, ast.BinOp)
         rank = 1 if isinstance(node.op, ast.Add | ast.Sub) else 2
@@ -622,7 +626,8 @@ def check_duration(value: float | str) -> float | str:
     ``dependency_timeout``, ``drain``, ``server_login_retry``. The calls: ``min(...)``,
     ``max(...)`` and ``ejection(c)``, the latest a backend whose tries each fail after ``c`` s
     is out of rotation, as the ejection check predicts it (``c + max_fails * workers *
-    interval``; least_conn: ``max_fails * (c + workers * interval)``)."""
+    interval``; least_conn, when c is below client_timeout: ``max_fails * (c + workers *
+    interval)``)."""
     result = evaluate_duration(value, {name: 1.0 for name in DURATION_NAMES})
     if isinstance(value, int | float) and result < 0:
         raise ValueError("a duration cannot be negative")

@@ -119,6 +119,9 @@ def test_ejection_prediction_under_least_conn_and_worker_counters() -> None:
     names = duration_names(expectations(**upstream), rate_per_s=20.0)
     assert names["workers"] == 2 and names["least_conn"] == 1
     assert evaluate_duration("ejection(connect_timeout)", names) == pytest.approx(3.9)
+    # Tries the clients abandon (c at their timeout) are not counted and end with the client:
+    # no serial pace to wait out.
+    assert evaluate_duration("ejection(client_timeout)", names) == pytest.approx(10 + 3 * 2 * 0.15)
     rr = duration_names(expectations(worker_processes=2, zone=False), rate_per_s=20.0)
     assert evaluate_duration("ejection(connect_timeout)", rr) == pytest.approx(1 + 3 * 2 * 0.15)
 
