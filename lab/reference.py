@@ -160,7 +160,7 @@ class Page:
     the page's end."""
 
     tagged: Mapping[frozenset[str], str]
-    readers: dict[str, str] = dataclasses.field(default_factory=dict)
+    readers: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def reader(self, func: Callable[..., Any]) -> str | None:
         """A link to ``func``'s explanation at the page's end; None when it has no docstring."""
@@ -168,7 +168,7 @@ class Page:
         if not doc:
             return None
         name = func.__name__.lstrip("_")
-        self.readers[name] = doc[0]
+        self.readers[name] = doc
         return f"read as [{code(name)}](#{anchor('read as ' + name)})"
 
     def closing(self) -> list[str]:
@@ -177,7 +177,9 @@ class Page:
             return []
         lines = ["## How values are read", ""]
         for name, doc in sorted(self.readers.items()):
-            lines += [f"### Read as {code(name)}", "", prose(doc), ""]
+            lines += [f"### Read as {code(name)}", ""]
+            for paragraph in doc:
+                lines += [prose(paragraph), ""]
         return lines
 
 

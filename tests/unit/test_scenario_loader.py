@@ -8,7 +8,12 @@ import pytest
 
 from lab.config import LabConfig, load_config
 from lab.errors import ConfigError
-from lab.expectations import evaluate_duration
+from lab.expectations import (
+    DURATION_FUNCTIONS,
+    DURATION_NAMES,
+    check_duration,
+    evaluate_duration,
+)
 from lab.scenarios.loader import available, check_nodes, load_scenario, parse_scenario
 from lab.scenarios.steps import newly_taken
 
@@ -156,3 +161,10 @@ def test_a_lock_is_newly_taken_by_token_or_by_edge(seen: list, new: bool) -> Non
     """wait_until_acquired's test: a run begun since the step began, with or without tokens
     (before, a backend whose lock names no token was never seen taking it)."""
     assert newly_taken(seen) is new
+
+
+def test_every_duration_name_and_function_is_documented() -> None:
+    """The reference explains duration expressions from check_duration's docstring: every name
+    and call a scenario may use is in it."""
+    doc = check_duration.__doc__ or ""
+    assert [n for n in (*DURATION_NAMES, *DURATION_FUNCTIONS) if f"``{n}" not in doc] == []
